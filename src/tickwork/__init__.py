@@ -1,0 +1,73 @@
+"""tickwork: a durable job scheduler for trio.
+
+The public API is re-exported here; everything else is private.
+"""
+
+from __future__ import annotations
+
+from tickwork.clock import Clock as Clock
+from tickwork.clock import SystemClock as SystemClock
+from tickwork.errors import DuplicateTask as DuplicateTask
+from tickwork.errors import IllegalTransition as IllegalTransition
+from tickwork.errors import InvalidArgument as InvalidArgument
+from tickwork.errors import NotATickworkDatabase as NotATickworkDatabase
+from tickwork.errors import NotFound as NotFound
+from tickwork.errors import SchedulerClosed as SchedulerClosed
+from tickwork.errors import SchemaTooNew as SchemaTooNew
+from tickwork.errors import StoreError as StoreError
+from tickwork.errors import StoreLocked as StoreLocked
+from tickwork.errors import TaskTimeout as TaskTimeout
+from tickwork.errors import TickworkError as TickworkError
+from tickwork.errors import UnknownTask as UnknownTask
+from tickwork.events import EventsLost as EventsLost
+from tickwork.events import Subscription as Subscription
+from tickwork.events import TransitionEvent as TransitionEvent
+from tickwork.model import Attempt as Attempt
+from tickwork.model import Instance as Instance
+from tickwork.model import NewInstance as NewInstance
+from tickwork.model import pack as pack
+from tickwork.model import unpack as unpack
+from tickwork.scheduler import open_scheduler as open_scheduler
+from tickwork.scheduler_api import Scheduler as Scheduler
+from tickwork.scheduler_api import SchedulerStatistics as SchedulerStatistics
+from tickwork.state import State as State
+from tickwork.stores.base import Store as Store
+from tickwork.stores.memory import MemoryStore as MemoryStore
+# TEMP from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
+from tickwork.task import Task as Task
+from tickwork.tasks.bash import BashTask as BashTask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "BashTask",
+    "Clock",
+    "DuplicateTask",
+    "EventsLost",
+    "IllegalTransition",
+    "Instance",
+    "InvalidArgument",
+    "MemoryStore",
+    "NewInstance",
+    "NotATickworkDatabase",
+    "NotFound",
+    "SQLiteStore",
+    "Scheduler",
+    "SchedulerClosed",
+    "SchedulerStatistics",
+    "SchemaTooNew",
+    "State",
+    "Store",
+    "StoreError",
+    "StoreLocked",
+    "Subscription",
+    "SystemClock",
+    "TaskTimeout",
+    "TickworkError",
+    "TransitionEvent",
+    "UnknownTask",
+    "open_scheduler",
+    "pack",
+    "unpack",
+]

@@ -1,0 +1,301 @@
+"""The Executor: runs due instances with bounded concurrency; owns RUNNING.
+
+Due batches go into a ready queue served by a pool of worker tasks, at most
+``max_concurrency`` of them (a ``trio.CapacityLimiter``: each worker holds one token).
+A worker runs instances one after another; a new worker is spawned only while the ready
+queue is not empty and no spawned worker is still waiting to start, so a burst of quick
+tasks costs a few spawns per batch instead of one per instance, and slow tasks still get
+one worker each up to the limit. Each run has its own ``CancelScope``: an abort or a
+timeout cancels exactly that run.
+
+Outcomes collect in an outbox that a flusher sends to the Recorder as one message per
+batch; the outbox is bounded, so a slow Recorder slows the workers (backpressure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import final
+
+import attrs
+import trio
+
+from tickwork.actors.messages import Abort, Cancelled, Due, Kind, Outcome
+from tickwork.actors.timekeeper import ExecutorMsg
+from tickwork.clock import Clock
+from tickwork.errors import TaskTimeout
+from tickwork.model import Instance
+from tickwork.stores.base import Store
+from tickwork.task import Task
+
+log = logging.getLogger("tickwork.executor")
+
+#: a worker yields to the scheduler at least this often, so a run of quick tasks that
+#: never block cannot starve the other actors
+_YIELD_EVERY = 64
+
+
+@final
+@attrs.frozen
+class ExecutorStatistics:
+    running: int
+    ready: int
+    waiting_for_task_slot: int
+    workers: int
+    max_concurrency: int
+    started: int
+    #: lateness of the most recent start (start - due), microseconds
+    last_lateness_us: int
+    #: exponentially weighted mean lateness, microseconds
+    mean_lateness_us: float
+    #: total time instances waited for a per-task slot, microseconds
+    slot_wait_us: int
+
+
+@final
+class Executor:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        owner: str,
+        tasks: Mapping[str, Task],
+        receive: trio.MemoryReceiveChannel[ExecutorMsg],
+        to_recorder: trio.MemorySendChannel[list[Outcome]],
+        max_concurrency: int,
+        outbox_limit: int,
+        shutdown_grace: float,
+        abort_marks: set[int],
+        on_running: Callable[[Instance, int], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._store = store
+        self._owner = owner
+        self._tasks = tasks
+        self._receive = receive
+        self._send = to_recorder
+        self._limiter = trio.CapacityLimiter(max_concurrency)
+        self._outbox_limit = outbox_limit
+        self._grace = shutdown_grace
+        self._abort_marks = abort_marks
+        self._on_running = on_running
+        self._ready: deque[Instance] = deque()
+        # per task name: instances waiting for a per-task slot, and runs in progress
+        self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
+        self._task_running: dict[str, int] = {}
+        self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
+        self._cancel_reason: dict[int, Kind] = {}
+        self._spawn_pending = False
+        self._nursery: trio.Nursery | None = None
+        self._outbox: list[Outcome] = []
+        self._outbox_nonempty = trio.Event()
+        self._outbox_room = trio.Event()
+        self._workers_done = trio.Event()
+        self._started = 0
+        self._last_lateness = 0
+        self._mean_lateness = 0.0
+        self._slot_wait = 0.0
+
+    def statistics(self) -> ExecutorStatistics:
+        return ExecutorStatistics(
+            running=len(self._running),
+            ready=len(self._ready),
+            waiting_for_task_slot=sum(len(q) for q in self._blocked.values()),
+            workers=self._limiter.borrowed_tokens,
+            max_concurrency=int(self._limiter.total_tokens),
+            started=self._started,
+            last_lateness_us=self._last_lateness,
+            mean_lateness_us=self._mean_lateness,
+            slot_wait_us=int(self._slot_wait * 1e6),
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self._send:
+            async with trio.open_nursery() as flusher_nursery:
+                flusher_nursery.start_soon(self._flusher)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    task_status.started()
+                    async with self._receive:
+                        async for msg in self._receive:
+                            await self._handle(msg)
+                    await self._drain(nursery)
+                self._nursery = None
+                # every worker is gone: flush what they produced, then stop the flusher
+                await self._flush_all()
+                flusher_nursery.cancel_scope.cancel()
+
+    async def _handle(self, msg: ExecutorMsg) -> None:
+        if isinstance(msg, Due):
+            await self._admit(msg.instances)
+        elif isinstance(msg, Cancelled):
+            for inst in msg.instances:
+                self._emit(Outcome(inst, Kind.ABORTED))
+        else:
+            self._abort(msg.instance_id)
+
+    async def _admit(self, due: list[Instance]) -> None:
+        at_most_once = [
+            inst
+            for inst in due
+            if (task := self._tasks.get(inst.task)) is not None
+            and task.delivery == "at_most_once"
+        ]
+        if at_most_once:
+            # RUNNING is made durable before an at-most-once task starts: after a crash
+            # it is FAILED "interrupted", never run again.
+            pairs = [(inst.id, inst.claim_token or 0) for inst in at_most_once]
+            accepted = await self._store.start(self._owner, pairs, self._clock.now_us())
+            refused = {inst.id for inst, ok in zip(at_most_once, accepted, strict=True) if not ok}
+            if refused:
+                log.warning("lost the claim of %d at-most-once instances", len(refused))
+                due = [inst for inst in due if inst.id not in refused]
+        self._ready.extend(due)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        if self._ready and not self._spawn_pending and self._nursery is not None:
+            token = object()
+            try:
+                self._limiter.acquire_on_behalf_of_nowait(token)
+            except trio.WouldBlock:
+                return  # every worker is busy; one of them takes the next instance
+            self._spawn_pending = True
+            self._nursery.start_soon(self._worker, token)
+
+    async def _worker(self, token: object) -> None:
+        self._spawn_pending = False
+        try:
+            count = 0
+            while self._ready:
+                inst = self._ready.popleft()
+                self._spawn()
+                await self._run_one(inst, trio.current_time())
+                count += 1
+                if count % _YIELD_EVERY == 0:
+                    await trio.lowlevel.checkpoint()
+        finally:
+            self._limiter.release_on_behalf_of(token)
+            if self._limiter.borrowed_tokens == 0:
+                self._workers_done.set()
+
+    async def _run_one(self, inst: Instance, ready_since: float) -> None:
+        if inst.id in self._abort_marks:
+            self._emit(Outcome(inst, Kind.ABORTED))
+            return
+        task = self._tasks.get(inst.task)
+        if task is None:
+            self._emit(Outcome(inst, Kind.UNKNOWN_TASK))
+            return
+        limit = task.max_concurrent
+        if limit is not None:
+            running = self._task_running.get(task.name, 0)
+            if running >= limit:
+                # Park it without holding a worker: a noisy task cannot starve others.
+                self._blocked.setdefault(task.name, deque()).append((inst, ready_since))
+                return
+            self._task_running[task.name] = running + 1
+        try:
+            await self._execute(inst, task)
+        finally:
+            if limit is not None:
+                self._task_running[task.name] -= 1
+                blocked = self._blocked.get(task.name)
+                if blocked:
+                    waiting, since = blocked.popleft()
+                    self._slot_wait += trio.current_time() - since
+                    self._ready.appendleft(waiting)
+                    self._spawn()
+
+    async def _execute(self, inst: Instance, task: Task) -> None:
+        scope = trio.CancelScope()
+        timeout_us = inst.timeout_us
+        if timeout_us is None and task.timeout is not None:
+            timeout_us = int(task.timeout.total_seconds() * 1e6)
+        if timeout_us is not None:
+            scope.deadline = trio.current_time() + timeout_us / 1e6
+        started = self._clock.now_us()
+        lateness = started - inst.run_at_us
+        self._last_lateness = lateness
+        self._mean_lateness += (lateness - self._mean_lateness) * 0.01
+        self._started += 1
+        if self._on_running is not None:
+            self._on_running(inst, started)
+        self._running[inst.id] = (scope, inst)
+        kind = Kind.OK
+        result: object = None
+        error: BaseException | None = None
+        try:
+            with scope:
+                result = await task.run(inst.params)
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is an outcome
+            kind, error = Kind.ERROR, exc
+        finally:
+            del self._running[inst.id]
+        reason = self._cancel_reason.pop(inst.id, None)
+        if reason is not None:
+            kind, error, result = reason, None, None
+        elif scope.cancelled_caught or (scope.cancel_called and kind is Kind.ERROR):
+            timeout_s = (timeout_us or 0) / 1e6
+            kind, result = Kind.ERROR, None
+            error = TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
+        self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
+        if len(self._outbox) >= self._outbox_limit:
+            while len(self._outbox) >= self._outbox_limit:
+                self._outbox_room = trio.Event()
+                await self._outbox_room.wait()
+
+    def _abort(self, instance_id: int) -> None:
+        running = self._running.get(instance_id)
+        if running is not None:
+            self._cancel_reason[instance_id] = Kind.ABORTED
+            running[0].cancel()
+            return
+        for i, inst in enumerate(self._ready):
+            if inst.id == instance_id:
+                del self._ready[i]
+                self._emit(Outcome(inst, Kind.ABORTED))
+                return
+        for queue in self._blocked.values():
+            for i, (inst, _) in enumerate(queue):
+                if inst.id == instance_id:
+                    del queue[i]
+                    self._emit(Outcome(inst, Kind.ABORTED))
+                    return
+        # Not here: already recorded, or on its way to the Recorder. The abort mark
+        # still stops it if it comes back (e.g. as a retry).
+
+    def _emit(self, outcome: Outcome) -> None:
+        self._outbox.append(outcome)
+        self._outbox_nonempty.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._outbox_nonempty.wait()
+            await self._flush_all()
+
+    async def _flush_all(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            self._outbox_nonempty = trio.Event()
+            self._outbox_room.set()
+            await self._send.send(batch)
+
+    async def _drain(self, nursery: trio.Nursery) -> None:
+        """Shutdown: run nothing new, give running instances ``shutdown_grace`` to finish,
+        then cancel them; they are recorded as interrupted (back to PENDING, or FAILED
+        for at-most-once)."""
+        self._ready.clear()
+        self._blocked.clear()
+        if self._limiter.borrowed_tokens:
+            self._workers_done = trio.Event()
+            with trio.move_on_after(self._grace):
+                await self._workers_done.wait()
+        for iid, (scope, _) in list(self._running.items()):
+            self._cancel_reason[iid] = Kind.INTERRUPTED
+            scope.cancel()
+        del nursery  # the caller's nursery block waits for the workers to finish
+

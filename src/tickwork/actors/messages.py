@@ -1,0 +1,67 @@
+"""Messages between the actors: frozen attrs classes; batches travel as one message."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from tickwork.model import Instance
+
+
+@attrs.frozen(slots=True)
+class Abort:
+    """Carry out an abort of a held instance (Timekeeper first, then the Executor)."""
+
+    instance_id: int
+
+
+@attrs.frozen(slots=True)
+class Evict:
+    """Give back up to ``count`` of the latest-due held instances due after ``after_us``,
+    to make room in the window for an earlier one."""
+
+    after_us: int
+    count: int
+
+
+@attrs.frozen(slots=True)
+class Due:
+    """A batch of instances whose time has come (Timekeeper -> Executor)."""
+
+    instances: list[Instance]
+
+
+@attrs.frozen(slots=True)
+class Cancelled:
+    """Instances the Timekeeper dropped before they ran (aborted while claimed)."""
+
+    instances: list[Instance]
+
+
+class Kind(enum.Enum):
+    """How one run ended."""
+
+    #: ``run`` returned.
+    OK = "ok"
+    #: ``run`` raised.
+    ERROR = "error"
+    #: aborted by a user: before it ran or while it ran.
+    ABORTED = "aborted"
+    #: interrupted by the node's shutdown: goes back to PENDING (or FAILED, at-most-once).
+    INTERRUPTED = "interrupted"
+    #: its task is not registered on this node.
+    UNKNOWN_TASK = "unknown_task"
+
+
+@attrs.frozen(slots=True)
+class Outcome:
+    """How one instance's run ended (Executor -> Recorder)."""
+
+    instance: Instance
+    kind: Kind
+    result: Any = None
+    error: BaseException | None = None
+    started_us: int | None = None
+    finished_us: int | None = None

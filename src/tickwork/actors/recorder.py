@@ -1,0 +1,253 @@
+"""The Recorder: turns run outcomes into durable state, in batches (group commit).
+
+It owns outcome -> terminal state / retry. Several outcome messages waiting in its
+channel are merged into one ``Store.finish`` call, so a commit is paid per batch. Only
+after the write was accepted (the claim still held: fencing) does it publish events,
+call the task's hooks and give the instances' places in the window back.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, final
+
+import attrs
+import trio
+
+from tickwork.actors.capacity import Capacity
+from tickwork.actors.messages import Kind, Outcome
+from tickwork.clock import Clock
+from tickwork.model import Finish, Instance
+from tickwork.state import State
+from tickwork.stores.base import INTERRUPTED, Store
+from tickwork.task import Task
+
+log = logging.getLogger("tickwork.recorder")
+
+_MAX_ERROR = 2_000
+_MAX_RESULT = 500
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_text(error: BaseException) -> str:
+    return _bounded(f"{type(error).__name__}: {error}", _MAX_ERROR)
+
+
+def result_summary(result: object) -> str | None:
+    return None if result is None else _bounded(repr(result), _MAX_RESULT)
+
+
+def backoff_us(task: Task, attempt: int, rng: random.Random) -> int:
+    """Exponential backoff with a cap and full jitter, for the retry after ``attempt``."""
+    base = task.backoff_base.total_seconds()
+    cap = task.backoff_cap.total_seconds()
+    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    return int(rng.uniform(0, ceiling) * 1e6)
+
+
+@final
+@attrs.frozen
+class RecorderStatistics:
+    recorded: Mapping[str, int]
+    retried: int
+    refused: int
+    batches: int
+    hooks_failed: int
+
+
+Publish = Callable[[Instance, State, State, int], None]
+
+
+@final
+class Recorder:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        owner: str,
+        tasks: Mapping[str, Task],
+        capacity: Capacity,
+        receive: trio.MemoryReceiveChannel[list[Outcome]],
+        max_batch: int,
+        hook_concurrency: int,
+        abort_marks: set[int],
+        on_pending: Callable[[int], None],
+        on_recorded: Callable[[int, State], None],
+        publish: Publish | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._clock = clock
+        self._store = store
+        self._owner = owner
+        self._tasks = tasks
+        self._capacity = capacity
+        self._receive = receive
+        self._max_batch = max_batch
+        self._hook_limiter = trio.CapacityLimiter(hook_concurrency)
+        self._abort_marks = abort_marks
+        self._on_pending = on_pending
+        self._on_recorded = on_recorded
+        self._publish = publish
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._recorded: dict[str, int] = {}
+        self._retried = 0
+        self._refused = 0
+        self._batches = 0
+        self._hooks_failed = 0
+
+    def statistics(self) -> RecorderStatistics:
+        return RecorderStatistics(
+            recorded=dict(self._recorded),
+            retried=self._retried,
+            refused=self._refused,
+            batches=self._batches,
+            hooks_failed=self._hooks_failed,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as hooks:
+            task_status.started()
+            async with self._receive:
+                async for first in self._receive:
+                    outcomes = list(first)
+                    while len(outcomes) < self._max_batch:
+                        try:
+                            outcomes.extend(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._record(outcomes, hooks)
+
+    async def _record(self, outcomes: list[Outcome], hooks: trio.Nursery) -> None:
+        finishes = [self._finish(o) for o in outcomes]
+        accepted = await self._store.finish(self._owner, finishes, self._clock.now_us())
+        self._batches += 1
+        now = self._clock.now_us()
+        for outcome, fin, ok in zip(outcomes, finishes, accepted, strict=True):
+            inst = outcome.instance
+            self._abort_marks.discard(inst.id)
+            if not ok:
+                self._refused += 1
+                log.warning(
+                    "instance %d: outcome %s not recorded, the claim was lost (another "
+                    "node or a restart took it over)",
+                    inst.id,
+                    fin.state.name,
+                )
+                continue
+            name = fin.state.name
+            self._recorded[name] = self._recorded.get(name, 0) + 1
+            if fin.state is State.PENDING and fin.run_at_us is not None:
+                self._on_pending(fin.run_at_us)
+            self._on_recorded(inst.id, fin.state)
+            if self._publish is not None:
+                from_state = State.CLAIMED if outcome.started_us is None else State.RUNNING
+                self._publish(inst, from_state, fin.state, now)
+            await self._call_hook(outcome, fin, hooks)
+        self._capacity.give(len(outcomes))
+
+    def _finish(self, o: Outcome) -> Finish:
+        inst = o.instance
+        token = inst.claim_token or 0
+        ran = o.started_us is not None
+        attempts = inst.attempts + 1 if ran else inst.attempts
+        common: dict[str, Any] = {
+            "id": inst.id,
+            "claim_token": token,
+            "attempts": attempts,
+            "started_us": o.started_us,
+            "finished_us": o.finished_us,
+        }
+        kind = o.kind
+        task = self._tasks.get(inst.task)
+        if kind is Kind.OK:
+            return Finish(state=State.SUCCEEDED, result=result_summary(o.result), **common)
+        if kind is Kind.ABORTED:
+            return Finish(state=State.ABORTED, error="aborted", **common)
+        if kind is Kind.UNKNOWN_TASK:
+            return Finish(
+                state=State.FAILED,
+                error=f"unknown task {inst.task!r}: no task of that name is registered on "
+                f"node {self._owner}",
+                error_type="UnknownTask",
+                **common,
+            )
+        if kind is Kind.INTERRUPTED:
+            if task is not None and task.delivery == "at_most_once":
+                return Finish(
+                    state=State.FAILED, error=INTERRUPTED, error_type="Interrupted", **common
+                )
+            # at-least-once: not an attempt; it runs again
+            common["attempts"] = inst.attempts
+            return Finish(
+                state=State.PENDING,
+                run_at_us=inst.run_at_us,
+                error="interrupted by shutdown",
+                error_type="Interrupted",
+                **common,
+            )
+        assert o.error is not None  # noqa: S101 - Kind.ERROR always carries its error
+        error = error_text(o.error)
+        error_type = type(o.error).__name__
+        if task is not None:
+            max_attempts = inst.max_attempts or task.max_attempts or 1
+            if attempts < max_attempts and isinstance(o.error, task.retry_on):
+                self._retried += 1
+                run_at = (o.finished_us or self._clock.now_us()) + backoff_us(
+                    task, attempts, self._rng
+                )
+                return Finish(
+                    state=State.PENDING,
+                    run_at_us=run_at,
+                    error=error,
+                    error_type=error_type,
+                    **common,
+                )
+        return Finish(state=State.FAILED, error=error, error_type=error_type, **common)
+
+    async def _call_hook(self, outcome: Outcome, fin: Finish, hooks: trio.Nursery) -> None:
+        task = self._tasks.get(outcome.instance.task)
+        if task is None:
+            return
+        state = fin.state
+        if state is State.SUCCEEDED and type(task).on_success is not Task.on_success:
+            hook = "on_success"
+        elif state is State.FAILED and type(task).on_fail is not Task.on_fail:
+            hook = "on_fail"
+        elif state is State.ABORTED and type(task).on_abort is not Task.on_abort:
+            hook = "on_abort"
+        else:
+            return
+        inst = attrs.evolve(
+            outcome.instance,
+            state=state,
+            attempts=fin.attempts,
+            error=fin.error,
+            owner=self._owner,
+        )
+        # Bounded: a slow hook slows recording (backpressure), never grows a backlog.
+        token = object()
+        await self._hook_limiter.acquire_on_behalf_of(token)
+        hooks.start_soon(self._run_hook, task, hook, inst, outcome, token)
+
+    async def _run_hook(
+        self, task: Task, hook: str, inst: Instance, outcome: Outcome, token: object
+    ) -> None:
+        try:
+            if hook == "on_success":
+                await task.on_success(inst, outcome.result)
+            elif hook == "on_fail":
+                assert outcome.error is not None or inst.error is not None  # noqa: S101
+                await task.on_fail(inst, outcome.error or RuntimeError(inst.error or ""))
+            else:
+                await task.on_abort(inst)
+        except Exception:
+            self._hooks_failed += 1
+            log.exception("task %r: %s hook raised for instance %d", task.name, hook, inst.id)
+        finally:
+            self._hook_limiter.release_on_behalf_of(token)

@@ -1,0 +1,154 @@
+"""The Timekeeper: holds claimed instances until their time and hands them over when due.
+
+Its state is one ``SortedList`` of ``(run_at_us, id)`` plus a dict from id to instance:
+insert and remove are O(log n), and everything due is a prefix of the list, popped in
+one slice and sent to the Executor as one message. It sleeps until the earliest deadline;
+a batch with an earlier deadline cancels that sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import final
+
+import attrs
+import trio
+from sortedcontainers import SortedList
+
+from tickwork.actors.capacity import Capacity
+from tickwork.actors.messages import Abort, Cancelled, Due, Evict
+from tickwork.actors.puller import TimekeeperMsg
+from tickwork.clock import Clock
+from tickwork.model import Instance
+from tickwork.stores.base import Store
+
+log = logging.getLogger("tickwork.timekeeper")
+
+ExecutorMsg = Due | Cancelled | Abort
+
+
+@final
+@attrs.frozen
+class TimekeeperStatistics:
+    waiting: int
+    next_deadline_us: int | None
+    fired: int
+    evicted: int
+
+
+@final
+class Timekeeper:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        owner: str,
+        capacity: Capacity,
+        receive: trio.MemoryReceiveChannel[TimekeeperMsg],
+        to_executor: trio.MemorySendChannel[ExecutorMsg],
+        max_batch: int,
+    ) -> None:
+        self._clock = clock
+        self._store = store
+        self._owner = owner
+        self._capacity = capacity
+        self._receive = receive
+        self._send = to_executor
+        self._max_batch = max_batch
+        self._deadlines: SortedList = SortedList()
+        self._held: dict[int, Instance] = {}
+        self._sleep_scope: trio.CancelScope | None = None
+        self._sleeping_until: int | None = None
+        self._fired = 0
+        self._evicted = 0
+
+    def statistics(self) -> TimekeeperStatistics:
+        return TimekeeperStatistics(
+            waiting=len(self._held),
+            next_deadline_us=self._deadlines[0][0] if self._deadlines else None,
+            fired=self._fired,
+            evicted=self._evicted,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self._send, trio.open_nursery() as nursery:
+            nursery.start_soon(self._fire_loop)
+            task_status.started()
+            async with self._receive:
+                async for msg in self._receive:
+                    if isinstance(msg, list):
+                        self._add(msg)
+                    elif isinstance(msg, Abort):
+                        await self._abort(msg)
+                    else:
+                        await self._evict(msg)
+            nursery.cancel_scope.cancel()
+
+    def _add(self, batch: list[Instance]) -> None:
+        earliest = None
+        for inst in batch:
+            old = self._held.get(inst.id)
+            if old is not None:
+                # Claimed again (a new claim token): keep one entry, the newest claim.
+                self._deadlines.remove((old.run_at_us, old.id))
+                self._capacity.give(1)
+            self._held[inst.id] = inst
+            self._deadlines.add((inst.run_at_us, inst.id))
+            if earliest is None or inst.run_at_us < earliest:
+                earliest = inst.run_at_us
+        if (
+            earliest is not None
+            and self._sleep_scope is not None
+            and (self._sleeping_until is None or earliest < self._sleeping_until)
+        ):
+            self._sleep_scope.cancel()
+
+    async def _abort(self, msg: Abort) -> None:
+        inst = self._held.pop(msg.instance_id, None)
+        if inst is None:
+            await self._send.send(msg)  # maybe due already: the Executor has it
+            return
+        self._deadlines.remove((inst.run_at_us, inst.id))
+        await self._send.send(Cancelled([inst]))
+
+    async def _evict(self, msg: Evict) -> None:
+        evicted: list[Instance] = []
+        while self._deadlines and len(evicted) < msg.count:
+            run_at_us, iid = self._deadlines[-1]
+            if run_at_us <= msg.after_us:
+                break
+            self._deadlines.pop()
+            evicted.append(self._held.pop(iid))
+        if not evicted:
+            return
+        await self._store.release(
+            self._owner, self._clock.now_us(), [inst.id for inst in evicted]
+        )
+        self._evicted += len(evicted)
+        self._capacity.give(len(evicted), wake=True)
+        log.debug("gave back %d instances to make room for earlier ones", len(evicted))
+
+    async def _fire_loop(self) -> None:
+        while True:
+            now = self._clock.now_us()
+            if self._deadlines and self._deadlines[0][0] <= now:
+                end = self._deadlines.bisect_left((now + 1,))
+                end = min(end, self._max_batch)
+                keys = self._deadlines[:end]
+                del self._deadlines[:end]
+                held = self._held
+                due = [held.pop(iid) for _, iid in keys]
+                self._fired += len(due)
+                await self._send.send(Due(due))
+                continue
+            until = self._deadlines[0][0] if self._deadlines else None
+            self._sleeping_until = until
+            with trio.CancelScope() as scope:
+                self._sleep_scope = scope
+                if until is None:
+                    await trio.sleep_forever()
+                else:
+                    await self._clock.sleep_until_us(until)
+            self._sleep_scope = None
+            self._sleeping_until = None

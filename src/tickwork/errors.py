@@ -1,0 +1,51 @@
+"""The library's own exceptions. Every refusal raises a subclass of TickworkError."""
+
+from __future__ import annotations
+
+
+class TickworkError(Exception):
+    """Base of every exception tickwork raises on purpose."""
+
+
+class InvalidArgument(TickworkError, ValueError):
+    """An argument at the API, CLI or HTTP boundary was refused before anything was stored."""
+
+
+class UnknownTask(InvalidArgument):
+    """A task name that no registered task carries."""
+
+
+class DuplicateTask(InvalidArgument):
+    """Two registered tasks share one name."""
+
+
+class IllegalTransition(TickworkError):
+    """A state change that the state table does not allow."""
+
+
+class NotFound(TickworkError, LookupError):
+    """No instance or schedule with that id."""
+
+
+class StoreError(TickworkError):
+    """The store cannot be used: not a tickwork database, newer schema, broken connection."""
+
+
+class NotATickworkDatabase(StoreError):
+    """The file or database exists but was not created by tickwork."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer tickwork than this one."""
+
+
+class StoreLocked(StoreError):
+    """Another running node already holds this database."""
+
+
+class SchedulerClosed(TickworkError):
+    """The scheduler was used after its block was left."""
+
+
+class TaskTimeout(TickworkError):
+    """A run exceeded its timeout and was cancelled."""

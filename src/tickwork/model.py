@@ -1,0 +1,228 @@
+"""The records that travel between the actors and the store: instances and messages.
+
+Times are integer microseconds since the epoch (UTC) inside tickwork; the public
+properties (``run_at``, ...) give aware datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import msgpack
+
+from tickwork._time import from_us, to_us
+from tickwork.errors import InvalidArgument
+from tickwork.state import State
+
+__all__ = ["AbortResult", "Attempt", "Finish", "Instance", "NewInstance", "NewRow", "State", "pack", "unpack"]
+
+
+def pack(obj: Any) -> bytes:
+    """Pack ``obj`` with msgpack (the format of ``params``).
+
+    Raises:
+        InvalidArgument: ``obj`` holds something msgpack cannot encode.
+    """
+    try:
+        return msgpack.packb(obj, use_bin_type=True, datetime=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidArgument(
+            f"params cannot be packed with msgpack ({exc}); pass bytes, or an object made of "
+            "dicts, lists, str, bytes, int, float, bool, None and aware datetimes"
+        ) from exc
+
+
+def unpack(data: bytes) -> Any:
+    """Unpack msgpack ``data`` packed by :func:`pack`."""
+    return msgpack.unpackb(data, raw=False, timestamp=3)
+
+
+def params_bytes(params: object) -> bytes:
+    """``params`` as stored: bytes pass through, anything else is packed."""
+    if isinstance(params, bytes):
+        return params
+    if isinstance(params, bytearray | memoryview):
+        return bytes(params)
+    return pack(params)
+
+
+@attrs.frozen(slots=True)
+class Instance:
+    """One scheduled run of a task, as stored."""
+
+    id: int
+    task: str
+    run_at_us: int
+    params: bytes
+    state: State
+    attempts: int = 0
+    error: str | None = None
+    owner: str | None = None
+    claim_token: int | None = None
+    lease_until_us: int | None = None
+    schedule_id: str | None = None
+    fire_at_us: int | None = None
+    dedup_key: str | None = None
+    max_attempts: int | None = None
+    timeout_us: int | None = None
+    created_us: int = 0
+    updated_us: int = 0
+
+    @property
+    def run_at(self) -> datetime:
+        """When the instance is (next) due, as an aware UTC datetime."""
+        return from_us(self.run_at_us)
+
+    @property
+    def fire_at(self) -> datetime | None:
+        """For an occurrence of a schedule, the trigger's fire time it stands for."""
+        return None if self.fire_at_us is None else from_us(self.fire_at_us)
+
+    @property
+    def created_at(self) -> datetime:
+        return from_us(self.created_us)
+
+    @property
+    def updated_at(self) -> datetime:
+        return from_us(self.updated_us)
+
+    @property
+    def timeout(self) -> timedelta | None:
+        return None if self.timeout_us is None else timedelta(microseconds=self.timeout_us)
+
+
+def _check_task(_: object, __: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"task must be a non-empty task name, got {value!r}")
+
+
+@attrs.frozen(slots=True)
+class NewInstance:
+    """An instance to create: ``NewInstance("greet", at, b"...")``.
+
+    ``params`` may be bytes (stored as they are) or any msgpack-able object (packed).
+    ``dedup_key`` makes creation idempotent: a second instance with the same key is not
+    created, and its id is the existing one's.
+    """
+
+    task: str = attrs.field(validator=_check_task)
+    at: datetime
+    params: object = b""
+    dedup_key: str | None = attrs.field(default=None, kw_only=True)
+    max_attempts: int | None = attrs.field(default=None, kw_only=True)
+    timeout: timedelta | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen(slots=True)
+class NewRow:
+    """A validated :class:`NewInstance` in storage form (what ``Store.insert`` takes)."""
+
+    task: str
+    run_at_us: int
+    params: bytes
+    dedup_key: str | None = None
+    max_attempts: int | None = None
+    timeout_us: int | None = None
+    schedule_id: str | None = None
+    fire_at_us: int | None = None
+    state: State = State.PENDING
+    error: str | None = None
+
+
+def validate_new(new: NewInstance) -> NewRow:
+    """Check one :class:`NewInstance` at the API boundary and convert it to a :class:`NewRow`.
+
+    Raises:
+        InvalidArgument: naive time, unpackable params, bad dedup key, attempts or timeout.
+    """
+    run_at_us = to_us(new.at, what="at")
+    params = params_bytes(new.params)
+    if new.dedup_key is not None and (not isinstance(new.dedup_key, str) or not new.dedup_key):
+        raise InvalidArgument(f"dedup_key must be a non-empty string, got {new.dedup_key!r}")
+    if new.max_attempts is not None and (
+        not isinstance(new.max_attempts, int) or new.max_attempts < 1
+    ):
+        raise InvalidArgument(f"max_attempts must be an integer >= 1, got {new.max_attempts!r}")
+    timeout_us = None
+    if new.timeout is not None:
+        if not isinstance(new.timeout, timedelta) or new.timeout <= timedelta(0):
+            raise InvalidArgument(f"timeout must be a positive timedelta, got {new.timeout!r}")
+        timeout_us = int(new.timeout.total_seconds() * 1_000_000)
+    return NewRow(
+        task=new.task,
+        run_at_us=run_at_us,
+        params=params,
+        dedup_key=new.dedup_key,
+        max_attempts=new.max_attempts,
+        timeout_us=timeout_us,
+    )
+
+
+@attrs.frozen(slots=True)
+class Finish:
+    """One outcome write, fenced by the claim: ``Store.finish`` applies it only while the
+    instance is still held by ``owner`` with ``claim_token``.
+
+    ``state`` is a terminal state, or PENDING for a retry (``run_at_us`` moved, attempts
+    counted) or a release.
+    """
+
+    id: int
+    claim_token: int
+    state: State
+    attempts: int
+    error: str | None = None
+    run_at_us: int | None = None
+    #: When the attempt started and finished (None: it never started, e.g. an abort while
+    #: claimed). A finish with ``started_us`` also writes one row of run history.
+    started_us: int | None = None
+    finished_us: int | None = None
+    #: Error type name (e.g. ``"ValueError"``) and a bounded summary of the result.
+    error_type: str | None = None
+    result: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Attempt:
+    """One recorded run of an instance (run history)."""
+
+    instance_id: int
+    attempt: int
+    node: str | None
+    started_us: int
+    finished_us: int
+    state: State
+    error_type: str | None = None
+    error: str | None = None
+    result: str | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(microseconds=self.finished_us - self.started_us)
+
+    @property
+    def started_at(self) -> datetime:
+        return from_us(self.started_us)
+
+    @property
+    def finished_at(self) -> datetime:
+        return from_us(self.finished_us)
+
+
+@attrs.frozen(slots=True)
+class AbortResult:
+    """What ``Store.request_abort`` did.
+
+    ``state`` is the instance's state after the call. ``requested`` is True when a node
+    holds the instance (CLAIMED or RUNNING): the abort was recorded on the row for
+    ``owner`` to carry out, and the state has not changed yet.
+    """
+
+    found: bool
+    state: State | None = None
+    owner: str | None = None
+    requested: bool = False
+    #: the state before the call (None when not found)
+    previous: State | None = None

@@ -1,0 +1,285 @@
+"""``open_scheduler``: wires the actors into a node and gives the caller a Scheduler.
+
+The node runs inside the caller's task tree (structured concurrency): every actor is a
+task in a nursery opened here, started with ``nursery.start`` so the caller gets control
+only once the node is ready, and leaving the block stops them in order (graceful
+shutdown: stop claiming, let running instances finish within ``shutdown_grace``, record
+every outcome, give back what was claimed but not run). An actor's crash propagates out
+of the block. No threads of its own beyond the store's; no global state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import trio
+
+from tickwork._time import td_us
+from tickwork.actors.capacity import Capacity
+from tickwork.actors.executor import Executor
+from tickwork.actors.messages import Abort, Outcome
+from tickwork.actors.puller import Puller, TimekeeperMsg
+from tickwork.actors.recorder import Recorder
+from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
+from tickwork.clock import Clock, SystemClock
+from tickwork.errors import InvalidArgument, StoreError
+from tickwork.events import EventHub, TransitionEvent
+from tickwork.model import Instance
+from tickwork.scheduler_api import Scheduler
+from tickwork.state import State
+from tickwork.stores.base import Store
+from tickwork.task import Task, TaskRegistry
+
+log = logging.getLogger("tickwork")
+
+__all__ = ["Scheduler", "open_scheduler"]
+
+_CHANNEL_BATCHES = 4  # batches buffered between two actors; bounded, so backpressure
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _positive_td(name: str, value: object) -> int:
+    if not isinstance(value, timedelta):
+        raise InvalidArgument(f"{name} must be a datetime.timedelta, got {value!r}")
+    if value <= timedelta(0):
+        raise InvalidArgument(f"{name} must be positive, got {value}")
+    return td_us(value)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgument(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+@asynccontextmanager
+async def open_scheduler(
+    store: Store,
+    *,
+    tasks: Iterable[Task] = (),
+    window: timedelta = timedelta(hours=1),
+    max_in_memory: int = 100_000,
+    max_concurrency: int = 1_000,
+    clock: Clock | None = None,
+    node_id: str | None = None,
+    batch_size: int = 5_000,
+    lease: timedelta = timedelta(seconds=60),
+    poll_interval: timedelta = timedelta(milliseconds=500),
+    shutdown_grace: timedelta = timedelta(seconds=30),
+    hook_concurrency: int = 100,
+) -> AsyncIterator[Scheduler]:
+    """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
+
+    Args:
+        store: where instances live (``SQLiteStore``, ``MemoryStore``, ``PostgresStore``).
+        tasks: the tasks this node can run (``Task`` instances with unique names).
+        window: look-ahead; only instances due within it are claimed into memory.
+        max_in_memory: hard bound on instances held in memory at once.
+        max_concurrency: instances running at once.
+        clock: wall clock (default: the system clock); tests pass a ``VirtualClock``.
+        node_id: this node's name in the store (default: host:pid:random).
+        batch_size: instances per claim (and the largest batch between actors).
+        lease: how long a claim stays valid without renewal (renewed every lease/3).
+        poll_interval: how often to look for changes committed by other processes.
+        shutdown_grace: how long running instances may take to finish on shutdown.
+        hook_concurrency: task hooks (on_success, ...) running at once.
+
+    Raises:
+        InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
+    """
+    if not isinstance(store, Store):
+        raise InvalidArgument(
+            f"store must implement tickwork.Store (e.g. tickwork.SQLiteStore('tickwork.db')), "
+            f"got {store!r}"
+        )
+    window_us = _positive_td("window", window)
+    lease_us = _positive_td("lease", lease)
+    poll_us = _positive_td("poll_interval", poll_interval)
+    grace = shutdown_grace.total_seconds() if isinstance(shutdown_grace, timedelta) else -1.0
+    if grace < 0:
+        raise InvalidArgument(f"shutdown_grace must be a timedelta >= 0, got {shutdown_grace!r}")
+    _positive_int("max_in_memory", max_in_memory)
+    _positive_int("max_concurrency", max_concurrency)
+    _positive_int("batch_size", batch_size)
+    _positive_int("hook_concurrency", hook_concurrency)
+    if isinstance(tasks, Task):
+        raise InvalidArgument("tasks must be a list of tasks, e.g. tasks=[Greet()]")
+    registry = TaskRegistry(tasks)
+    clock = clock or SystemClock()
+    if not isinstance(clock, Clock):
+        raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
+    node = node_id or default_node_id()
+    batch_size = min(batch_size, max_in_memory)
+
+    await store.open(node_id=node)
+    try:
+        recovered = await store.recover(clock.now_us())
+        if recovered:
+            log.info("recovered %d instances left claimed by a previous run", recovered)
+        async with _run_node(
+            store=store,
+            registry=registry,
+            clock=clock,
+            node=node,
+            window_us=window_us,
+            lease_us=lease_us,
+            poll_us=poll_us,
+            grace=grace,
+            max_in_memory=max_in_memory,
+            max_concurrency=max_concurrency,
+            batch_size=batch_size,
+            hook_concurrency=hook_concurrency,
+        ) as scheduler:
+            yield scheduler
+    finally:
+        with trio.CancelScope(shield=True):
+            try:
+                await store.release(node, clock.now_us())
+            except StoreError:
+                log.exception("could not give back the claims of node %s", node)
+            await store.aclose()
+
+
+@asynccontextmanager
+async def _run_node(
+    *,
+    store: Store,
+    registry: TaskRegistry,
+    clock: Clock,
+    node: str,
+    window_us: int,
+    lease_us: int,
+    poll_us: int,
+    grace: float,
+    max_in_memory: int,
+    max_concurrency: int,
+    batch_size: int,
+    hook_concurrency: int,
+) -> AsyncIterator[Scheduler]:
+    hub = EventHub()
+    abort_marks: set[int] = set()
+    low_water = max_in_memory - min(batch_size, max(max_in_memory // 2, 1))
+    capacity = Capacity(max_in_memory, low_water)
+
+    to_tk, tk_in = trio.open_memory_channel[TimekeeperMsg](_CHANNEL_BATCHES)
+    to_ex, ex_in = trio.open_memory_channel[ExecutorMsg](_CHANNEL_BATCHES)
+    to_rec, rec_in = trio.open_memory_channel[list[Outcome]](_CHANNEL_BATCHES)
+    aborts_out = to_tk.clone()
+
+    def publish(inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
+        if hub.active:
+            hub.publish(TransitionEvent(inst.id, inst.task, from_state, to_state, at_us, node))
+
+    def on_claimed(batch: list[Instance]) -> None:
+        if hub.active:
+            now = clock.now_us()
+            for inst in batch:
+                publish(inst, State.PENDING, State.CLAIMED, now)
+
+    def on_running(inst: Instance, at_us: int) -> None:
+        if hub.active:
+            publish(inst, State.CLAIMED, State.RUNNING, at_us)
+
+    scheduler: Scheduler | None = None
+
+    async def on_remote_aborts(ids: list[int]) -> None:
+        if scheduler is not None:
+            await scheduler._carry_out_aborts(ids)  # noqa: SLF001 - the node's own wiring
+
+    def on_recorded(instance_id: int, state: State) -> None:
+        if scheduler is not None:
+            scheduler._recorded(instance_id, state)  # noqa: SLF001
+
+    puller = Puller(
+        store=store,
+        clock=clock,
+        capacity=capacity,
+        to_timekeeper=to_tk,
+        owner=node,
+        window_us=window_us,
+        batch_size=batch_size,
+        lease_us=lease_us,
+        poll_interval_us=poll_us,
+        on_remote_aborts=on_remote_aborts,
+        on_claimed=on_claimed,
+    )
+    timekeeper = Timekeeper(
+        clock=clock,
+        store=store,
+        owner=node,
+        capacity=capacity,
+        receive=tk_in,
+        to_executor=to_ex,
+        max_batch=batch_size,
+    )
+    executor = Executor(
+        clock=clock,
+        store=store,
+        owner=node,
+        tasks=registry,
+        receive=ex_in,
+        to_recorder=to_rec,
+        max_concurrency=max_concurrency,
+        outbox_limit=max(batch_size, max_concurrency),
+        shutdown_grace=grace,
+        abort_marks=abort_marks,
+        on_running=on_running,
+    )
+    recorder = Recorder(
+        clock=clock,
+        store=store,
+        owner=node,
+        tasks=registry,
+        capacity=capacity,
+        receive=rec_in,
+        max_batch=batch_size,
+        hook_concurrency=hook_concurrency,
+        abort_marks=abort_marks,
+        on_pending=puller.note_pending,
+        on_recorded=on_recorded,
+        publish=publish,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(recorder.run)
+        await nursery.start(executor.run)
+        await nursery.start(timekeeper.run)
+        await nursery.start(puller.run)
+        scheduler = Scheduler(
+            store=store,
+            registry=registry,
+            clock=clock,
+            node_id=node,
+            window_us=window_us,
+            puller=puller,
+            timekeeper=timekeeper,
+            executor=executor,
+            recorder=recorder,
+            capacity=capacity,
+            hub=hub,
+            abort_marks=abort_marks,
+            aborts_out=aborts_out,
+            publish=publish,
+        )
+        log.info("node %s started", node)
+        try:
+            yield scheduler
+        finally:
+            # Graceful stop, in pipeline order: the Puller stops claiming and closes its
+            # channel; the Timekeeper then ends and closes its own; the Executor lets
+            # running instances finish (grace) and closes its; the Recorder records the
+            # rest and ends. Nothing is dropped on the way: what was claimed but not run
+            # is given back by store.release afterwards.
+            scheduler._close()  # noqa: SLF001
+            puller.stop()
+            await aborts_out.aclose()
+            hub.close()
+    log.info("node %s stopped", node)
