@@ -35,12 +35,14 @@ from tickwork.stores.base import Store as Store
 from tickwork.stores.memory import MemoryStore as MemoryStore
 # TEMP from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
+from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
+    "BashFailed",
     "BashTask",
     "Clock",
     "DuplicateTask",

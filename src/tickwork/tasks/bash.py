@@ -1,0 +1,379 @@
+"""BashTask: run a shell command in its own process group, keeping bounded output tails.
+
+The command runs as ``/bin/bash -c CMD`` in a new session, so it and everything it
+starts share one process group that the task owns. Whatever way the run ends (the
+command exits, its ``timeout`` passes, or the run is cancelled by an abort or the
+executor's timeout), the task signals that whole group, SIGTERM then SIGKILL after
+``kill_grace`` seconds, and reaps the command: a run never leaves processes behind.
+A command that wants to leave a daemon running must detach it from the group itself
+(``setsid``) and redirect its output.
+
+stdout and stderr are read at the same time (reading one after the other deadlocks as
+soon as the other pipe fills) and only the last ``tail_bytes`` of each are kept, so a
+command that prints gigabytes runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
+from tickwork.model import pack, unpack
+from tickwork.task import Task
+
+__all__ = ["BashFailed", "BashTask"]
+
+_BASH = "/bin/bash"
+_KEYS = ("cmd", "timeout", "env", "cwd")
+_CHUNK = 65536
+#: How much of each tail goes into an exception message (the stored ``error`` text).
+_MESSAGE_TAIL = 1024
+#: After the group is gone, how long to keep reading what is left in the pipes. A
+#: process that escaped the group (setsid) may hold a pipe open forever.
+_DRAIN_SECONDS = 1.0
+#: How long to wait for the kernel to deliver SIGKILL before giving up on reaping.
+_KILL_WAIT_SECONDS = 5.0
+
+
+class BashFailed(TickworkError):
+    """The command exited with a non-zero status or was killed by a signal.
+
+    ``exit_code`` follows :mod:`subprocess`: negative ``-N`` means killed by signal N.
+    ``stdout`` and ``stderr`` are the (bounded) tails of the output.
+    """
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(f"{_describe_exit(exit_code)}{_tails_text(stdout, stderr)}")
+
+    @property
+    def signal(self) -> str | None:
+        """The name of the signal that killed the command, or None if it exited."""
+        return _signal_name(-self.exit_code) if self.exit_code < 0 else None
+
+    def __reduce__(self) -> tuple[type[BashFailed], tuple[int, str, str]]:
+        # The default pickling calls cls(*self.args), which is the message alone.
+        return (type(self), (self.exit_code, self.stdout, self.stderr))
+
+
+@attrs.frozen(slots=True)
+class _Params:
+    """Validated parameters of one bash run (see :meth:`BashTask.params`)."""
+
+    cmd: str
+    timeout: float | None = None
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    cwd: str | None = None
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> _Params:
+        """Check an unpacked params object. Raises InvalidArgument saying what is wrong."""
+        if not isinstance(raw, dict):
+            raise InvalidArgument(
+                f"bash params must be a map like {{'cmd': 'echo hi'}}, got {type(raw).__name__}"
+            )
+        unknown = sorted(str(k) for k in raw if k not in _KEYS)
+        if unknown:
+            raise InvalidArgument(
+                f"bash params have unknown keys {unknown}; the known keys are {list(_KEYS)}"
+            )
+        if "cmd" not in raw:
+            raise InvalidArgument("bash params need 'cmd', the command to run")
+        return cls(
+            cmd=_check_cmd(raw["cmd"]),
+            timeout=_check_timeout(raw.get("timeout")),
+            env=_check_env(raw.get("env")),
+            cwd=_check_cwd(raw.get("cwd")),
+        )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The params as a map, leaving out what is unset."""
+        out: dict[str, Any] = {"cmd": self.cmd}
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.env:
+            out["env"] = dict(self.env)
+        if self.cwd is not None:
+            out["cwd"] = self.cwd
+        return out
+
+
+def _check_cmd(cmd: object) -> str:
+    if not isinstance(cmd, str) or not cmd.strip():
+        raise InvalidArgument(f"bash 'cmd' must be a non-empty string, got {cmd!r}")
+    if "\0" in cmd:
+        raise InvalidArgument("bash 'cmd' must not contain NUL characters")
+    return cmd
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    # bool is an int subclass; True seconds is surely a mistake
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidArgument(
+            f"bash 'timeout' must be a positive, finite number of seconds, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _check_env(env: object) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise InvalidArgument(f"bash 'env' must be a map of str to str, got {env!r}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise InvalidArgument(
+                f"bash 'env' names must be non-empty strings without '=' or NUL, got {key!r}"
+            )
+        if not isinstance(value, str) or "\0" in value:
+            raise InvalidArgument(
+                f"bash 'env' value of {key!r} must be a string without NUL, got {value!r}"
+            )
+    return dict(env)
+
+
+def _check_cwd(cwd: object) -> str | None:
+    if cwd is None:
+        return None
+    if not isinstance(cwd, str) or not cwd or "\0" in cwd:
+        raise InvalidArgument(f"bash 'cwd' must be a non-empty path string, got {cwd!r}")
+    return cwd
+
+
+class BashTask(Task):
+    """Run ``params`` = packed ``{"cmd", "timeout"?, "env"?, "cwd"?}`` with ``/bin/bash -c``.
+
+    Build params with :meth:`params`. The result is
+    ``{"exit_code": 0, "stdout": tail, "stderr": tail}``; a non-zero exit raises
+    :class:`BashFailed`, a run past ``timeout`` seconds raises
+    :class:`~tickwork.errors.TaskTimeout`. ``env`` is added to the node's environment.
+    """
+
+    name: ClassVar[str] = "bash"
+    #: Seconds between SIGTERM and SIGKILL to the command's process group.
+    kill_grace: ClassVar[float] = 2.0
+    #: Bytes kept from the end of stdout and of stderr.
+    tail_bytes: ClassVar[int] = 4096
+
+    @staticmethod
+    def params(
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> bytes:
+        """Validate and pack the params of one run.
+
+        Raises:
+            InvalidArgument: an empty ``cmd``, a ``timeout`` that is not a positive number
+                of seconds, ``env`` that is not str to str, a ``cwd`` that is not a path.
+        """
+        raw: dict[str, object] = {"cmd": cmd, "timeout": timeout, "cwd": cwd}
+        if isinstance(cwd, os.PathLike):
+            raw["cwd"] = os.fspath(cwd)
+        # A Mapping that is not a dict (e.g. os.environ) is fine to pass in.
+        raw["env"] = dict(env) if isinstance(env, Mapping) else env
+        return pack(_Params.from_mapping(raw).to_mapping())
+
+    async def run(self, params: bytes) -> dict[str, Any]:
+        """Run the command; see the class docstring for the result and the failures."""
+        try:
+            raw = unpack(params)
+        except Exception as exc:
+            raise InvalidArgument(
+                f"bash params are not msgpack ({exc!r}); build them with BashTask.params()"
+            ) from exc
+        spec = _Params.from_mapping(raw)
+        out, err = _Tail(self.tail_bytes), _Tail(self.tail_bytes)
+        exit_code, timed_out = await self._execute(spec, out, err)
+        stdout, stderr = out.text(), err.text()
+        if timed_out:
+            raise TaskTimeout(
+                f"bash command timed out after {spec.timeout:g} s and its process group "
+                f"was killed{_tails_text('', stderr)}"
+            )
+        if exit_code != 0:
+            raise BashFailed(exit_code, stdout, stderr)
+        return {"exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+
+    async def _execute(self, spec: _Params, out: _Tail, err: _Tail) -> tuple[int, bool]:
+        """Run ``spec`` to its end, filling ``out`` and ``err``: (exit code, timed out)."""
+        env = {**os.environ, **spec.env} if spec.env else None
+        try:
+            proc = await trio.lowlevel.open_process(
+                [_BASH, "-c", spec.cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=spec.cwd,
+                # Its own session and process group: one killpg reaches everything it
+                # starts, and a ^C meant for the node does not reach it.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            if spec.cwd is not None and exc.filename == spec.cwd:
+                raise InvalidArgument(
+                    f"bash 'cwd' {spec.cwd!r} cannot be used on this node: {exc.strerror}"
+                ) from exc
+            raise
+        # The readers are shielded so that they keep draining the pipes while the group
+        # is stopped (their EOF tells us the group is gone); we end them ourselves.
+        readers = trio.CancelScope(shield=True)
+        timed_out = False
+        finished = False
+        cancelled: trio.Cancelled | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_both, readers, proc, out, err)
+            try:
+                with trio.move_on_after(math.inf if spec.timeout is None else spec.timeout) as t:
+                    await proc.wait()
+                timed_out = t.cancelled_caught
+                finished = True
+            except trio.Cancelled as exc:
+                # Re-raised below, outside the nursery, which would otherwise wrap it in
+                # an ExceptionGroup: callers expect a bare Cancelled from an aborted run.
+                cancelled = exc
+            finally:
+                try:
+                    # On every path, even a plain exit: background jobs it left behind
+                    # belong to the run and must not outlive it.
+                    await self._stop_group(proc, out, err)
+                finally:
+                    if finished:
+                        readers.deadline = trio.current_time() + _DRAIN_SECONDS
+                    else:
+                        readers.cancel()
+        if cancelled is not None:
+            raise cancelled
+        if proc.returncode is None:
+            # Only a process stuck in the kernel (state D) survives SIGKILL this long.
+            raise TickworkError(
+                f"bash command (pid {proc.pid}) did not exit {_KILL_WAIT_SECONDS:g} s "
+                "after SIGKILL; it could not be reaped"
+            )
+        return proc.returncode, timed_out
+
+    async def _stop_group(self, proc: trio.Process, out: _Tail, err: _Tail) -> None:
+        """SIGTERM the process group, SIGKILL it after ``kill_grace``, and reap the command.
+
+        Shielded and bounded, so it runs to the end even while the run is being cancelled.
+        """
+        # The session leader's pid is the group id. Once bash is reaped the id stays
+        # reserved while any member lives; when none does, killpg finds no group.
+        pgid = proc.pid
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.kill_grace + _KILL_WAIT_SECONDS
+            if not _signal_group(pgid, signal.SIGTERM):
+                await proc.wait()
+                return
+            with trio.move_on_after(self.kill_grace):
+                # Not `killpg(pgid, 0)`: members that died stay zombies when the node's
+                # pid 1 does not reap orphans (containers), so the group never looks empty.
+                await proc.wait()
+                await out.eof.wait()
+                await err.eof.wait()
+            # Sweeps up what is left: members that ignored SIGTERM or closed their pipes.
+            _signal_group(pgid, signal.SIGKILL)
+            await proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the group. False when the group has no member left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # Only a member that changed its credentials (setuid) refuses: nothing to do.
+        return True
+    return True
+
+
+async def _read_both(scope: trio.CancelScope, proc: trio.Process, out: _Tail, err: _Tail) -> None:
+    """Drain stdout and stderr concurrently into their tails, inside ``scope``."""
+    assert proc.stdout is not None  # noqa: S101 - opened with PIPE
+    assert proc.stderr is not None  # noqa: S101 - opened with PIPE
+    with scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(out.drain, proc.stdout)
+            nursery.start_soon(err.drain, proc.stderr)
+    with trio.CancelScope(shield=True):
+        await proc.stdout.aclose()
+        await proc.stderr.aclose()
+
+
+class _Tail:
+    """The last ``limit`` bytes of a stream, in memory bounded by about twice that."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self._truncated = False
+        self.eof = trio.Event()
+
+    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
+        """Read ``stream`` to its end, keeping the tail."""
+        while chunk := await stream.receive_some(_CHUNK):
+            self._buf += chunk
+            # Trimming at 2x, not at every chunk, keeps the copying amortised O(1)/byte.
+            if len(self._buf) > 2 * self._limit:
+                del self._buf[: len(self._buf) - self._limit]
+                self._truncated = True
+        self.eof.set()
+
+    def text(self) -> str:
+        """The tail decoded as UTF-8 (undecodable bytes replaced)."""
+        data = bytes(self._buf[-self._limit :]) if self._limit else b""
+        if self._truncated or len(self._buf) > self._limit:
+            # The cut may fall inside a character: drop the (at most 3) continuation
+            # bytes of its start rather than show a replacement character.
+            skip = 0
+            while skip < min(3, len(data)) and 0x80 <= data[skip] < 0xC0:
+                skip += 1
+            data = data[skip:]
+        return data.decode("utf-8", errors="replace")
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _describe_exit(exit_code: int) -> str:
+    if exit_code < 0:
+        return f"bash command was killed by {_signal_name(-exit_code)}"
+    text = f"bash command exited with code {exit_code}"
+    if exit_code > 128 and exit_code - 128 in signal.valid_signals():
+        # bash reports a child killed by signal N as exit code 128+N
+        text += f" (128+{exit_code - 128}: likely killed by {_signal_name(exit_code - 128)})"
+    return text
+
+
+def _tails_text(stdout: str, stderr: str) -> str:
+    parts = [
+        f"; {label} tail: {tail[-_MESSAGE_TAIL:]!r}"
+        for label, tail in (("stderr", stderr), ("stdout", stdout))
+        if tail
+    ]
+    return "".join(parts)

@@ -1,0 +1,38 @@
+"""The public API is pinned: a name that disappears from tickwork fails here."""
+
+from __future__ import annotations
+
+import tickwork
+
+PUBLIC = {
+    "Attempt", "BashTask", "Clock", "DuplicateTask", "EventsLost", "IllegalTransition",
+    "Instance", "InvalidArgument", "MemoryStore", "NewInstance", "NotATickworkDatabase",
+    "NotFound", "SQLiteStore", "Scheduler", "SchedulerClosed", "SchedulerStatistics",
+    "SchemaTooNew", "State", "Store", "StoreError", "StoreLocked", "Subscription",
+    "SystemClock", "TaskTimeout", "TickworkError", "TransitionEvent", "UnknownTask",
+    "open_scheduler", "pack", "unpack",
+}
+
+
+def test_public_names_are_exported():
+    assert PUBLIC <= set(tickwork.__all__)
+    for name in tickwork.__all__:
+        assert hasattr(tickwork, name), name
+
+
+def test_all_is_sorted_and_has_no_private_names():
+    assert list(tickwork.__all__) == sorted(tickwork.__all__)
+    assert not [n for n in tickwork.__all__ if n.startswith("_")]
+
+
+def test_state_members_match_the_design():
+    assert [s.name for s in tickwork.State] == [
+        "PENDING", "CLAIMED", "RUNNING", "SUCCEEDED", "FAILED", "ABORTED", "MISSED",
+    ]
+
+
+def test_exceptions_derive_from_tickwork_error():
+    for name in tickwork.__all__:
+        obj = getattr(tickwork, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, tickwork.TickworkError), name
