@@ -1,0 +1,94 @@
+"""Drive a trio world from synchronous code (hypothesis stateful tests).
+
+A trio loop runs in a thread on a *manual* ``MockClock``: time moves only when the test
+says so (``advance``), and after each move the test waits until every task is blocked,
+so each step of a state machine sees a settled, deterministic node.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import outcome
+import trio
+import trio.testing
+
+T = TypeVar("T")
+
+
+class TrioPortal:
+    def __init__(self) -> None:
+        self.clock = trio.testing.MockClock()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._thread_main, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main, clock=self.clock)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def run(self, afn: Callable[..., Awaitable[T]], *args: Any, max_wait: float = 3600) -> T:
+        """Run ``afn(*args)`` in the trio thread, then let every task settle.
+
+        While the call is blocked on time, virtual time moves in 1 s steps (at most
+        ``max_wait`` seconds: a call that waits longer fails instead of hanging).
+        """
+
+        async def call_and_settle() -> T:
+            done = trio.Event()
+            box: list[outcome.Outcome[T]] = []
+
+            async def target() -> None:
+                box.append(await outcome.acapture(afn, *args))
+                done.set()
+
+            self.nursery.start_soon(target)
+            waited = 0
+            while not done.is_set():
+                await trio.testing.wait_all_tasks_blocked()
+                if not done.is_set():
+                    if waited >= max_wait:
+                        raise TimeoutError(f"{afn!r} still blocked after {max_wait} s")
+                    self.clock.jump(1)
+                    waited += 1
+            await trio.testing.wait_all_tasks_blocked()
+            return box[0].unwrap()
+
+        return trio.from_thread.run(call_and_settle, trio_token=self.token)
+
+    def advance(self, seconds: float, *, step: float = 10.0) -> None:
+        """Move virtual time forward in steps, settling after each."""
+
+        async def go() -> None:
+            remaining = seconds
+            while remaining > 0:
+                jump = min(step, remaining)
+                self.clock.jump(jump)
+                remaining -= jump
+                await trio.testing.wait_all_tasks_blocked()
+
+        trio.from_thread.run(go, trio_token=self.token)
+
+    def close(self) -> None:
+        trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
+        self._thread.join(timeout=30)
+        if self._error is not None:
+            raise self._error
