@@ -33,7 +33,7 @@ from tickwork.scheduler_api import SchedulerStatistics as SchedulerStatistics
 from tickwork.state import State as State
 from tickwork.stores.base import Store as Store
 from tickwork.stores.memory import MemoryStore as MemoryStore
-# TEMP from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
+from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask

@@ -31,6 +31,11 @@ class StoreError(TickworkError):
     """The store cannot be used: not a tickwork database, newer schema, broken connection."""
 
 
+class StoreUnavailable(StoreError):
+    """A store call failed in a way that may pass: busy or locked database, disk full,
+    I/O error, connection lost. The node's actors retry these with backoff."""
+
+
 class NotATickworkDatabase(StoreError):
     """The file or database exists but was not created by tickwork."""
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 import trio
 
+from tickwork._resilient import ResilientStore
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.executor import Executor
@@ -76,6 +77,7 @@ async def open_scheduler(
     poll_interval: timedelta = timedelta(milliseconds=500),
     shutdown_grace: timedelta = timedelta(seconds=30),
     hook_concurrency: int = 100,
+    store_outage_limit: timedelta = timedelta(minutes=2),
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
 
@@ -92,6 +94,8 @@ async def open_scheduler(
         poll_interval: how often to look for changes committed by other processes.
         shutdown_grace: how long running instances may take to finish on shutdown.
         hook_concurrency: task hooks (on_success, ...) running at once.
+        store_outage_limit: how long store calls may keep failing (retried with backoff)
+            before the node stops with a ``StoreError``.
 
     Raises:
         InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
@@ -111,6 +115,7 @@ async def open_scheduler(
     _positive_int("max_concurrency", max_concurrency)
     _positive_int("batch_size", batch_size)
     _positive_int("hook_concurrency", hook_concurrency)
+    outage_limit = _positive_td("store_outage_limit", store_outage_limit) / 1e6
     if isinstance(tasks, Task):
         raise InvalidArgument("tasks must be a list of tasks, e.g. tasks=[Greet()]")
     registry = TaskRegistry(tasks)
@@ -121,12 +126,13 @@ async def open_scheduler(
     batch_size = min(batch_size, max_in_memory)
 
     await store.open(node_id=node)
+    resilient = ResilientStore(store, give_up_after=outage_limit)
     try:
-        recovered = await store.recover(clock.now_us())
+        recovered = await resilient.recover(clock.now_us())
         if recovered:
             log.info("recovered %d instances left claimed by a previous run", recovered)
         async with _run_node(
-            store=store,
+            store=resilient,
             registry=registry,
             clock=clock,
             node=node,
@@ -143,7 +149,7 @@ async def open_scheduler(
     finally:
         with trio.CancelScope(shield=True):
             try:
-                await store.release(node, clock.now_us())
+                await resilient.release(node, clock.now_us())
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
@@ -152,7 +158,7 @@ async def open_scheduler(
 @asynccontextmanager
 async def _run_node(
     *,
-    store: Store,
+    store: ResilientStore,
     registry: TaskRegistry,
     clock: Clock,
     node: str,
@@ -269,7 +275,7 @@ async def _run_node(
             aborts_out=aborts_out,
             publish=publish,
         )
-        log.info("node %s started", node)
+        log.debug("node %s started", node)
         try:
             yield scheduler
         finally:
@@ -282,4 +288,4 @@ async def _run_node(
             puller.stop()
             await aborts_out.aclose()
             hub.close()
-    log.info("node %s stopped", node)
+    log.debug("node %s stopped", node)

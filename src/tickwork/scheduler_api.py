@@ -10,6 +10,7 @@ from typing import Any, final
 import attrs
 import trio
 
+from tickwork._resilient import ResilientStore, StoreHealth
 from tickwork._time import from_us
 from tickwork.actors.capacity import Capacity, CapacityStatistics
 from tickwork.actors.executor import Executor, ExecutorStatistics
@@ -22,7 +23,6 @@ from tickwork.errors import InvalidArgument, NotFound, SchedulerClosed
 from tickwork.events import EventHub, Subscription
 from tickwork.model import Attempt, Instance, NewInstance, validate_new
 from tickwork.state import State
-from tickwork.stores.base import Store
 from tickwork.task import Task, TaskRegistry
 
 log = logging.getLogger("tickwork")
@@ -57,6 +57,8 @@ class SchedulerStatistics:
     executor: ExecutorStatistics
     recorder: RecorderStatistics
     capacity: CapacityStatistics
+    #: whether store calls are failing (and being retried) right now
+    store: StoreHealth
 
 
 @final
@@ -66,7 +68,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: ResilientStore,
         registry: TaskRegistry,
         clock: Clock,
         node_id: str,
@@ -311,6 +313,7 @@ class Scheduler:
             executor=ex,
             recorder=rec,
             capacity=cap,
+            store=self._store.health(),
         )
 
     def now(self) -> datetime:

@@ -1,0 +1,292 @@
+"""Parsing the command line's values: durations, times, states, JSON and task specs.
+
+Every parser raises :class:`ValueError` with a message meant for the user; the click
+parameter types below turn that into a usage error (exit status 2) naming the option.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tickwork.errors import InvalidArgument
+from tickwork.state import State
+from tickwork.task import _NAME as TASK_NAME
+from tickwork.task import Task
+from tickwork.tasks.bash import BashTask
+
+__all__ = [
+    "BASH_KEYS",
+    "DURATION",
+    "ID",
+    "JSON",
+    "POSITIVE_DURATION",
+    "STATE",
+    "TASK_NAME_TYPE",
+    "TIME",
+    "bash_params",
+    "parse_duration",
+    "parse_id",
+    "parse_json",
+    "parse_positive_duration",
+    "parse_state",
+    "parse_task_name",
+    "parse_time",
+    "resolve_tasks",
+]
+
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+_NUMBER = r"\d+(?:\.\d*)?|\.\d+"
+# "ms" is listed before "m" so that "500ms" is not read as "500m" followed by "s".
+_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|[smhdw])")
+_PLAIN = re.compile(rf"\s*({_NUMBER})\s*")
+#: The keys of the bash task's params (see ``BashTask.params``).
+BASH_KEYS = ("cmd", "timeout", "env", "cwd")
+_DURATION_HELP = "use forms like 30s, 5m, 1h30m, 2d, 500ms, or plain seconds"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``30s``, ``5m``, ``1h30m``, ``2d``, ``500ms``, ``1.5h`` or plain seconds.
+
+    Raises:
+        ValueError: the text is not such a duration (or is too large).
+    """
+    stripped = text.strip()
+    try:
+        plain = _PLAIN.fullmatch(stripped)
+        if plain:
+            return timedelta(seconds=float(plain.group(1)))
+        total, pos, seen = timedelta(0), 0, set()
+        while stripped and pos < len(stripped):
+            part = _PART.match(stripped, pos)
+            if part is None or part.group(2) in seen:
+                break
+            unit = part.group(2)
+            seen.add(unit)
+            total += float(part.group(1)) * _UNITS[unit]
+            pos = part.end()
+        else:
+            if seen:
+                return total
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too large") from None
+    raise ValueError(f"invalid duration {text!r}: {_DURATION_HELP}")
+
+
+def parse_positive_duration(text: str) -> timedelta:
+    """:func:`parse_duration`, refusing zero.
+
+    Raises:
+        ValueError: not a duration, or not longer than zero.
+    """
+    value = parse_duration(text)
+    if value <= timedelta(0):
+        raise ValueError(f"duration must be longer than zero, got {text!r}")
+    return value
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 time that carries a UTC offset (or ``Z``).
+
+    Raises:
+        ValueError: not ISO-8601, or naive (local time is ambiguous across DST changes and
+            machines, so the CLI refuses to guess).
+    """
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"invalid time {text!r}: use ISO-8601 with a UTC offset, "
+            "e.g. 2026-12-01T09:00:00+01:00, or Z"
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(
+            f"time {text!r} has no time zone: add a UTC offset, "
+            "e.g. 2026-12-01T09:00:00+01:00, or Z"
+        )
+    return when
+
+
+def parse_state(text: str) -> State:
+    """A state by name, case-insensitively (``failed`` -> ``State.FAILED``).
+
+    Raises:
+        ValueError: no state has that name; the message lists the states.
+    """
+    try:
+        return State[text.strip().upper()]
+    except KeyError:
+        names = ", ".join(s.name for s in State)
+        raise ValueError(f"unknown state {text!r}; choose from {names}") from None
+
+
+def parse_id(text: str) -> int:
+    """An instance id: a positive integer.
+
+    Raises:
+        ValueError: anything else.
+    """
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"instance ids are positive integers, got {text!r}")
+    return value
+
+
+def parse_task_name(text: str) -> str:
+    """A task name as :class:`~tickwork.task.Task` requires it.
+
+    Raises:
+        ValueError: a name no task can carry.
+    """
+    if not TASK_NAME.match(text):
+        raise ValueError(
+            f"invalid task name {text!r}: use letters, digits and _ . : - "
+            "(starting with a letter or _, at most 200 characters)"
+        )
+    return text
+
+
+def parse_json(text: str) -> Any:
+    """Parse a JSON document.
+
+    Raises:
+        ValueError: not valid JSON; the message says where.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc}): {text!r}") from None
+
+
+if TYPE_CHECKING:
+    # click >= 8.2 types ParamType by its value; older releases are not subscriptable.
+    _ParamType = click.ParamType[Any]
+else:
+    _ParamType = click.ParamType
+
+
+class _ParserType(_ParamType):
+    """A click parameter type around one of the parsers above."""
+
+    def __init__(self, name: str, parser: Any) -> None:
+        self.name = name
+        self._parser = parser
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # already converted (a default)
+        try:
+            return self._parser(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = _ParserType("duration", parse_duration)
+POSITIVE_DURATION = _ParserType("duration", parse_positive_duration)
+TIME = _ParserType("time", parse_time)
+STATE = _ParserType("state", parse_state)
+JSON = _ParserType("json", parse_json)
+ID = _ParserType("id", parse_id)
+TASK_NAME_TYPE = _ParserType("name", parse_task_name)
+
+
+def resolve_tasks(spec: str) -> list[Task]:
+    """The tasks named by one ``module:attr`` spec (``attr`` may be dotted).
+
+    The attribute may be a :class:`~tickwork.task.Task` instance, a Task subclass (it is
+    instantiated with no arguments), or a list or tuple of those. The current directory
+    is importable, as for ``python -m``.
+
+    Raises:
+        ValueError: a malformed spec, a module that does not import, a missing attribute,
+            or something that is not a task; the message says which.
+    """
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise ValueError(f"{spec!r} is not of the form module:attr (e.g. myapp.tasks:Greet)")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"cannot import module {module_name!r} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything on import
+        raise ValueError(
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    items = list(obj) if isinstance(obj, list | tuple) else [obj]
+    return [_as_task(spec, item) for item in items]
+
+
+def _as_task(spec: str, obj: object) -> Task:
+    if isinstance(obj, Task):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, Task):
+        try:
+            return obj()
+        except Exception as exc:  # noqa: BLE001 - the user's constructor may raise anything
+            raise ValueError(
+                f"{spec}: cannot instantiate {obj.__name__}() ({type(exc).__name__}: {exc}); "
+                "name an instance instead"
+            ) from None
+    raise ValueError(
+        f"{spec} is {obj!r}, not a tickwork.Task instance, a Task subclass, or a list of them"
+    )
+
+
+def bash_params(command: tuple[str, ...], params: Any) -> bytes:
+    """The bash task's params from the words after ``--`` and/or ``--params``.
+
+    The words are quoted with :func:`shlex.join`, so each stays one argument; ``--params``
+    may add ``timeout``, ``env`` and ``cwd``, or carry the whole thing with ``cmd``.
+
+    Raises:
+        click.UsageError: no command, or two; bad params (``BadParameter``).
+    """
+    spec = {} if params is None else params
+    if not isinstance(spec, dict):
+        raise click.BadParameter(
+            'bash params must be a JSON object like {"cmd": "echo hi"}', param_hint="'--params'"
+        )
+    unknown = sorted(set(spec) - set(BASH_KEYS))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown bash params {unknown}; bash takes {list(BASH_KEYS)}",
+            param_hint="'--params'",
+        )
+    if command:
+        if "cmd" in spec:
+            raise click.UsageError("give the command either after -- or as cmd in --params")
+        spec = {**spec, "cmd": shlex.join(command)}
+    if "cmd" not in spec:
+        raise click.UsageError("the bash task needs a command: put it after -- or in --params")
+    try:
+        return BashTask.params(
+            spec["cmd"], timeout=spec.get("timeout"), env=spec.get("env"), cwd=spec.get("cwd")
+        )
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None

@@ -1,0 +1,181 @@
+"""Store calls that survive transient faults: retry with backoff, report, give up cleanly.
+
+The node's actors reach the store through a :class:`ResilientStore`. A call that fails
+with a transient error (``StoreUnavailable``, SQLite "database is locked" / "disk I/O
+error" / "database or disk is full", an ``OSError``) is retried by the calling actor with
+exponential backoff and full jitter; meanwhile the node keeps running, logs the
+degradation once, and reports it in ``statistics().store``. A store that stays broken for
+longer than ``give_up_after`` makes the call raise ``StoreError``, which stops the node
+with that message instead of hanging.
+
+Retrying is safe because every store call is one transaction: a failed call changed
+nothing. Outcome writes are fenced, so a retried write can never overwrite another's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar, final
+
+import attrs
+import trio
+
+from tickwork.errors import StoreError, StoreUnavailable
+from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.state import State
+from tickwork.stores.base import Store
+
+log = logging.getLogger("tickwork.store")
+
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, sqlite3.OperationalError, OSError)
+
+
+@final
+@attrs.frozen
+class StoreHealth:
+    """How the node's store calls are going."""
+
+    healthy: bool
+    #: calls that failed and were retried, since the node started
+    failures: int
+    #: seconds the current outage has lasted (0 when healthy)
+    degraded_for: float
+    last_error: str | None
+
+
+@final
+class ResilientStore:
+    """A :class:`Store` wrapper that retries transient failures (see the module doc)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        give_up_after: float = 120.0,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.inner = store
+        self._give_up_after = give_up_after
+        self._base = backoff_base
+        self._cap = backoff_cap
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._failures = 0
+        self._outage_since: float | None = None
+        self._last_error: str | None = None
+
+    def health(self) -> StoreHealth:
+        since = self._outage_since
+        return StoreHealth(
+            healthy=since is None,
+            failures=self._failures,
+            degraded_for=0.0 if since is None else trio.current_time() - since,
+            last_error=self._last_error,
+        )
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        delay = self._base
+        while True:
+            try:
+                result = await fn()
+            except TRANSIENT as exc:
+                now = trio.current_time()
+                self._failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                if self._outage_since is None:
+                    self._outage_since = now
+                    log.warning("store call %s failed (%s); retrying with backoff", what, exc)
+                elif now - self._outage_since > self._give_up_after:
+                    msg = (
+                        f"the store has been failing for {now - self._outage_since:.0f} s "
+                        f"(last: {self._last_error}); stopping the node. Fix the store "
+                        "(disk space, permissions, database server) and start it again"
+                    )
+                    raise StoreError(msg) from exc
+                await trio.sleep(self._rng.uniform(0, delay))
+                delay = min(self._cap, delay * 2)
+                continue
+            if self._outage_since is not None:
+                log.warning(
+                    "store recovered after %.1f s", trio.current_time() - self._outage_since
+                )
+                self._outage_since = None
+            return result
+
+    # -- the Store protocol, each call through _call -------------------------------------
+
+    async def open(self, *, node_id: str | None = None) -> None:
+        await self.inner.open(node_id=node_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
+        return await self._call("insert", lambda: self.inner.insert(rows, now_us))
+
+    async def claim(
+        self, owner: str, due_before_us: int, limit: int, now_us: int, lease_us: int
+    ) -> list[Instance]:
+        return await self._call(
+            "claim", lambda: self.inner.claim(owner, due_before_us, limit, now_us, lease_us)
+        )
+
+    async def next_pending_at(self) -> int | None:
+        return await self._call("next_pending_at", self.inner.next_pending_at)
+
+    async def start(self, owner: str, items: Sequence[tuple[int, int]], now_us: int) -> list[bool]:
+        return await self._call("start", lambda: self.inner.start(owner, items, now_us))
+
+    async def finish(self, owner: str, finishes: Sequence[Finish], now_us: int) -> list[bool]:
+        return await self._call("finish", lambda: self.inner.finish(owner, finishes, now_us))
+
+    async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
+        return await self._call("release", lambda: self.inner.release(owner, now_us, ids))
+
+    async def renew(self, owner: str, now_us: int, lease_us: int) -> int:
+        return await self._call("renew", lambda: self.inner.renew(owner, now_us, lease_us))
+
+    async def recover(self, now_us: int) -> int:
+        return await self._call("recover", lambda: self.inner.recover(now_us))
+
+    async def request_abort(self, instance_id: int, now_us: int) -> AbortResult:
+        return await self._call(
+            "request_abort", lambda: self.inner.request_abort(instance_id, now_us)
+        )
+
+    async def abort_requests(self, owner: str) -> list[int]:
+        return await self._call("abort_requests", lambda: self.inner.abort_requests(owner))
+
+    async def get(self, instance_id: int) -> Instance | None:
+        return await self._call("get", lambda: self.inner.get(instance_id))
+
+    async def list(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[Instance]:
+        return await self._call(
+            "list",
+            lambda: self.inner.list(state=state, task=task, limit=limit, before_id=before_id),
+        )
+
+    async def count(self, *, state: State | None = None, task: str | None = None) -> int:
+        return await self._call("count", lambda: self.inner.count(state=state, task=task))
+
+    async def count_by_state(self) -> dict[State, int]:
+        return await self._call("count_by_state", self.inner.count_by_state)
+
+    async def history(self, instance_id: int) -> list[Attempt]:
+        return await self._call("history", lambda: self.inner.history(instance_id))
+
+    async def change_token(self) -> int | None:
+        return await self._call("change_token", self.inner.change_token)
