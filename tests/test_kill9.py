@@ -1,0 +1,116 @@
+"""kill -9 in the middle of a run: a new node on the same file finishes everything.
+
+Real processes and the real clock: this test is about a process dying. Default delivery
+is at-least-once, so the only instances that may run twice are those that were in flight
+(claimed into the killed node's executor) at the moment of the kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trio
+
+import tickwork
+
+TASKS = textwrap.dedent(
+    """
+    import os, trio, tickwork
+
+    class Slow(tickwork.Task):
+        name = "slow"
+
+        async def run(self, params: bytes) -> None:
+            with open(os.environ["RUNS_FILE"], "a") as f:
+                f.write(f"{int(params)} {os.getpid()}\\n")
+            await trio.sleep(0.05)
+
+    TASKS = [Slow()]
+    """
+)
+
+N = 400
+CONCURRENCY = 8
+
+
+def start_node(db: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "RUNS_FILE": str(tmp_path / "runs")}
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "tickwork", "run", "--db", str(db),
+            "--tasks", "killtasks:TASKS", "--max-concurrency", str(CONCURRENCY),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def runs(tmp_path: Path) -> Counter[int]:
+    path = tmp_path / "runs"
+    if not path.exists():
+        return Counter()
+    return Counter(int(line.split()[0]) for line in path.read_text().splitlines() if line)
+
+
+def states(db: Path) -> Counter[int]:
+    with sqlite3.connect(db) as conn:
+        return Counter(dict(conn.execute("SELECT state, count(*) FROM instances GROUP BY state")))
+
+
+def wait(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_killed_node_leaves_nothing_behind(tmp_path: Path) -> None:
+    (tmp_path / "killtasks.py").write_text(TASKS)
+    db = tmp_path / "kill.db"
+
+    async def seed() -> None:
+        store = tickwork.SQLiteStore(db)
+        await store.open()
+        now = datetime.now(UTC)
+        from tickwork.model import NewRow, to_us
+
+        rows = [NewRow("slow", to_us(now), str(i).encode()) for i in range(N)]
+        await store.insert(rows, to_us(now))
+        await store.aclose()
+
+    trio.run(seed)
+    node = start_node(db, tmp_path)
+    try:
+        wait(lambda: sum(runs(tmp_path).values()) >= 60, 20)
+    finally:
+        node.send_signal(signal.SIGKILL)
+        node.wait(10)
+    ran_before = runs(tmp_path)
+    assert sum(ran_before.values()) < N, "the node finished before the kill: nothing tested"
+    held = states(db)[tickwork.State.CLAIMED.value]
+    assert held > 0  # the killed node left claims behind
+
+    node = start_node(db, tmp_path)
+    try:
+        wait(lambda: states(db).get(tickwork.State.SUCCEEDED.value, 0) == N, 30)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(20) == 0
+    final = runs(tmp_path)
+    assert set(final) == set(range(N)), "every instance ran"
+    twice = {i for i, n in final.items() if n > 1}
+    assert all(final[i] == 2 for i in twice)
+    # only those in flight at the kill ran again: at most one executor's worth
+    assert len(twice) <= CONCURRENCY
+    assert twice <= set(ran_before)
+    assert states(db) == Counter({tickwork.State.SUCCEEDED.value: N})
