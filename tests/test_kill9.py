@@ -46,8 +46,16 @@ def start_node(db: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "RUNS_FILE": str(tmp_path / "runs")}
     return subprocess.Popen(
         [
-            sys.executable, "-m", "tickwork", "run", "--db", str(db),
-            "--tasks", "killtasks:TASKS", "--max-concurrency", str(CONCURRENCY),
+            sys.executable,
+            "-m",
+            "tickwork",
+            "run",
+            "--db",
+            str(db),
+            "--tasks",
+            "killtasks:TASKS",
+            "--max-concurrency",
+            str(CONCURRENCY),
         ],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _bash_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
 
 
 def test_readme_has_the_two_set_up_commands():

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 import trio
-from helpers import Recording, settle, wait_until
 
 import tickwork
+from helpers import Recording, settle, wait_until
 from tickwork import State
 from tickwork.testing import VirtualClock
 
@@ -155,9 +155,7 @@ async def test_memory_is_bounded_by_max_in_memory(autojump_clock, store):
     async with tickwork.open_scheduler(
         store, tasks=[Probe()], clock=clock, max_in_memory=50, max_concurrency=20
     ) as sched:
-        await sched.schedule_many(
-            [tickwork.NewInstance("probe", now, b"") for _ in range(2_000)]
-        )
+        await sched.schedule_many([tickwork.NewInstance("probe", now, b"") for _ in range(2_000)])
         await settle(sched)
         assert await sched.count(state=State.SUCCEEDED) == 2_000
     assert 20 <= peak <= 50

@@ -69,5 +69,11 @@ def test_stored_values_never_change():
     # the integers are on disk in every store: renumbering would corrupt databases
     assert [s.value for s in State] == [0, 1, 2, 3, 4, 5, 6]
     assert [s.name for s in State] == [
-        "PENDING", "CLAIMED", "RUNNING", "SUCCEEDED", "FAILED", "ABORTED", "MISSED",
+        "PENDING",
+        "CLAIMED",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "ABORTED",
+        "MISSED",
     ]

@@ -14,11 +14,11 @@ import trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from trio_portal import TrioPortal
 
 import tickwork
 from tickwork import State
 from tickwork.testing import VirtualClock
+from trio_portal import TrioPortal
 
 
 class Counting(tickwork.Task):

@@ -32,7 +32,7 @@ class TrioPortal:
     def _thread_main(self) -> None:
         try:
             trio.run(self._main, clock=self.clock)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
 

@@ -14,6 +14,7 @@ nothing. Outcome writes are fenced, so a retried write can never overwrite anoth
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import sqlite3
@@ -162,7 +163,7 @@ class ResilientStore:
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
-    ) -> list[Instance]:
+    ) -> builtins.list[Instance]:
         return await self._call(
             "list",
             lambda: self.inner.list(state=state, task=task, limit=limit, before_id=before_id),
@@ -174,7 +175,7 @@ class ResilientStore:
     async def count_by_state(self) -> dict[State, int]:
         return await self._call("count_by_state", self.inner.count_by_state)
 
-    async def history(self, instance_id: int) -> list[Attempt]:
+    async def history(self, instance_id: int) -> builtins.list[Attempt]:
         return await self._call("history", lambda: self.inner.history(instance_id))
 
     async def change_token(self) -> int | None:

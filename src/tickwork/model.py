@@ -16,7 +16,17 @@ from tickwork._time import from_us, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
 
-__all__ = ["AbortResult", "Attempt", "Finish", "Instance", "NewInstance", "NewRow", "State", "pack", "unpack"]
+__all__ = [
+    "AbortResult",
+    "Attempt",
+    "Finish",
+    "Instance",
+    "NewInstance",
+    "NewRow",
+    "State",
+    "pack",
+    "unpack",
+]
 
 
 def pack(obj: Any) -> bytes:

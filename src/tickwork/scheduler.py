@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -24,7 +24,7 @@ from tickwork._resilient import ResilientStore
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.executor import Executor
-from tickwork.actors.messages import Abort, Outcome
+from tickwork.actors.messages import Outcome
 from tickwork.actors.puller import Puller, TimekeeperMsg
 from tickwork.actors.recorder import Recorder
 from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
@@ -156,7 +156,7 @@ async def open_scheduler(
 
 
 @asynccontextmanager
-async def _run_node(
+async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branching logic
     *,
     store: ResilientStore,
     registry: TaskRegistry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -116,7 +117,7 @@ class Scheduler:
         params: object = b"",
         dedup_key: str | None = None,
         max_attempts: int | None = None,
-        timeout: timedelta | None = None,
+        timeout: timedelta | None = None,  # noqa: ASYNC109 - the run's timeout, not this call's
     ) -> int:
         """Store one instance of ``task`` due ``at`` (aware datetime) and return its id.
 
@@ -254,7 +255,7 @@ class Scheduler:
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
-    ) -> list[Instance]:
+    ) -> builtins.list[Instance]:
         """Stored instances, newest first, optionally filtered; page with ``before_id``."""
         self._check_open()
         if state is not None and not isinstance(state, State):
@@ -270,7 +271,7 @@ class Scheduler:
             raise InvalidArgument(f"state must be a tickwork.State, got {state!r}")
         return await self._store.count(state=state, task=task)
 
-    async def history(self, instance_id: int) -> list[Attempt]:
+    async def history(self, instance_id: int) -> builtins.list[Attempt]:
         """The recorded attempts of one instance, oldest first."""
         self._check_open()
         return await self._store.history(instance_id)

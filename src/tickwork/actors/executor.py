@@ -22,7 +22,7 @@ from typing import final
 import attrs
 import trio
 
-from tickwork.actors.messages import Abort, Cancelled, Due, Kind, Outcome
+from tickwork.actors.messages import Cancelled, Due, Kind, Outcome
 from tickwork.actors.timekeeper import ExecutorMsg
 from tickwork.clock import Clock
 from tickwork.errors import TaskTimeout
@@ -113,20 +113,19 @@ class Executor:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self._send:
-            async with trio.open_nursery() as flusher_nursery:
-                flusher_nursery.start_soon(self._flusher)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    task_status.started()
-                    async with self._receive:
-                        async for msg in self._receive:
-                            await self._handle(msg)
-                    await self._drain(nursery)
-                self._nursery = None
-                # every worker is gone: flush what they produced, then stop the flusher
-                await self._flush_all()
-                flusher_nursery.cancel_scope.cancel()
+        async with self._send, trio.open_nursery() as flusher_nursery:
+            flusher_nursery.start_soon(self._flusher)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                async with self._receive:
+                    async for msg in self._receive:
+                        await self._handle(msg)
+                await self._drain(nursery)
+            self._nursery = None
+            # every worker is gone: flush what they produced, then stop the flusher
+            await self._flush_all()
+            flusher_nursery.cancel_scope.cancel()
 
     async def _handle(self, msg: ExecutorMsg) -> None:
         if isinstance(msg, Due):
@@ -141,8 +140,7 @@ class Executor:
         at_most_once = [
             inst
             for inst in due
-            if (task := self._tasks.get(inst.task)) is not None
-            and task.delivery == "at_most_once"
+            if (task := self._tasks.get(inst.task)) is not None and task.delivery == "at_most_once"
         ]
         if at_most_once:
             # RUNNING is made durable before an at-most-once task starts: after a crash
@@ -298,4 +296,3 @@ class Executor:
             self._cancel_reason[iid] = Kind.INTERRUPTED
             scope.cancel()
         del nursery  # the caller's nursery block waits for the workers to finish
-

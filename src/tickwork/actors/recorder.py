@@ -151,7 +151,7 @@ class Recorder:
             await self._call_hook(outcome, fin, hooks)
         self._capacity.give(len(outcomes))
 
-    def _finish(self, o: Outcome) -> Finish:
+    def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind
         inst = o.instance
         token = inst.claim_token or 0
         ran = o.started_us is not None

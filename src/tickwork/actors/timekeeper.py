@@ -122,9 +122,7 @@ class Timekeeper:
             evicted.append(self._held.pop(iid))
         if not evicted:
             return
-        await self._store.release(
-            self._owner, self._clock.now_us(), [inst.id for inst in evicted]
-        )
+        await self._store.release(self._owner, self._clock.now_us(), [inst.id for inst in evicted])
         self._evicted += len(evicted)
         self._capacity.give(len(evicted), wake=True)
         log.debug("gave back %d instances to make room for earlier ones", len(evicted))

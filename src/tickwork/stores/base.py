@@ -78,9 +78,7 @@ class Store(Protocol):
         """The smallest ``run_at_us`` among PENDING rows, or None. A cheap index lookup."""
         ...
 
-    async def start(
-        self, owner: str, items: Sequence[tuple[int, int]], now_us: int
-    ) -> list[bool]:
+    async def start(self, owner: str, items: Sequence[tuple[int, int]], now_us: int) -> list[bool]:
         """Make RUNNING durable for ``(id, claim_token)`` pairs (at-most-once tasks). Fenced."""
         ...
 
