@@ -1,0 +1,785 @@
+"""What the PostgreSQL store says to the server: its schema, migrations and statements.
+
+Schema and migrations
+    Every tickwork schema holds a ``tickwork_meta`` table whose ``schema_version`` row
+    names the last migration applied. :func:`migrate` runs inside the caller's transaction
+    under a transaction-level advisory lock keyed by the schema name, so nodes that start
+    together queue up behind one migrator instead of racing, and a failed migration leaves
+    nothing behind (PostgreSQL's DDL is transactional).
+
+Statements
+    :class:`Queries` holds every statement for one schema and the functions that run them
+    on a :class:`Session` (one call of the store, on a worker thread, inside the
+    transaction the store opened). The store rules of :mod:`tickwork.stores._rules`
+    (fencing, which finish may apply, where a released row goes, which state history
+    records) are written here as SQL; each statement's comment names the rule it mirrors.
+
+Templates name the schema as ``{s}``; :func:`render` substitutes the quoted identifier.
+Schema names are restricted to plain identifiers (:func:`check_schema_name`) so the same
+name can also sit inside a string literal (``nextval('{s}.instance_ids')``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from functools import partial
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Final, LiteralString, Protocol, cast, final
+
+from psycopg import sql
+
+from tickwork.errors import InvalidArgument, NotATickworkDatabase, SchemaTooNew, StoreError
+from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.state import TERMINAL, State
+from tickwork.stores.base import INTERRUPTED
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Sequence
+    from datetime import timedelta
+
+    import psycopg
+
+#: First key of every tickwork advisory lock (``'tick'`` in ASCII); the second is
+#: ``hashtext(schema)``, so two schemas in one database migrate independently.
+LOCK_CLASS: Final = 0x7469636B
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+# The instances table is the scheduler's hot path. Design notes:
+# * ``state`` holds tickwork.State's integer values; every index that serves a hot query
+#   is partial on the states it reads, so the claim's range scan touches PENDING rows only.
+# * Times the scheduler decides (run_at, created, updated) are its clock's microseconds;
+#   ``lease_until`` is the database clock's, because leases must be compared on one
+#   clock across nodes whose own clocks disagree.
+# * Every claim and finish rewrites its rows (a queue table): vacuum and analyze it more
+#   often than the defaults (20% / 10% of the table changed) so dead versions of claimed
+#   rows do not pile up in front of the claim's index scan and row estimates stay true.
+# * Ids come from a named sequence so ``insert`` can draw them in input order before the
+#   rows are written (it maps ON CONFLICT skips back to input positions that way).
+_V1: Final[tuple[str, ...]] = (
+    """CREATE TABLE {s}.tickwork_meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    )""",
+    "CREATE SEQUENCE {s}.instance_ids AS bigint",
+    "CREATE SEQUENCE {s}.claim_tokens AS bigint",
+    """CREATE TABLE {s}.instances (
+        id bigint PRIMARY KEY DEFAULT nextval('{s}.instance_ids'),
+        task text NOT NULL,
+        run_at_us bigint NOT NULL,
+        params bytea NOT NULL,
+        state smallint NOT NULL CHECK (state BETWEEN 0 AND 6),
+        attempts integer NOT NULL DEFAULT 0,
+        error text,
+        owner text,
+        claim_token bigint,
+        lease_until timestamptz,
+        abort_requested boolean NOT NULL DEFAULT false,
+        schedule_id text,
+        fire_at_us bigint,
+        dedup_key text,
+        max_attempts integer,
+        timeout_us bigint,
+        created_us bigint NOT NULL,
+        updated_us bigint NOT NULL
+    ) WITH (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.02)""",
+    "ALTER SEQUENCE {s}.instance_ids OWNED BY {s}.instances.id",
+    # claim's pending branch and next_pending_at: an ordered range scan of due rows.
+    "CREATE INDEX instances_due ON {s}.instances (run_at_us, id) WHERE state = 0",
+    # renew, release, abort_requests: everything one node holds.
+    "CREATE INDEX instances_held ON {s}.instances (owner) WHERE state IN (1, 2)",
+    # claim's takeover branch: held rows whose lease lapsed (normally none).
+    "CREATE INDEX instances_lease ON {s}.instances (lease_until) WHERE state IN (1, 2)",
+    """CREATE UNIQUE INDEX instances_dedup ON {s}.instances (dedup_key)
+        WHERE dedup_key IS NOT NULL""",
+    """CREATE UNIQUE INDEX instances_occurrence ON {s}.instances (schedule_id, fire_at_us)
+        WHERE schedule_id IS NOT NULL""",
+    # list/count newest first by state or by task.
+    "CREATE INDEX instances_state ON {s}.instances (state, id)",
+    "CREATE INDEX instances_task ON {s}.instances (task, id)",
+    """CREATE TABLE {s}.history (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        instance_id bigint NOT NULL,
+        attempt integer NOT NULL,
+        node text,
+        started_us bigint NOT NULL,
+        finished_us bigint NOT NULL,
+        state smallint NOT NULL,
+        error_type text,
+        error text,
+        result text
+    )""",
+    # No foreign key to instances: finish writes history only for rows it just updated
+    # (in the same statement), and the per-row check cost a sixth of a finish.
+    "CREATE INDEX history_instance ON {s}.history (instance_id, id)",
+    # One row per node that ever opened the schema; heartbeats ride on renew().
+    """CREATE TABLE {s}.nodes (
+        node_id text PRIMARY KEY,
+        started timestamptz NOT NULL,
+        last_heartbeat timestamptz NOT NULL,
+        stopped timestamptz,
+        host text,
+        pid integer,
+        version text
+    )""",
+)
+
+#: ``(version, statements)`` in order. Append only: a released migration never changes.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+
+
+def current_version() -> int:
+    """The schema version this tickwork writes: the last migration's."""
+    return MIGRATIONS[-1][0]
+
+
+def check_schema_name(schema: str) -> str:
+    """Return ``schema`` if it is a plain identifier of at most 63 characters.
+
+    Raises:
+        InvalidArgument: anything else, including the reserved ``pg_`` prefix.
+    """
+    if (
+        not isinstance(schema, str)
+        or not _SCHEMA_NAME.fullmatch(schema)
+        or schema.lower().startswith("pg_")
+    ):
+        raise InvalidArgument(
+            f"schema must be a plain identifier (letters, digits, underscores; at most 63 "
+            f"characters; not starting with pg_), got {schema!r}"
+        )
+    return schema
+
+
+def render(template: str, schema: str) -> LiteralString:
+    """``template`` with ``{s}`` replaced by the quoted schema name.
+
+    The result is built from constant fragments and a checked identifier only, which is
+    why it may be typed as a literal query string.
+    """
+    quoted = sql.Identifier(schema).as_string()
+    return template.replace("{s}", quoted)
+
+
+def migrate(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Create or upgrade ``schema`` inside the caller's open transaction.
+
+    Returns the version found before migrating (0 for a new schema).
+
+    Raises:
+        NotATickworkDatabase: the schema holds relations but no tickwork metadata.
+        SchemaTooNew: a newer tickwork wrote the schema.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, schema))
+    meta = render("{s}.tickwork_meta", schema)
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL, EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)",
+        (meta, schema),
+    ).fetchone()
+    has_meta, has_schema = row if row is not None else (False, False)
+    found = 0
+    if has_meta:
+        found = _read_version(conn, schema)
+        if found > current_version():
+            raise SchemaTooNew(
+                f"schema {schema!r} is at tickwork schema version {found}, newer than this "
+                f"tickwork's {current_version()}; upgrade tickwork on this node"
+            )
+    elif has_schema:
+        foreign = [
+            r[0]
+            for r in conn.execute(
+                """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s ORDER BY c.relname LIMIT 5""",
+                (schema,),
+            )
+        ]
+        if foreign:
+            raise NotATickworkDatabase(
+                f"schema {schema!r} already holds {', '.join(foreign)} but no tickwork_meta "
+                "table; pass another schema= for tickwork"
+            )
+    else:
+        conn.execute(render("CREATE SCHEMA {s}", schema))
+    for version, statements in MIGRATIONS:
+        if version > found:
+            for statement in statements:
+                conn.execute(render(statement, schema))
+    if found < current_version():
+        conn.execute(
+            render(
+                """INSERT INTO {s}.tickwork_meta (key, value) VALUES ('schema_version', %s)
+                   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
+                schema,
+            ),
+            (str(current_version()),),
+        )
+    return found
+
+
+def _read_version(conn: psycopg.Connection[Any], schema: str) -> int:
+    row = conn.execute(
+        render("SELECT value FROM {s}.tickwork_meta WHERE key = 'schema_version'", schema)
+    ).fetchone()
+    if row is None or not str(row[0]).isdigit():
+        # A tickwork_meta that does not name a version was not written by tickwork.
+        raise NotATickworkDatabase(
+            f"schema {schema!r} has a tickwork_meta table without a schema_version"
+        )
+    return int(row[0])
+
+
+# ---------------------------------------------------------------------- statements
+
+#: The NOTIFY channel of inserts and aborts; the payload is the schema name.
+CHANNEL: Final = "tickwork_changes"
+
+# The columns _instance reads, in order; {p} is a table alias prefix.
+_COLUMNS: Final = (
+    "{p}id, {p}task, {p}run_at_us, {p}params, {p}state, {p}attempts, {p}error, {p}owner, "
+    "{p}claim_token, (extract(epoch FROM {p}lease_until) * 1000000)::bigint, {p}schedule_id, "
+    "{p}fire_at_us, {p}dedup_key, {p}max_attempts, {p}timeout_us, {p}created_us, {p}updated_us"
+)
+_COLS: Final = _COLUMNS.replace("{p}", "")
+_ICOLS: Final = _COLUMNS.replace("{p}", "i.")
+_CLAIMED: Final = int(State.CLAIMED)
+_NEW_STATES: Final = TERMINAL | {State.PENDING}
+
+
+def check_new_rows(rows: Sequence[NewRow]) -> None:
+    """Refuse rows no instance may start in, before any transaction begins.
+
+    Raises:
+        InvalidArgument: a row is CLAIMED or RUNNING.
+    """
+    for row in rows:
+        if row.state not in _NEW_STATES:
+            raise InvalidArgument(
+                f"a new instance starts PENDING or terminal, not {row.state.name}"
+            )
+
+
+#: Run with the claim: with no sort allowed, the pending branch can only be the ordered
+#: scan of ``instances_due`` that stops after ``limit`` rows. Left to its statistics (stale
+#: after a bulk insert, or never gathered), the planner may instead fetch *every* due row
+#: with a bitmap scan and sort them: O(backlog) per claim, on disk for a large backlog.
+#: The penalty this puts on the few unavoidable small sorts inflates the plan's cost past
+#: the JIT thresholds, and compiling it would take longer than the claim: no JIT (the
+#: store also turns JIT off for its whole session).
+CLAIM_SETTINGS: Final[tuple[LiteralString, ...]] = (
+    "SET LOCAL enable_sort = off",
+    "SET LOCAL jit = off",
+)
+
+# claim, in one statement (the tentative ids are locked with SKIP LOCKED, so concurrent
+# claimers on other nodes pass each other instead of queueing):
+# * ended: held rows whose lease lapsed and that cannot be handed on end now, as
+#   _rules.released_state says: an abort requested wins, a durable RUNNING run
+#   (at-most-once) fails as interrupted. No horizon: they are nobody's work any more.
+# * pend / lapsed: the two kinds of claimable rows, each through its own partial index
+#   (one WHERE with an OR of both would defeat them): pend is an ordered range scan of
+#   instances_due that stops after ``limit`` rows, lapsed a lookup of instances_lease
+#   (normally empty). pick merges them in due order.
+_CLAIM: Final = (
+    """
+    WITH token AS (SELECT nextval('{s}.claim_tokens') AS t),
+    ended AS (
+        UPDATE {s}.instances SET
+            state = CASE WHEN abort_requested THEN 5 ELSE 4 END,
+            error = CASE WHEN abort_requested THEN error ELSE %(interrupted)s END,
+            attempts = attempts + CASE WHEN state = 2 THEN 1 ELSE 0 END,
+            claim_token = NULL, lease_until = NULL, updated_us = %(now)s
+        WHERE id IN (
+            SELECT id FROM {s}.instances
+            WHERE state IN (1, 2) AND lease_until < now() AND (state = 2 OR abort_requested)
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+    ),
+    pend AS (
+        SELECT id, run_at_us FROM {s}.instances
+        WHERE state = 0 AND run_at_us <= %(due)s
+        ORDER BY run_at_us, id LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ),
+    lapsed AS (
+        SELECT id, run_at_us FROM {s}.instances
+        WHERE state = 1 AND lease_until < now() AND NOT abort_requested
+          AND run_at_us <= %(due)s
+        ORDER BY run_at_us, id LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ),
+    pick AS (
+        SELECT id FROM (SELECT * FROM pend UNION ALL SELECT * FROM lapsed) AS u
+        ORDER BY run_at_us, id LIMIT %(limit)s
+    )
+    UPDATE {s}.instances AS i SET
+        state = CASE WHEN i.abort_requested THEN 5 ELSE 1 END,
+        owner = CASE WHEN i.abort_requested THEN i.owner ELSE %(owner)s END,
+        claim_token = CASE WHEN i.abort_requested THEN i.claim_token ELSE token.t END,
+        lease_until = CASE WHEN i.abort_requested THEN NULL ELSE now() + %(lease)s END,
+        updated_us = %(now)s
+    FROM pick, token
+    WHERE i.id = pick.id
+    RETURNING """
+    + _ICOLS
+)
+
+# Fenced: only rows held by owner with the pair's token. Starting a RUNNING row again
+# is accepted and changes nothing.
+# ``state + 0`` (here and in _FINISH) hides the state test from the planner, which would
+# otherwise scan *all* the rows this owner holds through instances_held (its predicate
+# matches) instead of looking up the batch's ids by primary key: O(held) per batch. The
+# test itself is unchanged, and a concurrent takeover is still re-checked on the row.
+_START: Final = """
+    UPDATE {s}.instances AS i SET
+        state = 2,
+        updated_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.updated_us END
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
+    WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
+      AND i.state + 0 IN (1, 2)
+    RETURNING i.id
+"""
+
+# Fenced as _START, and _rules.finish_allowed: a RUNNING row cannot become MISSED.
+# A PENDING finish (retry or give-back) of a row with an abort requested aborts it, as
+# release does; history records FAILED for it (_rules.history_state). One statement
+# writes the outcomes and the history rows of the finishes that applied.
+_FINISH: Final = """
+    WITH f AS (
+        SELECT * FROM unnest(
+            %(ids)s::bigint[], %(tokens)s::bigint[], %(states)s::smallint[],
+            %(attempts)s::integer[], %(errors)s::text[], %(run_ats)s::bigint[],
+            %(started)s::bigint[], %(finished)s::bigint[], %(error_types)s::text[],
+            %(results)s::text[]
+        ) AS f(id, token, state, attempts, error, run_at_us, started_us, finished_us,
+               error_type, result)
+    ),
+    u AS (
+        UPDATE {s}.instances AS i SET
+            state = CASE WHEN f.state = 0 AND i.abort_requested THEN 5 ELSE f.state END,
+            attempts = f.attempts,
+            error = f.error,
+            run_at_us = CASE WHEN f.state = 0 THEN coalesce(f.run_at_us, i.run_at_us)
+                        ELSE i.run_at_us END,
+            owner = CASE WHEN f.state = 0 AND NOT i.abort_requested THEN NULL ELSE i.owner END,
+            claim_token = NULL,
+            lease_until = NULL,
+            updated_us = %(now)s
+        FROM f
+        WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
+          AND i.state + 0 IN (1, 2) AND NOT (i.state = 2 AND f.state = 6)
+        RETURNING i.id
+    ),
+    h AS (
+        INSERT INTO {s}.history (instance_id, attempt, node, started_us, finished_us, state,
+                                 error_type, error, result)
+        SELECT f.id, f.attempts, %(owner)s, f.started_us, coalesce(f.finished_us, %(now)s),
+               CASE WHEN f.state = 0 THEN 4 ELSE f.state END, f.error_type, f.error, f.result
+        FROM f JOIN u ON u.id = f.id
+        WHERE f.started_us IS NOT NULL
+    )
+    SELECT id FROM u
+"""
+
+# _rules.released_state: an abort requested wins; a durable RUNNING run cannot be
+# repeated and fails as interrupted (its attempt counted); CLAIMED goes back to PENDING.
+_RELEASE: Final = """
+    UPDATE {s}.instances SET
+        state = CASE WHEN abort_requested THEN 5 WHEN state = 2 THEN 4 ELSE 0 END,
+        error = CASE WHEN NOT abort_requested AND state = 2 THEN %(interrupted)s
+                ELSE error END,
+        attempts = attempts + CASE WHEN state = 2 THEN 1 ELSE 0 END,
+        owner = CASE WHEN abort_requested OR state = 2 THEN owner ELSE NULL END,
+        claim_token = NULL,
+        lease_until = NULL,
+        updated_us = %(now)s
+    WHERE owner = %(owner)s AND state IN (1, 2)
+"""
+
+# The node's heartbeat rides on renew: one statement, one round trip.
+_RENEW: Final = """
+    WITH heartbeat AS (
+        UPDATE {s}.nodes SET last_heartbeat = now() WHERE node_id = %(owner)s
+    )
+    UPDATE {s}.instances SET lease_until = now() + %(lease)s
+    WHERE owner = %(owner)s AND state IN (1, 2)
+"""
+
+# Ids are drawn in input order before the rows are written, so the rows ON CONFLICT
+# skipped (a dedup key or schedule occurrence that exists) are known by position.
+_INSERT: Final = """
+    WITH input AS MATERIALIZED (
+        SELECT nextval('{s}.instance_ids') AS id, t.*
+        FROM unnest(
+            %(tasks)s::text[], %(run_ats)s::bigint[], %(params)s::bytea[],
+            %(states)s::smallint[], %(errors)s::text[], %(dedup_keys)s::text[],
+            %(max_attempts)s::integer[], %(timeouts)s::bigint[],
+            %(schedule_ids)s::text[], %(fire_ats)s::bigint[]
+        ) WITH ORDINALITY AS t(task, run_at_us, params, state, error, dedup_key,
+                               max_attempts, timeout_us, schedule_id, fire_at_us, ord)
+    ),
+    ins AS (
+        INSERT INTO {s}.instances (id, task, run_at_us, params, state, error, dedup_key,
+                                   max_attempts, timeout_us, schedule_id, fire_at_us,
+                                   created_us, updated_us)
+        SELECT id, task, run_at_us, params, state, error, dedup_key, max_attempts,
+               timeout_us, schedule_id, fire_at_us, %(now)s, %(now)s
+        FROM input ORDER BY ord
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    )
+    SELECT input.id, ins.id IS NOT NULL FROM input LEFT JOIN ins ON ins.id = input.id
+    ORDER BY input.ord
+"""
+
+_EXISTING: Final = """
+    SELECT id, dedup_key, schedule_id, fire_at_us FROM {s}.instances
+    WHERE dedup_key = ANY(%(dedup_keys)s::text[])
+       OR (schedule_id, fire_at_us) IN (
+            SELECT * FROM unnest(%(schedule_ids)s::text[], %(fire_ats)s::bigint[]))
+"""
+
+_REGISTER: Final = """
+    INSERT INTO {s}.nodes (node_id, started, last_heartbeat, host, pid, version)
+    VALUES (%(node)s, now(), now(), %(host)s, %(pid)s, %(version)s)
+    ON CONFLICT (node_id) DO UPDATE SET
+        started = now(), last_heartbeat = now(), stopped = NULL,
+        host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version
+"""
+
+
+class Session(Protocol):
+    """One store call on a worker thread: statements inside the call's transaction."""
+
+    @property
+    def conn(self) -> psycopg.Connection[tuple[Any, ...]]: ...
+
+    def execute(
+        self, query: LiteralString, params: dict[str, Any] | None = None
+    ) -> psycopg.Cursor[tuple[Any, ...]]: ...
+
+
+@final
+class Queries:
+    """Every statement of the store for one schema, and the calls that run them.
+
+    Each method taking a ``session`` runs on a worker thread as (part of) one store call.
+    """
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        r = partial(render, schema=schema)
+        self.listen: LiteralString = "LISTEN " + CHANNEL
+        self.notify: LiteralString = "SELECT pg_notify('" + CHANNEL + "', %(schema)s)"
+        self.claim_sql = r(_CLAIM)
+        self.start_sql = r(_START)
+        self.finish_sql = r(_FINISH)
+        self.release_sql = r(_RELEASE)
+        self.renew_sql = r(_RENEW)
+        self.insert_sql = r(_INSERT)
+        self.existing_sql = r(_EXISTING)
+        self.register_sql = r(_REGISTER)
+        self.unregister_sql = r("UPDATE {s}.nodes SET stopped = now() WHERE node_id = %(node)s")
+        self.lock_one_sql = r("SELECT state, owner FROM {s}.instances WHERE id = %(id)s FOR UPDATE")
+        self.abort_pending_sql = r(
+            "UPDATE {s}.instances SET state = 5, updated_us = %(now)s WHERE id = %(id)s"
+        )
+        self.abort_held_sql = r(
+            "UPDATE {s}.instances SET abort_requested = true, updated_us = %(now)s "
+            "WHERE id = %(id)s"
+        )
+        self.next_pending_sql = r(
+            "SELECT run_at_us FROM {s}.instances WHERE state = 0 ORDER BY run_at_us, id LIMIT 1"
+        )
+        self.abort_requests_sql = r(
+            "SELECT id FROM {s}.instances "
+            "WHERE owner = %(owner)s AND state IN (1, 2) AND abort_requested ORDER BY id"
+        )
+        self.get_sql = r("SELECT " + _COLS + " FROM {s}.instances WHERE id = %(id)s")
+        self.list_sql = r("SELECT " + _COLS + " FROM {s}.instances")
+        self.count_sql = r("SELECT count(*) FROM {s}.instances")
+        self.count_by_state_sql = r("SELECT state, count(*) FROM {s}.instances GROUP BY state")
+        self.history_sql = r(
+            "SELECT instance_id, attempt, node, started_us, finished_us, state, error_type, "
+            "error, result FROM {s}.history WHERE instance_id = %(id)s ORDER BY id"
+        )
+
+    def migrate(self, session: Session) -> None:
+        migrate(session.conn, self.schema)
+
+    def register(self, node_id: str, session: Session) -> None:
+        params = {
+            "node": node_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": _version(),
+        }
+        session.execute(self.register_sql, params)
+
+    def unregister(self, node_id: str, session: Session) -> None:
+        session.execute(self.unregister_sql, {"node": node_id})
+
+    def insert(self, rows: Sequence[NewRow], now_us: int, session: Session) -> list[int]:
+        cur = session.execute(
+            self.insert_sql,
+            {
+                "tasks": [r.task for r in rows],
+                "run_ats": [r.run_at_us for r in rows],
+                "params": [bytes(r.params) for r in rows],
+                "states": [int(r.state) for r in rows],
+                "errors": [r.error for r in rows],
+                "dedup_keys": [r.dedup_key for r in rows],
+                "max_attempts": [r.max_attempts for r in rows],
+                "timeouts": [r.timeout_us for r in rows],
+                "schedule_ids": [r.schedule_id for r in rows],
+                "fire_ats": [r.fire_at_us for r in rows],
+                "now": now_us,
+            },
+        )
+        placed = cur.fetchall()
+        ids: list[int] = [p[0] for p in placed]
+        skipped = [i for i, p in enumerate(placed) if not p[1]]
+        if skipped:
+            self._point_at_existing(rows, ids, skipped, session)
+        if any(p[1] and r.state is State.PENDING for p, r in zip(placed, rows, strict=True)):
+            session.execute(self.notify, {"schema": self.schema})
+        return ids
+
+    def _point_at_existing(
+        self, rows: Sequence[NewRow], ids: list[int], skipped: list[int], session: Session
+    ) -> None:
+        """Give each row ON CONFLICT skipped the id of the instance holding its key.
+
+        Same transaction, fresh snapshot (READ COMMITTED): a conflicting row that another
+        node committed meanwhile is visible here.
+        """
+        wanted = [rows[i] for i in skipped]
+        occurrences = [r for r in wanted if r.schedule_id is not None]
+        cur = session.execute(
+            self.existing_sql,
+            {
+                "dedup_keys": [r.dedup_key for r in wanted if r.dedup_key is not None],
+                "schedule_ids": [r.schedule_id for r in occurrences],
+                "fire_ats": [r.fire_at_us for r in occurrences],
+            },
+        )
+        by_key: dict[str, int] = {}
+        by_occurrence: dict[tuple[str, int], int] = {}
+        for iid, dedup_key, schedule_id, fire_at_us in cur:
+            if dedup_key is not None:
+                by_key[dedup_key] = iid
+            if schedule_id is not None:
+                by_occurrence[schedule_id, fire_at_us] = iid
+        for i in skipped:
+            row = rows[i]
+            found = None if row.dedup_key is None else by_key.get(row.dedup_key)
+            if found is None and row.schedule_id is not None and row.fire_at_us is not None:
+                found = by_occurrence.get((row.schedule_id, row.fire_at_us))
+            if found is None:
+                raise StoreError(
+                    f"insert of row {i} ({row.task!r}) conflicted, but no instance holds its "
+                    "dedup key or schedule occurrence"
+                )
+            ids[i] = found
+
+    def claim(  # noqa: PLR0917 - the protocol's arguments, then the session
+        self,
+        owner: str,
+        due_before_us: int,
+        limit: int,
+        now_us: int,
+        lease: timedelta,
+        session: Session,
+    ) -> list[Instance]:
+        cur = session.execute(
+            self.claim_sql,
+            {
+                "owner": owner,
+                "due": due_before_us,
+                "limit": limit,
+                "now": now_us,
+                "lease": lease,
+                "interrupted": INTERRUPTED,
+            },
+        )
+        # RETURNING has no order; rows an abort request made ABORTED are not handed out.
+        claimed = [_instance(row) for row in cur if row[4] == _CLAIMED]
+        claimed.sort(key=lambda inst: (inst.run_at_us, inst.id))
+        return claimed
+
+    def start(
+        self, owner: str, items: Sequence[tuple[int, int]], now_us: int, session: Session
+    ) -> list[bool]:
+        params = {
+            "ids": [iid for iid, _ in items],
+            "tokens": [token for _, token in items],
+            "owner": owner,
+            "now": now_us,
+        }
+        applied = {row[0] for row in session.execute(self.start_sql, params)}
+        return [iid in applied for iid, _ in items]
+
+    def finish(
+        self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
+    ) -> list[bool]:
+        # A row matches one update per statement, so only an id's first finish may apply.
+        first: dict[int, int] = {}
+        for n, f in enumerate(finishes):
+            first.setdefault(f.id, n)
+        batch = sorted((finishes[n] for n in first.values()), key=lambda f: f.id)
+        cur = session.execute(
+            self.finish_sql,
+            {
+                "ids": [f.id for f in batch],
+                "tokens": [f.claim_token for f in batch],
+                "states": [int(f.state) for f in batch],
+                "attempts": [f.attempts for f in batch],
+                "errors": [f.error for f in batch],
+                "run_ats": [f.run_at_us for f in batch],
+                "started": [f.started_us for f in batch],
+                "finished": [f.finished_us for f in batch],
+                "error_types": [f.error_type for f in batch],
+                "results": [f.result for f in batch],
+                "owner": owner,
+                "now": now_us,
+            },
+        )
+        applied = {row[0] for row in cur}
+        return [f.id in applied and first[f.id] == n for n, f in enumerate(finishes)]
+
+    def release(self, owner: str, now_us: int, ids: Sequence[int] | None, session: Session) -> int:
+        params: dict[str, Any] = {"owner": owner, "now": now_us, "interrupted": INTERRUPTED}
+        query = self.release_sql
+        if ids is not None:
+            query += " AND id = ANY(%(ids)s::bigint[])"
+            params["ids"] = list(ids)
+        changed = session.execute(query, params).rowcount
+        if changed:  # rows given back are new work for the other nodes' Pullers
+            session.execute(self.notify, {"schema": self.schema})
+        return changed
+
+    def renew(self, owner: str, lease: timedelta, session: Session) -> int:
+        return session.execute(self.renew_sql, {"owner": owner, "lease": lease}).rowcount
+
+    def request_abort(self, instance_id: int, now_us: int, session: Session) -> AbortResult:
+        row = session.execute(self.lock_one_sql, {"id": instance_id}).fetchone()
+        if row is None:
+            return AbortResult(found=False)
+        state, owner = State(row[0]), row[1]
+        params = {"id": instance_id, "now": now_us}
+        if state is State.PENDING:
+            session.execute(self.abort_pending_sql, params)
+            session.execute(self.notify, {"schema": self.schema})
+            return AbortResult(found=True, state=State.ABORTED, previous=state)
+        if state in (State.CLAIMED, State.RUNNING):
+            session.execute(self.abort_held_sql, params)
+            session.execute(self.notify, {"schema": self.schema})
+            return AbortResult(found=True, state=state, owner=owner, requested=True, previous=state)
+        return AbortResult(found=True, state=state, owner=owner, previous=state)
+
+    def next_pending_at(self, session: Session) -> int | None:
+        row = session.execute(self.next_pending_sql).fetchone()
+        return None if row is None else int(row[0])
+
+    def abort_requests(self, owner: str, session: Session) -> list[int]:
+        return [row[0] for row in session.execute(self.abort_requests_sql, {"owner": owner})]
+
+    def get(self, instance_id: int, session: Session) -> Instance | None:
+        row = session.execute(self.get_sql, {"id": instance_id}).fetchone()
+        return None if row is None else _instance(row)
+
+    def list_page(
+        self,
+        state: State | None,
+        task: str | None,
+        limit: int,
+        before_id: int | None,
+        session: Session,
+    ) -> list[Instance]:
+        query, params = _filtered(self.list_sql, state, task)
+        if before_id is not None:
+            query += " AND id < %(before)s"
+            params["before"] = before_id
+        query += " ORDER BY id DESC LIMIT %(limit)s"
+        params["limit"] = limit
+        return [_instance(row) for row in session.execute(query, params)]
+
+    def count(self, state: State | None, task: str | None, session: Session) -> int:
+        query, params = _filtered(self.count_sql, state, task)
+        row = session.execute(query, params).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def count_by_state(self, session: Session) -> dict[State, int]:
+        counts = dict.fromkeys(State, 0)
+        for state, n in session.execute(self.count_by_state_sql):
+            counts[State(state)] = int(n)
+        return counts
+
+    def history(self, instance_id: int, session: Session) -> builtins.list[Attempt]:
+        return [
+            Attempt(
+                instance_id=r[0],
+                attempt=r[1],
+                node=r[2],
+                started_us=r[3],
+                finished_us=r[4],
+                state=State(r[5]),
+                error_type=r[6],
+                error=r[7],
+                result=r[8],
+            )
+            for r in session.execute(self.history_sql, {"id": instance_id})
+        ]
+
+    def xact_status(self, xid: int, session: Session) -> str | None:
+        """``pg_xact_status`` of ``xid``: committed, aborted, in progress (None: unknown)."""
+        row = session.execute("SELECT pg_xact_status(%(xid)s::text::xid8)", {"xid": xid}).fetchone()
+        return None if row is None else cast("str | None", row[0])
+
+
+def _instance(row: tuple[Any, ...]) -> Instance:
+    """An Instance from a row of ``_COLUMNS``."""
+    return Instance(
+        id=row[0],
+        task=row[1],
+        run_at_us=row[2],
+        params=bytes(row[3]),
+        state=State(row[4]),
+        attempts=row[5],
+        error=row[6],
+        owner=row[7],
+        claim_token=row[8],
+        lease_until_us=row[9],
+        schedule_id=row[10],
+        fire_at_us=row[11],
+        dedup_key=row[12],
+        max_attempts=row[13],
+        timeout_us=row[14],
+        created_us=row[15],
+        updated_us=row[16],
+    )
+
+
+def _filtered(
+    base: LiteralString, state: State | None, task: str | None
+) -> tuple[LiteralString, dict[str, Any]]:
+    query = base + " WHERE true"
+    params: dict[str, Any] = {}
+    if state is not None:
+        query += " AND state = %(state)s"
+        params["state"] = int(state)
+    if task is not None:
+        query += " AND task = %(task)s"
+        params["task"] = task
+    return query, params
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tickwork")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "unknown"

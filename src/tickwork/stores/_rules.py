@@ -1,0 +1,64 @@
+"""The store-side rules every backend shares: which writes a store may apply.
+
+A store moves instances only along :data:`tickwork.state.TRANSITIONS`. Two facts make the
+durable view differ from the in-memory one, and both are decided here once:
+
+* RUNNING is durable only for at-most-once tasks, so a finish may find the row CLAIMED
+  while the node knows it RUNNING: the durable move is CLAIMED -> (RUNNING ->) outcome.
+* A retry is written as PENDING, but the attempt that led to it failed: its history row
+  says FAILED.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tickwork.errors import IllegalTransition
+from tickwork.state import TERMINAL, State, can_transition
+
+#: States in which a node holds an instance (owner, claim token and lease set).
+HELD: Final = frozenset({State.CLAIMED, State.RUNNING})
+
+
+def check_finish_state(target: State) -> None:
+    """Refuse a finish whose target no held instance could ever move to.
+
+    Raises:
+        IllegalTransition: ``target`` is neither terminal nor PENDING.
+    """
+    if target not in TERMINAL and target is not State.PENDING:
+        msg = f"illegal finish to {target.name}: a finish writes a terminal state or PENDING"
+        raise IllegalTransition(msg)
+
+
+def finish_allowed(current: State, target: State) -> bool:
+    """Whether a finish may move a held row from its durable ``current`` state to ``target``.
+
+    A CLAIMED row may have been RUNNING in memory (at-least-once), so both hops count.
+    """
+    if current is State.RUNNING:
+        return can_transition(State.RUNNING, target)
+    if current is State.CLAIMED:
+        return can_transition(State.CLAIMED, target) or can_transition(State.RUNNING, target)
+    return False
+
+
+def history_state(target: State) -> State:
+    """The state recorded in run history for an attempt that ended in a finish to ``target``.
+
+    A finish to PENDING is a retry (or a give-back) of an attempt that did not succeed.
+    """
+    return target if target in TERMINAL else State.FAILED
+
+
+def released_state(current: State, abort_requested: bool) -> State:
+    """Where ``release`` (and ``recover``, and a lease takeover) moves a held row.
+
+    An abort requested wins; a durable RUNNING (at-most-once) run cannot be repeated, so it
+    fails as interrupted; a CLAIMED row goes back to PENDING.
+    """
+    if abort_requested:
+        return State.ABORTED
+    if current is State.RUNNING:
+        return State.FAILED
+    return State.PENDING

@@ -1,0 +1,395 @@
+"""The SQL of every store operation, run synchronously on the store's own thread.
+
+Each public method of :class:`Ops` is one transaction (``BEGIN IMMEDIATE`` for writes),
+so a batch costs one commit whatever its size. Per-row work goes through ``executemany``
+on statements that sqlite3's statement cache keeps prepared; id lists travel as one JSON
+parameter (``json_each``) so the SQL text, and so the prepared statement, never varies.
+
+Fenced writes first read the rows they may touch (one statement), decide in Python with
+the shared rules of :mod:`tickwork.stores._rules`, then write only what passed; the
+IMMEDIATE transaction makes read and write one atomic step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Final
+
+from tickwork.errors import InvalidArgument
+from tickwork.model import AbortResult, Finish, Instance, NewRow
+from tickwork.state import TERMINAL, State
+from tickwork.stores._rules import (
+    HELD,
+    check_finish_state,
+    finish_allowed,
+    history_state,
+    released_state,
+)
+from tickwork.stores._sqlite_reads import COLS, STATES, Reads, to_instance
+from tickwork.stores.base import INTERRUPTED
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+_NEW_STATES: Final = TERMINAL | {State.PENDING}
+_INSERT: Final = (
+    "INSERT INTO instances (id, task, run_at, params, state, error, schedule_id, fire_at, "
+    "dedup_key, max_attempts, timeout_us, created, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CLAIM_PENDING: Final = (
+    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
+    "WHERE id IN (SELECT id FROM instances INDEXED BY ix_instances_pending "
+    "WHERE state = 0 AND run_at <= ? "
+    f"ORDER BY run_at, id LIMIT ?) RETURNING {COLS}"
+)
+_CLAIM_IDS: Final = (
+    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
+    f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
+)
+_FINISH_TERMINAL: Final = (
+    "UPDATE instances SET state = ?, attempts = ?, error = ?, claim_token = NULL, "
+    "lease_until = NULL, abort_requested = 0, updated = ? WHERE id = ?"
+)
+_FINISH_PENDING: Final = (
+    "UPDATE instances SET state = 0, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
+    "owner = NULL, claim_token = NULL, lease_until = NULL, updated = ? WHERE id = ?"
+)
+_RELEASE: Final = (
+    "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
+    "owner = CASE WHEN ?1 = 0 THEN NULL ELSE owner END, claim_token = NULL, "
+    "lease_until = NULL, abort_requested = 0, updated = ?4 WHERE id = ?5"
+)
+_HISTORY: Final = (
+    "INSERT INTO history (instance_id, attempt, node, started, finished, state, error_type, "
+    "error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_COUNT: Final = (
+    "INSERT INTO counts (task, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (task, state) DO UPDATE SET n = n + excluded.n"
+)
+
+#: (task, stored state) -> change in the number of rows.
+_Deltas = Counter[tuple[str, int]]
+
+
+def _insert_params(iid: int, r: NewRow, now: int) -> tuple[object, ...]:
+    return (
+        iid, r.task, r.run_at_us, r.params, r.state, r.error, r.schedule_id, r.fire_at_us,
+        r.dedup_key, r.max_attempts, r.timeout_us, now, now,
+    )  # fmt: skip
+
+
+#: What makes a new row a duplicate: ("key", dedup_key) or ("fire", schedule_id, fire_at_us).
+_Identity = tuple[str, ...] | tuple[str, str, int]
+
+
+def _identities(r: NewRow) -> list[_Identity]:
+    out: list[_Identity] = []
+    if r.dedup_key is not None:
+        out.append(("key", r.dedup_key))
+    if r.schedule_id is not None and r.fire_at_us is not None:
+        out.append(("fire", r.schedule_id, r.fire_at_us))
+    return out
+
+
+def _ids_json(ids: Iterable[int]) -> str:
+    return json.dumps(list(ids))
+
+
+class Ops(Reads):
+    """The store operations on one connection (autocommit mode, used from one thread)."""
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[_Deltas]:
+        """One write transaction; yields the row-count deltas to apply before commit."""
+        self._c.execute("BEGIN IMMEDIATE")
+        try:
+            deltas: _Deltas = Counter()
+            yield deltas
+            if deltas:
+                self._c.executemany(_COUNT, [(t, int(s), n) for (t, s), n in deltas.items() if n])
+            self._c.execute("COMMIT")
+        except BaseException:
+            if self._c.in_transaction:  # SQLite may have rolled back already (disk full...)
+                self._c.execute("ROLLBACK")
+            raise
+
+    def _next(self, key: str, n: int) -> int:
+        """Add ``n`` to the counter ``key`` in tickwork_meta; returns the new value."""
+        (value,) = self._c.execute(
+            "UPDATE tickwork_meta SET value = value + ? WHERE key = ? RETURNING value", (n, key)
+        ).fetchone()
+        return int(value)
+
+    def insert(self, rows: Sequence[NewRow], now: int) -> list[int]:
+        for r in rows:
+            if r.state not in _NEW_STATES:
+                raise InvalidArgument(
+                    f"a new instance starts PENDING or terminal, not {r.state.name}"
+                )
+        if not rows:
+            return []
+        with self._write() as deltas:
+            if any(r.dedup_key is not None or r.schedule_id is not None for r in rows):
+                ids, new, repeats = self._dedup(rows)
+            else:  # the bulk path: every row is new
+                ids, new, repeats = [0] * len(rows), list(range(len(rows))), {}
+            if new:
+                first = self._next("last_id", len(new)) - len(new) + 1
+                for k, pos in enumerate(new):
+                    ids[pos] = first + k
+                self._c.executemany(_INSERT, [_insert_params(ids[p], rows[p], now) for p in new])
+                deltas.update((rows[pos].task, int(rows[pos].state)) for pos in new)
+            for pos, earlier in repeats.items():
+                ids[pos] = ids[earlier]
+        return ids
+
+    def _dedup(self, rows: Sequence[NewRow]) -> tuple[list[int], list[int], dict[int, int]]:
+        """Find duplicates: returns ``ids`` (the existing id, or 0 for a row to insert),
+        the positions of the rows to insert, and ``{position: earlier position}`` for rows
+        that repeat an earlier row of this batch."""
+        # As if the rows were inserted one by one: each is checked against what is stored
+        # and the new rows before it, its dedup key first. Values: a stored id (> 0) or
+        # -(position + 1) of an earlier new row of this batch.
+        known = self._stored(rows)
+        ids: list[int] = []
+        new: list[int] = []
+        repeats: dict[int, int] = {}
+        for pos, r in enumerate(rows):
+            idents = _identities(r)
+            found = next((known[i] for i in idents if i in known), None)
+            if found is None:
+                ids.append(0)
+                new.append(pos)
+                known.update((i, -(pos + 1)) for i in idents)
+            elif found > 0:
+                ids.append(found)
+            else:
+                ids.append(0)
+                repeats[pos] = -found - 1
+        return ids, new, repeats
+
+    def _stored(self, rows: Sequence[NewRow]) -> dict[_Identity, int]:
+        """The ids of stored instances that rows of the batch would duplicate."""
+        keys = [r.dedup_key for r in rows if r.dedup_key is not None]
+        out: dict[_Identity, int] = {}
+        if keys:
+            cur = self._c.execute(
+                "SELECT dedup_key, id FROM instances "
+                "WHERE dedup_key IN (SELECT value FROM json_each(?))",
+                (json.dumps(keys),),
+            )
+            out.update((("key", str(k)), int(i)) for k, i in cur)
+        fires = {
+            (r.schedule_id, r.fire_at_us)
+            for r in rows
+            if r.schedule_id is not None and r.fire_at_us is not None
+        }
+        for fire in fires:
+            found = self._c.execute(
+                "SELECT id FROM instances WHERE schedule_id = ? AND fire_at = ?", fire
+            ).fetchone()
+            if found is not None:
+                out[("fire", *fire)] = int(found[0])
+        return out
+
+    def claim(
+        self, owner: str, due_before: int, limit: int, now: int, lease: int
+    ) -> list[Instance]:
+        if limit <= 0:
+            return []
+        with self._write() as deltas:
+            aborted = self._c.execute(
+                "SELECT id, task FROM instances INDEXED BY ix_instances_abort "
+                "WHERE abort_requested = 1 AND state = 0"
+            ).fetchall()
+            if aborted:
+                self._c.execute(
+                    "UPDATE instances SET state = 5, abort_requested = 0, updated = ? "
+                    "WHERE id IN (SELECT value FROM json_each(?))",
+                    (now, _ids_json(i for i, _ in aborted)),
+                )
+                for _, task in aborted:
+                    deltas[(task, State.PENDING)] -= 1
+                    deltas[(task, State.ABORTED)] += 1
+            takeable = self._expired(due_before, limit, now, deltas)
+            token = self._next("last_token", 1)
+            head = (owner, token, now + lease, now)
+            if not takeable:
+                got = self._c.execute(_CLAIM_PENDING, (*head, due_before, limit)).fetchall()
+                taken: set[int] = set()
+            else:
+                pending = self._c.execute(
+                    "SELECT run_at, id FROM instances INDEXED BY ix_instances_pending "
+                    "WHERE state = 0 AND run_at <= ? "
+                    "ORDER BY run_at, id LIMIT ?",
+                    (due_before, limit),
+                ).fetchall()
+                chosen = [i for _, i in itertools.islice(heapq.merge(pending, takeable), limit)]
+                taken = {i for _, i in takeable}
+                got = self._c.execute(_CLAIM_IDS, (*head, _ids_json(chosen))).fetchall()
+            out = sorted(map(to_instance, got), key=lambda i: (i.run_at_us, i.id))
+            for inst in out:
+                if inst.id not in taken:
+                    deltas[(inst.task, State.PENDING)] -= 1
+                    deltas[(inst.task, State.CLAIMED)] += 1
+        return out
+
+    def _expired(self, due_before: int, limit: int, now: int, deltas: _Deltas) -> list[Any]:
+        """Deal with held rows whose lease expired before ``now``; returns the CLAIMED
+        ones that may be taken over, as sorted ``(run_at, id)``, at most ``limit``."""
+        (oldest,) = self._c.execute(
+            "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held "
+            "WHERE state IN (1, 2)"
+        ).fetchone()
+        if oldest is None or oldest >= now:
+            return []
+        rows = self._c.execute(
+            "SELECT id, state, abort_requested, task, run_at FROM instances "
+            "INDEXED BY ix_instances_held WHERE state IN (1, 2) AND lease_until < ?",
+            (now,),
+        ).fetchall()
+        ended = [r for r in rows if r[1] == State.RUNNING or r[2]]
+        self._release_rows(ended, now, deltas)
+        takeable = sorted((r[4], r[0]) for r in rows if r not in ended and r[4] <= due_before)
+        return takeable[:limit]
+
+    def _release_rows(self, rows: Sequence[Any], now: int, deltas: _Deltas) -> None:
+        """Give back held rows given as ``(id, state, abort_requested, task, ...)``."""
+        params = []
+        for iid, state, abort, task, *_ in rows:
+            target = released_state(STATES[state], bool(abort))
+            ran = int(state == State.RUNNING)
+            error = INTERRUPTED if target is State.FAILED else None
+            params.append((int(target), error, ran, now, iid))
+            deltas[(task, state)] -= 1
+            deltas[(task, int(target))] += 1
+        self._c.executemany(_RELEASE, params)
+
+    def _view(self, ids: Iterable[int]) -> dict[int, list[Any]]:
+        """``id -> [owner, claim_token, state, task]`` for the rows that exist."""
+        cur = self._c.execute(
+            "SELECT id, owner, claim_token, state, task FROM instances "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (_ids_json(ids),),
+        )
+        return {r[0]: list(r[1:]) for r in cur}
+
+    def start(self, owner: str, items: Sequence[tuple[int, int]], now: int) -> list[bool]:
+        if not items:
+            return []
+        with self._write() as deltas:
+            view = self._view(i for i, _ in items)
+            out = []
+            started = []
+            for iid, token in items:
+                v = view.get(iid)
+                ok = v is not None and v[0] == owner and v[1] == token and v[2] in HELD
+                if ok and v is not None and v[2] == State.CLAIMED:
+                    v[2] = State.RUNNING
+                    started.append((now, iid))
+                    deltas[(v[3], State.CLAIMED)] -= 1
+                    deltas[(v[3], State.RUNNING)] += 1
+                out.append(ok)
+            self._c.executemany("UPDATE instances SET state = 2, updated = ? WHERE id = ?", started)
+        return out
+
+    def finish(self, owner: str, finishes: Sequence[Finish], now: int) -> list[bool]:
+        for f in finishes:
+            check_finish_state(f.state)
+        if not finishes:
+            return []
+        with self._write() as deltas:
+            view = self._view(f.id for f in finishes)
+            out = []
+            ended, retried, history = [], [], []
+            for f in finishes:
+                v = view.get(f.id)
+                ok = (
+                    v is not None
+                    and v[0] == owner
+                    and v[1] == f.claim_token
+                    and v[2] in HELD
+                    and finish_allowed(STATES[v[2]], f.state)
+                )
+                out.append(ok)
+                if not ok or v is None:
+                    continue
+                deltas[(v[3], v[2])] -= 1
+                deltas[(v[3], int(f.state))] += 1
+                v[2] = f.state  # a second finish of this row in the batch is refused
+                if f.state is State.PENDING:
+                    retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
+                else:
+                    ended.append((int(f.state), f.attempts, f.error, now, f.id))
+                if f.started_us is not None:
+                    finished = now if f.finished_us is None else f.finished_us
+                    history.append(
+                        (f.id, f.attempts, owner, f.started_us, finished,
+                         int(history_state(f.state)), f.error_type, f.error, f.result)
+                    )  # fmt: skip
+            self._c.executemany(_FINISH_TERMINAL, ended)
+            self._c.executemany(_FINISH_PENDING, retried)
+            self._c.executemany(_HISTORY, history)
+        return out
+
+    def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
+        with self._write() as deltas:
+            sql = "SELECT id, state, abort_requested, task FROM instances "
+            if ids is None:
+                rows = self._c.execute(sql + "WHERE owner = ? AND state IN (1, 2)", (owner,))
+            else:
+                rows = self._c.execute(
+                    sql + "WHERE id IN (SELECT value FROM json_each(?)) "
+                    "AND owner = ? AND state IN (1, 2)",
+                    (_ids_json(ids), owner),
+                )
+            held = rows.fetchall()
+            self._release_rows(held, now, deltas)
+        return len(held)
+
+    def renew(self, owner: str, now: int, lease: int) -> int:
+        with self._write():
+            cur = self._c.execute(
+                "UPDATE instances SET lease_until = ? WHERE owner = ? AND state IN (1, 2)",
+                (now + lease, owner),
+            )
+        return cur.rowcount
+
+    def recover(self, now: int) -> int:
+        with self._write() as deltas:
+            held = self._c.execute(
+                "SELECT id, state, abort_requested, task FROM instances WHERE state IN (1, 2)"
+            ).fetchall()
+            self._release_rows(held, now, deltas)
+        return len(held)
+
+    def request_abort(self, instance_id: int, now: int) -> AbortResult:
+        with self._write() as deltas:
+            found = self._c.execute(
+                "SELECT state, owner, task FROM instances WHERE id = ?", (instance_id,)
+            ).fetchone()
+            if found is None:
+                return AbortResult(found=False)
+            state, owner, task = STATES[found[0]], found[1], found[2]
+            if state is State.PENDING:
+                self._c.execute(
+                    "UPDATE instances SET state = 5, abort_requested = 0, updated = ? WHERE id = ?",
+                    (now, instance_id),
+                )
+                deltas[(task, State.PENDING)] -= 1
+                deltas[(task, State.ABORTED)] += 1
+                return AbortResult(found=True, state=State.ABORTED, previous=state)
+            if state in HELD:
+                self._c.execute(
+                    "UPDATE instances SET abort_requested = 1 WHERE id = ?", (instance_id,)
+                )
+                return AbortResult(
+                    found=True, state=state, owner=owner, requested=True, previous=state
+                )
+            return AbortResult(found=True, state=state, owner=owner, previous=state)

@@ -1,0 +1,124 @@
+"""The read side of the SQLite store, and the mapping of a row to an Instance.
+
+Reads are single statements (no explicit transaction). Each uses an index chosen on
+purpose (``INDEXED BY`` where SQLite's planner, without statistics, could pick a worse
+one); ``tests/test_sqlite_store.py`` checks every statement's plan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from tickwork.model import Attempt, Instance
+from tickwork.state import TERMINAL, State
+from tickwork.stores._rules import HELD
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Sequence
+
+COLS: Final = (
+    "id, task, run_at, params, state, attempts, error, owner, claim_token, lease_until, "
+    "schedule_id, fire_at, dedup_key, max_attempts, timeout_us, created, updated"
+)
+#: The State of each stored integer (the index).
+STATES: Final = tuple(sorted(State))
+_MAX_ID: Final = 2**63 - 1
+#: Up to this many PENDING rows, list(state=PENDING) sorts them rather than walking ids.
+_SORT_PENDING_MAX: Final = 200_000
+
+
+def to_instance(r: Sequence[Any]) -> Instance:
+    """A row selected as ``SELECT {COLS}`` as an Instance."""
+    return Instance(
+        r[0], r[1], r[2], r[3], STATES[r[4]], r[5], r[6], r[7], r[8], r[9],
+        r[10], r[11], r[12], r[13], r[14], r[15], r[16],
+    )  # fmt: skip
+
+
+class Reads:
+    """The read operations on one connection (used from the store's thread only)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def abort_requests(self, owner: str) -> list[int]:
+        cur = self._c.execute(
+            "SELECT id FROM instances INDEXED BY ix_instances_abort "
+            "WHERE abort_requested = 1 AND owner = ? "
+            "AND state IN (1, 2) ORDER BY id",
+            (owner,),
+        )
+        return [int(r[0]) for r in cur]
+
+    def next_pending_at(self) -> int | None:
+        (value,) = self._c.execute(
+            "SELECT min(run_at) FROM instances INDEXED BY ix_instances_pending WHERE state = 0"
+        ).fetchone()
+        return None if value is None else int(value)
+
+    def get(self, instance_id: int) -> Instance | None:
+        r = self._c.execute(f"SELECT {COLS} FROM instances WHERE id = ?", (instance_id,))
+        found = r.fetchone()
+        return None if found is None else to_instance(found)
+
+    def page(
+        self, state: State | None, task: str | None, limit: int, before_id: int | None
+    ) -> list[Instance]:
+        """Newest first. Ended rows come from their index in id order; PENDING and held
+        rows from their own index and a top-N sort, unless PENDING rows are so many that
+        walking ids down finds them sooner."""
+        if limit <= 0:
+            return []
+        source, where = "instances", ["id < ?"]
+        params: list[Any] = [_MAX_ID if before_id is None else before_id]
+        if state is not None:
+            # the literal terms make the partial indexes usable (SQLite matches them as text)
+            if state in TERMINAL:
+                source, cond = "instances INDEXED BY ix_instances_ended", "state >= 3"
+            elif state in HELD:
+                source, cond = "instances INDEXED BY ix_instances_held", "state IN (1, 2)"
+            else:
+                pending, total = self.count(State.PENDING, None), self.count(None, None)
+                sort = pending <= _SORT_PENDING_MAX or pending * 10 < total
+                source = (
+                    "instances INDEXED BY ix_instances_pending" if sort else "instances NOT INDEXED"
+                )
+                cond = "state = 0"
+            where += [cond, "state = ?"]
+            params.append(int(state))
+        if task is not None:
+            where.append("task = ?")
+            params.append(task)
+        params.append(limit)
+        cur = self._c.execute(
+            f"SELECT {COLS} FROM {source} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            params,
+        )
+        return [to_instance(r) for r in cur]
+
+    def count(self, state: State | None, task: str | None) -> int:
+        (n,) = self._c.execute(
+            "SELECT coalesce(sum(n), 0) FROM counts "
+            "WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR task = ?2)",
+            (None if state is None else int(state), task),
+        ).fetchone()
+        return int(n)
+
+    def count_by_state(self) -> dict[State, int]:
+        out = dict.fromkeys(State, 0)
+        for s, n in self._c.execute("SELECT state, sum(n) FROM counts GROUP BY state"):
+            out[STATES[s]] = int(n)
+        return out
+
+    def history(self, instance_id: int) -> list[Attempt]:
+        cur = self._c.execute(
+            "SELECT instance_id, attempt, node, started, finished, state, error_type, error, "
+            "result FROM history WHERE instance_id = ? ORDER BY seq",
+            (instance_id,),
+        )
+        return [Attempt(r[0], r[1], r[2], r[3], r[4], STATES[r[5]], r[6], r[7], r[8]) for r in cur]
+
+    def change_token(self) -> int:
+        (value,) = self._c.execute("PRAGMA data_version").fetchone()
+        return int(value)

@@ -1,0 +1,718 @@
+"""PostgresStore: the cluster store. Many nodes share one PostgreSQL schema.
+
+This module is *how* the store talks to the server (threads, cancellation, reconnects);
+*what* it says (schema, migrations, every statement) is :mod:`tickwork.stores._pg_schema`.
+
+Threads
+    psycopg 3's synchronous API (its async API needs asyncio) on worker threads. A store
+    has one connection for its node's calls, used by one call at a time (a
+    ``trio.CapacityLimiter(1)``), and, once :meth:`PostgresStore.change_token` is first
+    polled, a second connection that LISTENs for other connections' changes. A write call
+    is one explicit transaction; a read is one autocommit statement.
+
+Cancellation
+    A call whose trio task is cancelled asks the server to stop the running statement
+    (``Connection.cancel_safe()``), stops before its next statement or its COMMIT, and
+    waits for its worker thread to finish, so the connection is never left mid-call. A
+    cancelled write is all-or-nothing: if it was stopped, its transaction rolled back and
+    the caller gets ``trio.Cancelled``; if it had already committed, the call *returns its
+    result* (trio delivers the cancellation at the caller's next checkpoint). A caller that
+    sees ``Cancelled`` therefore knows nothing was written.
+
+Connection loss
+    The connection is reopened with exponential backoff for a bounded number of tries;
+    then the call raises :class:`~tickwork.errors.StoreError`, and the next call tries
+    again. A call cut off before its COMMIT certainly did not commit and is retried. If
+    the connection died during COMMIT itself, the store asks the server whether that
+    transaction committed (``pg_xact_status`` of the xid it noted at BEGIN) and returns the
+    result or retries accordingly: no write is lost or applied twice.
+
+Leases
+    Lease times come from the database clock (``now()``), never from a node's: the
+    ``now_us`` arguments are the scheduler clock's and only stamp ``created_us`` and
+    ``updated_us``. A dead node's CLAIMED rows are taken over by any node's ``claim`` once
+    their lease lapses; its durable RUNNING rows (at-most-once tasks) are ended FAILED with
+    :data:`~tickwork.stores.base.INTERRUPTED` by the same statement, as a single-node
+    store's ``recover`` would. ``recover`` itself does nothing here (see its docstring).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar, cast, final
+
+import attrs
+import outcome
+import psycopg
+import psycopg.errors
+import trio
+from psycopg import conninfo as pg_conninfo
+from psycopg.pq import TransactionStatus
+
+from tickwork._time import td_us
+from tickwork.errors import InvalidArgument, StoreError
+from tickwork.stores import _pg_schema
+from tickwork.stores._pg_schema import CHANNEL
+from tickwork.stores._rules import check_finish_state
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Callable, Sequence
+
+    from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+    from tickwork.state import State
+
+__all__ = ["CHANNEL", "PostgresStore", "PostgresStoreStatistics"]
+
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+_log = logging.getLogger(__name__)
+
+#: Tries of one call (each after a reconnect, a deadlock or a stray cancel).
+_CALL_ATTEMPTS: Final = 3
+_FIRST_BACKOFF: Final = 0.1
+_MAX_BACKOFF: Final = 2.0
+#: How long to wait for a transaction cut off during COMMIT to be decided.
+_COMMIT_CHECK_SECONDS: Final = 5.0
+_CLOSE_TIMEOUT: Final = 10.0
+_LISTEN_RETRY_SECONDS: Final = 1.0
+_CANCEL_TIMEOUT: Final = 5.0
+#: Reads of the listening socket per poll: enough to empty it, bounded against a flood.
+_DRAIN_ROUNDS: Final = 64
+# Unless the DSN says otherwise: a dead server or network must not hang a call forever.
+_CONNECT_DEFAULTS: Final[dict[str, Any]] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+@attrs.frozen
+class PostgresStoreStatistics:
+    """Counters of one :class:`PostgresStore` since it was created."""
+
+    #: Store calls made (a write is one transaction, a read one statement).
+    calls: int
+    #: SQL statements sent, BEGIN and COMMIT included.
+    statements: int
+    #: Write transactions committed.
+    commits: int
+    #: Call attempts repeated after a lost connection, a deadlock or a stray cancel.
+    retries: int
+    #: Node connections reopened after a loss.
+    reconnects: int
+    #: Calls whose caller was cancelled while they ran.
+    cancels: int
+    #: Notifications from other connections seen by change_token.
+    notifications: int
+
+
+@attrs.define
+class _Counters:
+    calls: int = 0
+    statements: int = 0
+    commits: int = 0
+    retries: int = 0
+    reconnects: int = 0
+    cancels: int = 0
+    notifications: int = 0
+
+
+@final
+class PostgresStore:
+    """A :class:`~tickwork.stores.base.Store` in a PostgreSQL schema shared by many nodes.
+
+    Args:
+        dsn: a libpq connection string or URI. ``connect_timeout`` and TCP keepalives get
+            defaults unless the DSN sets them.
+        schema: the schema holding tickwork's tables; created (and migrated) on open.
+        lease: when given, the lease every claim and renew grants, in place of the
+            scheduler's ``lease_us`` (an operator's knob; also how tests get short leases).
+        connect_attempts: tries per reconnection before a call raises ``StoreError``.
+        application_name: shown in ``pg_stat_activity``; ``tickwork:<node>:<use>`` if None.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "tickwork",
+        lease: timedelta | None = None,
+        connect_attempts: int = 5,
+        application_name: str | None = None,
+    ) -> None:
+        if lease is not None and (not isinstance(lease, timedelta) or lease <= timedelta(0)):
+            raise InvalidArgument(f"lease must be a positive timedelta, got {lease!r}")
+        if connect_attempts < 1:
+            raise InvalidArgument(f"connect_attempts must be >= 1, got {connect_attempts!r}")
+        try:
+            self._dsn_params = pg_conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise InvalidArgument(f"dsn is not a valid libpq connection string: {exc}") from exc
+        self._dsn = dsn
+        self._schema = _pg_schema.check_schema_name(schema)
+        self._lease_us = None if lease is None else td_us(lease)
+        self._connect_attempts = connect_attempts
+        self._application_name = application_name
+        self._q = _pg_schema.Queries(self._schema)
+        self._limiter = trio.CapacityLimiter(1)
+        self._listen_limiter = trio.CapacityLimiter(1)
+        self._conn: Conn | None = None
+        self._conn_pid: int | None = None
+        self._listener: Conn | None = None
+        self._listen_retry_at = float("-inf")
+        self._changes = 0
+        self._node_id: str | None = None
+        self._open = False
+        self._connected_before = False
+        self._stats = _Counters()
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema this store uses."""
+        return self._schema
+
+    def statistics(self) -> PostgresStoreStatistics:
+        """A snapshot of this store's counters."""
+        return PostgresStoreStatistics(**attrs.asdict(self._stats))
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def open(self, *, node_id: str | None = None) -> None:
+        """Connect, create or migrate the schema, and register ``node_id`` if given.
+
+        Nothing is exclusive: many nodes and clients share one schema. Concurrent openers
+        of a new or old schema queue on an advisory lock while one of them migrates it.
+
+        Raises:
+            NotATickworkDatabase: the schema holds tables tickwork did not create.
+            SchemaTooNew: a newer tickwork wrote the schema.
+            StoreError: the server cannot be reached, or the store is already open.
+        """
+        if self._open:
+            raise StoreError("this PostgresStore is already open")
+        self._node_id = node_id
+        self._connected_before = False
+        self._listen_retry_at = float("-inf")
+        try:
+            await self._call(self._q.migrate, write=True, opening=True)
+            if node_id is not None:
+                await self._call(partial(self._q.register, node_id), write=True, opening=True)
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._open = True
+
+    async def aclose(self) -> None:
+        """Mark the node stopped and close both connections. Idempotent, and it completes
+        even in a cancelled scope (within a bounded time)."""
+        was_open, self._open = self._open, False
+        with trio.CancelScope(shield=True):
+            # Only on a live connection: reconnecting just to say goodbye is not worth it.
+            if was_open and self._node_id is not None and self._conn and not self._conn.closed:
+                with trio.move_on_after(_CLOSE_TIMEOUT):
+                    try:
+                        unregister = partial(self._q.unregister, self._node_id)
+                        await self._call(unregister, write=True, opening=True)
+                    except StoreError as exc:  # best effort: the nodes table only informs
+                        _log.debug("could not mark node %s stopped: %s", self._node_id, exc)
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+            async with self._limiter:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await trio.to_thread.run_sync(conn.close)
+            async with self._listen_limiter:
+                listener, self._listener = self._listener, None
+                if listener is not None:
+                    await trio.to_thread.run_sync(listener.close)
+        if scope.cancelled_caught:
+            # A worker thread still uses the connection; closing it under that thread
+            # would free libpq state in use. The thread's call ends, the GC closes it.
+            _log.warning("PostgresStore.aclose gave up waiting for a running call")
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
+        """Store new instances in one transaction (one INSERT) and return their ids in order.
+
+        Notifies :data:`CHANNEL` when a PENDING row was added.
+        """
+        if not rows:
+            return await self._nothing([])
+        _pg_schema.check_new_rows(rows)
+        return await self._call(partial(self._q.insert, rows, now_us), write=True)
+
+    async def claim(
+        self, owner: str, due_before_us: int, limit: int, now_us: int, lease_us: int
+    ) -> list[Instance]:
+        """Claim due rows in one statement; the lease runs on the database clock."""
+        if limit <= 0:
+            return await self._nothing([])
+        lease = timedelta(microseconds=self._lease_us or lease_us)
+        claim = partial(self._q.claim, owner, due_before_us, limit, now_us, lease)
+        return await self._call(claim, write=True, settings=_pg_schema.CLAIM_SETTINGS)
+
+    async def start(
+        self, owner: str, items: Sequence[tuple[int, int]], now_us: int
+    ) -> builtins.list[bool]:
+        if not items:
+            return await self._nothing([])
+        return await self._call(partial(self._q.start, owner, items, now_us), write=True)
+
+    async def finish(
+        self, owner: str, finishes: Sequence[Finish], now_us: int
+    ) -> builtins.list[bool]:
+        """Write outcomes and their history rows in one statement. Fenced per row."""
+        for f in finishes:
+            check_finish_state(f.state)
+        if not finishes:
+            return await self._nothing([])
+        return await self._call(partial(self._q.finish, owner, finishes, now_us), write=True)
+
+    async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
+        """Give back what ``owner`` holds; notifies :data:`CHANNEL` so other nodes take it."""
+        if ids is not None and not ids:
+            return await self._nothing(0)
+        return await self._call(partial(self._q.release, owner, now_us, ids), write=True)
+
+    async def renew(self, owner: str, now_us: int, lease_us: int) -> int:  # noqa: ARG002
+        """Extend every lease ``owner`` holds to the database's ``now()`` + lease."""
+        lease = timedelta(microseconds=self._lease_us or lease_us)
+        return await self._call(partial(self._q.renew, owner, lease), write=True)
+
+    async def recover(self, now_us: int) -> int:  # noqa: ARG002
+        """Return 0: in a cluster, no node can prove another dead, so a dead node's claims
+        are taken over by lease expiry in :meth:`claim` instead."""
+        return await self._nothing(0)
+
+    async def request_abort(self, instance_id: int, now_us: int) -> AbortResult:
+        """Abort or request an abort; notifies :data:`CHANNEL` so the owner hears of it."""
+        return await self._call(partial(self._q.request_abort, instance_id, now_us), write=True)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def next_pending_at(self) -> int | None:
+        return await self._call(self._q.next_pending_at, write=False)
+
+    async def abort_requests(self, owner: str) -> builtins.list[int]:
+        return await self._call(partial(self._q.abort_requests, owner), write=False)
+
+    async def get(self, instance_id: int) -> Instance | None:
+        return await self._call(partial(self._q.get, instance_id), write=False)
+
+    async def list(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> builtins.list[Instance]:
+        if limit <= 0:
+            return await self._nothing([])
+        page = partial(self._q.list_page, state, task, limit, before_id)
+        return await self._call(page, write=False)
+
+    async def count(self, *, state: State | None = None, task: str | None = None) -> int:
+        return await self._call(partial(self._q.count, state, task), write=False)
+
+    async def count_by_state(self) -> dict[State, int]:
+        return await self._call(self._q.count_by_state, write=False)
+
+    async def history(self, instance_id: int) -> builtins.list[Attempt]:
+        return await self._call(partial(self._q.history, instance_id), write=False)
+
+    async def change_token(self) -> int:
+        """A counter bumped by each NOTIFY that another connection sent on :data:`CHANNEL`.
+
+        ``insert``, ``release`` and ``request_abort`` notify inside their transaction, so the
+        notification arrives when their rows are visible; this store's own are ignored.
+        The first poll starts listening. A lost listening connection bumps the counter (a
+        change may have been missed) and is reopened by a later poll. Cheap: a
+        non-blocking read of the listening socket.
+        """
+        self._check_open()
+        async with self._listen_limiter:
+            if self._listener is not None and self._listener.closed:
+                self._listener = None
+                self._changes += 1  # lost: a change may have gone unheard meanwhile
+            if self._listener is None:
+                if trio.current_time() < self._listen_retry_at:
+                    return self._changes
+                try:
+                    self._listener = await self._connect("listen", listen=True)
+                except psycopg.Error as exc:
+                    _log.warning("cannot open the LISTEN connection: %s", exc)
+                    self._listen_retry_at = trio.current_time() + _LISTEN_RETRY_SECONDS
+                    self._changes += 1  # unheard changes: let the caller look
+                    return self._changes
+            try:
+                seen = _drain_notifications(self._listener, self._schema, self._conn_pid)
+            except psycopg.Error as exc:
+                _log.warning("lost the LISTEN connection: %s", exc)
+                listener, self._listener = self._listener, None
+                await trio.to_thread.run_sync(listener.close)
+                seen = 1
+            self._stats.notifications += seen
+            self._changes += seen
+            return self._changes
+
+    # -- machinery ----------------------------------------------------------------------
+
+    async def _nothing(self, value: T) -> T:
+        """Return ``value`` for a call with nothing to do, checked and checkpointed alike."""
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        return value
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreError("this PostgresStore is not open; call `await store.open()` first")
+
+    async def _call(
+        self,
+        op: Callable[[_Session], T],
+        *,
+        write: bool,
+        opening: bool = False,
+        settings: tuple[LiteralString, ...] = (),
+    ) -> T:
+        """Run ``op`` as one call on the node connection, retrying what is safe to retry.
+
+        ``settings`` (``SET LOCAL`` statements) go with a write's BEGIN, in its round trip.
+        """
+        if not opening:
+            self._check_open()
+        async with self._limiter:
+            self._stats.calls += 1
+            last: BaseException | None = None
+            for _ in range(_CALL_ATTEMPTS):
+                conn = await self._connected()
+                try:
+                    run = partial(_run, conn, op, write=write, stats=self._stats, settings=settings)
+                    return await _in_thread(conn, run, self._stats)
+                except _Lost as lost:
+                    last = lost.__cause__
+                    _log.warning("lost the PostgreSQL connection during a call: %s", last)
+                    if lost.committing and await self._committed(lost.xid):
+                        return cast("T", lost.result)
+                except _Retry as retry:
+                    last = retry.__cause__
+                self._stats.retries += 1
+            raise StoreError(f"PostgreSQL call failed {_CALL_ATTEMPTS} times: {last}") from last
+
+    async def _committed(self, xid: int | None) -> bool:
+        """After the connection died during COMMIT: did that transaction commit?
+
+        Raises:
+            StoreError: the server cannot say within a bounded time.
+        """
+        if xid is None:  # pragma: no cover - _run reads the xid before any write
+            raise StoreError("lost the connection during COMMIT of an unknown transaction")
+        deadline = trio.current_time() + _COMMIT_CHECK_SECONDS
+        while True:
+            conn = await self._connected()
+            status_of = partial(self._q.xact_status, xid)
+            check = partial(_run, conn, status_of, write=False, stats=self._stats)
+            try:
+                status = await _in_thread(conn, check, self._stats)
+            except (_Lost, _Retry) as exc:
+                raise StoreError(
+                    "lost the connection during COMMIT and again while asking whether it "
+                    f"committed: {exc.__cause__}"
+                ) from exc
+            if status in {"committed", "aborted"}:
+                return status == "committed"
+            if trio.current_time() >= deadline:  # the old backend is still committing
+                raise StoreError(
+                    f"lost the connection during COMMIT; transaction {xid} is still "
+                    f"{status!r} after {_COMMIT_CHECK_SECONDS}s, its outcome is unknown"
+                )
+            await trio.sleep(0.1)
+
+    async def _connected(self) -> Conn:
+        """The node connection, reopened with bounded exponential backoff if lost.
+
+        Raises:
+            StoreError: no connection after ``connect_attempts`` tries.
+        """
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        self._conn = None
+        delay = _FIRST_BACKOFF
+        attempt = 1
+        while True:
+            try:
+                conn = await self._connect("node")
+            except psycopg.OperationalError as exc:
+                # Bad credentials or a missing database do not heal: fail at once.
+                fatal = exc.sqlstate is not None and exc.sqlstate[:2] in {"28", "3D"}
+                if fatal or attempt >= self._connect_attempts:
+                    raise StoreError(
+                        f"cannot connect to PostgreSQL ({attempt} of "
+                        f"{self._connect_attempts} attempts): {exc}"
+                    ) from exc
+                _log.warning("cannot connect to PostgreSQL (%s); retrying in %.1fs", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                attempt += 1
+                continue
+            if self._connected_before:
+                self._stats.reconnects += 1
+            self._connected_before = True
+            self._conn, self._conn_pid = conn, conn.info.backend_pid
+            return conn
+
+    async def _connect(self, use: str, *, listen: bool = False) -> Conn:
+        """Open one autocommit connection on a worker thread; abandoned if cancelled."""
+        given = self._dsn_params
+        extra = {k: v for k, v in _CONNECT_DEFAULTS.items() if k not in given}
+        if "application_name" not in given:
+            extra["application_name"] = (
+                self._application_name or f"tickwork:{self._node_id or 'client'}:{use}"
+            )
+        dsn = pg_conninfo.make_conninfo(self._dsn, **extra)
+        listen_sql = self._q.listen if listen else None
+        handoff = _Handoff()
+
+        def connect() -> Conn:
+            conn = psycopg.Connection.connect(dsn, autocommit=True)
+            # Every statement here is short OLTP work that JIT compilation only slows
+            # down (the claim's forced plan would otherwise be compiled: see CLAIM_SETTINGS).
+            conn.execute("SET jit = off")
+            if listen_sql is not None:
+                conn.execute(listen_sql)
+            handoff.deliver(conn)
+            return conn
+
+        try:
+            return await trio.to_thread.run_sync(connect, abandon_on_cancel=True)
+        except trio.Cancelled:
+            handoff.abandon()
+            raise
+
+
+# -- the thread side ------------------------------------------------------------------------
+
+
+class _Lost(Exception):
+    """The connection died during a call; ``committing``: during its COMMIT."""
+
+    def __init__(self, *, committing: bool, xid: int | None, result: object) -> None:
+        super().__init__("connection lost")
+        self.committing = committing
+        self.xid = xid
+        self.result = result
+
+
+class _Retry(Exception):
+    """The call rolled back for a reason worth another try (deadlock, stray cancel)."""
+
+
+class _CallerCancelled(Exception):
+    """The trio caller was cancelled and the call rolled back."""
+
+
+@final
+class _Session:
+    """One call on a worker thread: counted statements that stop once cancel is set."""
+
+    __slots__ = ("_cancel", "_conn", "_stats")
+
+    def __init__(self, conn: Conn, cancel: threading.Event, stats: _Counters) -> None:
+        self._conn = conn
+        self._cancel = cancel
+        self._stats = stats
+
+    @property
+    def conn(self) -> Conn:
+        return self._conn
+
+    def execute(
+        self, query: LiteralString, params: dict[str, Any] | None = None
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        if self._cancel.is_set():
+            raise _CallerCancelled
+        self._stats.statements += 1
+        return self._conn.execute(query, params)
+
+
+def _run(
+    conn: Conn,
+    op: Callable[[_Session], T],
+    cancel: threading.Event,
+    *,
+    write: bool,
+    stats: _Counters,
+    settings: tuple[LiteralString, ...] = (),
+) -> T:
+    """Run one call on a worker thread: a write is one explicit transaction.
+
+    A write notes its xid at BEGIN, so that a connection lost during COMMIT can be
+    resolved by asking the server whether that transaction committed.
+    """
+    session = _Session(conn, cancel, stats)
+    xid: int | None = None
+    result: object = None
+    committing = False
+    try:
+        if not write:
+            return op(session)
+        with conn.pipeline():  # BEGIN, settings and the xid in one round trip
+            conn.execute("BEGIN")
+            for setting in settings:
+                conn.execute(setting)
+            cur = conn.execute("SELECT pg_current_xact_id()::text::bigint")
+        stats.statements += 2 + len(settings)
+        row = cur.fetchone()
+        xid = None if row is None else int(row[0])
+        result = op(session)
+        if cancel.is_set():
+            raise _CallerCancelled  # noqa: TRY301 - the handlers below roll back
+        committing = True
+        stats.statements += 1
+        conn.execute("COMMIT")
+    except psycopg.Error as exc:
+        if conn.closed:
+            raise _Lost(committing=committing, xid=xid, result=result) from exc
+        _rollback(conn)
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            if cancel.is_set():
+                raise _CallerCancelled from exc
+            raise _Retry from exc  # a cancel request that outlived its call, or a timeout
+        if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+            raise _Retry from exc
+        raise StoreError(f"PostgreSQL refused a tickwork statement: {exc}") from exc
+    except BaseException:
+        _rollback(conn)
+        raise
+    stats.commits += 1
+    return result
+
+
+def _rollback(conn: Conn) -> None:
+    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error as exc:  # the connection died: the server rolls back for us
+        _log.debug("ROLLBACK failed: %s", exc)
+
+
+def _send_cancel(conn: Conn) -> None:
+    try:
+        conn.cancel_safe(timeout=_CANCEL_TIMEOUT)
+    except (psycopg.Error, OSError) as exc:  # nothing running, or the server is gone
+        _log.debug("cancel request failed: %s", exc)
+
+
+async def _in_thread(conn: Conn, fn: Callable[[threading.Event], T], stats: _Counters) -> T:
+    """Run ``fn(cancel)`` on a worker thread; cancelling the caller stops it on the server.
+
+    Waits for the thread like ``trio.to_thread.run_sync(abandon_on_cancel=False)``. When
+    the caller is cancelled meanwhile, it sets ``cancel`` (``fn`` stops before its next
+    statement or its COMMIT) and sends a cancel request for the running statement, on a
+    thread of its own. If ``fn`` then stopped, ``trio.Cancelled`` is raised; if it
+    finished anyway, its result is returned. Returns only after the cancel request was
+    delivered, so the request cannot hit the connection's next call.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+    cancel = threading.Event()
+    waiting = 1  # the call, and then the cancel request
+    result: outcome.Outcome[T] | None = None
+    raise_cancel: trio.lowlevel.RaiseCancelT | None = None
+
+    def arrived(value: outcome.Outcome[Any], *, is_result: bool) -> None:  # on trio's thread
+        nonlocal waiting, result
+        if is_result:
+            result = value
+        waiting -= 1
+        if waiting == 0:
+            trio.lowlevel.reschedule(task)
+
+    def abort(inner: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        nonlocal raise_cancel, waiting
+        raise_cancel = inner
+        cancel.set()
+        waiting += 1
+        stats.cancels += 1
+        trio.lowlevel.start_thread_soon(
+            partial(_send_cancel, conn),
+            lambda o: token.run_sync_soon(partial(arrived, o, is_result=False)),
+        )
+        return trio.lowlevel.Abort.FAILED  # we still wait for the thread
+
+    trio.lowlevel.start_thread_soon(
+        partial(fn, cancel), lambda o: token.run_sync_soon(partial(arrived, o, is_result=True))
+    )
+    await trio.lowlevel.wait_task_rescheduled(abort)
+    if result is None:  # pragma: no cover - arrived() sets it before rescheduling
+        raise AssertionError("worker thread reported no result")
+    if (
+        raise_cancel is not None
+        and isinstance(result, outcome.Error)
+        and isinstance(result.error, _CallerCancelled)
+    ):
+        raise_cancel()
+    return result.unwrap()
+
+
+@final
+class _Handoff:
+    """Hands a connection opened on a thread to trio, or closes it if trio gave up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._conn: Conn | None = None
+
+    def deliver(self, conn: Conn) -> None:
+        with self._lock:
+            if not self._abandoned:
+                self._conn = conn
+                return
+        conn.close()
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _drain_notifications(listener: Conn, schema: str, own_pid: int | None) -> int:
+    """Count the pending notifications for ``schema`` that other connections sent.
+
+    Non-blocking (libpq keeps its socket non-blocking), so it runs on trio's thread. It
+    reads until the socket has nothing more: a server that ended the connection leaves
+    its last message and then end-of-file, and only reading the end-of-file tells.
+
+    Raises:
+        psycopg.OperationalError: the listening connection is lost.
+    """
+    pgconn = listener.pgconn
+    channel, payload = CHANNEL.encode(), schema.encode()
+    seen = 0
+    for _ in range(_DRAIN_ROUNDS):
+        pgconn.consume_input()
+        while (n := pgconn.notifies()) is not None:
+            if n.relname == channel and n.extra == payload and n.be_pid != own_pid:
+                seen += 1
+        readable, _w, _x = select.select([pgconn.socket], [], [], 0)
+        if not readable:
+            break
+    return seen
