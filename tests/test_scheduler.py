@@ -261,3 +261,19 @@ async def test_statistics_report_counts_and_rates(autojump_clock, store):
     assert stats.in_memory == 0
     assert stats.rates["recorded"] > 0
     assert stats.executor.started == 7
+
+
+async def test_a_full_outbox_slows_workers_and_releases_them_all(autojump_clock, store):
+    # the outbox to the Recorder holds max(batch_size, max_concurrency) outcomes: many
+    # quick runs fill it; every waiting worker must be woken when it drains
+    clock = VirtualClock()
+    task = Recording(clock)
+    async with tickwork.open_scheduler(
+        store, tasks=[task], clock=clock, batch_size=10, max_concurrency=10
+    ) as sched:
+        await sched.schedule_many(
+            [tickwork.NewInstance("rec", clock.now(), b"") for _ in range(3_000)]
+        )
+        await settle(sched)
+        assert await sched.count(state=State.SUCCEEDED) == 3_000
+        await wait_until(lambda: sched.statistics().executor.workers == 0)

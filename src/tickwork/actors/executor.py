@@ -241,10 +241,12 @@ class Executor:
             kind, result = Kind.ERROR, None
             error = TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
         self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
-        if len(self._outbox) >= self._outbox_limit:
-            while len(self._outbox) >= self._outbox_limit:
+        while len(self._outbox) >= self._outbox_limit:
+            # One event per full episode, shared by every waiting worker: the flusher
+            # sets it when it takes the outbox.
+            if self._outbox_room.is_set():
                 self._outbox_room = trio.Event()
-                await self._outbox_room.wait()
+            await self._outbox_room.wait()
 
     def _abort(self, instance_id: int) -> None:
         running = self._running.get(instance_id)
