@@ -389,6 +389,7 @@ async def _every_statement(store: SQLiteStore) -> list[str]:
     await store.history(1)
     await store.get(1)
     await store.change_token()
+    await store.prune(NOW + 100, 10)
     await store._worker.call(lambda: conn.set_trace_callback(None))  # type: ignore[union-attr]
     return seen
 

@@ -661,3 +661,98 @@ async def test_change_token_ignores_our_own_commits(kind: str, store: Store, now
 
 async def test_is_a_store(store: Store) -> None:
     assert isinstance(store, Store)
+
+
+# -- own claims (wall-clock jumps, restarts) ------------------------------------------------
+
+
+async def test_claim_never_takes_over_the_claimers_own_rows(store: Store, now: int) -> None:
+    # After a wall-clock jump forward past the lease, a node's own claims look expired:
+    # taking them again would run them twice (and fail a running at-most-once one).
+    await store.insert([row(at=now), row(at=now)], now)
+    [c1, c2] = await claim_all(store, "a", now, lease=1)
+    assert await store.start("a", [(c2.id, c2.claim_token or 0)], now) == [True]
+    assert await claim_all(store, "a", now, at=now + 10 * S) == []
+    held = [await store.get(c1.id), await store.get(c2.id)]
+    assert [(i.state, i.owner, i.claim_token) for i in held if i is not None] == [
+        (State.CLAIMED, "a", c1.claim_token),
+        (State.RUNNING, "a", c2.claim_token),
+    ]
+    assert await store.finish("a", [done(c1), done(c2)], now + 11 * S) == [True, True]
+
+
+async def test_recover_gives_back_the_openers_own_claims(store: Store, now: int) -> None:
+    # A node restarted under the same id finds its own claims of the previous run again.
+    ids = await store.insert([row(at=now), row(at=now)], now)
+    [c1, c2] = await claim_all(store, "node-test", now)
+    assert await store.start("node-test", [(c2.id, c2.claim_token or 0)], now) == [True]
+    assert await store.recover(now + S) == 2
+    got = [await store.get(i) for i in ids]
+    assert [(i.state, i.claim_token) for i in got if i is not None] == [
+        (State.PENDING, None),
+        (State.FAILED, None),
+    ]
+    assert await store.finish("node-test", [done(c1)], now + 2 * S) == [False]
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+async def test_prune_deletes_old_ended_instances_and_history(store: Store, now: int) -> None:
+    ids = await store.insert([row(at=now) for _ in range(5)], now)
+    c = await claim_all(store, "a", now, limit=4)
+    ended = [
+        done(c[0], started_us=now, finished_us=now),
+        done(c[1], State.FAILED, error="boom", started_us=now, finished_us=now),
+        done(c[2], State.ABORTED),  # never started: no history
+        # a retry: PENDING again, one old history row
+        done(c[3], State.PENDING, run_at_us=now + 3600 * S, started_us=now, finished_us=now),
+    ]
+    assert await store.finish("a", ended, now) == [True] * 4
+    # not old enough: nothing goes
+    assert await store.prune(now - S, 1000) == 0
+    # 3 ended instances + 3 history rows (c0, c1, the retry's)
+    assert await store.prune(now + S, 1000) == 6
+    assert [await store.get(i) is None for i in ids] == [True, True, True, False, False]
+    assert await store.history(ids[0]) == []
+    assert await store.history(ids[3]) == []  # its old attempt went, the instance stays
+    retried = await store.get(ids[3])
+    assert retried is not None
+    assert retried.state is State.PENDING
+    assert await store.count() == 2
+    by_state = await store.count_by_state()
+    assert by_state[State.SUCCEEDED] == by_state[State.FAILED] == by_state[State.ABORTED] == 0
+    assert by_state[State.PENDING] == 2
+    assert [i.id for i in await store.list(limit=100)] == [ids[4], ids[3]]
+    assert await store.prune(now + S, 1000) == 0
+
+
+async def test_prune_takes_the_oldest_first_in_bounded_batches(store: Store, now: int) -> None:
+    ids = await store.insert([row(at=now) for _ in range(5)], now)
+    claimed = await claim_all(store, "a", now)
+    for k, inst in enumerate(claimed):  # ended at now + k s
+        assert await store.finish("a", [done(inst)], now + k * S) == [True]
+    assert await store.prune(now + 10 * S, 2) == 2
+    assert [await store.get(i) is None for i in ids] == [True, True, False, False, False]
+    assert await store.prune(now + 10 * S, 2) == 2
+    assert await store.prune(now + 10 * S, 2) == 1
+    assert await store.prune(now + 10 * S, 2) == 0
+    assert await store.count() == 0
+    assert await store.list(state=State.SUCCEEDED) == []
+
+
+async def test_prune_never_touches_live_instances(store: Store, now: int) -> None:
+    ids = await store.insert([row(at=now - 100 * S) for _ in range(3)], now - 100 * S)
+    [_, c2] = await claim_all(store, "a", now - 100 * S, limit=2)
+    assert await store.start("a", [(c2.id, c2.claim_token or 0)], now - 100 * S) == [True]
+    assert await store.prune(now + 3600 * S, 1000) == 0
+    assert all([await store.get(i) is not None for i in ids])
+
+
+async def test_a_pruned_dedup_key_can_be_used_again(store: Store, now: int) -> None:
+    [first] = await store.insert([row(at=now, dedup_key="k")], now)
+    [inst] = await claim_all(store, "a", now)
+    assert await store.finish("a", [done(inst)], now) == [True]
+    assert await store.prune(now + S, 10) == 1
+    [second] = await store.insert([row(at=now, dedup_key="k")], now + 2 * S)
+    assert second != first

@@ -5,6 +5,9 @@ The public API is re-exported here; everything else is private.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from tickwork._schedules import Schedule as Schedule
 from tickwork.clock import Clock as Clock
 from tickwork.clock import SystemClock as SystemClock
 from tickwork.errors import DuplicateTask as DuplicateTask
@@ -37,6 +40,11 @@ from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.triggers import Cron as Cron
+from tickwork.triggers import Interval as Interval
+
+if TYPE_CHECKING:
+    from tickwork.stores.postgres import PostgresStore as PostgresStore
 
 __version__ = "0.1.0"
 
@@ -45,16 +53,20 @@ __all__ = [
     "BashFailed",
     "BashTask",
     "Clock",
+    "Cron",
     "DuplicateTask",
     "EventsLost",
     "IllegalTransition",
     "Instance",
+    "Interval",
     "InvalidArgument",
     "MemoryStore",
     "NewInstance",
     "NotATickworkDatabase",
     "NotFound",
+    "PostgresStore",
     "SQLiteStore",
+    "Schedule",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerStatistics",
@@ -73,3 +85,12 @@ __all__ = [
     "pack",
     "unpack",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # PostgresStore needs psycopg (the tickwork[postgres] extra): imported on first use.
+    if name == "PostgresStore":
+        from tickwork.stores.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore
+    raise AttributeError(f"module 'tickwork' has no attribute {name!r}")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from tickwork.model import Attempt, Instance
+    from tickwork.stores.cluster import NodeInfo
 
 __all__ = [
     "JsonLogFormatter",
@@ -34,6 +35,8 @@ __all__ = [
     "instance_dict",
     "instances_table",
     "key_values",
+    "node_dict",
+    "nodes_table",
     "setup_logging",
     "show_text",
     "stats_text",
@@ -217,6 +220,50 @@ def instances_table(page: Sequence[Instance]) -> str:
     return table(headers, rows, align="><<<><<")
 
 
+def node_state(node: NodeInfo) -> str:
+    """``alive``, ``stopped`` (shut down cleanly) or ``silent`` (stopped beating)."""
+    if node.alive:
+        return "alive"
+    return "stopped" if node.stopped_us is not None else "silent"
+
+
+def node_dict(node: NodeInfo) -> dict[str, Any]:
+    """One cluster node as ``tickwork nodes --json`` prints it."""
+    return {
+        "node_id": node.node_id,
+        "state": node_state(node),
+        "started": iso(node.started_us),
+        "last_heartbeat": iso(node.last_heartbeat_us),
+        "stopped": iso(node.stopped_us),
+        "held": node.held,
+        "running": node.running,
+        "host": node.host,
+        "pid": node.pid,
+        "version": node.version,
+    }
+
+
+def nodes_table(found: Sequence[NodeInfo], now_us: int) -> str:
+    """``tickwork nodes``: one line per node."""
+    rows = []
+    for node in found:
+        age = format_duration(timedelta(microseconds=max(now_us - node.last_heartbeat_us, 0)))
+        rows.append(
+            (
+                node.node_id,
+                node_state(node),
+                when(node.started_us),
+                f"{age} ago",
+                node.held,
+                "-" if node.running is None else node.running,
+                node.host or "-",
+                node.pid or "-",
+            )
+        )
+    headers = ("NODE", "STATE", "STARTED (UTC)", "LAST HEARTBEAT", "HELD", "RUNNING", "HOST", "PID")
+    return table(headers, rows, align="<<<>>><>")
+
+
 def show_text(inst: Instance, history: Sequence[Attempt]) -> str:
     """``tickwork show``: every field (named as in ``--json``), then the run history."""
     fields = {k: "-" if v is None else v for k, v in instance_dict(inst).items()}
@@ -247,7 +294,7 @@ def stats_text(doc: Mapping[str, Any], next_us: int | None, now_us: int) -> str:
     else:
         gap = format_duration(timedelta(microseconds=abs(next_us - now_us)))
         due = f"{when(next_us)} ({'overdue by' if next_us <= now_us else 'in'} {gap})"
-    size = size_text(doc["db_size_bytes"])
+    size = "PostgreSQL" if doc["db_size_bytes"] is None else size_text(doc["db_size_bytes"])
     if doc["wal_size_bytes"]:
         size += f", WAL {size_text(doc['wal_size_bytes'])}"
     summary = {

@@ -14,17 +14,22 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import attrs
 import click
 
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
+from tickwork.stores.base import Store
+from tickwork.stores.sqlite import SQLiteStore
 from tickwork.task import _NAME as TASK_NAME
 from tickwork.task import Task
 from tickwork.tasks.bash import BashTask
 
 __all__ = [
     "BASH_KEYS",
+    "DB",
     "DURATION",
     "ID",
     "JSON",
@@ -32,7 +37,11 @@ __all__ = [
     "STATE",
     "TASK_NAME_TYPE",
     "TIME",
+    "DbTarget",
+    "PostgresTarget",
     "bash_params",
+    "open_store",
+    "parse_db",
     "parse_duration",
     "parse_id",
     "parse_json",
@@ -290,3 +299,76 @@ def bash_params(command: tuple[str, ...], params: Any) -> bytes:
         )
     except InvalidArgument as exc:
         raise click.BadParameter(str(exc), param_hint="'--params'") from None
+
+
+# -- --db: a SQLite file or a PostgreSQL database ---------------------------------------------
+
+_PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+@attrs.frozen
+class PostgresTarget:
+    """A ``--db`` naming a PostgreSQL database: a libpq URI and the tickwork schema in it."""
+
+    dsn: str
+    schema: str = "tickwork"
+
+    def __str__(self) -> str:
+        """The URI with its password masked (for logs and ``stats``)."""
+        parts = urlsplit(self.dsn)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}"
+        shown = urlunsplit(parts._replace(netloc=netloc))
+        return f"{shown} (schema {self.schema})"
+
+
+#: What ``--db`` names.
+DbTarget = Path | PostgresTarget
+
+
+def parse_db(text: str) -> DbTarget:
+    """A SQLite file path, or a ``postgresql://`` (or ``postgres://``) URI.
+
+    The URI may carry the tickwork schema as a ``schema`` query parameter
+    (``postgresql://user@host/db?schema=jobs``; default ``tickwork``); every other
+    parameter goes to libpq as given.
+
+    Raises:
+        ValueError: an empty path.
+    """
+    if not text.strip():
+        raise ValueError("--db must name a SQLite file or a postgresql:// URI")
+    if not text.startswith(_PG_SCHEMES):
+        return Path(text)
+    parts = urlsplit(text)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    rest = [(k, v) for k, v in query if k != "schema"]
+    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
+    return PostgresTarget(dsn, schemas[-1] if schemas else "tickwork")
+
+
+DB = _ParserType("db", parse_db)
+
+
+def open_store(db: DbTarget) -> Store:
+    """The store ``--db`` names (not opened yet): a SQLiteStore or a PostgresStore.
+
+    Raises:
+        click.UsageError: a PostgreSQL URI without psycopg installed.
+        click.BadParameter: a malformed URI or schema name.
+    """
+    if isinstance(db, PostgresTarget):
+        try:
+            from tickwork.stores.postgres import PostgresStore  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            raise click.UsageError(
+                f"--db {db} needs the PostgreSQL driver: pip install 'tickwork[postgres]' ({exc})"
+            ) from None
+        try:
+            return PostgresStore(db.dsn, schema=db.schema)
+        except InvalidArgument as exc:
+            raise click.BadParameter(str(exc), param_hint="'--db'") from None
+    return SQLiteStore(db)

@@ -24,6 +24,8 @@ from typing import TypeVar, final
 import attrs
 import trio
 
+from tickwork._schedule_plan import OccurrenceCheck
+from tickwork._schedules import Schedule, ScheduleWrite
 from tickwork.errors import StoreError, StoreUnavailable
 from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
 from tickwork.state import State
@@ -68,46 +70,59 @@ class ResilientStore:
         self._cap = backoff_cap
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._failures = 0
-        self._outage_since: float | None = None
+        #: per call being retried: when it first failed
+        self._failing: dict[object, float] = {}
+        self._gave_up = False
         self._last_error: str | None = None
 
     def health(self) -> StoreHealth:
-        since = self._outage_since
+        failing = self._failing
         return StoreHealth(
-            healthy=since is None,
+            healthy=not failing,
             failures=self._failures,
-            degraded_for=0.0 if since is None else trio.current_time() - since,
+            degraded_for=trio.current_time() - min(failing.values()) if failing else 0.0,
             last_error=self._last_error,
         )
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        # The outage is tracked per call being retried: a call that keeps failing while
+        # others succeed still gives up after the limit (it is not reset by them), and the
+        # node is degraded for as long as any call is.
         delay = self._base
-        while True:
-            try:
-                result = await fn()
-            except TRANSIENT as exc:
-                now = trio.current_time()
-                self._failures += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                if self._outage_since is None:
-                    self._outage_since = now
-                    log.warning("store call %s failed (%s); retrying with backoff", what, exc)
-                elif now - self._outage_since > self._give_up_after:
-                    msg = (
-                        f"the store has been failing for {now - self._outage_since:.0f} s "
-                        f"(last: {self._last_error}); stopping the node. Fix the store "
-                        "(disk space, permissions, database server) and start it again"
-                    )
-                    raise StoreError(msg) from exc
-                await trio.sleep(self._rng.uniform(0, delay))
-                delay = min(self._cap, delay * 2)
-                continue
-            if self._outage_since is not None:
-                log.warning(
-                    "store recovered after %.1f s", trio.current_time() - self._outage_since
-                )
-                self._outage_since = None
-            return result
+        key = object()
+        since: float | None = None
+        try:
+            while True:
+                try:
+                    return await fn()
+                except TRANSIENT as exc:
+                    now = trio.current_time()
+                    self._failures += 1
+                    self._last_error = f"{what}: {type(exc).__name__}: {exc}"
+                    if since is None:
+                        since = now
+                        if not self._failing:
+                            log.warning(
+                                "store call %s failed (%s); retrying with backoff", what, exc
+                            )
+                        self._failing[key] = since
+                    if self._gave_up or now - since > self._give_up_after:
+                        # Once given up, every later failing call (the release on the
+                        # way out) gives up at once instead of waiting out a new limit.
+                        self._gave_up = True
+                        msg = (
+                            f"the store has been failing for {now - since:.0f} s "
+                            f"(last: {self._last_error}); stopping the node. Fix the store "
+                            "(disk space, permissions, database server) and start it again"
+                        )
+                        raise StoreError(msg) from exc
+                    await trio.sleep(self._rng.uniform(0, delay))
+                    delay = min(self._cap, delay * 2)
+        finally:
+            if since is not None:
+                del self._failing[key]
+                if not self._failing:
+                    log.warning("store recovered after %.1f s", trio.current_time() - since)
 
     # -- the Store protocol, each call through _call -------------------------------------
 
@@ -180,3 +195,45 @@ class ResilientStore:
 
     async def change_token(self) -> int | None:
         return await self._call("change_token", self.inner.change_token)
+
+    async def prune(self, before_us: int, limit: int) -> int:
+        return await self._call("prune", lambda: self.inner.prune(before_us, limit))
+
+    async def add_schedule(
+        self, schedule: Schedule, now_us: int, *, replace: bool = False
+    ) -> ScheduleWrite:
+        return await self._call(
+            "add_schedule", lambda: self.inner.add_schedule(schedule, now_us, replace=replace)
+        )
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return await self._call("get_schedule", lambda: self.inner.get_schedule(schedule_id))
+
+    async def list_schedules(
+        self, *, limit: int = 1000, after_id: str | None = None
+    ) -> builtins.list[Schedule]:
+        return await self._call(
+            "list_schedules", lambda: self.inner.list_schedules(limit=limit, after_id=after_id)
+        )
+
+    async def pause_schedule(self, schedule_id: str, now_us: int) -> Schedule | None:
+        return await self._call(
+            "pause_schedule", lambda: self.inner.pause_schedule(schedule_id, now_us)
+        )
+
+    async def resume_schedule(self, schedule_id: str, now_us: int) -> ScheduleWrite | None:
+        return await self._call(
+            "resume_schedule", lambda: self.inner.resume_schedule(schedule_id, now_us)
+        )
+
+    async def remove_schedule(self, schedule_id: str, now_us: int) -> bool:
+        return await self._call(
+            "remove_schedule", lambda: self.inner.remove_schedule(schedule_id, now_us)
+        )
+
+    async def check_occurrences(
+        self, ids: Sequence[int], now_us: int
+    ) -> builtins.list[OccurrenceCheck]:
+        return await self._call(
+            "check_occurrences", lambda: self.inner.check_occurrences(ids, now_us)
+        )

@@ -1,8 +1,10 @@
 """The ``tickwork`` command line: run a node, and add, list, show and abort instances.
 
-``run`` starts a scheduler node on a SQLite database. Every other command opens the same
-database as a *client* (``store.open()`` without a node id), so it works while a node
-runs on it; the node notices what a client committed by polling the store.
+``run`` starts a scheduler node on a SQLite database, or on a PostgreSQL one (``--db
+postgresql://...``: one node of a cluster). Every other command opens the same database
+as a *client* (``store.open()`` without a node id), so it works while nodes run on it;
+a node notices what a client committed by polling the store (SQLite) or by a
+notification (PostgreSQL). ``nodes`` lists a cluster's nodes.
 
 Errors are one ``error: ...`` line on stderr, never a traceback: exit status 2 for a
 usage error (a bad option value), 1 for a runtime error (no such instance, a database
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 import trio
 
+from tickwork._cli_cron import cron
 from tickwork._cli_format import (
     attempt_dict,
     dump_json,
@@ -30,11 +33,14 @@ from tickwork._cli_format import (
     format_duration,
     instance_dict,
     instances_table,
+    node_dict,
+    nodes_table,
     setup_logging,
     show_text,
     stats_text,
 )
 from tickwork._cli_parse import (
+    DB,
     DURATION,
     ID,
     JSON,
@@ -42,7 +48,10 @@ from tickwork._cli_parse import (
     STATE,
     TASK_NAME_TYPE,
     TIME,
+    DbTarget,
+    PostgresTarget,
     bash_params,
+    open_store,
     resolve_tasks,
 )
 from tickwork._time import from_us
@@ -51,7 +60,7 @@ from tickwork.errors import InvalidArgument
 from tickwork.model import NewInstance, pack, validate_new
 from tickwork.scheduler import open_scheduler
 from tickwork.state import State
-from tickwork.stores.sqlite import SQLiteStore
+from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
@@ -59,6 +68,7 @@ if TYPE_CHECKING:
 
     from tickwork.model import AbortResult, Attempt, Instance
     from tickwork.stores.base import Store
+    from tickwork.stores.cluster import NodeInfo
     from tickwork.task import Task
 
 __all__ = ["cli", "main"]
@@ -107,12 +117,13 @@ def _log_options(f: F) -> F:
 def _db_option(f: F) -> F:
     return click.option(
         "--db",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=DB,
         default=Path("tickwork.db"),
         envvar="TICKWORK_DB",
         show_envvar=True,
         show_default=True,
-        help="The SQLite database file.",
+        help="The SQLite database file, or a PostgreSQL URI "
+        "(postgresql://user@host/dbname?schema=tickwork) for a cluster.",
     )(f)
 
 
@@ -136,16 +147,19 @@ def _emit(doc: object, as_json: bool, text: str) -> None:
     click.echo(dump_json(doc) if as_json else text)
 
 
-def _require_db(db: Path) -> None:
-    """Refuse to read a database that is not there (opening would create an empty one)."""
-    if not db.exists():
+def _require_db(db: DbTarget) -> None:
+    """Refuse to read a database that is not there (opening would create an empty one).
+
+    A PostgreSQL server is asked when the store opens.
+    """
+    if isinstance(db, Path) and not db.exists():
         raise click.ClickException(_NO_DB.format(path=db))
 
 
 @asynccontextmanager
-async def _client(db: Path) -> AsyncIterator[Store]:
+async def _client(db: DbTarget) -> AsyncIterator[Store]:
     """Open ``db`` as a client: no node lock, so it works while a node runs on it."""
-    store = SQLiteStore(db)
+    store = open_store(db)
     await store.open()
     try:
         yield store
@@ -213,7 +227,7 @@ def cli() -> None:
 @_log_options
 def run(
     *,
-    db: Path,
+    db: DbTarget,
     window: timedelta,
     max_concurrency: int,
     max_in_memory: int,
@@ -261,7 +275,7 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
 
 
 async def _serve(
-    db: Path,
+    db: DbTarget,
     tasks: list[Task],
     *,
     window: timedelta,
@@ -297,7 +311,7 @@ async def _serve(
             nursery.start_soon(watch, signals)
             with hurry:
                 async with open_scheduler(
-                    SQLiteStore(db),
+                    open_store(db),
                     tasks=tasks,
                     window=window,
                     max_concurrency=max_concurrency,
@@ -344,7 +358,7 @@ def add(
     max_attempts: int | None,
     timeout: timedelta | None,
     command: tuple[str, ...],
-    db: Path,
+    db: DbTarget,
     as_json: bool,
 ) -> None:
     """Add one instance and print its id.
@@ -427,7 +441,7 @@ def list_instances(
     task_name: str | None,
     limit: int,
     before_id: int | None,
-    db: Path,
+    db: DbTarget,
     as_json: bool,
 ) -> None:
     """List instances, newest first."""
@@ -452,7 +466,7 @@ def list_instances(
 @_db_option
 @_json_option
 @_log_options
-def show(*, instance_id: int, db: Path, as_json: bool) -> None:
+def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     """Show every field of one instance and its run history."""
     _setup_logging("WARNING")
     _require_db(db)
@@ -481,7 +495,7 @@ def show(*, instance_id: int, db: Path, as_json: bool) -> None:
 @_db_option
 @_json_option
 @_log_options
-def abort(*, instance_id: int, db: Path, as_json: bool) -> None:
+def abort(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     """Abort an instance: at once if pending, else by the node that holds it."""
     _setup_logging("WARNING")
     _require_db(db)
@@ -519,7 +533,7 @@ def abort(*, instance_id: int, db: Path, as_json: bool) -> None:
 @_db_option
 @_json_option
 @_log_options
-def stats(*, db: Path, as_json: bool) -> None:
+def stats(*, db: DbTarget, as_json: bool) -> None:
     """Counts per state, the next due time and the database size."""
     _setup_logging("WARNING")
     _require_db(db)
@@ -530,9 +544,12 @@ def stats(*, db: Path, as_json: bool) -> None:
 
     counts, next_us = trio.run(fetch)
     now_us = SystemClock().now_us()
-    size = db.stat().st_size
-    wal = Path(f"{db}-wal")
-    wal_size = wal.stat().st_size if wal.exists() else 0
+    size: int | None = None  # a PostgreSQL schema's size is the server's business
+    wal_size = 0
+    if isinstance(db, Path):
+        size = db.stat().st_size
+        wal = Path(f"{db}-wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
     doc = {
         "db": str(db),
         "db_size_bytes": size,
@@ -542,6 +559,44 @@ def stats(*, db: Path, as_json: bool) -> None:
         "next_pending_at": None if next_us is None else from_us(next_us).isoformat(),
     }
     _emit(doc, as_json, stats_text(doc, next_us, now_us))
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Also nodes that stopped or went silent.")
+@_db_option
+@_json_option
+@_log_options
+def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
+    """The nodes of a cluster (PostgreSQL): id, start, last heartbeat, work held.
+
+    A node is "alive" while its heartbeats arrive within its lease, "stopped" once it
+    shut down cleanly, and "silent" when it stopped beating without saying goodbye (it
+    died, or lost the database): its work is taken over when its leases lapse.
+    """
+    _setup_logging("WARNING")
+    if not isinstance(db, PostgresTarget):
+        raise click.UsageError(
+            "tickwork nodes lists the nodes of a cluster: give --db a postgresql:// URI "
+            "(a SQLite database has one node at a time)"
+        )
+
+    async def fetch() -> list[NodeInfo]:
+        async with _client(db) as store:
+            if not isinstance(store, ClusterStore):  # pragma: no cover - open_store's choice
+                raise click.ClickException(f"{db} is not a cluster store")
+            return await store.nodes()
+
+    found = trio.run(fetch)
+    if not show_all:
+        found = [n for n in found if n.alive or n.held]
+    now_us = SystemClock().now_us()
+    if as_json:
+        click.echo(dump_json([node_dict(n) for n in found]))
+        return
+    click.echo(nodes_table(found, now_us) if found else "no live nodes (--all shows every node)")
+
+
+cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 
 
 # -- entry point ----------------------------------------------------------------------------

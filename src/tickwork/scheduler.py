@@ -20,10 +20,13 @@ from datetime import timedelta
 
 import trio
 
+from tickwork._cluster_mode import node_mode
 from tickwork._resilient import ResilientStore
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
+from tickwork.actors.cluster import ClusterLink
 from tickwork.actors.executor import Executor
+from tickwork.actors.janitor import Janitor
 from tickwork.actors.messages import Outcome
 from tickwork.actors.puller import Puller, TimekeeperMsg
 from tickwork.actors.recorder import Recorder
@@ -35,6 +38,7 @@ from tickwork.model import Instance
 from tickwork.scheduler_api import Scheduler
 from tickwork.state import State
 from tickwork.stores.base import Store
+from tickwork.stores.cluster import ClusterStore
 from tickwork.task import Task, TaskRegistry
 
 log = logging.getLogger("tickwork")
@@ -73,11 +77,13 @@ async def open_scheduler(
     clock: Clock | None = None,
     node_id: str | None = None,
     batch_size: int = 5_000,
-    lease: timedelta = timedelta(seconds=60),
+    lease: timedelta | None = None,
     poll_interval: timedelta = timedelta(milliseconds=500),
     shutdown_grace: timedelta = timedelta(seconds=30),
     hook_concurrency: int = 100,
     store_outage_limit: timedelta = timedelta(minutes=2),
+    retention: timedelta | None = None,
+    claim_horizon: timedelta | None = None,
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
 
@@ -90,12 +96,18 @@ async def open_scheduler(
         clock: wall clock (default: the system clock); tests pass a ``VirtualClock``.
         node_id: this node's name in the store (default: host:pid:random).
         batch_size: instances per claim (and the largest batch between actors).
-        lease: how long a claim stays valid without renewal (renewed every lease/3).
+        lease: how long a claim stays valid without renewal (renewed every lease/3);
+            default 60 s, or 10 s on a cluster store (see ``docs/clustering.md``).
         poll_interval: how often to look for changes committed by other processes.
         shutdown_grace: how long running instances may take to finish on shutdown.
         hook_concurrency: task hooks (on_success, ...) running at once.
         store_outage_limit: how long store calls may keep failing (retried with backoff)
             before the node stops with a ``StoreError``.
+        retention: prune ended instances and run history older than this (in batches,
+            see ``docs/operations.md``); None (the default) keeps them forever.
+        claim_horizon: how far ahead the node claims instances: by default the whole
+            window, or 2 s on a cluster store (``PostgresStore``), so that the nodes
+            share the work instead of one hoarding the window. At most ``window``.
 
     Raises:
         InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
@@ -106,7 +118,7 @@ async def open_scheduler(
             f"got {store!r}"
         )
     window_us = _positive_td("window", window)
-    lease_us = _positive_td("lease", lease)
+    mode = node_mode(store, window_us=window_us, lease=lease, claim_horizon=claim_horizon)
     poll_us = _positive_td("poll_interval", poll_interval)
     grace = shutdown_grace.total_seconds() if isinstance(shutdown_grace, timedelta) else -1.0
     if grace < 0:
@@ -116,6 +128,7 @@ async def open_scheduler(
     _positive_int("batch_size", batch_size)
     _positive_int("hook_concurrency", hook_concurrency)
     outage_limit = _positive_td("store_outage_limit", store_outage_limit) / 1e6
+    retention_us = None if retention is None else _positive_td("retention", retention)
     if isinstance(tasks, Task):
         raise InvalidArgument("tasks must be a list of tasks, e.g. tasks=[Greet()]")
     registry = TaskRegistry(tasks)
@@ -137,13 +150,16 @@ async def open_scheduler(
             clock=clock,
             node=node,
             window_us=window_us,
-            lease_us=lease_us,
+            lease_us=mode.lease_us,
             poll_us=poll_us,
             grace=grace,
             max_in_memory=max_in_memory,
             max_concurrency=max_concurrency,
             batch_size=batch_size,
             hook_concurrency=hook_concurrency,
+            retention_us=retention_us,
+            cluster=mode.cluster,
+            horizon_us=mode.horizon_us,
         ) as scheduler:
             yield scheduler
     finally:
@@ -156,7 +172,7 @@ async def open_scheduler(
 
 
 @asynccontextmanager
-async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branching logic
+async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, no logic
     *,
     store: ResilientStore,
     registry: TaskRegistry,
@@ -170,6 +186,9 @@ async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branchi
     max_concurrency: int,
     batch_size: int,
     hook_concurrency: int,
+    retention_us: int | None = None,
+    cluster: ClusterStore | None = None,
+    horizon_us: int | None = None,
 ) -> AsyncIterator[Scheduler]:
     hub = EventHub()
     abort_marks: set[int] = set()
@@ -205,18 +224,28 @@ async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branchi
         if scheduler is not None:
             scheduler._recorded(instance_id, state)  # noqa: SLF001
 
+    link = None
+    if cluster is not None:
+        link = ClusterLink(
+            store=cluster,
+            owner=node,
+            lease_us=lease_us,
+            held=lambda: capacity.held,
+            running=lambda: executor.statistics().running,
+        )
     puller = Puller(
         store=store,
         clock=clock,
         capacity=capacity,
         to_timekeeper=to_tk,
         owner=node,
-        window_us=window_us,
+        window_us=horizon_us or window_us,  # the Puller claims only within the horizon
         batch_size=batch_size,
         lease_us=lease_us,
         poll_interval_us=poll_us,
         on_remote_aborts=on_remote_aborts,
         on_claimed=on_claimed,
+        cluster=link,
     )
     timekeeper = Timekeeper(
         clock=clock,
@@ -239,6 +268,7 @@ async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branchi
         shutdown_grace=grace,
         abort_marks=abort_marks,
         on_running=on_running,
+        lease_ok=None if link is None else (lambda inst: link.leases.valid(inst.claim_token)),
     )
     recorder = Recorder(
         clock=clock,
@@ -254,11 +284,18 @@ async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branchi
         on_recorded=on_recorded,
         publish=publish,
     )
+    janitor = (
+        None
+        if retention_us is None
+        else Janitor(store=store, clock=clock, retention_us=retention_us)
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(recorder.run)
         await nursery.start(executor.run)
         await nursery.start(timekeeper.run)
         await nursery.start(puller.run)
+        if janitor is not None:
+            await nursery.start(janitor.run)
         scheduler = Scheduler(
             store=store,
             registry=registry,
@@ -274,6 +311,8 @@ async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branchi
             abort_marks=abort_marks,
             aborts_out=aborts_out,
             publish=publish,
+            janitor=janitor,
+            cluster=link,
         )
         log.debug("node %s started", node)
         try:
@@ -286,6 +325,8 @@ async def _run_node(  # noqa: C901 - the wiring: many tiny callbacks, no branchi
             # is given back by store.release afterwards.
             scheduler._close()  # noqa: SLF001
             puller.stop()
+            if janitor is not None:
+                janitor.stop()
             await aborts_out.aclose()
             hub.close()
     log.debug("node %s stopped", node)

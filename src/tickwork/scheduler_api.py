@@ -12,9 +12,12 @@ import attrs
 import trio
 
 from tickwork._resilient import ResilientStore, StoreHealth
+from tickwork._scheduler_schedules import ScheduleMethods
 from tickwork._time import from_us
 from tickwork.actors.capacity import Capacity, CapacityStatistics
+from tickwork.actors.cluster import ClusterLink, ClusterStatistics
 from tickwork.actors.executor import Executor, ExecutorStatistics
+from tickwork.actors.janitor import Janitor, JanitorStatistics
 from tickwork.actors.messages import Abort
 from tickwork.actors.puller import Puller, PullerStatistics, TimekeeperMsg
 from tickwork.actors.recorder import Recorder, RecorderStatistics
@@ -60,10 +63,14 @@ class SchedulerStatistics:
     capacity: CapacityStatistics
     #: whether store calls are failing (and being retried) right now
     store: StoreHealth
+    #: retention (None when ``retention`` is not set)
+    janitor: JanitorStatistics | None = None
+    #: heartbeats, leases and the nodes seen (None unless the store is a cluster store)
+    cluster: ClusterStatistics | None = None
 
 
 @final
-class Scheduler:
+class Scheduler(ScheduleMethods):
     """A running node. Obtain one from ``open_scheduler``; do not construct it."""
 
     def __init__(
@@ -83,6 +90,8 @@ class Scheduler:
         abort_marks: set[int],
         aborts_out: trio.MemorySendChannel[TimekeeperMsg],
         publish: Callable[[Instance, State, State, int], None],
+        janitor: Janitor | None = None,
+        cluster: ClusterLink | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -98,6 +107,8 @@ class Scheduler:
         self._abort_marks = abort_marks
         self._aborts_out = aborts_out
         self._publish = publish
+        self._janitor = janitor
+        self._cluster = cluster
         self._closed = False
         self._started_at = trio.current_time()
         self._abort_waiters: dict[int, tuple[trio.Event, list[State]]] = {}
@@ -315,6 +326,8 @@ class Scheduler:
             recorder=rec,
             capacity=cap,
             store=self._store.health(),
+            janitor=None if self._janitor is None else self._janitor.statistics(),
+            cluster=None if self._cluster is None else self._cluster.statistics(),
         )
 
     def now(self) -> datetime:

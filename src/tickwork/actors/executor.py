@@ -15,6 +15,7 @@ batch; the outbox is bounded, so a slow Recorder slows the workers (backpressure
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import final
@@ -23,6 +24,7 @@ import attrs
 import trio
 
 from tickwork.actors.messages import Cancelled, Due, Kind, Outcome
+from tickwork.actors.overlap import OverlapGuard
 from tickwork.actors.timekeeper import ExecutorMsg
 from tickwork.clock import Clock
 from tickwork.errors import TaskTimeout
@@ -54,6 +56,15 @@ class ExecutorStatistics:
     slot_wait_us: int
 
 
+@attrs.define
+class _StartBatch:
+    """One group commit of durable starts (see ``Executor._start_durably``)."""
+
+    items: list[tuple[int, int]] = attrs.Factory(list)
+    accepted: list[bool] | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+
+
 @final
 class Executor:
     def __init__(
@@ -70,6 +81,7 @@ class Executor:
         shutdown_grace: float,
         abort_marks: set[int],
         on_running: Callable[[Instance, int], None] | None = None,
+        lease_ok: Callable[[Instance], bool] | None = None,
     ) -> None:
         self._clock = clock
         self._store = store
@@ -82,6 +94,9 @@ class Executor:
         self._grace = shutdown_grace
         self._abort_marks = abort_marks
         self._on_running = on_running
+        # Cluster mode: whether the claim of an instance may still be counted on; one that
+        # may have lapsed is given back instead of started (actors/cluster.py).
+        self._lease_ok = lease_ok
         self._ready: deque[Instance] = deque()
         # per task name: instances waiting for a per-task slot, and runs in progress
         self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
@@ -94,10 +109,21 @@ class Executor:
         self._outbox_nonempty = trio.Event()
         self._outbox_room = trio.Event()
         self._workers_done = trio.Event()
+        # at-most-once runs: the batch of durable starts gathering, the one in flight
+        self._start_batch: _StartBatch | None = None
+        self._start_inflight: trio.Event | None = None
+        self._draining = False
         self._started = 0
         self._last_lateness = 0
         self._mean_lateness = 0.0
         self._slot_wait = 0.0
+        # Schedule occurrences: still wanted when due, and the overlap policy (overlap.py).
+        self._overlap = OverlapGuard(
+            store=store,
+            clock=clock,
+            emit=self._emit,
+            supersede=lambda iid: self._abort(iid, Kind.SUPERSEDED),
+        )
 
     def statistics(self) -> ExecutorStatistics:
         return ExecutorStatistics(
@@ -137,22 +163,22 @@ class Executor:
             self._abort(msg.instance_id)
 
     async def _admit(self, due: list[Instance]) -> None:
-        at_most_once = [
-            inst
-            for inst in due
-            if (task := self._tasks.get(inst.task)) is not None and task.delivery == "at_most_once"
-        ]
-        if at_most_once:
-            # RUNNING is made durable before an at-most-once task starts: after a crash
-            # it is FAILED "interrupted", never run again.
-            pairs = [(inst.id, inst.claim_token or 0) for inst in at_most_once]
-            accepted = await self._store.start(self._owner, pairs, self._clock.now_us())
-            refused = {inst.id for inst, ok in zip(at_most_once, accepted, strict=True) if not ok}
-            if refused:
-                log.warning("lost the claim of %d at-most-once instances", len(refused))
-                due = [inst for inst in due if inst.id not in refused]
+        due = await self._overlap.admit(due)
+        if self._lease_ok is not None:
+            due = self._keep_leased(due, self._lease_ok)
         self._ready.extend(due)
         self._spawn()
+
+    def _keep_leased(
+        self, due: list[Instance], lease_ok: Callable[[Instance], bool]
+    ) -> list[Instance]:
+        kept = []
+        for inst in due:
+            if lease_ok(inst):
+                kept.append(inst)
+            else:
+                self._emit(Outcome(inst, Kind.LOST))
+        return kept
 
     def _spawn(self) -> None:
         if self._ready and not self._spawn_pending and self._nursery is not None:
@@ -169,20 +195,31 @@ class Executor:
         try:
             count = 0
             while self._ready:
-                inst = self._ready.popleft()
-                self._spawn()
-                await self._run_one(inst, trio.current_time())
-                count += 1
-                if count % _YIELD_EVERY == 0:
-                    await trio.lowlevel.checkpoint()
+                # One cancel scope serves a run of instances (entering a scope costs
+                # more than a no-op task): only the instance in progress is inside it,
+                # so cancelling it (abort, timeout) hits exactly that run. After a cancel
+                # a fresh scope serves the next ones.
+                with trio.CancelScope() as scope:
+                    while self._ready and not scope.cancel_called:
+                        inst = self._ready.popleft()
+                        self._spawn()
+                        await self._run_one(inst, trio.current_time(), scope)
+                        count += 1
+                        if count % _YIELD_EVERY == 0:
+                            await trio.lowlevel.checkpoint()
         finally:
             self._limiter.release_on_behalf_of(token)
             if self._limiter.borrowed_tokens == 0:
                 self._workers_done.set()
 
-    async def _run_one(self, inst: Instance, ready_since: float) -> None:
+    async def _run_one(
+        self, inst: Instance, ready_since: float, scope: trio.CancelScope
+    ) -> None:
         if inst.id in self._abort_marks:
             self._emit(Outcome(inst, Kind.ABORTED))
+            return
+        if self._lease_ok is not None and not self._lease_ok(inst):
+            self._emit(Outcome(inst, Kind.LOST))
             return
         task = self._tasks.get(inst.task)
         if task is None:
@@ -197,7 +234,9 @@ class Executor:
                 return
             self._task_running[task.name] = running + 1
         try:
-            await self._execute(inst, task)
+            if task.delivery == "at_most_once" and not await self._start_durably(inst):
+                return
+            await self._execute(inst, task, scope)
         finally:
             if limit is not None:
                 self._task_running[task.name] -= 1
@@ -208,8 +247,54 @@ class Executor:
                     self._ready.appendleft(waiting)
                     self._spawn()
 
-    async def _execute(self, inst: Instance, task: Task) -> None:
-        scope = trio.CancelScope()
+    async def _start_durably(self, inst: Instance) -> bool:
+        """Make RUNNING durable right before an at-most-once run: after a crash the row is
+        FAILED "interrupted", never run again. Only what is about to run is started, so a
+        crash fails the runs in progress, not a whole due batch that had not begun.
+
+        Group commit: every worker that arrives while one ``Store.start`` is in flight
+        joins the next call. Returns False (the outcome already emitted) when the
+        instance must not run: the claim was lost, an abort came, or the node is stopping.
+        """
+        batch = self._start_batch
+        leader = batch is None
+        if batch is None:
+            batch = self._start_batch = _StartBatch()
+        index = len(batch.items)
+        batch.items.append((inst.id, inst.claim_token or 0))
+        if leader:
+            try:
+                previous = self._start_inflight
+                try:
+                    if previous is None:
+                        await trio.lowlevel.checkpoint()  # the workers of this tick join
+                    else:
+                        await previous.wait()  # gathers every worker that came meanwhile
+                finally:
+                    self._start_batch = None  # closed: later ones form the next batch
+                self._start_inflight = batch.done
+                batch.accepted = await self._store.start(
+                    self._owner, batch.items, self._clock.now_us()
+                )
+            finally:
+                if self._start_inflight is batch.done:
+                    self._start_inflight = None
+                batch.done.set()
+        else:
+            await batch.done.wait()
+        accepted = batch.accepted is not None and batch.accepted[index]
+        if not accepted:
+            log.warning("instance %d: lost its claim before it started; not run", inst.id)
+            self._emit(Outcome(inst, Kind.LOST))
+        elif inst.id in self._abort_marks:
+            self._emit(Outcome(inst, Kind.ABORTED))
+        elif self._draining:
+            self._emit(Outcome(inst, Kind.INTERRUPTED))  # never ran: back to PENDING
+        else:
+            return True
+        return False
+
+    async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
         timeout_us = inst.timeout_us
         if timeout_us is None and task.timeout is not None:
             timeout_us = int(task.timeout.total_seconds() * 1e6)
@@ -226,21 +311,30 @@ class Executor:
         kind = Kind.OK
         result: object = None
         error: BaseException | None = None
+        cancelled: trio.Cancelled | None = None
         try:
-            with scope:
-                result = await task.run(inst.params)
+            result = await task.run(inst.params)
+        except trio.Cancelled as exc:
+            if not scope.cancel_called:
+                raise  # not this run's cancel: the node itself is being torn down
+            cancelled = exc  # ours (abort, timeout, shutdown): record, then re-raise
         except Exception as exc:  # noqa: BLE001 - any failure of user code is an outcome
             kind, error = Kind.ERROR, exc
         finally:
             del self._running[inst.id]
+            hit = scope.cancel_called
+            if timeout_us is not None and not hit:
+                scope.deadline = math.inf  # the next run in this scope has its own
         reason = self._cancel_reason.pop(inst.id, None)
         if reason is not None:
             kind, error, result = reason, None, None
-        elif scope.cancelled_caught or (scope.cancel_called and kind is Kind.ERROR):
+        elif hit:
             timeout_s = (timeout_us or 0) / 1e6
             kind, result = Kind.ERROR, None
             error = TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
         self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
+        if cancelled is not None:
+            raise cancelled  # absorbed by the worker's scope, which is then replaced
         while len(self._outbox) >= self._outbox_limit:
             # One event per full episode, shared by every waiting worker: the flusher
             # sets it when it takes the outbox.
@@ -248,29 +342,41 @@ class Executor:
                 self._outbox_room = trio.Event()
             await self._outbox_room.wait()
 
-    def _abort(self, instance_id: int) -> None:
+    def _abort(self, instance_id: int, kind: Kind = Kind.ABORTED) -> None:
         running = self._running.get(instance_id)
         if running is not None:
-            self._cancel_reason[instance_id] = Kind.ABORTED
+            self._cancel_reason[instance_id] = kind
             running[0].cancel()
             return
         for i, inst in enumerate(self._ready):
             if inst.id == instance_id:
                 del self._ready[i]
-                self._emit(Outcome(inst, Kind.ABORTED))
+                self._emit(Outcome(inst, kind))
                 return
         for queue in self._blocked.values():
             for i, (inst, _) in enumerate(queue):
                 if inst.id == instance_id:
                     del queue[i]
-                    self._emit(Outcome(inst, Kind.ABORTED))
+                    self._emit(Outcome(inst, kind))
                     return
+        waiting = self._overlap.remove(instance_id)
+        if waiting is not None:  # a schedule occurrence waiting for the previous one
+            self._emit(Outcome(waiting, kind))
+            return
         # Not here: already recorded, or on its way to the Recorder. The abort mark
         # still stops it if it comes back (e.g. as a retry).
 
     def _emit(self, outcome: Outcome) -> None:
         self._outbox.append(outcome)
         self._outbox_nonempty.set()
+        if outcome.instance.schedule_id is not None:
+            self._occurrence_ended(outcome.instance)
+
+    def _occurrence_ended(self, inst: Instance) -> None:
+        """A schedule occurrence ended here: the one waiting for it may start."""
+        nxt = self._overlap.done(inst)
+        if nxt is not None and self._nursery is not None:
+            self._nursery.start_soon(self._admit, [nxt])
 
     async def _flusher(self) -> None:
         while True:
@@ -288,6 +394,16 @@ class Executor:
         """Shutdown: run nothing new, give running instances ``shutdown_grace`` to finish,
         then cancel them; they are recorded as interrupted (back to PENDING, or FAILED
         for at-most-once)."""
+        # Never started: back to PENDING through the Recorder (no at-most-once one of
+        # them is RUNNING in the store yet: see _start_durably).
+        self._draining = True
+        for inst in self._overlap.drain():  # waiting for the previous occurrence
+            self._emit(Outcome(inst, Kind.INTERRUPTED))
+        for inst in self._ready:
+            self._emit(Outcome(inst, Kind.INTERRUPTED))
+        for queue in self._blocked.values():
+            for inst, _ in queue:
+                self._emit(Outcome(inst, Kind.INTERRUPTED))
         self._ready.clear()
         self._blocked.clear()
         if self._limiter.borrowed_tokens:

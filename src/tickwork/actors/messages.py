@@ -47,12 +47,21 @@ class Kind(enum.Enum):
     OK = "ok"
     #: ``run`` raised.
     ERROR = "error"
-    #: aborted by a user: before it ran or while it ran.
+    #: aborted by a user: before it ran or while it ran (or, for a schedule occurrence,
+    #: by its schedule's removal: then ``result`` is the reason).
     ABORTED = "aborted"
     #: interrupted by the node's shutdown: goes back to PENDING (or FAILED, at-most-once).
     INTERRUPTED = "interrupted"
     #: its task is not registered on this node.
     UNKNOWN_TASK = "unknown_task"
+    #: not started: the node could not renew the lease of its claim in time (cluster), so
+    #: another node may take it over; given back to PENDING if still held.
+    LOST = "lost"
+    #: a schedule occurrence its overlap policy or paused schedule skipped: MISSED, with
+    #: the reason in ``result``.
+    SKIPPED = "skipped"
+    #: a schedule occurrence cancelled by the next one (overlap="cancel_previous"): ABORTED.
+    SUPERSEDED = "superseded"
 
 
 @attrs.frozen(slots=True)

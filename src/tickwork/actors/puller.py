@@ -10,6 +10,16 @@ sleeps until the earliest unclaimed instance enters the window, and wakes earlie
   same way.
 
 It also renews the leases of what the node holds (heartbeat).
+
+In cluster mode (a :class:`~tickwork.actors.cluster.ClusterLink` given) the window it
+claims into is the short claim horizon, and it differs in four ways (see
+``docs/clustering.md``): the link's heartbeats replace the plain renewals; change notices
+pushed by the store replace polling; pulls that the horizon's advance alone calls for
+happen in the node's own time slots (``horizon / 4`` apart, the nodes' slots interleaved:
+see ``ClusterLink.slot_at``), so each node in turn takes what became due since the
+previous one pulled, an equal share; and a claim takes the node's fair share of a
+batch, then comes back for more, so nodes woken together interleave. It also pulls when
+another node's lease lapses, to take that node's work over.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import attrs
 import trio
 
 from tickwork.actors.capacity import Capacity
+from tickwork.actors.cluster import ClusterLink
 from tickwork.actors.messages import Abort, Evict
 from tickwork.clock import Clock
 from tickwork.model import Instance
@@ -30,6 +41,11 @@ from tickwork.stores.base import Store
 log = logging.getLogger("tickwork.puller")
 
 TimekeeperMsg = list[Instance] | Abort | Evict
+
+#: In cluster mode: the smallest claim of a fair share, and the nodes' round of pull
+#: slots as a fraction of the horizon.
+_MIN_SHARE = 100
+_ROUNDS_PER_HORIZON = 4
 
 
 @final
@@ -57,6 +73,8 @@ class Puller:
         poll_interval_us: int,
         on_remote_aborts: Callable[[list[int]], Awaitable[None]],
         on_claimed: Callable[[list[Instance]], None] | None = None,
+        cluster: ClusterLink | None = None,
+        on_schedules_changed: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -69,6 +87,10 @@ class Puller:
         self._poll_us = poll_interval_us
         self._on_remote_aborts = on_remote_aborts
         self._on_claimed = on_claimed
+        self._cluster = cluster
+        self._on_schedules_changed = on_schedules_changed
+        self._last_pull_us: int | None = None  # cluster mode only
+        self._slot_us: int | None = None  # cluster mode: the slot the next pull is for
         self.cancel_scope = trio.CancelScope()
         self._woken = False
         self._sleep_scope: trio.CancelScope | None = None
@@ -85,6 +107,11 @@ class Puller:
     def wake(self) -> None:
         """Pull again as soon as possible (cheap; many wake-ups coalesce into one pull)."""
         self._woken = True
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+
+    def rearm(self) -> None:
+        """Work out again when to pull next (a takeover time changed), without pulling."""
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
@@ -116,10 +143,16 @@ class Puller:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with self._send, trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat)
             self._change_token = await self._store.change_token()
-            # A store that nothing else can write to (None) needs no polling.
-            self._polling = self._change_token is not None
+            if self._cluster is None:
+                nursery.start_soon(self._heartbeat)
+                # A store that nothing else can write to (None) needs no polling.
+                self._polling = self._change_token is not None
+            else:  # notices are pushed; the first beat tells how many nodes share the work
+                self._polling = False
+                await self._cluster.beat()
+                nursery.start_soon(self._cluster.run_heartbeats, self.rearm)
+                nursery.start_soon(self._listen, self._cluster)
             task_status.started()
             while True:
                 self._woken = False
@@ -136,14 +169,26 @@ class Puller:
     async def _pull(self) -> bool:
         """Claim everything due inside the window that fits; True if capacity ran out."""
         self._pulls += 1
-        horizon = self._clock.now_us() + self._window_us
+        # In cluster mode a pull in the node's slot takes what is due by the slot's
+        # horizon, even if it runs late: what became due since is the next node's share.
+        base, self._slot_us = self._slot_us, None
+        now = self._clock.now_us()
+        horizon = (now if base is None else min(base, now)) + self._window_us
         while True:
             room = self._capacity.room()
             if room <= 0:
                 return True
             want = min(room, self._batch_size)
+            if self._cluster is not None:
+                want = self._cluster.fair_share(want, _MIN_SHARE)
             now = self._clock.now_us()
+            sent = trio.current_time()
             claimed = await self._store.claim(self._owner, horizon, want, now, self._lease_us)
+            if self._cluster is not None:
+                self._last_pull_us = self._clock.now_us()
+                self._cluster.pulled(sent)
+                if claimed:
+                    self._cluster.leases.claimed(claimed[0].claim_token, sent)
             if claimed:
                 self._capacity.take(len(claimed))
                 self._claimed += len(claimed)
@@ -153,20 +198,33 @@ class Puller:
             if len(claimed) < want:
                 self._next_pending_us = await self._store.next_pending_at()
                 return False
+            if self._cluster is not None and self._share_taken(claimed):
+                return False
+
+    def _share_taken(self, claimed: list[Instance]) -> bool:
+        """Cluster mode, after a full claim: stop for this slot unless what it took is due
+        within a round of slots (a backlog to catch up on: keep claiming). A burst due
+        later is thus split between the nodes, a share per slot."""
+        last = claimed[-1].run_at_us
+        if self._cluster is None or self._cluster.nodes <= 1:
+            return False
+        if last <= self._clock.now_us() + self._window_us // _ROUNDS_PER_HORIZON:
+            return False
+        self._next_pending_us = last  # more is due from there on
+        return True
 
     async def _sleep(self, *, limited: bool) -> None:
         """Sleep until the next reason to pull: the window reaches the next pending
         instance, a wake-up, or a change committed elsewhere (polled)."""
         while not self._woken:
             now = self._clock.now_us()
-            enters_window = None
-            if not limited and self._next_pending_us is not None:
-                enters_window = self._next_pending_us - self._window_us
-                if enters_window <= now:
-                    return
+            due = self._due_us(limited=limited)
+            if due is not None and due <= now:
+                self._slot_us = due if self._cluster is not None else None
+                return
             until = now + self._poll_us if self._polling else None
-            if enters_window is not None:
-                until = enters_window if until is None else min(until, enters_window)
+            if due is not None:
+                until = due if until is None else min(until, due)
             self._next_pull_us = until
             with trio.CancelScope() as scope:
                 self._sleep_scope = scope
@@ -177,8 +235,46 @@ class Puller:
             self._sleep_scope = None
             if self._woken or (self._polling and await self._changed_elsewhere()):
                 return
-            if enters_window is not None and self._clock.now_us() >= enters_window:
+            if due is not None and self._clock.now_us() >= due:
+                self._slot_us = due if self._cluster is not None else None
                 return
+
+    def _due_us(self, *, limited: bool) -> int | None:
+        """When to pull without a wake-up: when the window reaches the next pending
+        instance (in cluster mode: in the node's next pull slot after that), or when
+        another node's lease lapses."""
+        due = None
+        if not limited and self._next_pending_us is not None:
+            due = self._next_pending_us - self._window_us
+            if self._cluster is not None and self._last_pull_us is not None:
+                after = max(due, self._last_pull_us + 1)
+                due = self._cluster.slot_at(after, self._window_us // _ROUNDS_PER_HORIZON)
+        takeover = self._takeover_us()
+        if takeover is not None:
+            due = takeover if due is None else min(due, takeover)
+        return due
+
+    def _takeover_us(self) -> int | None:
+        """When another node's lease lapses (its work becomes ours to take), once."""
+        cluster = self._cluster
+        if cluster is None or cluster.takeover_at is None:
+            return None
+        return self._clock.now_us() + int((cluster.takeover_at - trio.current_time()) * 1e6)
+
+    async def _listen(self, cluster: ClusterLink) -> None:
+        """Act on the change notices other nodes send (cluster mode)."""
+        while True:
+            changes = await cluster.next_changes()
+            if changes.aborts or changes.lost:
+                aborts = await self._store.abort_requests(self._owner)
+                if aborts:
+                    await self._on_remote_aborts(aborts)
+            if changes.lost:
+                self.wake()
+            elif changes.pending_us is not None:
+                self.note_pending(changes.pending_us)
+            if (changes.schedules or changes.lost) and self._on_schedules_changed is not None:
+                self._on_schedules_changed()
 
     async def _changed_elsewhere(self) -> bool:
         token = await self._store.change_token()
@@ -191,9 +287,10 @@ class Puller:
         return True
 
     async def _heartbeat(self) -> None:
-        period = max(self._lease_us // 3, 1)
+        period = max(self._lease_us // 3, 1) / 1e6
         while True:
-            # re-read the clock each time: after a wall-clock jump, beat once, not once
-            # per missed period
-            await self._clock.sleep_until_us(self._clock.now_us() + period)
+            # On trio's monotonic clock, not the wall clock: a lease is a duration, and a
+            # wall-clock jump back must not stop the renewals for as long as the jump
+            # (after a jump forward, claim never takes over the node's own rows).
+            await trio.sleep(period)
             await self._store.renew(self._owner, self._clock.now_us(), self._lease_us)

@@ -18,6 +18,7 @@ import trio
 
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.messages import Kind, Outcome
+from tickwork.actors.overlap import SUPERSEDED
 from tickwork.clock import Clock
 from tickwork.model import Finish, Instance
 from tickwork.state import State
@@ -86,6 +87,15 @@ class Recorder:
         self._store = store
         self._owner = owner
         self._tasks = tasks
+        # tasks with a hook of their own: the others skip the hook path per instance
+        self._hooked = {
+            name
+            for name, task in tasks.items()
+            if any(
+                getattr(type(task), h) is not getattr(Task, h)
+                for h in ("on_success", "on_fail", "on_abort")
+            )
+        }
         self._capacity = capacity
         self._receive = receive
         self._max_batch = max_batch
@@ -148,7 +158,8 @@ class Recorder:
             if self._publish is not None:
                 from_state = State.CLAIMED if outcome.started_us is None else State.RUNNING
                 self._publish(inst, from_state, fin.state, now)
-            await self._call_hook(outcome, fin, hooks)
+            if inst.task in self._hooked:
+                await self._call_hook(outcome, fin, hooks)
         self._capacity.give(len(outcomes))
 
     def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind
@@ -168,7 +179,12 @@ class Recorder:
         if kind is Kind.OK:
             return Finish(state=State.SUCCEEDED, result=result_summary(o.result), **common)
         if kind is Kind.ABORTED:
-            return Finish(state=State.ABORTED, error="aborted", **common)
+            reason = o.result if isinstance(o.result, str) else "aborted"
+            return Finish(state=State.ABORTED, error=reason, **common)
+        if kind is Kind.SKIPPED:  # a schedule occurrence: overlap policy or paused
+            return Finish(state=State.MISSED, error=str(o.result), **common)
+        if kind is Kind.SUPERSEDED:
+            return Finish(state=State.ABORTED, error=SUPERSEDED, **common)
         if kind is Kind.UNKNOWN_TASK:
             return Finish(
                 state=State.FAILED,
@@ -177,17 +193,19 @@ class Recorder:
                 error_type="UnknownTask",
                 **common,
             )
-        if kind is Kind.INTERRUPTED:
-            if task is not None and task.delivery == "at_most_once":
+        # LOST never started (its claim may have lapsed): given back like an instance
+        # a shutdown interrupted before it started; refused if taken over meanwhile.
+        if kind in {Kind.INTERRUPTED, Kind.LOST}:
+            if ran and task is not None and task.delivery == "at_most_once":
                 return Finish(
                     state=State.FAILED, error=INTERRUPTED, error_type="Interrupted", **common
                 )
-            # at-least-once: not an attempt; it runs again
+            # at-least-once (or never started): not an attempt; it runs again
             common["attempts"] = inst.attempts
             return Finish(
                 state=State.PENDING,
                 run_at_us=inst.run_at_us,
-                error="interrupted by shutdown",
+                error="interrupted by shutdown" if ran else inst.error,
                 error_type="Interrupted",
                 **common,
             )

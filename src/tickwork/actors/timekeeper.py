@@ -86,21 +86,21 @@ class Timekeeper:
             nursery.cancel_scope.cancel()
 
     def _add(self, batch: list[Instance]) -> None:
-        earliest = None
+        if not batch:
+            return
+        held = self._held
         for inst in batch:
-            old = self._held.get(inst.id)
+            old = held.get(inst.id)
             if old is not None:
                 # Claimed again (a new claim token): keep one entry, the newest claim.
                 self._deadlines.remove((old.run_at_us, old.id))
                 self._capacity.give(1)
-            self._held[inst.id] = inst
-            self._deadlines.add((inst.run_at_us, inst.id))
-            if earliest is None or inst.run_at_us < earliest:
-                earliest = inst.run_at_us
-        if (
-            earliest is not None
-            and self._sleep_scope is not None
-            and (self._sleeping_until is None or earliest < self._sleeping_until)
+            held[inst.id] = inst
+        # one bulk insert: SortedList merges a sorted batch cheaply
+        self._deadlines.update([(inst.run_at_us, inst.id) for inst in batch])
+        earliest = min(inst.run_at_us for inst in batch)
+        if self._sleep_scope is not None and (
+            self._sleeping_until is None or earliest < self._sleeping_until
         ):
             self._sleep_scope.cancel()
 

@@ -33,6 +33,7 @@ from psycopg import sql
 from tickwork.errors import InvalidArgument, NotATickworkDatabase, SchemaTooNew, StoreError
 from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
 from tickwork.state import TERMINAL, State
+from tickwork.stores import _pg_cluster, _pg_schedules
 from tickwork.stores.base import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -127,8 +128,20 @@ _V1: Final[tuple[str, ...]] = (
     )""",
 )
 
+# Retention (Store.prune): the oldest ended instances and history rows first, as range
+# scans. Both keys grow with time, so inserts land at the right edge of the index.
+_V2_RETENTION: Final[tuple[str, ...]] = (
+    "CREATE INDEX instances_ended ON {s}.instances (updated_us) WHERE state >= 3",
+    "CREATE INDEX history_finished ON {s}.history (finished_us)",
+)
+
 #: ``(version, statements)`` in order. Append only: a released migration never changes.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _V1),
+    (2, _V2_RETENTION),
+    (3, _pg_cluster.V3_CLAIMS),
+    (4, _pg_schedules.V4_SCHEDULES),
+)
 
 
 def current_version() -> int:
@@ -234,15 +247,17 @@ def _read_version(conn: psycopg.Connection[Any], schema: str) -> int:
 
 # ---------------------------------------------------------------------- statements
 
-#: The NOTIFY channel of inserts and aborts; the payload is the schema name.
+#: The NOTIFY channel of every change; the payload starts with the schema name (see
+#: :mod:`tickwork.stores._pg_cluster`).
 CHANNEL: Final = "tickwork_changes"
 
-# The columns _instance reads, in order; {p} is a table alias prefix.
+# The columns _instance reads, in order; {p} is a table alias prefix, {lease} the lease
+# (a held row's is its claim's: see _pg_cluster).
 _COLUMNS: Final = (
     "{p}id, {p}task, {p}run_at_us, {p}params, {p}state, {p}attempts, {p}error, {p}owner, "
-    "{p}claim_token, (extract(epoch FROM {p}lease_until) * 1000000)::bigint, {p}schedule_id, "
+    "{p}claim_token, {lease}, {p}schedule_id, "
     "{p}fire_at_us, {p}dedup_key, {p}max_attempts, {p}timeout_us, {p}created_us, {p}updated_us"
-)
+).replace("{lease}", _pg_cluster.LEASE_OF_ROW)
 _COLS: Final = _COLUMNS.replace("{p}", "")
 _ICOLS: Final = _COLUMNS.replace("{p}", "i.")
 _CLAIMED: Final = int(State.CLAIMED)
@@ -274,58 +289,10 @@ CLAIM_SETTINGS: Final[tuple[LiteralString, ...]] = (
     "SET LOCAL jit = off",
 )
 
-# claim, in one statement (the tentative ids are locked with SKIP LOCKED, so concurrent
-# claimers on other nodes pass each other instead of queueing):
-# * ended: held rows whose lease lapsed and that cannot be handed on end now, as
-#   _rules.released_state says: an abort requested wins, a durable RUNNING run
-#   (at-most-once) fails as interrupted. No horizon: they are nobody's work any more.
-# * pend / lapsed: the two kinds of claimable rows, each through its own partial index
-#   (one WHERE with an OR of both would defeat them): pend is an ordered range scan of
-#   instances_due that stops after ``limit`` rows, lapsed a lookup of instances_lease
-#   (normally empty). pick merges them in due order.
-_CLAIM: Final = (
-    """
-    WITH token AS (SELECT nextval('{s}.claim_tokens') AS t),
-    ended AS (
-        UPDATE {s}.instances SET
-            state = CASE WHEN abort_requested THEN 5 ELSE 4 END,
-            error = CASE WHEN abort_requested THEN error ELSE %(interrupted)s END,
-            attempts = attempts + CASE WHEN state = 2 THEN 1 ELSE 0 END,
-            claim_token = NULL, lease_until = NULL, updated_us = %(now)s
-        WHERE id IN (
-            SELECT id FROM {s}.instances
-            WHERE state IN (1, 2) AND lease_until < now() AND (state = 2 OR abort_requested)
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        )
-    ),
-    pend AS (
-        SELECT id, run_at_us FROM {s}.instances
-        WHERE state = 0 AND run_at_us <= %(due)s
-        ORDER BY run_at_us, id LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ),
-    lapsed AS (
-        SELECT id, run_at_us FROM {s}.instances
-        WHERE state = 1 AND lease_until < now() AND NOT abort_requested
-          AND run_at_us <= %(due)s
-        ORDER BY run_at_us, id LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ),
-    pick AS (
-        SELECT id FROM (SELECT * FROM pend UNION ALL SELECT * FROM lapsed) AS u
-        ORDER BY run_at_us, id LIMIT %(limit)s
-    )
-    UPDATE {s}.instances AS i SET
-        state = CASE WHEN i.abort_requested THEN 5 ELSE 1 END,
-        owner = CASE WHEN i.abort_requested THEN i.owner ELSE %(owner)s END,
-        claim_token = CASE WHEN i.abort_requested THEN i.claim_token ELSE token.t END,
-        lease_until = CASE WHEN i.abort_requested THEN NULL ELSE now() + %(lease)s END,
-        updated_us = %(now)s
-    FROM pick, token
-    WHERE i.id = pick.id
-    RETURNING """
-    + _ICOLS
+# claim: see _pg_cluster.CLAIM. Its RETURNING gives the lease it granted (its own claim
+# row is not visible to it).
+_CLAIM: Final = _pg_cluster.CLAIM + _ICOLS.replace(
+    _pg_cluster.LEASE_OF_ROW.replace("{p}", "i."), _pg_cluster.LEASE_GRANTED
 )
 
 # Fenced: only rows held by owner with the pair's token. Starting a RUNNING row again
@@ -367,7 +334,6 @@ _FINISH: Final = """
                         ELSE i.run_at_us END,
             owner = CASE WHEN f.state = 0 AND NOT i.abort_requested THEN NULL ELSE i.owner END,
             claim_token = NULL,
-            lease_until = NULL,
             updated_us = %(now)s
         FROM f
         WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
@@ -385,29 +351,10 @@ _FINISH: Final = """
     SELECT id FROM u
 """
 
-# _rules.released_state: an abort requested wins; a durable RUNNING run cannot be
-# repeated and fails as interrupted (its attempt counted); CLAIMED goes back to PENDING.
-_RELEASE: Final = """
-    UPDATE {s}.instances SET
-        state = CASE WHEN abort_requested THEN 5 WHEN state = 2 THEN 4 ELSE 0 END,
-        error = CASE WHEN NOT abort_requested AND state = 2 THEN %(interrupted)s
-                ELSE error END,
-        attempts = attempts + CASE WHEN state = 2 THEN 1 ELSE 0 END,
-        owner = CASE WHEN abort_requested OR state = 2 THEN owner ELSE NULL END,
-        claim_token = NULL,
-        lease_until = NULL,
-        updated_us = %(now)s
-    WHERE owner = %(owner)s AND state IN (1, 2)
-"""
+# release and renew: see _pg_cluster (leases live on claims).
+_RELEASE: Final = _pg_cluster.RELEASE
 
-# The node's heartbeat rides on renew: one statement, one round trip.
-_RENEW: Final = """
-    WITH heartbeat AS (
-        UPDATE {s}.nodes SET last_heartbeat = now() WHERE node_id = %(owner)s
-    )
-    UPDATE {s}.instances SET lease_until = now() + %(lease)s
-    WHERE owner = %(owner)s AND state IN (1, 2)
-"""
+_RENEW: Final = _pg_cluster.RENEW
 
 # Ids are drawn in input order before the rows are written, so the rows ON CONFLICT
 # skipped (a dedup key or schedule occurrence that exists) are known by position.
@@ -452,6 +399,31 @@ _REGISTER: Final = """
 """
 
 
+# Retention: a bounded batch of the oldest ended instances and history rows. SKIP LOCKED:
+# a row another transaction holds is left for the next batch instead of waited for.
+_PRUNE: Final = """
+    WITH gone AS (
+        DELETE FROM {s}.instances WHERE id IN (
+            SELECT id FROM {s}.instances
+            WHERE state >= 3 AND updated_us < %(before)s
+            ORDER BY updated_us LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING 1
+    ),
+    old AS (
+        DELETE FROM {s}.history WHERE id IN (
+            SELECT id FROM {s}.history
+            WHERE finished_us < %(before)s
+            ORDER BY finished_us LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM old)
+"""
+
+
 class Session(Protocol):
     """One store call on a worker thread: statements inside the call's transaction."""
 
@@ -474,7 +446,8 @@ class Queries:
         self.schema = schema
         r = partial(render, schema=schema)
         self.listen: LiteralString = "LISTEN " + CHANNEL
-        self.notify: LiteralString = "SELECT pg_notify('" + CHANNEL + "', %(schema)s)"
+        self.notify: LiteralString = "SELECT pg_notify('" + CHANNEL + "', %(payload)s)"
+        self.cluster = _pg_cluster.ClusterQueries(r)
         self.claim_sql = r(_CLAIM)
         self.start_sql = r(_START)
         self.finish_sql = r(_FINISH)
@@ -484,7 +457,10 @@ class Queries:
         self.existing_sql = r(_EXISTING)
         self.register_sql = r(_REGISTER)
         self.unregister_sql = r("UPDATE {s}.nodes SET stopped = now() WHERE node_id = %(node)s")
-        self.lock_one_sql = r("SELECT state, owner FROM {s}.instances WHERE id = %(id)s FOR UPDATE")
+        self.lock_one_sql = r(
+            "SELECT state, owner, schedule_id, fire_at_us FROM {s}.instances "
+            "WHERE id = %(id)s FOR UPDATE"
+        )
         self.abort_pending_sql = r(
             "UPDATE {s}.instances SET state = 5, updated_us = %(now)s WHERE id = %(id)s"
         )
@@ -507,6 +483,7 @@ class Queries:
             "SELECT instance_id, attempt, node, started_us, finished_us, state, error_type, "
             "error, result FROM {s}.history WHERE instance_id = %(id)s ORDER BY id"
         )
+        self.prune_sql = r(_PRUNE)
 
     def migrate(self, session: Session) -> None:
         migrate(session.conn, self.schema)
@@ -545,9 +522,18 @@ class Queries:
         skipped = [i for i, p in enumerate(placed) if not p[1]]
         if skipped:
             self._point_at_existing(rows, ids, skipped, session)
-        if any(p[1] and r.state is State.PENDING for p, r in zip(placed, rows, strict=True)):
-            session.execute(self.notify, {"schema": self.schema})
+        new_work = [
+            r.run_at_us
+            for p, r in zip(placed, rows, strict=True)
+            if p[1] and r.state is State.PENDING
+        ]
+        if new_work:
+            self.announce(session, _pg_cluster.PENDING_WORK, str(min(new_work)))
         return ids
+
+    def announce(self, session: Session, kind: str, arg: str = "") -> None:
+        """NOTIFY the other nodes of a change (delivered when the transaction commits)."""
+        session.execute(self.notify, {"payload": _pg_cluster.payload(self.schema, kind, arg)})
 
     def _point_at_existing(
         self, rows: Sequence[NewRow], ids: list[int], skipped: list[int], session: Session
@@ -609,7 +595,8 @@ class Queries:
         # RETURNING has no order; rows an abort request made ABORTED are not handed out.
         claimed = [_instance(row) for row in cur if row[4] == _CLAIMED]
         claimed.sort(key=lambda inst: (inst.run_at_us, inst.id))
-        return claimed
+        # A claimed schedule occurrence: its next one, in this transaction.
+        return _pg_schedules.after_claim(self, session, claimed, now_us)
 
     def start(
         self, owner: str, items: Sequence[tuple[int, int]], now_us: int, session: Session
@@ -649,6 +636,12 @@ class Queries:
             },
         )
         applied = {row[0] for row in cur}
+        # A retry or a give-back is new work for any node's Puller.
+        again = [
+            f.run_at_us or now_us for f in batch if f.state is State.PENDING and f.id in applied
+        ]
+        if again:
+            self.announce(session, _pg_cluster.PENDING_WORK, str(min(again)))
         return [f.id in applied and first[f.id] == n for n, f in enumerate(finishes)]
 
     def release(self, owner: str, now_us: int, ids: Sequence[int] | None, session: Session) -> int:
@@ -657,13 +650,18 @@ class Queries:
         if ids is not None:
             query += " AND id = ANY(%(ids)s::bigint[])"
             params["ids"] = list(ids)
-        changed = session.execute(query, params).rowcount
-        if changed:  # rows given back are new work for the other nodes' Pullers
-            session.execute(self.notify, {"schema": self.schema})
-        return changed
+        query += " RETURNING CASE WHEN state = 0 THEN run_at_us END"
+        back = [row[0] for row in session.execute(query, params)]
+        if ids is None:
+            self.cluster.forget_empty_claims(owner, session)
+        pending = [due for due in back if due is not None]
+        if pending:  # rows given back are new work for the other nodes' Pullers
+            self.announce(session, _pg_cluster.PENDING_WORK, str(min(pending)))
+        return len(back)
 
     def renew(self, owner: str, lease: timedelta, session: Session) -> int:
-        return session.execute(self.renew_sql, {"owner": owner, "lease": lease}).rowcount
+        row = session.execute(self.renew_sql, {"owner": owner, "lease": lease}).fetchone()
+        return 0 if row is None else int(row[0])
 
     def request_abort(self, instance_id: int, now_us: int, session: Session) -> AbortResult:
         row = session.execute(self.lock_one_sql, {"id": instance_id}).fetchone()
@@ -673,11 +671,13 @@ class Queries:
         params = {"id": instance_id, "now": now_us}
         if state is State.PENDING:
             session.execute(self.abort_pending_sql, params)
-            session.execute(self.notify, {"schema": self.schema})
+            if row[2] is not None and row[3] is not None:  # its schedule goes on
+                _pg_schedules.after_abort(self, session, row[2], row[3], now_us)
+            self.announce(session, _pg_cluster.ABORT)
             return AbortResult(found=True, state=State.ABORTED, previous=state)
         if state in (State.CLAIMED, State.RUNNING):
             session.execute(self.abort_held_sql, params)
-            session.execute(self.notify, {"schema": self.schema})
+            self.announce(session, _pg_cluster.ABORT, owner or "")
             return AbortResult(found=True, state=state, owner=owner, requested=True, previous=state)
         return AbortResult(found=True, state=state, owner=owner, previous=state)
 
@@ -734,6 +734,10 @@ class Queries:
             )
             for r in session.execute(self.history_sql, {"id": instance_id})
         ]
+
+    def prune(self, before_us: int, limit: int, session: Session) -> int:
+        row = session.execute(self.prune_sql, {"before": before_us, "limit": limit}).fetchone()
+        return 0 if row is None else int(row[0])
 
     def xact_status(self, xid: int, session: Session) -> str | None:
         """``pg_xact_status`` of ``xid``: committed, aborted, in progress (None: unknown)."""

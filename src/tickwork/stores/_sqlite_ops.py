@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tickwork.errors import InvalidArgument
 from tickwork.model import AbortResult, Finish, Instance, NewRow
 from tickwork.state import TERMINAL, State
+from tickwork.stores import _sqlite_schedules
 from tickwork.stores._rules import (
     HELD,
     check_finish_state,
@@ -51,9 +52,10 @@ _CLAIM_IDS: Final = (
     "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
     f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
 )
-_FINISH_TERMINAL: Final = (
+_FINISH_TERMINAL_MANY: Final = (
     "UPDATE instances SET state = ?, attempts = ?, error = ?, claim_token = NULL, "
-    "lease_until = NULL, abort_requested = 0, updated = ? WHERE id = ?"
+    "lease_until = NULL, abort_requested = 0, updated = ? "
+    "WHERE id IN (SELECT value FROM json_each(?))"
 )
 _FINISH_PENDING: Final = (
     "UPDATE instances SET state = 0, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
@@ -64,9 +66,12 @@ _RELEASE: Final = (
     "owner = CASE WHEN ?1 = 0 THEN NULL ELSE owner END, claim_token = NULL, "
     "lease_until = NULL, abort_requested = 0, updated = ?4 WHERE id = ?5"
 )
-_HISTORY: Final = (
+_HISTORY_MANY: Final = (
     "INSERT INTO history (instance_id, attempt, node, started, finished, state, error_type, "
-    "error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "error, result) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
+    "json_extract(value, '$[8]') FROM json_each(?)"
 )
 _COUNT: Final = (
     "INSERT INTO counts (task, state, n) VALUES (?, ?, ?) "
@@ -75,6 +80,25 @@ _COUNT: Final = (
 
 #: (task, stored state) -> change in the number of rows.
 _Deltas = Counter[tuple[str, int]]
+
+
+_INSERT_PLAIN: Final = (
+    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
+    "VALUES (?, ?, ?, ?, 0, ?, ?)"
+)
+
+
+def _is_plain(r: NewRow) -> bool:
+    """A PENDING row with none of the optional columns (what schedule_many mostly makes)."""
+    return (
+        r.state is State.PENDING
+        and r.error is None
+        and r.schedule_id is None
+        and r.fire_at_us is None
+        and r.dedup_key is None
+        and r.max_attempts is None
+        and r.timeout_us is None
+    )
 
 
 def _insert_params(iid: int, r: NewRow, now: int) -> tuple[object, ...]:
@@ -143,7 +167,21 @@ class Ops(Reads):
                 first = self._next("last_id", len(new)) - len(new) + 1
                 for k, pos in enumerate(new):
                     ids[pos] = first + k
-                self._c.executemany(_INSERT, [_insert_params(ids[p], rows[p], now) for p in new])
+                plain = [(ids[p], rows[p]) for p in new if _is_plain(rows[p])]
+                if plain:  # the common bulk case binds 6 values per row, not 13
+                    self._c.executemany(
+                        _INSERT_PLAIN,
+                        [(i, r.task, r.run_at_us, r.params, now, now) for i, r in plain],
+                    )
+                if len(plain) < len(new):
+                    self._c.executemany(
+                        _INSERT,
+                        [
+                            _insert_params(ids[p], rows[p], now)
+                            for p in new
+                            if not _is_plain(rows[p])
+                        ],
+                    )
                 deltas.update((rows[pos].task, int(rows[pos].state)) for pos in new)
             for pos, earlier in repeats.items():
                 ids[pos] = ids[earlier]
@@ -217,7 +255,7 @@ class Ops(Reads):
                 for _, task in aborted:
                     deltas[(task, State.PENDING)] -= 1
                     deltas[(task, State.ABORTED)] += 1
-            takeable = self._expired(due_before, limit, now, deltas)
+            takeable = self._expired(owner, due_before, limit, now, deltas)
             token = self._next("last_token", 1)
             head = (owner, token, now + lease, now)
             if not takeable:
@@ -238,9 +276,12 @@ class Ops(Reads):
                 if inst.id not in taken:
                     deltas[(inst.task, State.PENDING)] -= 1
                     deltas[(inst.task, State.CLAIMED)] += 1
-        return out
+            # A claimed schedule occurrence: its next one, in this transaction.
+            return _sqlite_schedules.after_claim(self, deltas, out, now)
 
-    def _expired(self, due_before: int, limit: int, now: int, deltas: _Deltas) -> list[Any]:
+    def _expired(
+        self, owner: str, due_before: int, limit: int, now: int, deltas: _Deltas
+    ) -> list[Any]:
         """Deal with held rows whose lease expired before ``now``; returns the CLAIMED
         ones that may be taken over, as sorted ``(run_at, id)``, at most ``limit``."""
         (oldest,) = self._c.execute(
@@ -249,10 +290,12 @@ class Ops(Reads):
         ).fetchone()
         if oldest is None or oldest >= now:
             return []
+        # Never the claimer's own rows: it still holds them (see MemoryStore.claim).
         rows = self._c.execute(
             "SELECT id, state, abort_requested, task, run_at FROM instances "
-            "INDEXED BY ix_instances_held WHERE state IN (1, 2) AND lease_until < ?",
-            (now,),
+            "INDEXED BY ix_instances_held WHERE state IN (1, 2) AND lease_until < ? "
+            "AND owner IS NOT ?",
+            (now, owner),
         ).fetchall()
         ended = [r for r in rows if r[1] == State.RUNNING or r[2]]
         self._release_rows(ended, now, deltas)
@@ -273,12 +316,14 @@ class Ops(Reads):
 
     def _view(self, ids: Iterable[int]) -> dict[int, list[Any]]:
         """``id -> [owner, claim_token, state, task]`` for the rows that exist."""
-        cur = self._c.execute(
-            "SELECT id, owner, claim_token, state, task FROM instances "
-            "WHERE id IN (SELECT value FROM json_each(?))",
+        # One step for the whole batch (rows come back as one JSON document): every step
+        # of a statement re-takes the GIL, which the trio thread holds most of the time.
+        (doc,) = self._c.execute(
+            "SELECT json_group_array(json_array(id, owner, claim_token, state, task)) "
+            "FROM instances WHERE id IN (SELECT value FROM json_each(?))",
             (_ids_json(ids),),
-        )
-        return {r[0]: list(r[1:]) for r in cur}
+        ).fetchone()
+        return {r[0]: r[1:] for r in json.loads(doc)}
 
     def start(self, owner: str, items: Sequence[tuple[int, int]], now: int) -> list[bool]:
         if not items:
@@ -333,9 +378,18 @@ class Ops(Reads):
                         (f.id, f.attempts, owner, f.started_us, finished,
                          int(history_state(f.state)), f.error_type, f.error, f.result)
                     )  # fmt: skip
-            self._c.executemany(_FINISH_TERMINAL, ended)
+            # Terminal writes grouped by their values (a batch of successes is one
+            # group): one statement each instead of one step per row.
+            groups: dict[tuple[int, int, str | None], list[int]] = {}
+            for state, attempts, error, _, iid in ended:
+                groups.setdefault((state, attempts, error), []).append(iid)
+            for (state, attempts, error), ids in groups.items():
+                self._c.execute(
+                    _FINISH_TERMINAL_MANY, (state, attempts, error, now, _ids_json(ids))
+                )
             self._c.executemany(_FINISH_PENDING, retried)
-            self._c.executemany(_HISTORY, history)
+            if history:
+                self._c.execute(_HISTORY_MANY, (json.dumps(history),))
         return out
 
     def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
@@ -372,7 +426,8 @@ class Ops(Reads):
     def request_abort(self, instance_id: int, now: int) -> AbortResult:
         with self._write() as deltas:
             found = self._c.execute(
-                "SELECT state, owner, task FROM instances WHERE id = ?", (instance_id,)
+                "SELECT state, owner, task, schedule_id, fire_at FROM instances WHERE id = ?",
+                (instance_id,),
             ).fetchone()
             if found is None:
                 return AbortResult(found=False)
@@ -384,6 +439,8 @@ class Ops(Reads):
                 )
                 deltas[(task, State.PENDING)] -= 1
                 deltas[(task, State.ABORTED)] += 1
+                if found[3] is not None and found[4] is not None:  # its schedule goes on
+                    _sqlite_schedules.after_abort(self, deltas, found[3], found[4], now)
                 return AbortResult(found=True, state=State.ABORTED, previous=state)
             if state in HELD:
                 self._c.execute(
@@ -393,3 +450,26 @@ class Ops(Reads):
                     found=True, state=state, owner=owner, requested=True, previous=state
                 )
             return AbortResult(found=True, state=state, owner=owner, previous=state)
+
+    def prune(self, before: int, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        with self._write() as deltas:
+            old = self._c.execute(
+                "SELECT id, task, state FROM instances INDEXED BY ix_instances_ended_at "
+                "WHERE state >= 3 AND updated < ? ORDER BY updated LIMIT ?",
+                (before, limit),
+            ).fetchall()
+            if old:
+                self._c.execute(
+                    "DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?))",
+                    (_ids_json(i for i, _, _ in old),),
+                )
+                for _, task, state in old:
+                    deltas[(task, state)] -= 1
+            history = self._c.execute(
+                "DELETE FROM history WHERE seq IN (SELECT seq FROM history "
+                "INDEXED BY ix_history_finished WHERE finished < ? ORDER BY finished LIMIT ?)",
+                (before, limit),
+            ).rowcount
+        return len(old) + history

@@ -97,8 +97,45 @@ INSERT INTO tickwork_meta (key, value) VALUES
     ('last_token', 0);
 """
 
+# Retention (Store.prune): the oldest ended rows and history rows first, as range scans.
+# Both keys grow with time, so every insert lands at the right edge of its index (cheap).
+_V2_RETENTION: Final = """
+CREATE INDEX ix_instances_ended_at ON instances (updated) WHERE state >= 3;
+CREATE INDEX ix_history_finished ON history (finished);
+"""
+
+# Recurring schedules (tickwork._schedules): one row each; occurrences are instances. The
+# partial index finds a schedule's unfinished occurrences (pause, remove, catch-up) without
+# walking its history; only schedule rows are in it.
+_V3_SCHEDULES: Final = """
+CREATE TABLE schedules (
+    id TEXT PRIMARY KEY NOT NULL,
+    task TEXT NOT NULL,
+    trigger_kind TEXT NOT NULL,
+    cron_expr TEXT,
+    cron_tz TEXT,
+    every_us INTEGER,
+    interval_start_us INTEGER,
+    params BLOB NOT NULL,
+    start_at_us INTEGER,
+    end_at_us INTEGER,
+    jitter_us INTEGER NOT NULL,
+    misfire TEXT NOT NULL,
+    grace_us INTEGER NOT NULL,
+    catchup_limit INTEGER NOT NULL,
+    overlap TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    last_fire_us INTEGER,
+    ended INTEGER NOT NULL,
+    created_us INTEGER NOT NULL,
+    updated_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX ix_instances_schedule_live ON instances (schedule_id, fire_at)
+    WHERE state IN (0, 1, 2) AND schedule_id IS NOT NULL;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2_RETENTION, _V3_SCHEDULES)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

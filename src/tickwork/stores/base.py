@@ -11,7 +11,10 @@ contract):
 
 * ``claim`` moves PENDING rows due before a horizon (and CLAIMED rows whose lease has
   expired: a dead node's work) to CLAIMED with ``owner``, a fresh ``claim_token`` for this
-  call, and ``lease_until = now + lease``. Rows are taken in ``(run_at, id)`` order.
+  call, and ``lease_until = now + lease``. Rows are taken in ``(run_at, id)`` order. A
+  claimer never takes over its *own* rows, however expired their lease looks (after a
+  wall-clock jump or a stall it still holds them in memory: taking them again would run
+  them twice); a node's own leftovers from a previous run are ``recover``'s job.
 * ``finish`` and ``start`` are *fenced*: a write applies to a row only while it is held by
   ``owner`` with that row's ``claim_token`` and is CLAIMED or RUNNING; otherwise it is
   refused (``False`` in the returned list) and nothing changes.
@@ -27,6 +30,8 @@ import builtins
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from tickwork._schedule_plan import OccurrenceCheck
+from tickwork._schedules import Schedule, ScheduleWrite
 from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
 from tickwork.state import State
 
@@ -68,8 +73,8 @@ class Store(Protocol):
     ) -> list[Instance]:
         """Claim up to ``limit`` instances with ``run_at <= due_before_us``, in due order.
 
-        Takes PENDING rows, and CLAIMED rows whose lease expired before ``now_us``. A row
-        with an abort requested is made ABORTED instead of being claimed.
+        Takes PENDING rows, and CLAIMED rows of *other* owners whose lease expired before
+        ``now_us``. A row with an abort requested is made ABORTED instead of being claimed.
         Returns the claimed instances in state CLAIMED with owner, token and lease set.
         """
         ...
@@ -109,8 +114,9 @@ class Store(Protocol):
         """At node start: recover the claims left by a node that died.
 
         A single-node store (whose node lock proves no other node is alive) releases every
-        claim as :meth:`release` would. A cluster store leaves that to lease expiry and
-        returns 0. Returns how many rows changed.
+        claim as :meth:`release` would. A cluster store releases only the claims of its own
+        ``node_id`` (a previous run of this node: claim never takes over its own rows) and
+        leaves other nodes' to lease expiry. Returns how many rows changed.
         """
         ...
 
@@ -161,4 +167,58 @@ class Store(Protocol):
         CLI). Cheap: SQLite's ``PRAGMA data_version``. None for a store that nothing else
         can write to (``MemoryStore``): the Puller then does not poll at all.
         """
+        ...
+
+    async def prune(self, before_us: int, limit: int) -> int:
+        """Retention: delete old rows in one short transaction; returns how many.
+
+        Deletes up to ``limit`` terminal instances (SUCCEEDED, FAILED, ABORTED, MISSED)
+        last updated (ended) before ``before_us``, oldest first, and up to ``limit`` run
+        history rows of any instance that finished before ``before_us``. Never touches a
+        PENDING, CLAIMED or RUNNING instance. Keeps ``count`` right. The caller repeats
+        the call, pausing between, until it returns 0: each call holds the store's write
+        lock only for a bounded batch.
+        """
+        ...
+
+    # -- schedules (see tickwork.stores._schedule_ops: one implementation of the rules) --
+
+    async def add_schedule(
+        self, schedule: Schedule, now_us: int, *, replace: bool = False
+    ) -> ScheduleWrite:
+        """Store a schedule and its first occurrence, in one transaction.
+
+        An equal definition under the same id changes nothing (``"unchanged"``).
+
+        Raises:
+            InvalidArgument: the id exists with another definition and not ``replace``.
+        """
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """One schedule, or None."""
+        ...
+
+    async def list_schedules(
+        self, *, limit: int = 1000, after_id: str | None = None
+    ) -> builtins.list[Schedule]:
+        """Schedules in id order; ``after_id`` pages."""
+        ...
+
+    async def pause_schedule(self, schedule_id: str, now_us: int) -> Schedule | None:
+        """Pause a schedule (no next occurrence is written); None if there is none."""
+        ...
+
+    async def resume_schedule(self, schedule_id: str, now_us: int) -> ScheduleWrite | None:
+        """Unpause a schedule and write its next occurrence; None if there is none."""
+        ...
+
+    async def remove_schedule(self, schedule_id: str, now_us: int) -> bool:
+        """Delete a schedule; its PENDING occurrences end ABORTED. False if there was none."""
+        ...
+
+    async def check_occurrences(
+        self, ids: Sequence[int], now_us: int
+    ) -> builtins.list[OccurrenceCheck]:
+        """For occurrences that came due (by instance id): may each run, and how?"""
         ...

@@ -20,6 +20,7 @@ from sortedcontainers import SortedList
 from tickwork.errors import InvalidArgument, StoreError, StoreLocked
 from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
 from tickwork.state import TERMINAL, State
+from tickwork.stores._memory_schedules import MemoryScheduleMethods
 from tickwork.stores._rules import (
     HELD,
     check_finish_state,
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
     import builtins
     from collections.abc import Iterable, Iterator, Sequence
 
+    from tickwork._schedules import Schedule
+
 __all__ = ["MemoryStore"]
 
 _NEW_STATES: Final = TERMINAL | {State.PENDING}
 
 
-class MemoryStore:
+class MemoryStore(MemoryScheduleMethods):
     """The Store protocol in memory, for tests and for schedulers that need no durability.
 
     One object is one database: closing and opening it again (a simulated restart) keeps
@@ -61,6 +64,8 @@ class MemoryStore:
         self._dedup: dict[str, int] = {}
         self._fires: dict[tuple[str, int], int] = {}
         self._history: dict[int, list[Attempt]] = {}
+        self._schedules: dict[str, Schedule] = {}  # see _memory_schedules
+        self._schedule_rows: dict[str, set[int]] = {}  # schedule id -> unfinished occurrences
 
     # -- life ---------------------------------------------------------------------------
 
@@ -208,9 +213,13 @@ class MemoryStore:
                 self._put(attrs.evolve(row, state=State.ABORTED, updated_us=now_us))
         # Expired leases: a dead (or stalled) node's rows. Durable RUNNING rows and rows
         # with an abort requested end now; CLAIMED ones compete with PENDING ones by due time.
+        # Never the claimer's own rows: it still holds them in memory (its lease only looks
+        # expired, e.g. after a wall-clock jump), and taking them again would run them twice.
         takeable: list[tuple[int, int]] = []
         for _, iid in list(self._leases.irange(maximum=(now_us - 1, float("inf")))):
             row = self._rows[iid]
+            if row.owner == owner:
+                continue
             if row.state is State.RUNNING or iid in self._abort:
                 self._release_one(row, now_us)
             elif row.run_at_us <= due_before_us:
@@ -233,7 +242,7 @@ class MemoryStore:
             )
             self._put(new)
             out.append(new)
-        return out
+        return self._after_claim(out, now_us)
 
     def _due_pending(self, due_before_us: int) -> Iterator[tuple[int, int]]:
         return iter(self._pending.irange(maximum=(due_before_us, float("inf"))))
@@ -345,6 +354,7 @@ class MemoryStore:
             return AbortResult(found=False)
         if row.state is State.PENDING:
             self._put(attrs.evolve(row, state=State.ABORTED, updated_us=now_us))
+            self._after_abort(row, now_us)
             return AbortResult(found=True, state=State.ABORTED, previous=State.PENDING)
         if row.state in HELD:
             self._abort.add(instance_id)
@@ -389,10 +399,10 @@ class MemoryStore:
         top = self._last_id + 1 if before_id is None else min(before_id, self._last_id + 1)
         ids: Iterable[int]
         if state is None:
-            ids = range(top - 1, 0, -1)  # ids are 1..last_id, none is ever deleted
+            ids = range(top - 1, 0, -1)  # ids are 1..last_id (minus what prune deleted)
         else:
             ids = self._by_state[state].irange(maximum=top, inclusive=(True, False), reverse=True)
-        rows = (self._rows[i] for i in ids)
+        rows = (r for i in ids if (r := self._rows.get(i)) is not None)
         if task is not None:
             rows = (r for r in rows if r.task == task)
         return list(itertools.islice(rows, limit))
@@ -427,3 +437,48 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._check_open()
         return None
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def prune(self, before_us: int, limit: int) -> int:
+        """Delete up to ``limit`` terminal instances ended before ``before_us`` and up to
+        ``limit`` history rows finished before it. See Store.prune.
+
+        A scan of the terminal rows (this store is for tests and small deployments).
+        """
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        if limit <= 0:
+            return 0
+        old = sorted(
+            (row.updated_us, iid)
+            for state in TERMINAL
+            for iid in self._by_state[state]
+            if (row := self._rows[iid]).updated_us < before_us
+        )[:limit]
+        for _, iid in old:
+            row = self._rows.pop(iid)
+            self._by_state[row.state].remove(iid)
+            self._counts[(row.state, row.task)] -= 1
+            if row.dedup_key is not None and self._dedup.get(row.dedup_key) == iid:
+                del self._dedup[row.dedup_key]
+            if row.schedule_id is not None and row.fire_at_us is not None:
+                fire = (row.schedule_id, row.fire_at_us)
+                if self._fires.get(fire) == iid:
+                    del self._fires[fire]
+        attempts = sorted(
+            (a.finished_us, iid, n)
+            for iid, rows in self._history.items()
+            for n, a in enumerate(rows)
+            if a.finished_us < before_us
+        )[:limit]
+        drop: dict[int, set[int]] = {}
+        for _, iid, n in attempts:
+            drop.setdefault(iid, set()).add(n)
+        for iid, positions in drop.items():
+            kept = [a for n, a in enumerate(self._history[iid]) if n not in positions]
+            if kept:
+                self._history[iid] = kept
+            else:
+                del self._history[iid]
+        return len(old) + len(attempts)

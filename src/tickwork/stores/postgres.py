@@ -38,8 +38,8 @@ Leases
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import select
 import threading
 from datetime import timedelta
 from functools import partial
@@ -54,8 +54,9 @@ from psycopg import conninfo as pg_conninfo
 from psycopg.pq import TransactionStatus
 
 from tickwork._time import td_us
-from tickwork.errors import InvalidArgument, StoreError
-from tickwork.stores import _pg_schema
+from tickwork.errors import InvalidArgument, StoreError, StoreUnavailable
+from tickwork.stores import _pg_listen, _pg_schema
+from tickwork.stores._pg_schedules import PgScheduleMethods
 from tickwork.stores._pg_schema import CHANNEL
 from tickwork.stores._rules import check_finish_state
 
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 
     from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
     from tickwork.state import State
+    from tickwork.stores.cluster import Changes, Heartbeat, NodeInfo
 
 __all__ = ["CHANNEL", "PostgresStore", "PostgresStoreStatistics"]
 
@@ -82,8 +84,6 @@ _COMMIT_CHECK_SECONDS: Final = 5.0
 _CLOSE_TIMEOUT: Final = 10.0
 _LISTEN_RETRY_SECONDS: Final = 1.0
 _CANCEL_TIMEOUT: Final = 5.0
-#: Reads of the listening socket per poll: enough to empty it, bounded against a flood.
-_DRAIN_ROUNDS: Final = 64
 # Unless the DSN says otherwise: a dead server or network must not hang a call forever.
 _CONNECT_DEFAULTS: Final[dict[str, Any]] = {
     "connect_timeout": 5,
@@ -126,7 +126,7 @@ class _Counters:
 
 
 @final
-class PostgresStore:
+class PostgresStore(PgScheduleMethods):
     """A :class:`~tickwork.stores.base.Store` in a PostgreSQL schema shared by many nodes.
 
     Args:
@@ -169,6 +169,7 @@ class PostgresStore:
         self._listener: Conn | None = None
         self._listen_retry_at = float("-inf")
         self._changes = 0
+        self._heard = _pg_listen.Heard()
         self._node_id: str | None = None
         self._open = False
         self._connected_before = False
@@ -234,7 +235,7 @@ class PostgresStore:
             async with self._listen_limiter:
                 listener, self._listener = self._listener, None
                 if listener is not None:
-                    await trio.to_thread.run_sync(listener.close)
+                    await _close_listener(listener)
         if scope.cancelled_caught:
             # A worker thread still uses the connection; closing it under that thread
             # would free libpq state in use. The thread's call ends, the GC closes it.
@@ -290,10 +291,31 @@ class PostgresStore:
         lease = timedelta(microseconds=self._lease_us or lease_us)
         return await self._call(partial(self._q.renew, owner, lease), write=True)
 
-    async def recover(self, now_us: int) -> int:  # noqa: ARG002
-        """Return 0: in a cluster, no node can prove another dead, so a dead node's claims
-        are taken over by lease expiry in :meth:`claim` instead."""
-        return await self._nothing(0)
+    def granted_lease_us(self, requested_us: int) -> int:
+        """The lease this store grants when ``requested_us`` is asked for: the store's own
+        ``lease`` if it was given one, else the request."""
+        return self._lease_us or requested_us
+
+    async def heartbeat(self, owner: str, lease_us: int, *, held: int, running: int) -> Heartbeat:
+        """Renew ``owner``'s live claims and record the node's heartbeat, in one
+        transaction; see :meth:`tickwork.stores.cluster.ClusterStore.heartbeat`."""
+        lease = timedelta(microseconds=self.granted_lease_us(lease_us))
+        beat = partial(self._q.cluster.heartbeat, owner, lease, held, running)
+        return await self._call(beat, write=True)
+
+    async def nodes(self) -> builtins.list[NodeInfo]:
+        """Every node that opened this schema, most recently started first."""
+        return await self._call(self._q.cluster.nodes, write=False)
+
+    async def recover(self, now_us: int) -> int:
+        """Give back the claims of this store's own ``node_id`` left by a previous run of
+        the node (claim never takes over the claimer's own rows, and renew would keep their
+        leases alive). Other nodes' claims are taken over by lease expiry in :meth:`claim`:
+        in a cluster, no node can prove another dead."""
+        if self._node_id is None:
+            return await self._nothing(0)
+        release = partial(self._q.release, self._node_id, now_us, None)
+        return await self._call(release, write=True)
 
     async def request_abort(self, instance_id: int, now_us: int) -> AbortResult:
         """Abort or request an abort; notifies :data:`CHANNEL` so the owner hears of it."""
@@ -343,29 +365,77 @@ class PostgresStore:
         """
         self._check_open()
         async with self._listen_limiter:
-            if self._listener is not None and self._listener.closed:
-                self._listener = None
-                self._changes += 1  # lost: a change may have gone unheard meanwhile
-            if self._listener is None:
-                if trio.current_time() < self._listen_retry_at:
-                    return self._changes
-                try:
-                    self._listener = await self._connect("listen", listen=True)
-                except psycopg.Error as exc:
-                    _log.warning("cannot open the LISTEN connection: %s", exc)
-                    self._listen_retry_at = trio.current_time() + _LISTEN_RETRY_SECONDS
-                    self._changes += 1  # unheard changes: let the caller look
-                    return self._changes
-            try:
-                seen = _drain_notifications(self._listener, self._schema, self._conn_pid)
-            except psycopg.Error as exc:
-                _log.warning("lost the LISTEN connection: %s", exc)
-                listener, self._listener = self._listener, None
-                await trio.to_thread.run_sync(listener.close)
-                seen = 1
-            self._stats.notifications += seen
-            self._changes += seen
+            await self._hear()
             return self._changes
+
+    async def wait_changed(self) -> Changes:
+        """Wait until another connection announces a change; return what it announced.
+
+        See :meth:`tickwork.stores.cluster.ClusterStore.wait_changed`. Waits for the
+        listening socket to become readable (no thread, no polling); a lost listening
+        connection is reopened (at most once per second) and reported as ``lost``.
+        """
+        self._check_open()
+        while True:
+            async with self._listen_limiter:
+                await self._hear()
+                if self._heard.any:
+                    return self._heard.take()
+                listener = self._listener
+            if listener is None:
+                await trio.sleep_until(self._listen_retry_at)
+                continue
+            # Closed meanwhile: _hear finds out and reopens it.
+            with contextlib.suppress(trio.ClosedResourceError, psycopg.Error):
+                await trio.lowlevel.wait_readable(listener.pgconn.socket)
+
+    async def _hear(self) -> None:
+        """Take in what the listening connection heard, opening it first if need be.
+
+        Call with ``_listen_limiter`` held. A listening connection that is lost, or cannot
+        be opened, counts as a change (one may have gone unheard).
+        """
+        if self._listener is not None and self._listener.closed:
+            self._listener = None
+            self._missed()
+        if self._listener is None:
+            if trio.current_time() < self._listen_retry_at:
+                return
+            try:
+                self._listener = await self._connect("listen", listen=True)
+            except psycopg.Error as exc:
+                _log.warning("cannot open the LISTEN connection: %s", exc)
+                self._listen_retry_at = trio.current_time() + _LISTEN_RETRY_SECONDS
+                self._missed()
+                return
+        try:
+            seen = _pg_listen.drain(
+                self._listener,
+                channel=CHANNEL,
+                schema=self._schema,
+                own_pid=self._conn_pid,
+                node_id=self._node_id,
+                heard=self._heard,
+            )
+        except psycopg.Error as exc:
+            _log.warning("lost the LISTEN connection: %s", exc)
+            listener, self._listener = self._listener, None
+            await _close_listener(listener)
+            self._missed()
+            return
+        self._stats.notifications += seen
+        self._changes += seen
+
+    def _missed(self) -> None:
+        self._changes += 1
+        self._heard.lost = True
+
+    async def prune(self, before_us: int, limit: int) -> int:
+        """Retention: delete a bounded batch of old rows in one statement; see
+        :meth:`tickwork.stores.base.Store.prune`."""
+        if limit <= 0:
+            return await self._nothing(0)
+        return await self._call(partial(self._q.prune, before_us, limit), write=True)
 
     # -- machinery ----------------------------------------------------------------------
 
@@ -409,7 +479,9 @@ class PostgresStore:
                 except _Retry as retry:
                     last = retry.__cause__
                 self._stats.retries += 1
-            raise StoreError(f"PostgreSQL call failed {_CALL_ATTEMPTS} times: {last}") from last
+            raise StoreUnavailable(
+                f"PostgreSQL call failed {_CALL_ATTEMPTS} times: {last}"
+            ) from last
 
     async def _committed(self, xid: int | None) -> bool:
         """After the connection died during COMMIT: did that transaction commit?
@@ -459,7 +531,9 @@ class PostgresStore:
                 # Bad credentials or a missing database do not heal: fail at once.
                 fatal = exc.sqlstate is not None and exc.sqlstate[:2] in {"28", "3D"}
                 if fatal or attempt >= self._connect_attempts:
-                    raise StoreError(
+                    # A server that is down may come back: the node retries that.
+                    error = StoreError if fatal else StoreUnavailable
+                    raise error(
                         f"cannot connect to PostgreSQL ({attempt} of "
                         f"{self._connect_attempts} attempts): {exc}"
                     ) from exc
@@ -694,25 +768,8 @@ class _Handoff:
             conn.close()
 
 
-def _drain_notifications(listener: Conn, schema: str, own_pid: int | None) -> int:
-    """Count the pending notifications for ``schema`` that other connections sent.
-
-    Non-blocking (libpq keeps its socket non-blocking), so it runs on trio's thread. It
-    reads until the socket has nothing more: a server that ended the connection leaves
-    its last message and then end-of-file, and only reading the end-of-file tells.
-
-    Raises:
-        psycopg.OperationalError: the listening connection is lost.
-    """
-    pgconn = listener.pgconn
-    channel, payload = CHANNEL.encode(), schema.encode()
-    seen = 0
-    for _ in range(_DRAIN_ROUNDS):
-        pgconn.consume_input()
-        while (n := pgconn.notifies()) is not None:
-            if n.relname == channel and n.extra == payload and n.be_pid != own_pid:
-                seen += 1
-        readable, _w, _x = select.select([pgconn.socket], [], [], 0)
-        if not readable:
-            break
-    return seen
+async def _close_listener(listener: Conn) -> None:
+    """Close the listening connection, waking whoever waits for its socket first."""
+    with contextlib.suppress(psycopg.Error):  # already closed: nobody can wait on it
+        trio.lowlevel.notify_closing(listener.pgconn.socket)
+    await trio.to_thread.run_sync(listener.close)

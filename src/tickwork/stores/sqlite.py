@@ -24,6 +24,7 @@ import trio
 
 from tickwork.errors import StoreError, StoreLocked, StoreUnavailable, TickworkError
 from tickwork.stores._sqlite_ops import Ops
+from tickwork.stores._sqlite_schedules import SQLiteScheduleMethods
 from tickwork.stores._sqlite_schema import prepare
 from tickwork.stores._sqlite_worker import Worker
 
@@ -69,7 +70,7 @@ def _store_error(path: str, exc: sqlite3.Error, what: str = "SQLite error on") -
     return kind(f"{what} {path}: {exc} ({name or type(exc).__name__})")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteScheduleMethods):
     """The Store protocol on a SQLite file (``tickwork.db`` by default).
 
     Args:
@@ -295,3 +296,8 @@ class SQLiteStore:
     async def change_token(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
         return await self._call(lambda o: o.change_token())
+
+    async def prune(self, before_us: int, limit: int) -> int:
+        """Retention: delete a bounded batch of old rows; see
+        :meth:`tickwork.stores.base.Store.prune`."""
+        return await self._call(lambda o: o.prune(before_us, limit))

@@ -1,0 +1,77 @@
+"""How a node runs on its store: alone (SQLite, memory) or as one of a cluster (PostgreSQL).
+
+``open_scheduler`` asks :func:`node_mode`; a store that implements
+:class:`~tickwork.stores.cluster.ClusterStore` makes the node a cluster node, which changes
+two defaults (see ``docs/clustering.md``):
+
+* the **lease** is short (10 s, renewed every 3.3 s), so a dead node's work is taken over
+  within seconds; a single node's lease only matters to itself (60 s);
+* the **claim horizon**, how far ahead the Puller claims, is short (2 s) instead of the
+  whole look-ahead window: a node must not hoard an hour of work while the others idle.
+  Memory stays bounded by ``max_in_memory`` either way.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final, final
+
+import attrs
+
+from tickwork._time import td_us
+from tickwork.errors import InvalidArgument
+from tickwork.stores.base import Store
+from tickwork.stores.cluster import ClusterStore
+
+__all__ = ["CLUSTER_HORIZON", "CLUSTER_LEASE", "SINGLE_LEASE", "NodeMode", "node_mode"]
+
+CLUSTER_LEASE: Final = timedelta(seconds=10)
+SINGLE_LEASE: Final = timedelta(seconds=60)
+CLUSTER_HORIZON: Final = timedelta(seconds=2)
+
+
+@final
+@attrs.frozen
+class NodeMode:
+    #: the store as a cluster store, or None for a single node
+    cluster: ClusterStore | None
+    #: the lease the node plans with (the store may impose its own)
+    lease_us: int
+    #: how far ahead of now the Puller claims
+    horizon_us: int
+
+
+def _positive(name: str, value: object) -> int:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise InvalidArgument(f"{name} must be a positive datetime.timedelta, got {value!r}")
+    return td_us(value)
+
+
+def node_mode(
+    store: Store,
+    *,
+    window_us: int,
+    lease: timedelta | None,
+    claim_horizon: timedelta | None,
+) -> NodeMode:
+    """The mode, lease and claim horizon of a node on ``store``.
+
+    Raises:
+        InvalidArgument: a lease or horizon that is not a positive timedelta, or a claim
+            horizon longer than the window.
+    """
+    cluster = store if isinstance(store, ClusterStore) else None
+    default_lease = SINGLE_LEASE if cluster is None else CLUSTER_LEASE
+    lease_us = _positive("lease", default_lease if lease is None else lease)
+    if cluster is not None:
+        lease_us = cluster.granted_lease_us(lease_us)
+    if claim_horizon is None:
+        horizon_us = window_us if cluster is None else min(window_us, td_us(CLUSTER_HORIZON))
+    else:
+        horizon_us = _positive("claim_horizon", claim_horizon)
+        if horizon_us > window_us:
+            raise InvalidArgument(
+                f"claim_horizon ({claim_horizon}) must not be longer than the window "
+                f"({timedelta(microseconds=window_us)})"
+            )
+    return NodeMode(cluster=cluster, lease_us=lease_us, horizon_us=horizon_us)
