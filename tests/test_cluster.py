@@ -543,3 +543,43 @@ def test_a_schedule_paused_on_one_node_is_not_fired_by_another(
     ran_there = [at for event, _, _, at in events(runner) if event == "S"]
     assert ran_there  # the other node really ran occurrences before the pause
     assert [at for at in ran_there + here if at > paused_at + 0.05] == []
+
+
+def test_tickwork_run_joins_a_cluster_from_the_command_line(pg: tuple[str, str]) -> None:
+    import json
+
+    dsn, schema = pg
+    env = {**os.environ, "TICKWORK_DB": f"{dsn}?schema={schema}"}
+
+    def cli(*args: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-m", "tickwork", args[0], "--json", *args[1:]],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    node = subprocess.Popen(
+        [sys.executable, "-m", "tickwork", "run", "--node-id", "cli-node", "--lease", "3s"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait(lambda: [n["node_id"] for n in cli("nodes")] == ["cli-node"], 20, "the node")
+        added = cli("add", "--in", "0", "--", "true")
+        wait(lambda: cli("show", str(added["id"]))["state"] == "SUCCEEDED", 20, "the run")
+        node.send_signal(signal.SIGTERM)
+        _, err = node.communicate(timeout=30)
+        assert node.returncode == 0, err
+        [gone] = cli("nodes", "--all")
+        assert (gone["node_id"], gone["state"], gone["held"]) == ("cli-node", "stopped", 0)
+    finally:
+        if node.poll() is None:
+            node.kill()
+        node.communicate(timeout=10)

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import sqlite3
-from datetime import timedelta
+import subprocess
+import sys
+import time
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -227,3 +232,39 @@ async def test_a_version_1_sqlite_database_is_migrated_for_retention(tmp_path: P
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     conn.close()
     assert {"ix_instances_ended_at", "ix_history_finished"} <= names
+
+
+def test_tickwork_run_retention_prunes_old_rows(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+
+    async def seed() -> None:
+        from tickwork.model import NewRow, to_us
+
+        store = tickwork.SQLiteStore(db)
+        await store.open()
+        now = to_us(datetime.now(UTC))
+        old = now - 3 * 86_400 * S
+        await store.insert([NewRow("bash", old, b"", state=State.SUCCEEDED)], old)
+        await store.insert([NewRow("bash", now, b"", state=State.SUCCEEDED)], now)
+        await store.aclose()
+
+    trio.run(seed)
+    node = subprocess.Popen(
+        [sys.executable, "-m", "tickwork", "run", "--db", str(db), "--retention", "1d"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while _query(db, "SELECT count(*) FROM instances") != [(1,)]:
+            assert time.monotonic() < deadline, "not pruned"
+            time.sleep(0.1)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(10) == 0
+    assert _query(db, "SELECT id FROM instances") == [(2,)]
+
+
+def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql).fetchall()

@@ -52,10 +52,17 @@ def load_zone(name: object) -> ZoneInfo:
     if name == "localtime":
         raise InvalidArgument(f"time zone 'localtime' depends on the host; {hint}")
     try:
-        return ZoneInfo(name)
+        return _zone(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # ValueError: a path-like or otherwise malformed key; OSError: a directory.
         raise InvalidArgument(f"unknown time zone {name!r}; {hint}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone(key: str) -> ZoneInfo:
+    """``ZoneInfo(key)``, kept: ZoneInfo's own cache holds only the last 8 zones strongly,
+    and a node with schedules in hundreds of zones would re-read their files from disk."""
+    return ZoneInfo(key)
 
 
 def _offset_us(zone: ZoneInfo, instant_s: int) -> int:
@@ -77,7 +84,7 @@ def _year_changes(key: str, year: int) -> tuple[tuple[int, int, int], ...]:
     exact as long as two changes are more than a day apart: the closest pair in tzdata
     2026 is almost four days apart (Africa/Freetown, 1939).
     """
-    zone = ZoneInfo(key)
+    zone = _zone(key)
     probe = _year_start_s(year) - 1
     end = _year_start_s(year + 1) - 1
     changes = []
@@ -135,7 +142,7 @@ def span_at(key: str, instant_us: int) -> Span:
         # No change since the start of last year: the offset is the one the next change
         # leaves, or, with no change in sight either, the one in force now.
         has_next = i < len(changes)
-        offset = changes[i][1] if has_next else _offset_us(ZoneInfo(key), instant_us // US)
+        offset = changes[i][1] if has_next else _offset_us(_zone(key), instant_us // US)
         start, before = _year_start_s(year - 1) * US, offset
     end = changes[i][0] if i < len(changes) else _year_start_s(year + 2) * US
     return Span(start_us=start, end_us=end, offset_us=offset, before_us=before)

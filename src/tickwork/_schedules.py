@@ -320,7 +320,7 @@ def trigger_from_fields(fields: TriggerFields) -> Cron | Interval:
     raise ValueError(f"unknown stored trigger {fields!r}")
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=16_384)
 def _next_after(trigger: Cron | Interval, after_us: int) -> int | None:
     """``trigger.next_after_us``, remembered: triggers are pure, and schedules that share
     an expression usually share their fire times too (every ``0 * * * *`` schedule asks
@@ -328,7 +328,7 @@ def _next_after(trigger: Cron | Interval, after_us: int) -> int | None:
     return trigger.next_after_us(after_us)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16_384)
 def _cron(expr: str, zone: str) -> Cron:
     return Cron(expr, zone)
 

@@ -217,6 +217,27 @@ def cli() -> None:
     "--node-id", metavar="NAME", default=None, help="This node's name.  [default: host:pid:random]"
 )
 @click.option(
+    "--lease",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="How long a claim stays valid without renewal; in a cluster, the takeover time "
+    "after a node dies.  [default: 60s; 10s on PostgreSQL]",
+)
+@click.option(
+    "--claim-horizon",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="How far ahead the node claims instances (at most --window).  "
+    "[default: the window; 2s on PostgreSQL]",
+)
+@click.option(
+    "--retention",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="Delete ended instances and run history older than this (e.g. 30d), in small "
+    "batches.  [default: keep forever]",
+)
+@click.option(
     "--tasks",
     "task_specs",
     multiple=True,
@@ -233,6 +254,9 @@ def run(
     max_in_memory: int,
     shutdown_grace: timedelta,
     node_id: str | None,
+    lease: timedelta | None,
+    claim_horizon: timedelta | None,
+    retention: timedelta | None,
     task_specs: tuple[str, ...],
 ) -> None:
     """Run a scheduler node on the database until SIGINT or SIGTERM.
@@ -253,6 +277,9 @@ def run(
             max_in_memory=max_in_memory,
             shutdown_grace=shutdown_grace,
             node_id=node_id,
+            lease=lease,
+            claim_horizon=claim_horizon,
+            retention=retention,
         )
 
     code = trio.run(serve)
@@ -283,6 +310,9 @@ async def _serve(
     max_in_memory: int,
     shutdown_grace: timedelta,
     node_id: str | None,
+    lease: timedelta | None = None,
+    claim_horizon: timedelta | None = None,
+    retention: timedelta | None = None,
 ) -> int:
     """Run one node until a signal; returns the exit status (130 if stopped at once)."""
     stop = trio.Event()
@@ -318,6 +348,9 @@ async def _serve(
                     max_in_memory=max_in_memory,
                     shutdown_grace=shutdown_grace,
                     node_id=node_id,
+                    lease=lease,
+                    claim_horizon=claim_horizon,
+                    retention=retention,
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)

@@ -39,6 +39,18 @@ log = logging.getLogger("tickwork.executor")
 _YIELD_EVERY = 64
 
 
+def _timeout_us(inst: Instance, task: Task) -> int | None:
+    """The run's timeout: the instance's own, else its task's, else none."""
+    if inst.timeout_us is not None:
+        return inst.timeout_us
+    return None if task.timeout is None else int(task.timeout.total_seconds() * 1e6)
+
+
+def _timeout_error(task: Task, timeout_us: int | None) -> TaskTimeout:
+    timeout_s = (timeout_us or 0) / 1e6
+    return TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
+
+
 @final
 @attrs.frozen
 class ExecutorStatistics:
@@ -212,9 +224,7 @@ class Executor:
             if self._limiter.borrowed_tokens == 0:
                 self._workers_done.set()
 
-    async def _run_one(
-        self, inst: Instance, ready_since: float, scope: trio.CancelScope
-    ) -> None:
+    async def _run_one(self, inst: Instance, ready_since: float, scope: trio.CancelScope) -> None:
         if inst.id in self._abort_marks:
             self._emit(Outcome(inst, Kind.ABORTED))
             return
@@ -294,12 +304,8 @@ class Executor:
             return True
         return False
 
-    async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
-        timeout_us = inst.timeout_us
-        if timeout_us is None and task.timeout is not None:
-            timeout_us = int(task.timeout.total_seconds() * 1e6)
-        if timeout_us is not None:
-            scope.deadline = trio.current_time() + timeout_us / 1e6
+    def _started_now(self, inst: Instance) -> int:
+        """Count a start: lateness statistics and the RUNNING event. Returns the time."""
         started = self._clock.now_us()
         lateness = started - inst.run_at_us
         self._last_lateness = lateness
@@ -307,6 +313,13 @@ class Executor:
         self._started += 1
         if self._on_running is not None:
             self._on_running(inst, started)
+        return started
+
+    async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
+        timeout_us = _timeout_us(inst, task)
+        if timeout_us is not None:
+            scope.deadline = trio.current_time() + timeout_us / 1e6
+        started = self._started_now(inst)
         self._running[inst.id] = (scope, inst)
         kind = Kind.OK
         result: object = None
@@ -326,15 +339,16 @@ class Executor:
             if timeout_us is not None and not hit:
                 scope.deadline = math.inf  # the next run in this scope has its own
         reason = self._cancel_reason.pop(inst.id, None)
-        if reason is not None:
+        if reason is not None:  # aborted, superseded or interrupted by shutdown
             kind, error, result = reason, None, None
         elif hit:
-            timeout_s = (timeout_us or 0) / 1e6
-            kind, result = Kind.ERROR, None
-            error = TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
+            kind, result, error = Kind.ERROR, None, _timeout_error(task, timeout_us)
         self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
         if cancelled is not None:
             raise cancelled  # absorbed by the worker's scope, which is then replaced
+        await self._wait_outbox_room()
+
+    async def _wait_outbox_room(self) -> None:
         while len(self._outbox) >= self._outbox_limit:
             # One event per full episode, shared by every waiting worker: the flusher
             # sets it when it takes the outbox.

@@ -28,7 +28,7 @@ PAUSE = 0.05
 #: the longest time between two passes
 MAX_INTERVAL = 3600.0
 #: seconds from the node's start to the first pass
-FIRST_PASS_AFTER = 60.0
+FIRST_PASS_AFTER = 5.0
 
 
 @final
