@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 from hypothesis import HealthCheck, event, settings
-from hypothesis.errors import HypothesisException
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import tickwork
@@ -173,29 +173,32 @@ class CrashMachine(RuleBasedStateMachine):
         live = sorted(d for i, d in self.due.items() if i not in self.aborted)
         for iid, inst in stored.items():
             assert inst is not None, f"instance {iid} lost"
-            task = self.task_of[iid]
-            ran = self.tasks[task].runs[self.serial_of[iid]]
             if iid in self.ended:
                 assert inst.state is self.ended[iid], (iid, self.ended[iid], inst.state)
             elif inst.state.terminal:
                 self.ended[iid] = inst.state
-            if task == "amo":
-                assert ran <= 1, f"at-most-once instance {iid} ran {ran} times"
-                if inst.state is State.FAILED:
-                    assert inst.error == INTERRUPTED, inst.error
-            if inst.state is State.SUCCEEDED:
+            self._check_delivery(iid, inst, now, live)
+
+    def _check_delivery(self, iid: int, inst: tickwork.Instance, now: int, live: list[int]) -> None:
+        task = self.task_of[iid]
+        ran = self.tasks[task].runs[self.serial_of[iid]]
+        if task == "amo":
+            assert ran <= 1, f"at-most-once instance {iid} ran {ran} times"
+            if inst.state is State.FAILED:
+                assert inst.error == INTERRUPTED, inst.error
+        if inst.state is State.SUCCEEDED:
+            assert ran >= 1
+            assert iid not in self.aborted
+        if iid in self.aborted:
+            assert inst.state is State.ABORTED
+        elif max(self.due[iid], self.up_since) + _slack(live, self.due[iid]) <= now:
+            # this node has been up long enough since it was due to run it and every
+            # instance due before it
+            if task == "alo":
+                assert inst.state is State.SUCCEEDED, (iid, inst.state)
                 assert ran >= 1
-                assert iid not in self.aborted
-            if iid in self.aborted:
-                assert inst.state is State.ABORTED
-            elif max(self.due[iid], self.up_since) + _slack(live, self.due[iid]) <= now:
-                # this node has been up long enough since it was due to run it and
-                # every instance due before it
-                if task == "alo":
-                    assert inst.state is State.SUCCEEDED, (iid, inst.state)
-                    assert ran >= 1
-                else:
-                    assert inst.state in (State.SUCCEEDED, State.FAILED), (iid, inst.state)
+            else:
+                assert inst.state in (State.SUCCEEDED, State.FAILED), (iid, inst.state)
 
     def teardown(self) -> None:
         try:

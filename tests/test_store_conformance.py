@@ -756,3 +756,18 @@ async def test_a_pruned_dedup_key_can_be_used_again(store: Store, now: int) -> N
     assert await store.prune(now + S, 10) == 1
     [second] = await store.insert([row(at=now, dedup_key="k")], now + 2 * S)
     assert second != first
+
+
+async def test_a_durable_running_row_that_never_ran_goes_back_to_pending(
+    store: Store, now: int
+) -> None:
+    # at-most-once: RUNNING was written, then the node stopped before the task started
+    [iid] = await store.insert([row(at=now)], now)
+    [inst] = await claim_all(store, "a", now)
+    assert await store.start("a", [(iid, inst.claim_token or 0)], now) == [True]
+    back = done(inst, State.PENDING, attempts=0)
+    assert await store.finish("a", [back], now + S) == [True]
+    got = await store.get(iid)
+    assert got is not None
+    assert (got.state, got.attempts, got.owner, got.run_at_us) == (State.PENDING, 0, None, now)
+    assert await store.history(iid) == []
