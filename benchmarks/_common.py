@@ -158,16 +158,31 @@ def write_result(name: str, payload: dict[str, Any], *, write: bool) -> Path | N
 # command lines
 
 
+class BenchParser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``--repeat`` defaults to 3, or to 1 with ``--quick``."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns = super().parse_args(args, namespace)
+        if getattr(ns, "repeat", 0) is None:
+            ns.repeat = 1 if getattr(ns, "quick", False) else 3
+        return ns
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark has: --quick, --repeat, --no-write, --tmpdir."""
-    parser = argparse.ArgumentParser(
+    parser = BenchParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes: a smoke test that finishes in seconds"
+        "--quick",
+        action="store_true",
+        help="tiny sizes and one repetition: a smoke test that finishes in seconds",
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="repetitions of every measurement (median, min, max)"
+        "--repeat",
+        type=int,
+        default=None,
+        help="repetitions of every measurement (median, min, max); default 3, --quick 1",
     )
     parser.add_argument(
         "--no-write",

@@ -461,7 +461,7 @@ def main() -> None:
         return
 
     q = 1 if args.quick else 0
-    repeat = 1 if args.quick else args.repeat  # --quick is a smoke test: one of each
+    repeat = args.repeat
     systems = [s for s in args.systems.split(",") if s in SYSTEMS]
     skipped = []
     if not args.aps4_python or not Path(args.aps4_python).exists():

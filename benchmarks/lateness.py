@@ -150,7 +150,10 @@ def main() -> None:
         "--chunk", type=float, default=1.0, help="seconds of instances per schedule_many"
     )
     parser.add_argument(
-        "--ahead", type=float, default=2.0, help="seconds a chunk is stored before it is due"
+        "--ahead",
+        type=float,
+        default=None,
+        help="seconds a chunk is stored before it is due (default 2; --quick 1)",
     )
     parser.add_argument(
         "--switch-interval",
@@ -162,6 +165,7 @@ def main() -> None:
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     duration = args.duration or (1.0 if args.quick else 10.0)
+    args.ahead = args.ahead or (1.0 if args.quick else 2.0)
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     feed = args.feed or ("chunks" if args.quick else "both")
     feeds = ["chunks", "upfront"] if feed == "both" else [feed]

@@ -3,9 +3,10 @@
 Each script runs in its own process with the same flags (``--quick``, ``--no-write``);
 its table is shown as it runs, and its last output line (``BENCH_JSON {...}``) is
 collected. At the end a summary prints every figure that has a target next to that
-target. The full mode (without ``--no-write``) also writes ``benchmarks/results/*.json``
-(one per script, plus ``summary.json``), the plot, and ``results/tables.md``: every table
-of this run, ready to paste into ``docs/benchmarks.md``.
+target. The full mode (neither ``--quick`` nor ``--no-write``) also writes
+``benchmarks/results/*.json`` (one per script, plus ``summary.json``), the plot, and
+``results/tables.md``: every table of this run, ready to paste into
+``docs/benchmarks.md`` (``--docs docs/benchmarks.md`` pastes them itself).
 
 While a benchmark runs, the CPU used by *other* processes on the machine is measured and
 reported: figures taken while something else kept the cores busy are not comparable.
@@ -36,8 +37,8 @@ from _common import (
     print_table,
 )
 
-#: In the order they run. profile_fire last: it is a diagnosis, not a figure.
-SCRIPTS = (
+#: The core suite, in the order it runs; profile_fire last: a diagnosis, not a figure.
+CORE = (
     "limit",
     "fire_throughput",
     "lateness",
@@ -45,6 +46,20 @@ SCRIPTS = (
     "apscheduler_compare",
     "profile_fire",
 )
+
+
+def discover() -> tuple[str, ...]:
+    """Every benchmark script: the core suite, then any other ``benchmarks/*.py`` (not
+    ``_*.py``, not this file), alphabetically, so a new script is run without edits."""
+    others = sorted(
+        p.stem
+        for p in BENCH_DIR.glob("*.py")
+        if not p.name.startswith("_") and p.stem not in CORE and p.stem != "run_all"
+    )
+    return (*CORE, *others)
+
+
+SCRIPTS = discover()
 
 
 class OtherLoad:
@@ -257,7 +272,15 @@ def main() -> None:
         help="before each script, wait up to this many seconds for other "
         "processes to leave the CPU idle",
     )
+    parser.add_argument(
+        "--docs",
+        default=None,
+        help="also paste this run's tables into this Markdown file, between its "
+        "'<!-- BEGIN name -->' and '<!-- END name -->' markers",
+    )
     args = parser.parse_args()
+    if args.docs and not Path(args.docs).is_file():
+        parser.error(f"--docs {args.docs}: no such file")
     names = [n for n in (args.only.split(",") if args.only else SCRIPTS) if n]
     names = [n for n in names if n not in args.skip.split(",")]
     unknown = set(names) - set(SCRIPTS)
@@ -308,7 +331,7 @@ def main() -> None:
     )
     rows = target_rows(results)
     summary = print_table("Targets", ["figure", "this run", "target", ""], rows)
-    if not args.no_write:
+    if not (args.no_write or args.quick):  # like every script: --quick writes nothing
         RESULTS_DIR.mkdir(exist_ok=True)
         (RESULTS_DIR / "summary.json").write_text(
             json.dumps(

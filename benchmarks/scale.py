@@ -117,12 +117,20 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         linestyle=":",
         label=f"target: empty store + {TARGET_RSS_GROWTH_MIB} MiB",
     )
+    files = [p["file_bytes"] / MIB for p in points]
+    ax2 = ax.twinx()
+    ax2.plot(xs, files, "^:", color="tab:gray", label="database file (right axis)")
+    ax2.set_ylabel("database file (MiB)", color="tab:gray")
+    ax2.tick_params(axis="y", colors="tab:gray")
+    ax2.set_ylim(0, max(files) * 1.15 or 1)
     ax.set_xlabel("stored future instances (millions)")
     ax.set_ylabel("RSS (MiB)")
     ax.set_title("tickwork node RSS against stored instances (SQLiteStore)")
     ax.set_ylim(0, max([*idle, *ready, base + TARGET_RSS_GROWTH_MIB]) * 1.15)
     ax.grid(visible=True, alpha=0.3)
-    ax.legend(loc="lower right")
+    lines = ax.get_legend_handles_labels()
+    extra = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], loc="center right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -156,7 +164,7 @@ def main() -> None:
     if sizes[0] != 0:
         sizes = (0, *sizes)
     batch = args.batch or (5_000 if args.quick else 100_000)
-    idle_big = args.idle or (2.0 if args.quick else 30.0)
+    idle_big = args.idle or (1.0 if args.quick else 30.0)
     idle_small = min(idle_big, 5.0)
     drain_n = args.drain or (20_000 if args.quick else 1_000_000)
     max_in_memory = (

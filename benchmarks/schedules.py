@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import available_timezones
 
 import trio
@@ -177,8 +176,10 @@ def main() -> None:
             for k, label in labels.items()
         ],
         [
-            f"{count:,} schedules; {args.rounds} rounds, each claiming all {count:,} due "
-            f"occurrences in batches of {BATCH:,}",
+            (
+                f"{count:,} schedules; {args.rounds} rounds, each claiming all {count:,} due "
+                f"occurrences in batches of {BATCH:,}"
+            ),
             f"{args.repeat} repetitions; median (min-max)",
         ],
     )

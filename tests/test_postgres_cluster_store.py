@@ -80,9 +80,11 @@ async def test_a_heartbeat_renews_live_claims_and_forgets_empty_ones(pg: tuple[s
     now = now_us()
     async with opened(pg, node_id="a") as a, opened(pg, node_id="b") as b:
         await a.insert(rows(6, now), now)
-        first = await a.claim("a", now, 2, now, LEASE)
-        second = await a.claim("a", now, 2, now, LEASE)
         lapsed = await a.claim("a", now, 2, now, 1)  # lapses at once
+        first = await a.claim("a", now, 2, now, LEASE)  # no live claim: a fresh lease
+        second = await a.claim("a", now, 2, now, LEASE)
+        # a node's claims share one lease: they lapse together
+        assert second[0].lease_until_us == first[0].lease_until_us
         assert all(await a.finish("a", [done(i) for i in second], now))  # no rows left
         beat = await a.heartbeat("a", LEASE, held=4, running=1)
         # the live claim is renewed; the empty one is forgotten; the lapsed one is not

@@ -66,12 +66,23 @@ class Leases:
         self._usable = lease_s - margin
         # token -> (deadline, when its claim was sent)
         self._held: dict[int, tuple[float, float]] = {}
+        # The deadline of the node's claims as of its last renewal: the store grants a
+        # new claim the lease of the node's live claims (they lapse together).
+        self._renewed_until: float | None = None
         self._lost = 0
 
     def claimed(self, token: int | None, sent_at: float) -> None:
-        """A claim sent at ``sent_at`` returned rows under ``token``."""
-        if token is not None:
-            self._held[token] = (sent_at + self._usable, sent_at)
+        """A claim sent at ``sent_at`` returned rows under ``token``.
+
+        Its lease is the node's live claims' if it has any (else a fresh one), so it is
+        counted on no longer than the last renewal's deadline.
+        """
+        if token is None:
+            return
+        deadline = sent_at + self._usable
+        if self._renewed_until is None:
+            self._renewed_until = deadline
+        self._held[token] = (min(deadline, self._renewed_until), sent_at)
 
     def valid(self, token: int | None) -> bool:
         """Whether instances of this claim may still be started."""
@@ -97,6 +108,8 @@ class Leases:
             if token in live or returned_at >= deadline:
                 lost += 1
         self._lost += lost
+        # What the store renewed lapses no earlier than this; new claims share it.
+        self._renewed_until = max(self._renewed_until or sent_at, sent_at + self._usable)
         return lost
 
     def statistics(self) -> LeaseStatistics:

@@ -77,7 +77,7 @@ LEASE_OF_ROW: Final = (
     "WHERE c.token = {p}claim_token AND {p}state IN (1, 2))"
 )
 #: The lease a claim statement grants (the claim row is not visible to its own RETURNING).
-LEASE_GRANTED: Final = "(extract(epoch FROM now() + %(lease)s) * 1000000)::bigint"
+LEASE_GRANTED: Final = "(extract(epoch FROM lease_.until) * 1000000)::bigint"
 
 # _rules.released_state, the one place it is written for the cluster store: an abort
 # requested wins; a durable RUNNING run cannot be repeated and fails as interrupted (its
@@ -104,7 +104,10 @@ _RELEASED_SET: Final = """
 #   (one WHERE with an OR of both would defeat them): pend is an ordered range scan of
 #   instances_due that stops after ``limit`` rows, lapsed a lookup of instances_claim.
 #   pick merges them in due order.
-# * grant: the claim row (its lease), only when something was picked.
+# * lease_ / grant_: the claim row, only when something was picked. Its lease is the
+#   owner's live claims' (all renewed together by the last heartbeat), or now + lease
+#   when it has none: all of a node's claims lapse together, so a dead node's work is
+#   taken over within one lease of its last heartbeat, not of its last claim.
 CLAIM: Final = (
     """
     WITH token AS (SELECT nextval('{s}.claim_tokens') AS t),
@@ -141,16 +144,23 @@ CLAIM: Final = (
         SELECT id FROM (SELECT * FROM pend UNION ALL SELECT * FROM lapsed) AS u
         ORDER BY run_at_us, id LIMIT %(limit)s
     ),
+    lease_ AS (
+        SELECT coalesce(
+            (SELECT max(lease_until) FROM {s}.claims
+             WHERE owner = %(owner)s AND lease_until > now()),
+            now() + %(lease)s
+        ) AS until
+    ),
     grant_ AS (
         INSERT INTO {s}.claims (token, owner, lease_until)
-        SELECT t, %(owner)s, now() + %(lease)s FROM token WHERE EXISTS (SELECT FROM pick)
+        SELECT t, %(owner)s, until FROM token, lease_ WHERE EXISTS (SELECT FROM pick)
     )
     UPDATE {s}.instances AS i SET
         state = CASE WHEN i.abort_requested THEN 5 ELSE 1 END,
         owner = CASE WHEN i.abort_requested THEN i.owner ELSE %(owner)s END,
         claim_token = CASE WHEN i.abort_requested THEN NULL ELSE token.t END,
         updated_us = %(now)s
-    FROM pick, token
+    FROM pick, token, lease_
     WHERE i.id = pick.id
     RETURNING """
 )
