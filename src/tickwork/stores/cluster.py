@@ -85,7 +85,13 @@ class NodeInfo:
 
 @runtime_checkable
 class ClusterStore(Store, Protocol):
-    """A :class:`~tickwork.stores.base.Store` that several nodes share at once."""
+    """A :class:`~tickwork.stores.base.Store` that several nodes share at once.
+
+    Its ``claim`` may grant a new claim the lease of the owner's live claims instead of
+    ``now + lease`` (never longer), so that all of a node's claims lapse together, one
+    lease after its last heartbeat. A node counts on a claim no longer than on its last
+    renewal either way.
+    """
 
     async def heartbeat(self, owner: str, lease_us: int, *, held: int, running: int) -> Heartbeat:
         """Renew ``owner``'s live claims and tell the cluster this node is alive.
