@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -330,7 +331,7 @@ def takeover(dsn: str, lease: float) -> dict[str, float]:
         start = time.time_ns() // 1000 + S
         insert(dsn, schema, [NewRow("noop", start + i * S // 1000, b"") for i in range(n)])
         wait_for(lambda: held_by(dsn, schema, "node0") > 0, 30, "node0 to hold work")
-        time.sleep(1.0 + (time.monotonic() % 1.0))  # a kill at no particular point of a beat
+        time.sleep(random.uniform(0.5, 0.5 + lease / 3))  # at any point of a heartbeat period
         killed_at = procs[0].kill()
         wait_for(lambda: held_by(dsn, schema, "node0") == 0, lease * 3 + 10, "the takeover")
         took = time.monotonic() - killed_at

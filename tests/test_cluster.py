@@ -366,7 +366,7 @@ def test_abort_on_one_node_cancels_the_run_on_another(pg: tuple[str, str], tmp_p
     # held by the runner (running in memory: CLAIMED in the store): the abort was
     # requested, and the runner carried it out
     assert states == [State.CLAIMED, State.CLAIMED]
-    assert took < 2.0  # a notice, not a poll or a lease
+    assert took < 5.0  # a notice: the runner holds both for 30 s and nobody polls
     aborted = [label for event, label, *_ in events(runner) if event == "A"]
     assert sorted(aborted) == ["r", "w"]
     assert not any(e == "D" for e, *_ in events(runner))  # the run was cancelled
@@ -421,7 +421,7 @@ async def test_work_added_elsewhere_wakes_a_node_at_once(pg: tuple[str, str]) ->
         return Quick.started[0][1] - t0
 
     latency = await run_soon(dsn, schema, go)
-    assert latency < 0.3  # a notice, not the 30 s poll
+    assert latency < 1.5  # a notice (milliseconds when idle), not the 30 s poll
 
 
 async def test_a_cluster_node_claims_only_within_its_horizon(pg: tuple[str, str]) -> None:
@@ -430,17 +430,17 @@ async def test_a_cluster_node_claims_only_within_its_horizon(pg: tuple[str, str]
 
     async def go(scheduler: tickwork.Scheduler) -> None:
         t0 = trio.current_time()
-        due = time.time_ns() // 1000 + 3 * S
+        due = time.time_ns() // 1000 + 4 * S
         await scheduler.schedule_many(
             [tickwork.NewInstance("quick", from_us(due), str(i).encode()) for i in range(5)]
         )
-        await trio.sleep(1.0)  # due in 2 s: beyond the 1 s horizon, so not claimed yet
+        await trio.sleep(1.0)  # due in 3 s: beyond the 1 s horizon, so not claimed yet
         assert await scheduler.count(state=State.PENDING) == 5
         assert scheduler.statistics().in_memory == 0
-        with trio.fail_after(5):
+        with trio.fail_after(10):
             while len(Quick.started) < 5:
                 await trio.sleep(0.01)
-        assert all(at - t0 >= 2.9 for _, at in Quick.started)  # on time, not early
+        assert all(at - t0 >= 3.9 for _, at in Quick.started)  # on time, not early
 
     await run_soon(dsn, schema, go)
 
