@@ -28,6 +28,9 @@ __all__ = ["CLUSTER_HORIZON", "CLUSTER_LEASE", "SINGLE_LEASE", "NodeMode", "node
 CLUSTER_LEASE: Final = timedelta(seconds=10)
 SINGLE_LEASE: Final = timedelta(seconds=60)
 CLUSTER_HORIZON: Final = timedelta(seconds=2)
+#: How long a cluster node's Recorder lets outcomes wait to share a commit when they
+#: come slowly (``open_scheduler(record_linger=...)``): keeps commits per instance low.
+CLUSTER_LINGER: Final = timedelta(milliseconds=50)
 
 
 @final

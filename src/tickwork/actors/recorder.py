@@ -1,7 +1,13 @@
 """The Recorder: turns run outcomes into durable state, in batches (group commit).
 
 It owns outcome -> terminal state / retry. Several outcome messages waiting in its
-channel are merged into one ``Store.finish`` call, so a commit is paid per batch. Only
+channel are merged into one ``Store.finish`` call, so a commit is paid per batch. When
+what waits is a small batch (a low, steady rate: one outcome every few milliseconds),
+it lingers up to ``linger`` seconds for more before committing, so even then a commit
+carries dozens of outcomes; a full batch is written at once, so at high rates the
+linger costs nothing. A batch holding a run of an at-most-once task never lingers: until
+its outcome is durable, a crash or a lost lease would leave it FAILED "interrupted"
+although it ran. Only
 after the write was accepted (the claim still held: fencing) does it publish events,
 call the task's hooks and give the instances' places in the window back.
 """
@@ -28,6 +34,8 @@ from tickwork.task import Task
 log = logging.getLogger("tickwork.recorder")
 
 _MAX_ERROR = 2_000
+#: A batch smaller than this lingers for more outcomes (see the module docstring).
+_LINGER_BELOW = 256
 _MAX_RESULT = 500
 
 
@@ -77,6 +85,7 @@ class Recorder:
         receive: trio.MemoryReceiveChannel[list[Outcome]],
         max_batch: int,
         hook_concurrency: int,
+        linger: float = 0.0,
         abort_marks: set[int],
         on_pending: Callable[[int], None],
         on_recorded: Callable[[int, State], None],
@@ -96,9 +105,14 @@ class Recorder:
                 for h in ("on_success", "on_fail", "on_abort")
             )
         }
+        # runs of these are recorded at once (see the module docstring)
+        self._at_most_once = {n for n, t in tasks.items() if t.delivery == "at_most_once"}
         self._capacity = capacity
         self._receive = receive
         self._max_batch = max_batch
+        self._linger = linger
+        #: below this many outcomes a batch waits (up to ``linger``) for more
+        self._linger_below = min(max_batch, _LINGER_BELOW)
         self._hook_limiter = trio.CapacityLimiter(hook_concurrency)
         self._abort_marks = abort_marks
         self._on_pending = on_pending
@@ -126,12 +140,42 @@ class Recorder:
             async with self._receive:
                 async for first in self._receive:
                     outcomes = list(first)
-                    while len(outcomes) < self._max_batch:
-                        try:
-                            outcomes.extend(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+                    self._take_waiting(outcomes)
+                    if self._may_linger(outcomes):
+                        await self._gather(outcomes)
                     await self._record(outcomes, hooks)
+
+    def _take_waiting(self, outcomes: list[Outcome]) -> None:
+        """Add what already waits in the channel, up to a full batch."""
+        while len(outcomes) < self._max_batch:
+            try:
+                outcomes.extend(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+
+    def _may_linger(self, outcomes: list[Outcome]) -> bool:
+        return (
+            self._linger > 0 and len(outcomes) < self._linger_below and not self._urgent(outcomes)
+        )
+
+    def _urgent(self, outcomes: list[Outcome]) -> bool:
+        """Whether ``outcomes`` hold a run of an at-most-once task."""
+        return bool(self._at_most_once) and any(
+            o.started_us is not None and o.instance.task in self._at_most_once for o in outcomes
+        )
+
+    async def _gather(self, outcomes: list[Outcome]) -> None:
+        """Wait up to ``linger`` for the batch to reach ``_linger_below`` outcomes, or
+        for a run of an at-most-once task to join it."""
+        with trio.move_on_after(self._linger):
+            while len(outcomes) < self._linger_below:
+                try:
+                    more = await self._receive.receive()
+                except trio.EndOfChannel:  # shutting down: write what there is
+                    return
+                outcomes.extend(more)
+                if self._urgent(more):
+                    return
 
     async def _record(self, outcomes: list[Outcome], hooks: trio.Nursery) -> None:
         finishes = [self._finish(o) for o in outcomes]
