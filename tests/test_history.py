@@ -25,6 +25,7 @@ from test_cli import tw
 from tickwork import State
 from tickwork.actors import janitor as janitor_mod
 from tickwork.errors import InvalidArgument
+from tickwork.model import Attempt, Finish, NewRow
 from tickwork.stores._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from tickwork.testing import VirtualClock
 
@@ -268,3 +269,57 @@ def test_tickwork_run_retention_prunes_old_rows(tmp_path: Path) -> None:
 def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with closing(sqlite3.connect(db)) as conn:
         return conn.execute(sql).fetchall()
+
+
+async def test_history_reads_attempts_kept_in_rows_and_in_history_after_a_migration(
+    tmp_path: Path,
+) -> None:
+    """Schema 5 keeps an ended instance's last attempt in its row; a version 4 file has it
+    in ``history``. After the migration both kinds read the same, each attempt once."""
+    db = tmp_path / "v4.db"
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        for script in MIGRATIONS[:4]:
+            conn.executescript(script)
+        conn.execute("PRAGMA application_id = 0x7469636B")
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute("INSERT INTO tickwork_meta VALUES ('schema_version', 4)")
+        conn.execute("UPDATE tickwork_meta SET value = 1 WHERE key = 'last_id'")
+        conn.execute(
+            "INSERT INTO instances (id, task, run_at, params, state, attempts, owner, "
+            "created, updated) VALUES (1, 't', 0, x'', 3, 1, 'old-node', 0, 5)"
+        )
+        conn.execute("INSERT INTO counts VALUES ('t', 3, 1)")
+        conn.execute(
+            "INSERT INTO history (instance_id, attempt, node, started, finished, state, result) "
+            "VALUES (1, 1, 'old-node', 1, 5, 3, 'r1')"
+        )
+    conn.close()
+    store = tickwork.SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.history(1) == [
+            Attempt(1, 1, "old-node", 1, 5, State.SUCCEEDED, None, None, "r1")
+        ]
+        # a new instance: a retried attempt (history row), then the last one (its row)
+        (new,) = await store.insert([NewRow(task="t", run_at_us=10, params=b"")], 10)
+        (c,) = await store.claim("n", 10, 10, 10, 60 * S)
+        fail = Finish(
+            id=new, claim_token=c.claim_token or 0, state=State.PENDING, attempts=1,
+            error="boom", error_type="ValueError", started_us=11, finished_us=12, run_at_us=20,
+        )  # fmt: skip
+        assert await store.finish("n", [fail], 12) == [True]
+        (c,) = await store.claim("n", 20, 10, 20, 60 * S)
+        ok = Finish(
+            id=new, claim_token=c.claim_token or 0, state=State.SUCCEEDED, attempts=2,
+            started_us=21, finished_us=22, result="r2",
+        )  # fmt: skip
+        assert await store.finish("n", [ok], 22) == [True]
+        assert await store.history(new) == [
+            Attempt(new, 1, "n", 11, 12, State.FAILED, "ValueError", "boom", None),
+            Attempt(new, 2, "n", 21, 22, State.SUCCEEDED, None, None, "r2"),
+        ]
+        # pruned with its row: both instances and their three attempts
+        assert await store.prune(100, 100) == 5
+        assert await store.history(1) == await store.history(new) == []
+    finally:
+        await store.aclose()

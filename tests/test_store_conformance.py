@@ -86,6 +86,34 @@ async def claim_all(store: Store, owner: str, now: int, **kw: int) -> list[Insta
 # -- insert --------------------------------------------------------------------------------
 
 
+async def test_a_mixed_batch_keeps_every_row_its_own_values(store: Store, now: int) -> None:
+    """Rows sharing task and params, interleaved with rows that differ (params, optional
+    columns, dedup keys): every row gets its own id, in order, and its own values (the
+    SQLite store inserts shared rows in groups, with ids that are not consecutive)."""
+    rows = []
+    for i in range(60):
+        if i % 3 == 0:
+            rows.append(row(at=now + i, params=b"shared"))
+        elif i % 3 == 1:
+            rows.append(row(task="u", at=now + i, params=i.to_bytes(2, "big")))
+        else:
+            rows.append(row(at=now + i, params=b"shared", max_attempts=3, dedup_key=f"k{i}"))
+    rows += [row(at=now + 100 + i, params=b"run") for i in range(40)]  # one run of ids
+    ids = await store.insert(rows, now)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(rows)
+    for iid, r in zip(ids, rows, strict=True):
+        got = await store.get(iid)
+        assert got is not None
+        assert (got.task, got.run_at_us, got.params, got.max_attempts, got.dedup_key) == (
+            r.task, r.run_at_us, r.params, r.max_attempts, r.dedup_key,
+        )  # fmt: skip
+        assert got.state is State.PENDING
+    assert await store.count() == 100
+    claimed = await claim_all(store, "a", now + 200, limit=1000)
+    assert [i.id for i in claimed] == ids  # in due order, which is id order here
+
+
 async def test_insert_returns_ids_in_order_and_stores_the_rows(store: Store, now: int) -> None:
     ids = await store.insert(
         [

@@ -18,7 +18,7 @@ import builtins
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar, final
 
 import attrs
@@ -232,8 +232,10 @@ class ResilientStore:
         )
 
     async def check_occurrences(
-        self, ids: Sequence[int], now_us: int
+        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
     ) -> builtins.list[OccurrenceCheck]:
+        # Safe to repeat: admitting the same occurrence again changes nothing.
         return await self._call(
-            "check_occurrences", lambda: self.inner.check_occurrences(ids, now_us)
+            "check_occurrences",
+            lambda: self.inner.check_occurrences(ids, now_us, admit=admit),
         )

@@ -11,6 +11,9 @@ exist, and ``now``; the three stores run them inside their own transactions
   policy decides which late ones run and which are recorded MISSED.
 * :func:`check` - at due time, on the node: may this occurrence run, and under which
   overlap policy?
+* :func:`in_flight` - at due time, for a node about to start an occurrence whose overlap
+  policy is not ``allow``: does another node run an occurrence of the same schedule (the
+  schedule's *admitted occurrence*, see :class:`Slot`)?
 
 Every skipped occurrence becomes a MISSED row with the reason; a catch-up writes at most
 :data:`MISSED_ROWS_LIMIT` of them one by one, then one summary row for the rest.
@@ -34,14 +37,17 @@ __all__ = [
     "PAUSED",
     "REMOVED",
     "REPLACED",
+    "InFlight",
     "Occurrence",
     "OccurrenceCheck",
     "OccurrenceInfo",
     "Plan",
+    "Slot",
     "check",
     "claim_plan",
     "due_at",
     "first_plan",
+    "in_flight",
 ]
 
 #: MISSED rows one catch-up writes one by one (beyond: one summary row).
@@ -266,7 +272,8 @@ class OccurrenceInfo:
     """What a store knows of an occurrence row for :func:`check`.
 
     ``fire_us`` is None once the row was detached from its schedule (the schedule was
-    removed or replaced); ``error`` then says why.
+    removed or replaced); ``error`` then says why. ``owner`` and ``claim_token``: the
+    node holding the row and its claim (None when it is not held).
     """
 
     id: int
@@ -274,6 +281,64 @@ class OccurrenceInfo:
     fire_us: int | None
     run_us: int
     error: str | None
+    owner: str | None = None
+    claim_token: int | None = None
+
+
+@final
+@attrs.frozen
+class InFlight:
+    """An occurrence of the same schedule, held by another node, that goes first: ``id``,
+    the ``node`` holding it, and its fire time.
+
+    ``waiting`` False: it was admitted and has not ended (it runs). True: it is an older
+    occurrence that came due and was not admitted yet (it waits for its turn, or is about
+    to be checked); the oldest goes first.
+    """
+
+    id: int
+    node: str | None
+    fire_us: int | None
+    waiting: bool = False
+
+
+@final
+@attrs.frozen
+class Slot:
+    """A schedule's *admitted occurrence* as stored, read under the schedule's row lock.
+
+    ``instance_id`` and ``token``: the occurrence a node last admitted (recorded when it
+    was about to start) and the claim token it held then; None if none was. ``state``,
+    ``owner``, ``row_token`` and ``fire_us``: that instance row now (``state`` None when
+    the row is gone). Nothing is written when the occurrence ends: the slot is free as
+    soon as its row is no longer held under the claim it was admitted with.
+    """
+
+    instance_id: int | None
+    token: int | None
+    state: State | None = None
+    owner: str | None = None
+    row_token: int | None = None
+    fire_us: int | None = None
+
+
+def in_flight(slot: Slot | None, asker: OccurrenceInfo) -> InFlight | None:
+    """The occurrence that keeps ``asker`` from starting now, if any.
+
+    The slot's occurrence counts while its row is CLAIMED or RUNNING under the claim it
+    was admitted with (so not after it ended, went back to PENDING for a retry or a
+    give-back, or was taken over by another node after its lease lapsed) and it is held by
+    *another* node: a node decides about its own occurrences itself (the Executor's
+    overlap guard knows which of them still run, including one that ended moments ago
+    whose outcome is not yet written).
+    """
+    if slot is None or slot.instance_id is None or slot.instance_id == asker.id:
+        return None
+    if slot.state not in (State.CLAIMED, State.RUNNING) or slot.row_token != slot.token:
+        return None
+    if slot.owner == asker.owner:
+        return None
+    return InFlight(slot.instance_id, slot.owner, slot.fire_us)
 
 
 @final
@@ -284,6 +349,8 @@ class OccurrenceCheck:
     When ``run`` is False, ``state`` (MISSED or ABORTED) and ``reason`` say how to record
     it. ``catchup`` marks a late occurrence that ``misfire="run_all"`` runs: it waits for
     the previous one of its schedule instead of being skipped by the overlap policy.
+    ``in_flight``: for an occurrence the caller asked to admit, the occurrence of another
+    node that still runs (it was not admitted); None when it was admitted or not asked.
     """
 
     id: int
@@ -292,6 +359,7 @@ class OccurrenceCheck:
     reason: str | None = None
     overlap: Overlap = Overlap.ALLOW
     catchup: bool = False
+    in_flight: InFlight | None = None
 
 
 def check(

@@ -18,7 +18,8 @@ def to_us(dt: datetime, *, what: str = "time") -> int:
     """
     if not isinstance(dt, datetime):
         raise InvalidArgument(f"{what} must be a datetime, got {type(dt).__name__}")
-    if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
+    tz = dt.tzinfo
+    if tz is not UTC and (tz is None or tz.utcoffset(dt) is None):
         raise InvalidArgument(
             f"{what} {dt.isoformat()} is a naive datetime; pass a timezone-aware one, "
             "e.g. datetime.now(timezone.utc)"

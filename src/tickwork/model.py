@@ -149,6 +149,8 @@ def validate_new(new: NewInstance) -> NewRow:
     """
     run_at_us = to_us(new.at, what="at")
     params = params_bytes(new.params)
+    if new.dedup_key is None and new.max_attempts is None and new.timeout is None:
+        return NewRow(new.task, run_at_us, params)  # the common case: nothing else to check
     if new.dedup_key is not None and (not isinstance(new.dedup_key, str) or not new.dedup_key):
         raise InvalidArgument(f"dedup_key must be a non-empty string, got {new.dedup_key!r}")
     if new.max_attempts is not None and (

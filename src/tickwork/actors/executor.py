@@ -155,6 +155,8 @@ class Executor:
             flusher_nursery.start_soon(self._flusher)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                # occurrences waiting for another node's to end ask again (overlap.py)
+                nursery.start_soon(self._overlap.recheck, self._admit)
                 task_status.started()
                 async with self._receive:
                     async for msg in self._receive:

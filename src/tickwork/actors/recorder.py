@@ -209,6 +209,12 @@ class Recorder:
     def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind
         inst = o.instance
         token = inst.claim_token or 0
+        if o.kind is Kind.OK:  # the hot path: positional, no dict of common fields
+            result = None if o.result is None else result_summary(o.result)
+            return Finish(
+                inst.id, token, State.SUCCEEDED, inst.attempts + 1, None, None,
+                o.started_us, o.finished_us, None, result,
+            )  # fmt: skip
         ran = o.started_us is not None
         attempts = inst.attempts + 1 if ran else inst.attempts
         common: dict[str, Any] = {
@@ -220,8 +226,6 @@ class Recorder:
         }
         kind = o.kind
         task = self._tasks.get(inst.task)
-        if kind is Kind.OK:
-            return Finish(state=State.SUCCEEDED, result=result_summary(o.result), **common)
         if kind is Kind.ABORTED:
             reason = o.result if isinstance(o.result, str) else "aborted"
             return Finish(state=State.ABORTED, error=reason, **common)

@@ -9,13 +9,13 @@ it works on that store's dicts and indexes through the store's one writer of row
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Final, cast
 
 import attrs
 import trio
 
-from tickwork._schedule_plan import OccurrenceInfo
+from tickwork._schedule_plan import InFlight, OccurrenceInfo, Slot
 from tickwork.model import Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import _schedule_ops as ops
@@ -57,6 +57,7 @@ class _Tx:
 
     def delete(self, schedule_id: str) -> None:
         self._s._schedules.pop(schedule_id, None)
+        self._s._schedule_slots.pop(schedule_id, None)
 
     def insert(self, rows: Sequence[NewRow]) -> None:
         s = self._s
@@ -138,9 +139,54 @@ class _Tx:
             row = self._s._rows.get(iid)
             if row is not None and row.schedule_id is not None:
                 out[iid] = OccurrenceInfo(
-                    iid, row.schedule_id, row.fire_at_us, row.run_at_us, row.error
+                    iid,
+                    row.schedule_id,
+                    row.fire_at_us,
+                    row.run_at_us,
+                    row.error,
+                    row.owner if row.state in HELD else None,
+                    row.claim_token if row.state in HELD else None,
                 )
         return out
+
+    def slots(self, schedule_ids: Sequence[str]) -> dict[str, Slot]:
+        table, slots = self._s._schedules, self._s._schedule_slots
+        out = {}
+        for sid in schedule_ids:
+            if sid not in table:
+                continue
+            iid, token = slots.get(sid, (None, None))
+            row = None if iid is None else self._s._rows.get(iid)
+            if row is None:
+                out[sid] = Slot(iid, token)
+            else:
+                out[sid] = Slot(iid, token, row.state, row.owner, row.claim_token, row.fire_at_us)
+        return out
+
+    def older(
+        self, items: Sequence[tuple[str, int, str | None]], now_us: int
+    ) -> dict[str, InFlight]:
+        out = {}
+        for sid, fire_us, owner in items:
+            held = [
+                row
+                for iid in self._s._schedule_rows.get(sid, ())
+                if (row := self._s._rows.get(iid)) is not None
+                and row.state in HELD
+                and row.fire_at_us is not None
+                and row.fire_at_us < fire_us
+                and row.run_at_us <= now_us
+                and row.owner != owner
+            ]
+            if held:
+                first = min(held, key=lambda r: (r.fire_at_us or 0, r.id))
+                out[sid] = InFlight(first.id, first.owner, first.fire_at_us, waiting=True)
+        return out
+
+    def take(self, items: Sequence[tuple[str, int, int | None]]) -> None:
+        slots = self._s._schedule_slots
+        for sid, iid, token in items:
+            slots[sid] = (iid, token)
 
 
 class MemoryScheduleMethods:
@@ -189,7 +235,7 @@ class MemoryScheduleMethods:
         return ops.remove(self._tx(now_us), schedule_id, now_us)
 
     async def check_occurrences(
-        self, ids: Sequence[int], now_us: int
+        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
     ) -> builtins.list[OccurrenceCheck]:
         await trio.lowlevel.checkpoint()
-        return ops.check_occurrences(self._tx(now_us), ids, now_us)
+        return ops.check_occurrences(self._tx(now_us), ids, now_us, admit)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar, cast, final
 
 from psycopg import sql
 
-from tickwork._schedule_plan import OccurrenceInfo
+from tickwork._schedule_plan import InFlight, OccurrenceInfo, Slot
 from tickwork.model import Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import _pg_cluster
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from tickwork.stores._pg_schema import Queries, Session
     from tickwork.stores.postgres import PostgresStore
 
-__all__ = ["V4_SCHEDULES", "PgScheduleMethods", "after_abort", "after_claim"]
+__all__ = ["V4_SCHEDULES", "V5_ADMITTED", "PgScheduleMethods", "after_abort", "after_claim"]
 
 T = TypeVar("T")
 
@@ -68,6 +68,14 @@ V4_SCHEDULES: Final[tuple[str, ...]] = (
     )""",
     """CREATE INDEX instances_schedule_live ON {s}.instances (schedule_id, fire_at_us)
         WHERE state IN (0, 1, 2) AND schedule_id IS NOT NULL""",
+)
+
+#: Schema version 5: overlap policies across nodes (tickwork.actors.overlap). Each schedule's
+#: admitted occurrence: the instance a node last started under a policy other than
+#: "allow", and the claim token it held then (see tickwork._schedule_plan.Slot). Nothing
+#: writes them when the occurrence ends: the next admission reads that row's state.
+V5_ADMITTED: Final[tuple[str, ...]] = (
+    "ALTER TABLE {s}.schedules ADD COLUMN active_id bigint, ADD COLUMN active_token bigint",
 )
 
 _COLS: Final = SCHEDULE_COLUMNS
@@ -131,8 +139,41 @@ class _Statements:
             "updated_us = %(now)s WHERE id = ANY(%(ids)s) AND state IN (1, 2)"
         )
         self.info = r(
-            "SELECT id, schedule_id, fire_at_us, run_at_us, error FROM {s}.instances "
+            "SELECT id, schedule_id, fire_at_us, run_at_us, error, "
+            "CASE WHEN state IN (1, 2) THEN owner END, "
+            "CASE WHEN state IN (1, 2) THEN claim_token END FROM {s}.instances "
             "WHERE id = ANY(%(ids)s) AND schedule_id IS NOT NULL"
+        )
+        # Admission (ScheduleTx.slots): lock the schedule rows first, in id order as every
+        # other locker of schedule rows does; the rows they name are read by a *second*
+        # statement, whose snapshot (READ COMMITTED: one per statement) is taken once the
+        # locks are granted, so it sees whatever the previous holder of a lock committed.
+        self.slots_lock = r(
+            "SELECT id, active_id, active_token FROM {s}.schedules "
+            "WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE"
+        )
+        self.holders = r(
+            "SELECT id, state, owner, claim_token, fire_at_us FROM {s}.instances "
+            "WHERE id = ANY(%(ids)s)"
+        )
+        # The oldest held occurrence due before each asker (the partial index on
+        # (schedule_id, fire_at_us) of unfinished rows, one range scan per schedule).
+        self.older = r(
+            """SELECT w.sid, h.id, h.owner, h.fire_at_us
+            FROM unnest(%(sids)s::text[], %(fires)s::bigint[], %(owners)s::text[])
+                 AS w(sid, fire, owner)
+            CROSS JOIN LATERAL (
+                SELECT i.id, i.owner, i.fire_at_us FROM {s}.instances i
+                WHERE i.schedule_id = w.sid AND i.state IN (1, 2)
+                  AND i.fire_at_us < w.fire AND i.run_at_us <= %(now)s
+                  AND i.owner IS DISTINCT FROM w.owner
+                ORDER BY i.fire_at_us LIMIT 1) AS h"""
+        )
+        self.take = r(
+            """UPDATE {s}.schedules AS s SET active_id = t.iid, active_token = t.token
+            FROM unnest(%(sids)s::text[], %(iids)s::bigint[], %(tokens)s::bigint[])
+                 AS t(sid, iid, token)
+            WHERE s.id = t.sid"""
         )
 
 
@@ -215,7 +256,42 @@ class _Tx:
 
     def info(self, ids: Sequence[int]) -> dict[int, OccurrenceInfo]:
         rows = self._exec(self._st.info, {"ids": list(ids)}).fetchall()
-        return {r[0]: OccurrenceInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: OccurrenceInfo(*r) for r in rows}
+
+    def slots(self, schedule_ids: Sequence[str]) -> dict[str, Slot]:
+        found = self._exec(self._st.slots_lock, {"ids": list(schedule_ids)}).fetchall()
+        held = [r[1] for r in found if r[1] is not None]
+        rows = {}
+        if held:
+            rows = {r[0]: r for r in self._exec(self._st.holders, {"ids": held}).fetchall()}
+        out = {}
+        for sid, iid, token in found:
+            row = rows.get(iid)
+            if row is None:
+                out[sid] = Slot(iid, token)
+            else:
+                out[sid] = Slot(iid, token, State(row[1]), row[2], row[3], row[4])
+        return out
+
+    def older(
+        self, items: Sequence[tuple[str, int, str | None]], now_us: int
+    ) -> dict[str, InFlight]:
+        params = {
+            "sids": [sid for sid, _, _ in items],
+            "fires": [fire for _, fire, _ in items],
+            "owners": [owner for _, _, owner in items],
+            "now": now_us,
+        }
+        rows = self._exec(self._st.older, params).fetchall()
+        return {r[0]: InFlight(r[1], r[2], r[3], waiting=True) for r in rows}
+
+    def take(self, items: Sequence[tuple[str, int, int | None]]) -> None:
+        params = {
+            "sids": [sid for sid, _, _ in items],
+            "iids": [iid for _, iid, _ in items],
+            "tokens": [token for _, _, token in items],
+        }
+        self._exec(self._st.take, params)
 
 
 def after_claim(
@@ -268,7 +344,9 @@ class PgScheduleMethods:
         return await self._run(now_us, lambda tx: ops.remove(tx, schedule_id, now_us))
 
     async def check_occurrences(
-        self, ids: Sequence[int], now_us: int
+        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
     ) -> builtins.list[OccurrenceCheck]:
         check = ops.check_occurrences
-        return await self._run(now_us, lambda tx: check(tx, ids, now_us), write=False)
+        # Admitting locks schedule rows and may record admitted occurrences: a transaction.
+        write = bool(admit)
+        return await self._run(now_us, lambda tx: check(tx, ids, now_us, admit), write=write)

@@ -141,6 +141,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (2, _V2_RETENTION),
     (3, _pg_cluster.V3_CLAIMS),
     (4, _pg_schedules.V4_SCHEDULES),
+    (5, _pg_schedules.V5_ADMITTED),
 )
 
 

@@ -16,12 +16,19 @@ Invariants they keep:
   to NULL, the reason in ``error``): PENDING ones end ABORTED at once, held ones are
   recorded ABORTED by their node when they come due. Detached rows free their fire
   times, so a re-added schedule can use them again.
+* A schedule whose overlap policy is not ``allow`` has at most one *admitted occurrence*
+  cluster-wide (:class:`~tickwork._schedule_plan.Slot`): :func:`check_occurrences`
+  records the occurrence a node is about to start only when no occurrence held by another
+  node is admitted and no older occurrence already due is held by another node (the
+  oldest goes first), deciding under the schedule's row lock (:meth:`ScheduleTx.slots`),
+  so two nodes admitting occurrences of one schedule at the same moment take turns and
+  the second sees the first. Nothing is written when an occurrence ends.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol, final
 
 import attrs
@@ -30,13 +37,16 @@ from tickwork._schedule_plan import (
     PAUSED,
     REMOVED,
     REPLACED,
+    InFlight,
     Occurrence,
     OccurrenceCheck,
     OccurrenceInfo,
     Plan,
+    Slot,
     check,
     claim_plan,
     first_plan,
+    in_flight,
 )
 from tickwork._schedules import (
     Misfire,
@@ -116,6 +126,25 @@ class ScheduleTx(Protocol):
 
     def info(self, ids: Sequence[int]) -> dict[int, OccurrenceInfo]:
         """What :func:`tickwork._schedule_plan.check` needs of these rows."""
+        ...
+
+    def slots(self, schedule_ids: Sequence[str]) -> dict[str, Slot]:
+        """Lock these schedules until the transaction ends, then read each one's admitted
+        occurrence and that instance row as it is now (read after the lock is granted, so
+        what the previous lock holder wrote is seen). A missing schedule is left out."""
+        ...
+
+    def older(
+        self, items: Sequence[tuple[str, int, str | None]], now_us: int
+    ) -> dict[str, InFlight]:
+        """For each ``(schedule id, fire time, owner)``: the schedule's CLAIMED or RUNNING
+        occurrence with the earliest fire time before that one, due by ``now_us`` and held
+        by another owner, if any (``waiting=True``)."""
+        ...
+
+    def take(self, items: Sequence[tuple[str, int, int | None]]) -> None:
+        """Record ``(schedule id, instance id, claim token)``: the schedule's admitted
+        occurrence (only for schedules locked by :meth:`slots` in this transaction)."""
         ...
 
 
@@ -296,18 +325,78 @@ def after_abort(tx: ScheduleTx, schedule_id: str, fire_us: int, now_us: int) -> 
 
 
 def check_occurrences(
-    tx: ScheduleTx, ids: Sequence[int], now_us: int
+    tx: ScheduleTx, ids: Sequence[int], now_us: int, admit: Collection[int] = ()
 ) -> builtins.list[OccurrenceCheck]:
-    """The verdict on each occurrence (by instance id) that came due, in order."""
+    """The verdict on each occurrence (by instance id) that came due, in order.
+
+    ``admit``: ids of ``ids`` the caller starts now if they may run and no other node runs
+    an occurrence of their schedule (at most one per schedule). For each whose verdict is
+    to run under an overlap policy other than ``allow``, the schedule's admitted
+    occurrence is read under its row lock: if another node's occurrence holds it, or an
+    older occurrence already due (by ``now_us``) is held by another node, the check names
+    that one (``in_flight``) and nothing is written; otherwise this occurrence is recorded
+    as admitted. Needs a write transaction when ``admit`` is not empty.
+    """
+    admit = frozenset(admit)
     infos = tx.info(ids)
     sids = sorted({info.schedule_id for info in infos.values()})
     schedules = tx.load(sids, lock=False) if sids else {}
-    out = []
+    out: list[OccurrenceCheck] = []
+    want: dict[str, int] = {}  # schedule id -> position in out of the one to admit
     for iid in ids:
         info = infos.get(iid)
         s = None if info is None else schedules.get(info.schedule_id)
-        out.append(check(iid, info, s, now_us))
+        verdict = check(iid, info, s, now_us)
+        if (
+            info is not None
+            and iid in admit
+            and verdict.run
+            and verdict.overlap is not Overlap.ALLOW
+            and info.schedule_id not in want
+        ):
+            want[info.schedule_id] = len(out)
+        out.append(verdict)
+    if want:
+        _admit(tx, want, infos, out, now_us)
     return out
+
+
+def _admit(
+    tx: ScheduleTx,
+    want: dict[str, int],
+    infos: dict[int, OccurrenceInfo],
+    out: builtins.list[OccurrenceCheck],
+    now_us: int,
+) -> None:
+    """check_occurrences' admission: ``want`` maps schedule ids to positions in ``out``
+    (updated in place with what keeps them from starting, if anything)."""
+    slots = tx.slots(sorted(want))
+    free: dict[str, int] = {}
+    for sid, at in want.items():
+        other = in_flight(slots.get(sid), infos[out[at].id])
+        if other is not None:
+            out[at] = attrs.evolve(out[at], in_flight=other)
+        elif sid in slots:
+            free[sid] = at
+    # The oldest first: an older occurrence that came due on another node and waits (or
+    # is being checked there) goes before this one.
+    askers = [(infos[out[at].id], at) for at in free.values()]
+    older = (
+        tx.older([(a.schedule_id, a.fire_us or 0, a.owner) for a, _ in askers], now_us)
+        if askers
+        else {}
+    )
+    taken: list[tuple[str, int, int | None]] = []
+    for asker, at in askers:
+        first = older.get(asker.schedule_id)
+        if first is not None:
+            out[at] = attrs.evolve(out[at], in_flight=first)
+            continue
+        slot = slots[asker.schedule_id]
+        if (slot.instance_id, slot.token) != (asker.id, asker.claim_token):
+            taken.append((asker.schedule_id, asker.id, asker.claim_token))
+    if taken:
+        tx.take(taken)
 
 
 # -- the row form of a schedule, shared by the SQL stores -----------------------------------

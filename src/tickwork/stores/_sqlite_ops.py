@@ -30,7 +30,7 @@ from tickwork.stores._rules import (
     history_state,
     released_state,
 )
-from tickwork.stores._sqlite_reads import COLS, STATES, Reads, to_instance
+from tickwork.stores._sqlite_reads import COLS, STATES, ClaimedRows, Reads, to_instance
 from tickwork.stores.base import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -52,10 +52,18 @@ _CLAIM_IDS: Final = (
     "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
     f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
 )
-_FINISH_TERMINAL_MANY: Final = (
-    "UPDATE instances SET state = ?, attempts = ?, error = ?, claim_token = NULL, "
-    "lease_until = NULL, abort_requested = 0, updated = ? "
-    "WHERE id IN (SELECT value FROM json_each(?))"
+#: The ended rows of a finish, ?2 a JSON array of [id, state, attempts, error, started,
+#: finished, error_type, result]: one statement, the last attempt kept in the row.
+_FINISH_ENDED: Final = (
+    "UPDATE instances SET state = j.state, attempts = j.attempts, error = j.error, "
+    "claim_token = NULL, lease_until = NULL, abort_requested = 0, updated = ?1, "
+    "last_started = j.started, last_finished = j.finished, last_error_type = j.error_type, "
+    "last_result = j.result FROM (SELECT json_extract(value, '$[0]') AS id, "
+    "json_extract(value, '$[1]') AS state, json_extract(value, '$[2]') AS attempts, "
+    "json_extract(value, '$[3]') AS error, json_extract(value, '$[4]') AS started, "
+    "json_extract(value, '$[5]') AS finished, json_extract(value, '$[6]') AS error_type, "
+    "json_extract(value, '$[7]') AS result FROM json_each(?2)) AS j "
+    "WHERE instances.id = j.id"
 )
 _FINISH_PENDING: Final = (
     "UPDATE instances SET state = 0, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
@@ -82,9 +90,24 @@ _COUNT: Final = (
 _Deltas = Counter[tuple[str, int]]
 
 
+#: Plain rows, one step each (see Ops._insert_plain).
 _INSERT_PLAIN: Final = (
     "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
     "VALUES (?, ?, ?, ?, 0, ?, ?)"
+)
+#: Plain rows sharing task and params at least this many times take one statement.
+_GROUP_MIN: Final = 16
+#: Plain rows of one task and params with consecutive ids: ?5 is the JSON array of their
+#: run times, the first id ?1.
+_INSERT_RUN: Final = (
+    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
+    "SELECT ?1 + key, ?2, value, ?3, 0, ?4, ?4 FROM json_each(?5)"
+)
+#: Plain rows of one task and params: ?4 is the JSON array of their [id, run_at].
+_INSERT_PAIRS: Final = (
+    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
+    "SELECT json_extract(value, '$[0]'), ?1, json_extract(value, '$[1]'), ?2, 0, ?3, ?3 "
+    "FROM json_each(?4)"
 )
 
 
@@ -168,11 +191,8 @@ class Ops(Reads):
                 for k, pos in enumerate(new):
                     ids[pos] = first + k
                 plain = [(ids[p], rows[p]) for p in new if _is_plain(rows[p])]
-                if plain:  # the common bulk case binds 6 values per row, not 13
-                    self._c.executemany(
-                        _INSERT_PLAIN,
-                        [(i, r.task, r.run_at_us, r.params, now, now) for i, r in plain],
-                    )
+                if plain:  # the common bulk case: a few statements, no step per row
+                    self._insert_plain(plain, now)
                 if len(plain) < len(new):
                     self._c.executemany(
                         _INSERT,
@@ -186,6 +206,29 @@ class Ops(Reads):
             for pos, earlier in repeats.items():
                 ids[pos] = ids[earlier]
         return ids
+
+    def _insert_plain(self, plain: list[tuple[int, NewRow]], now: int) -> None:
+        """Insert plain rows. Rows sharing their task and params (a burst of one job, say)
+        go in one statement per group, ids and run times as JSON: every step of an
+        ``executemany`` re-takes the GIL, which the trio thread holds most of the time,
+        and one statement for 100,000 rows takes it once. Params differ per row otherwise
+        (a JSON document cannot hold bytes), so the rest go through one ``executemany``."""
+        groups: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
+        for iid, r in plain:
+            groups.setdefault((r.task, r.params), []).append((iid, r.run_at_us))
+        single: list[tuple[int, str, int, bytes, int, int]] = []
+        for (task, params), items in groups.items():
+            if len(items) < _GROUP_MIN:
+                single.extend((iid, task, run_at, params, now, now) for iid, run_at in items)
+                continue
+            first, last = items[0][0], items[-1][0]
+            if last - first == len(items) - 1:  # consecutive ids (a whole batch, say)
+                run_ats = json.dumps([run_at for _, run_at in items])
+                self._c.execute(_INSERT_RUN, (first, task, params, now, run_ats))
+            else:
+                self._c.execute(_INSERT_PAIRS, (task, params, now, json.dumps(items)))
+        if single:
+            self._c.executemany(_INSERT_PLAIN, single)
 
     def _dedup(self, rows: Sequence[NewRow]) -> tuple[list[int], list[int], dict[int, int]]:
         """Find duplicates: returns ``ids`` (the existing id, or 0 for a row to insert),
@@ -238,7 +281,9 @@ class Ops(Reads):
 
     def claim(
         self, owner: str, due_before: int, limit: int, now: int, lease: int
-    ) -> list[Instance]:
+    ) -> list[Instance] | ClaimedRows:
+        """Claim due rows: as Instances, or, when none is a schedule occurrence, as the
+        rows themselves (the caller makes the Instances: see ``ClaimedRows``)."""
         if limit <= 0:
             return []
         with self._write() as deltas:
@@ -271,11 +316,12 @@ class Ops(Reads):
                 chosen = [i for _, i in itertools.islice(heapq.merge(pending, takeable), limit)]
                 taken = {i for _, i in takeable}
                 got = self._c.execute(_CLAIM_IDS, (*head, _ids_json(chosen))).fetchall()
+            for task, n in Counter(r[1] for r in got if r[0] not in taken).items():
+                deltas[(task, State.PENDING)] -= n
+                deltas[(task, State.CLAIMED)] += n
+            if all(r[10] is None for r in got):  # no schedule occurrence among them
+                return ClaimedRows(got)
             out = sorted(map(to_instance, got), key=lambda i: (i.run_at_us, i.id))
-            for inst in out:
-                if inst.id not in taken:
-                    deltas[(inst.task, State.PENDING)] -= 1
-                    deltas[(inst.task, State.CLAIMED)] += 1
             # A claimed schedule occurrence: its next one, in this transaction.
             return _sqlite_schedules.after_claim(self, deltas, out, now)
 
@@ -368,25 +414,22 @@ class Ops(Reads):
                 deltas[(v[3], v[2])] -= 1
                 deltas[(v[3], int(f.state))] += 1
                 v[2] = f.state  # a second finish of this row in the batch is refused
-                if f.state is State.PENDING:
-                    retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
-                else:
-                    ended.append((int(f.state), f.attempts, f.error, now, f.id))
-                if f.started_us is not None:
-                    finished = now if f.finished_us is None else f.finished_us
+                ran = f.started_us is not None
+                finished = None if not ran else now if f.finished_us is None else f.finished_us
+                if f.state is not State.PENDING:  # its last attempt goes in the row
+                    ended.append(
+                        (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
+                         f.error_type if ran else None, f.result if ran else None)
+                    )  # fmt: skip
+                    continue
+                retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
+                if ran:
                     history.append(
                         (f.id, f.attempts, owner, f.started_us, finished,
                          int(history_state(f.state)), f.error_type, f.error, f.result)
                     )  # fmt: skip
-            # Terminal writes grouped by their values (a batch of successes is one
-            # group): one statement each instead of one step per row.
-            groups: dict[tuple[int, int, str | None], list[int]] = {}
-            for state, attempts, error, _, iid in ended:
-                groups.setdefault((state, attempts, error), []).append(iid)
-            for (state, attempts, error), ids in groups.items():
-                self._c.execute(
-                    _FINISH_TERMINAL_MANY, (state, attempts, error, now, _ids_json(ids))
-                )
+            if ended:
+                self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
             self._c.executemany(_FINISH_PENDING, retried)
             if history:
                 self._c.execute(_HISTORY_MANY, (json.dumps(history),))
@@ -456,20 +499,22 @@ class Ops(Reads):
             return 0
         with self._write() as deltas:
             old = self._c.execute(
-                "SELECT id, task, state FROM instances INDEXED BY ix_instances_ended_at "
+                "SELECT id, task, state, last_started IS NOT NULL FROM instances "
+                "INDEXED BY ix_instances_ended_at "
                 "WHERE state >= 3 AND updated < ? ORDER BY updated LIMIT ?",
                 (before, limit),
             ).fetchall()
             if old:
                 self._c.execute(
                     "DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?))",
-                    (_ids_json(i for i, _, _ in old),),
+                    (_ids_json(i for i, _, _, _ in old),),
                 )
-                for _, task, state in old:
+                for _, task, state, _ in old:
                     deltas[(task, state)] -= 1
             history = self._c.execute(
                 "DELETE FROM history WHERE seq IN (SELECT seq FROM history "
                 "INDEXED BY ix_history_finished WHERE finished < ? ORDER BY finished LIMIT ?)",
                 (before, limit),
             ).rowcount
-        return len(old) + history
+        # an instance's last attempt went with its row (see _sqlite_schema V5)
+        return len(old) + sum(int(r[3]) for r in old) + int(history)

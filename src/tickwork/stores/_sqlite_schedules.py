@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
-from tickwork._schedule_plan import OccurrenceInfo
+from tickwork._schedule_plan import InFlight, OccurrenceInfo, Slot
 from tickwork.model import Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import _schedule_ops as ops
@@ -40,9 +40,12 @@ _LOAD: Final = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id IN (SELECT value FROM json_each(?))"
 )
 _PAGE: Final = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id > ? ORDER BY id LIMIT ?"
+_NAMES: Final = [c.strip() for c in SCHEDULE_COLUMNS.split(",")]
+# An upsert, not INSERT OR REPLACE: the admitted occurrence (active_id, active_token) is
+# not part of a Schedule and must survive a save.
 _SAVE: Final = (
-    f"INSERT OR REPLACE INTO schedules ({SCHEDULE_COLUMNS}) "
-    f"VALUES ({', '.join('?' * len(SCHEDULE_COLUMNS.split(',')))})"
+    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in _NAMES[1:])}"
 )
 _INSERT: Final = (
     "INSERT OR IGNORE INTO instances (id, task, run_at, params, state, error, schedule_id, "
@@ -68,8 +71,22 @@ _DETACH: Final = (
     "WHERE id IN (SELECT value FROM json_each(?)) AND state IN (1, 2)"
 )
 _INFO: Final = (
-    "SELECT id, schedule_id, fire_at, run_at, error FROM instances "
-    "WHERE id IN (SELECT value FROM json_each(?)) AND schedule_id IS NOT NULL"
+    "SELECT id, schedule_id, fire_at, run_at, error, "
+    "CASE WHEN state IN (1, 2) THEN owner END, CASE WHEN state IN (1, 2) THEN claim_token END "
+    "FROM instances WHERE id IN (SELECT value FROM json_each(?)) AND schedule_id IS NOT NULL"
+)
+_SLOTS: Final = (
+    "SELECT id, active_id, active_token FROM schedules WHERE id IN (SELECT value FROM json_each(?))"
+)
+_HOLDERS: Final = (
+    "SELECT id, state, owner, claim_token, fire_at FROM instances "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
+_TAKE: Final = "UPDATE schedules SET active_id = ?, active_token = ? WHERE id = ?"
+_OLDER: Final = (
+    "SELECT id, owner, fire_at FROM instances "
+    "WHERE schedule_id = ? AND state IN (0, 1, 2) AND schedule_id IS NOT NULL AND state > 0 "
+    "AND fire_at < ? AND run_at <= ? AND owner IS NOT ? ORDER BY fire_at LIMIT 1"
 )
 
 
@@ -144,7 +161,37 @@ class _Tx:
 
     def info(self, ids: Sequence[int]) -> dict[int, OccurrenceInfo]:
         rows = self._c.execute(_INFO, (json.dumps(list(ids)),)).fetchall()
-        return {r[0]: OccurrenceInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: OccurrenceInfo(*r) for r in rows}
+
+    def slots(self, schedule_ids: Sequence[str]) -> dict[str, Slot]:
+        # Inside BEGIN IMMEDIATE (check_occurrences with admit is a write): no other writer.
+        found = self._c.execute(_SLOTS, (json.dumps(list(schedule_ids)),)).fetchall()
+        held = [r[1] for r in found if r[1] is not None]
+        rows = {}
+        if held:
+            rows = {r[0]: r for r in self._c.execute(_HOLDERS, (json.dumps(held),))}
+        out = {}
+        for sid, iid, token in found:
+            row = rows.get(iid)
+            if row is None:
+                out[sid] = Slot(iid, token)
+            else:
+                out[sid] = Slot(iid, token, _STATES[row[1]], row[2], row[3], row[4])
+        return out
+
+    def older(
+        self, items: Sequence[tuple[str, int, str | None]], now_us: int
+    ) -> dict[str, InFlight]:
+        out = {}
+        for sid, fire_us, owner in items:
+            row = self._c.execute(_OLDER, (sid, fire_us, now_us, owner)).fetchone()
+            if row is not None:
+                out[sid] = InFlight(row[0], row[1], row[2], waiting=True)
+        return out
+
+    def take(self, items: Sequence[tuple[str, int, int | None]]) -> None:
+        self._count()  # a write: only inside a write transaction
+        self._c.executemany(_TAKE, [(iid, token, sid) for sid, iid, token in items])
 
 
 def after_claim(
@@ -200,7 +247,9 @@ class SQLiteScheduleMethods:
         return await self._run(now_us, lambda tx: ops.remove(tx, schedule_id, now_us))
 
     async def check_occurrences(
-        self, ids: Sequence[int], now_us: int
+        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
     ) -> builtins.list[OccurrenceCheck]:
         check = ops.check_occurrences
-        return await self._run(now_us, lambda tx: check(tx, ids, now_us), write=False)
+        # Admitting may record the schedules' admitted occurrences: a write transaction.
+        write = bool(admit)
+        return await self._run(now_us, lambda tx: check(tx, ids, now_us, admit), write=write)

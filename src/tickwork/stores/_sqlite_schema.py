@@ -134,8 +134,35 @@ CREATE INDEX ix_instances_schedule_live ON instances (schedule_id, fire_at)
     WHERE state IN (0, 1, 2) AND schedule_id IS NOT NULL;
 """
 
+# Overlap policies across nodes (tickwork.actors.overlap): each schedule's admitted
+# occurrence, the instance a node last started under a policy other than "allow", and the
+# claim token it held then (see tickwork._schedule_plan.Slot). A single-node store needs
+# it only for the store contract; it is the same as PostgreSQL's.
+_V4_ADMITTED: Final = """
+ALTER TABLE schedules ADD COLUMN active_id INTEGER;
+ALTER TABLE schedules ADD COLUMN active_token INTEGER;
+"""
+
+# The last attempt of an ended instance lives in its own row (the node is ``owner``, the
+# error ``error``), not in ``history``: a run that ends its instance then costs no history
+# row and no index entries of its own (3 of the ~12 B-tree writes of an instance's life).
+# ``history`` keeps the attempts that were retried. Rows ended before this version have
+# their last attempt in ``history`` and NULL here; ``Reads.history`` reads both.
+_V5_LAST_ATTEMPT: Final = """
+ALTER TABLE instances ADD COLUMN last_started INTEGER;
+ALTER TABLE instances ADD COLUMN last_finished INTEGER;
+ALTER TABLE instances ADD COLUMN last_error_type TEXT;
+ALTER TABLE instances ADD COLUMN last_result TEXT;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2_RETENTION, _V3_SCHEDULES)
+MIGRATIONS: Final[tuple[str, ...]] = (
+    _V1,
+    _V2_RETENTION,
+    _V3_SCHEDULES,
+    _V4_ADMITTED,
+    _V5_LAST_ATTEMPT,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

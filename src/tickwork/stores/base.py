@@ -27,7 +27,7 @@ clock of its own (PostgreSQL's ``now()``) may use that for leases instead.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from tickwork._schedule_plan import OccurrenceCheck
@@ -218,7 +218,16 @@ class Store(Protocol):
         ...
 
     async def check_occurrences(
-        self, ids: Sequence[int], now_us: int
+        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
     ) -> builtins.list[OccurrenceCheck]:
-        """For occurrences that came due (by instance id): may each run, and how?"""
+        """For occurrences that came due (by instance id): may each run, and how?
+
+        ``admit``: the ids (at most one per schedule) the caller starts now if they may
+        run, no occurrence of their schedule held by *another* owner is admitted and no
+        older one held by another owner is due. For each whose overlap policy is not
+        ``allow``, the store either records it as the schedule's admitted occurrence,
+        atomically with respect to every other caller, or names the other owner's
+        occurrence in the check's ``in_flight`` (see
+        :func:`tickwork.stores._schedule_ops.check_occurrences`).
+        """
         ...

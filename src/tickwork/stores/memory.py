@@ -65,6 +65,8 @@ class MemoryStore(MemoryScheduleMethods):
         self._fires: dict[tuple[str, int], int] = {}
         self._history: dict[int, list[Attempt]] = {}
         self._schedules: dict[str, Schedule] = {}  # see _memory_schedules
+        # schedule id -> its admitted occurrence (instance id, claim token): ScheduleTx.slots
+        self._schedule_slots: dict[str, tuple[int, int | None]] = {}
         self._schedule_rows: dict[str, set[int]] = {}  # schedule id -> unfinished occurrences
 
     # -- life ---------------------------------------------------------------------------
