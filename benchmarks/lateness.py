@@ -81,13 +81,19 @@ async def run_rate(
         per_chunk = max(1, int(rate * chunk))
         margins: list[float] = []
 
+        # The chunks are built first: making NewInstance objects is the caller's work, not
+        # the scheduler's, and in this one-thread benchmark it would delay runs that are due.
+        chunks = []
+        for first in range(0, total, per_chunk):
+            last = min(total, first + per_chunk)
+            due = [start_us + round(i * step_us) for i in range(first, last)]
+            chunks.append((due, new_instances(due)))
+
         async def feeder() -> None:
-            for first in range(0, total, per_chunk):
-                last = min(total, first + per_chunk)
-                due = [start_us + round(i * step_us) for i in range(first, last)]
+            for due, news in chunks:
                 # schedule the chunk `ahead` seconds before its first instance is due
                 await scheduler._clock.sleep_until_us(due[0] - int(ahead * 1e6))  # noqa: SLF001
-                await scheduler.schedule_many(new_instances(due))
+                await scheduler.schedule_many(news)
                 if feed == "upfront":  # wait until the node holds them all
                     while scheduler.statistics().in_memory < total:
                         await trio.sleep(0.01)
