@@ -74,7 +74,6 @@ class Puller:
         on_remote_aborts: Callable[[list[int]], Awaitable[None]],
         on_claimed: Callable[[list[Instance]], None] | None = None,
         cluster: ClusterLink | None = None,
-        on_schedules_changed: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -88,7 +87,6 @@ class Puller:
         self._on_remote_aborts = on_remote_aborts
         self._on_claimed = on_claimed
         self._cluster = cluster
-        self._on_schedules_changed = on_schedules_changed
         self._last_pull_us: int | None = None  # cluster mode only
         self._slot_us: int | None = None  # cluster mode: the slot the next pull is for
         self.cancel_scope = trio.CancelScope()
@@ -273,8 +271,6 @@ class Puller:
                 self.wake()
             elif changes.pending_us is not None:
                 self.note_pending(changes.pending_us)
-            if (changes.schedules or changes.lost) and self._on_schedules_changed is not None:
-                self._on_schedules_changed()
 
     async def _changed_elsewhere(self) -> bool:
         token = await self._store.change_token()
