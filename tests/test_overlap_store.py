@@ -21,7 +21,7 @@ from tickwork._schedules import Schedule, new_schedule
 from tickwork._time import to_us
 from tickwork.model import Finish, Instance
 from tickwork.state import State
-from tickwork.stores import MemoryStore, Store
+from tickwork.stores import Store
 from tickwork.triggers import Interval
 
 if TYPE_CHECKING:
@@ -34,37 +34,6 @@ HOUR = 3600 * S
 T0 = to_us(datetime(2031, 6, 2, tzinfo=UTC))
 #: the fire times of the schedule below: every 10 minutes after T0
 N1, N2, N3 = T0 + 10 * MIN, T0 + 20 * MIN, T0 + 30 * MIN
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    schema = dsn = None
-    s: Store
-    if kind == "memory":
-        s = MemoryStore()
-    elif kind == "sqlite":
-        from tickwork.stores.sqlite import SQLiteStore
-
-        s = SQLiteStore(tmp_path / "tickwork.db")
-    else:
-        from pg_support import drop_schema, fresh_schema, require_pg
-        from tickwork.stores.postgres import PostgresStore
-
-        dsn = require_pg()
-        schema = fresh_schema()
-        s = PostgresStore(dsn, schema=schema)
-    await s.open(node_id="node")
-    try:
-        yield s
-    finally:
-        await s.aclose()
-        if dsn is not None and schema is not None:
-            drop_schema(dsn, schema)
 
 
 def every10(overlap: str = "skip", **kw: Any) -> Schedule:

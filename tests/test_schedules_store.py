@@ -18,11 +18,10 @@ from tickwork._time import to_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import MemoryStore, Store
+from tickwork.stores import Store
 from tickwork.triggers import Cron, Interval
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
 S = 1_000_000
@@ -31,37 +30,6 @@ HOUR = 3600 * S
 LEASE = 60 * S
 #: a round UTC time (a multiple of every interval below), in the near future
 T0 = to_us(datetime(2031, 6, 2, tzinfo=UTC))
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    schema = dsn = None
-    s: Store
-    if kind == "memory":
-        s = MemoryStore()
-    elif kind == "sqlite":
-        from tickwork.stores.sqlite import SQLiteStore
-
-        s = SQLiteStore(tmp_path / "tickwork.db")
-    else:
-        from pg_support import drop_schema, fresh_schema, require_pg
-        from tickwork.stores.postgres import PostgresStore
-
-        dsn = require_pg()
-        schema = fresh_schema()
-        s = PostgresStore(dsn, schema=schema)
-    await s.open(node_id="node")
-    try:
-        yield s
-    finally:
-        await s.aclose()
-        if dsn is not None and schema is not None:
-            drop_schema(dsn, schema)
 
 
 def every(minutes: int, **kw: object) -> Schedule:

@@ -9,7 +9,6 @@ that uses ``now_us``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,45 +16,10 @@ from tickwork._time import to_us
 from tickwork.errors import IllegalTransition
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import INTERRUPTED, MemoryStore, Store
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
+from tickwork.stores import INTERRUPTED, Store
 
 S = 1_000_000  # one second in µs
 LEASE = 60 * S
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    schema = dsn = None
-    s: Store
-    if kind == "memory":
-        s = MemoryStore()
-    elif kind == "sqlite":
-        from tickwork.stores.sqlite import SQLiteStore
-
-        s = SQLiteStore(tmp_path / "tickwork.db")
-    else:
-        from pg_support import drop_schema, fresh_schema, require_pg
-        from tickwork.stores.postgres import PostgresStore
-
-        dsn = require_pg()
-        schema = fresh_schema()
-        s = PostgresStore(dsn, schema=schema)
-    await s.open(node_id="node-test")
-    try:
-        yield s
-    finally:
-        await s.aclose()
-        if dsn is not None and schema is not None:
-            drop_schema(dsn, schema)
 
 
 @pytest.fixture
@@ -712,15 +676,15 @@ async def test_claim_never_takes_over_the_claimers_own_rows(store: Store, now: i
 async def test_recover_gives_back_the_openers_own_claims(store: Store, now: int) -> None:
     # A node restarted under the same id finds its own claims of the previous run again.
     ids = await store.insert([row(at=now), row(at=now)], now)
-    [c1, c2] = await claim_all(store, "node-test", now)
-    assert await store.start("node-test", [(c2.id, c2.claim_token or 0)], now) == [True]
+    [c1, c2] = await claim_all(store, "node", now)
+    assert await store.start("node", [(c2.id, c2.claim_token or 0)], now) == [True]
     assert await store.recover(now + S) == 2
     got = [await store.get(i) for i in ids]
     assert [(i.state, i.claim_token) for i in got if i is not None] == [
         (State.PENDING, None),
         (State.FAILED, None),
     ]
-    assert await store.finish("node-test", [done(c1)], now + 2 * S) == [False]
+    assert await store.finish("node", [done(c1)], now + 2 * S) == [False]
 
 
 # -- retention ------------------------------------------------------------------------------
