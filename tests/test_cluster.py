@@ -118,6 +118,18 @@ def events(*nodes: Node) -> list[tuple[str, str, str, float]]:
     return out
 
 
+def running_at_least_once(node: Node) -> int:
+    """How many at-least-once runs ``node`` has started and not finished (its log)."""
+    open_runs: set[str] = set()
+    for event, label, _, _ in events(node):
+        if int(label) % 10:  # every tenth is at-most-once
+            if event == "S":
+                open_runs.add(label)
+            elif event == "D":
+                open_runs.discard(label)
+    return len(open_runs)
+
+
 def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -195,6 +207,8 @@ def test_three_nodes_share_the_work_and_survive_a_sigkill(
         # kill one node mid-run, while it has work claimed and running
         wait(lambda: ended(dsn, schema) >= N * 11 // 20, 30, "the run to get going")
         victim, survivors = nodes[0], nodes[1:]
+        # kill it while at-least-once runs are in flight there (runs take 0.2 s)
+        wait(lambda: running_at_least_once(victim) > 0, 10, "runs in flight on the victim")
         assert held_by(dsn, schema, victim.node_id) > 0
         killed_at = victim.kill()
         wait(lambda: held_by(dsn, schema, victim.node_id) == 0, 10, "the takeover")
