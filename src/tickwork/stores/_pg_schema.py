@@ -38,7 +38,7 @@ from tickwork.stores.base import INTERRUPTED
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from datetime import timedelta
 
     import psycopg
@@ -436,6 +436,13 @@ class Session(Protocol):
     ) -> psycopg.Cursor[tuple[Any, ...]]: ...
 
 
+def int_array(values: Iterable[int | None]) -> str:
+    """The PostgreSQL array literal of ``values`` (None as NULL), for a ``%(x)s::bigint[]``
+    parameter: psycopg dumps a list element by element in Python, a third of the node's
+    time in a burst; ``str.join`` builds the same array in a fraction of it."""
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+
+
 @final
 class Queries:
     """Every statement of the store for one schema, and the calls that run them.
@@ -506,15 +513,15 @@ class Queries:
             self.insert_sql,
             {
                 "tasks": [r.task for r in rows],
-                "run_ats": [r.run_at_us for r in rows],
+                "run_ats": int_array(r.run_at_us for r in rows),
                 "params": [bytes(r.params) for r in rows],
-                "states": [int(r.state) for r in rows],
+                "states": int_array(int(r.state) for r in rows),
                 "errors": [r.error for r in rows],
                 "dedup_keys": [r.dedup_key for r in rows],
-                "max_attempts": [r.max_attempts for r in rows],
-                "timeouts": [r.timeout_us for r in rows],
+                "max_attempts": int_array(r.max_attempts for r in rows),
+                "timeouts": int_array(r.timeout_us for r in rows),
                 "schedule_ids": [r.schedule_id for r in rows],
-                "fire_ats": [r.fire_at_us for r in rows],
+                "fire_ats": int_array(r.fire_at_us for r in rows),
                 "now": now_us,
             },
         )
@@ -603,8 +610,8 @@ class Queries:
         self, owner: str, items: Sequence[tuple[int, int]], now_us: int, session: Session
     ) -> list[bool]:
         params = {
-            "ids": [iid for iid, _ in items],
-            "tokens": [token for _, token in items],
+            "ids": int_array(iid for iid, _ in items),
+            "tokens": int_array(token for _, token in items),
             "owner": owner,
             "now": now_us,
         }
@@ -622,14 +629,14 @@ class Queries:
         cur = session.execute(
             self.finish_sql,
             {
-                "ids": [f.id for f in batch],
-                "tokens": [f.claim_token for f in batch],
-                "states": [int(f.state) for f in batch],
-                "attempts": [f.attempts for f in batch],
+                "ids": int_array(f.id for f in batch),
+                "tokens": int_array(f.claim_token for f in batch),
+                "states": int_array(int(f.state) for f in batch),
+                "attempts": int_array(f.attempts for f in batch),
                 "errors": [f.error for f in batch],
-                "run_ats": [f.run_at_us for f in batch],
-                "started": [f.started_us for f in batch],
-                "finished": [f.finished_us for f in batch],
+                "run_ats": int_array(f.run_at_us for f in batch),
+                "started": int_array(f.started_us for f in batch),
+                "finished": int_array(f.finished_us for f in batch),
                 "error_types": [f.error_type for f in batch],
                 "results": [f.result for f in batch],
                 "owner": owner,
