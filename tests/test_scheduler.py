@@ -277,3 +277,36 @@ async def test_a_full_outbox_slows_workers_and_releases_them_all(autojump_clock,
         await settle(sched)
         assert await sched.count(state=State.SUCCEEDED) == 3_000
         await wait_until(lambda: sched.statistics().executor.workers == 0)
+
+
+async def test_a_big_schedule_many_lets_other_tasks_run_while_it_validates(autojump_clock, store):
+    """schedule_many checkpoints between slices of its validation, so a big batch does
+    not hold up due runs (the other tasks run before the store is even called)."""
+    clock = VirtualClock()
+    ticks = 0
+    ticks_at_insert: list[int] = []
+    insert = store.insert
+
+    async def spy(rows, now_us):  # type: ignore[no-untyped-def]
+        ticks_at_insert.append(ticks)
+        return await insert(rows, now_us)
+
+    store.insert = spy  # type: ignore[method-assign]
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with tickwork.open_scheduler(store, tasks=[Recording(clock)], clock=clock) as sched:
+        later = clock.now() + timedelta(hours=2)
+        news = [tickwork.NewInstance("rec", later, b"") for _ in range(2_000)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await trio.lowlevel.checkpoint()  # the ticker is running
+            before = ticks
+            await sched.schedule_many(news)
+            nursery.cancel_scope.cancel()
+    # 2,000 items in slices of 500: three checkpoints before the insert
+    assert ticks_at_insert[0] - before >= 3

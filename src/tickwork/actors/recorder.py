@@ -210,10 +210,9 @@ class Recorder:
         inst = o.instance
         token = inst.claim_token or 0
         if o.kind is Kind.OK:  # the hot path: positional, no dict of common fields
-            result = None if o.result is None else result_summary(o.result)
             return Finish(
                 inst.id, token, State.SUCCEEDED, inst.attempts + 1, None, None,
-                o.started_us, o.finished_us, None, result,
+                o.started_us, o.finished_us, None, result_summary(o.result),
             )  # fmt: skip
         ran = o.started_us is not None
         attempts = inst.attempts + 1 if ran else inst.attempts

@@ -415,7 +415,9 @@ class Ops(Reads):
                 deltas[(v[3], int(f.state))] += 1
                 v[2] = f.state  # a second finish of this row in the batch is refused
                 ran = f.started_us is not None
-                finished = None if not ran else now if f.finished_us is None else f.finished_us
+                finished = None
+                if ran:
+                    finished = now if f.finished_us is None else f.finished_us
                 if f.state is not State.PENDING:  # its last attempt goes in the row
                     ended.append(
                         (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
@@ -517,4 +519,4 @@ class Ops(Reads):
                 (before, limit),
             ).rowcount
         # an instance's last attempt went with its row (see _sqlite_schema V5)
-        return len(old) + sum(int(r[3]) for r in old) + int(history)
+        return len(old) + sum(int(r[3]) for r in old) + history
