@@ -190,9 +190,9 @@ class Ops(Reads):
                 first = self._next("last_id", len(new)) - len(new) + 1
                 for k, pos in enumerate(new):
                     ids[pos] = first + k
-                plain = [(ids[p], rows[p]) for p in new if _is_plain(rows[p])]
+                plain = [p for p in new if _is_plain(rows[p])]
                 if plain:  # the common bulk case: a few statements, no step per row
-                    self._insert_plain(plain, now)
+                    self._insert_plain(ids, rows, plain, now)
                 if len(plain) < len(new):
                     self._c.executemany(
                         _INSERT,
@@ -207,26 +207,38 @@ class Ops(Reads):
                 ids[pos] = ids[earlier]
         return ids
 
-    def _insert_plain(self, plain: list[tuple[int, NewRow]], now: int) -> None:
-        """Insert plain rows. Rows sharing their task and params (a burst of one job, say)
-        go in one statement per group, ids and run times as JSON: every step of an
-        ``executemany`` re-takes the GIL, which the trio thread holds most of the time,
-        and one statement for 100,000 rows takes it once. Params differ per row otherwise
-        (a JSON document cannot hold bytes), so the rest go through one ``executemany``."""
-        groups: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
-        for iid, r in plain:
-            groups.setdefault((r.task, r.params), []).append((iid, r.run_at_us))
+    def _insert_plain(
+        self, ids: list[int], rows: Sequence[NewRow], plain: list[int], now: int
+    ) -> None:
+        """Insert the plain rows at positions ``plain``. Rows sharing their task and params
+        (a burst of one job, say) go in one statement per group, ids and run times as
+        JSON: every step of an ``executemany`` re-takes the GIL, which the trio thread
+        holds most of the time, and one statement for 100,000 rows takes it once. Params
+        differ per row otherwise (a JSON document cannot hold bytes), so the rest go
+        through one ``executemany``. No container is made per row: this runs while the
+        trio thread fires instances, and every list made here would outlive a young
+        collection and add to the next full one (the tuples of plain values are untracked
+        by the collector on sight)."""
+        sizes = Counter((rows[p].task, rows[p].params) for p in plain)
+        groups: dict[tuple[str, bytes], list[int]] = {
+            key: [] for key, size in sizes.items() if size >= _GROUP_MIN
+        }
         single: list[tuple[int, str, int, bytes, int, int]] = []
-        for (task, params), items in groups.items():
-            if len(items) < _GROUP_MIN:
-                single.extend((iid, task, run_at, params, now, now) for iid, run_at in items)
-                continue
-            first, last = items[0][0], items[-1][0]
-            if last - first == len(items) - 1:  # consecutive ids (a whole batch, say)
-                run_ats = json.dumps([run_at for _, run_at in items])
+        for p in plain:
+            r = rows[p]
+            members = groups.get((r.task, r.params)) if groups else None
+            if members is None:
+                single.append((ids[p], r.task, r.run_at_us, r.params, now, now))
+            else:
+                members.append(p)
+        for (task, params), members in groups.items():
+            first = ids[members[0]]
+            if ids[members[-1]] - first == len(members) - 1:  # consecutive ids (a batch)
+                run_ats = json.dumps([rows[p].run_at_us for p in members])
                 self._c.execute(_INSERT_RUN, (first, task, params, now, run_ats))
             else:
-                self._c.execute(_INSERT_PAIRS, (task, params, now, json.dumps(items)))
+                pairs = json.dumps([[ids[p], rows[p].run_at_us] for p in members])
+                self._c.execute(_INSERT_PAIRS, (task, params, now, pairs))
         if single:
             self._c.executemany(_INSERT_PLAIN, single)
 
