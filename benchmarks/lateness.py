@@ -6,13 +6,15 @@ feeder schedules the instances in chunks of ``--chunk`` seconds, each chunk ``--
 seconds before it is due (one ``schedule_many`` per chunk), with due times spread evenly
 at the rate for ``--duration`` seconds. So storing, claiming, firing and recording all
 happen at the same time, as in a steady state, while the feed is never the bottleneck.
+The same again after ``gc.freeze()`` (feed ``chunks+freeze``: what ``tickwork run`` does
+when it starts), and with everything stored first (feed ``upfront``).
 
 Each instance's task records ``time.time_ns()`` when it starts; lateness = start - due.
 Reported per rate: p50, p99, p99.9 and max in milliseconds (median (min-max) over the
 repetitions), and the earliest start relative to due (never negative: nothing fires
 early). Every instance must end SUCCEEDED.
 
-    python benchmarks/lateness.py [--quick] [--rates 2000,10000] [--duration 10]
+    python benchmarks/lateness.py [--quick] [--rates 2000,10000] [--duration 10] [--feed all]
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from _common import (
 )
 
 TARGET_P99_MS = {2_000: 2.0, 10_000: 20.0}
+_FROZEN = "+freeze"
+FEEDS = ("chunks", f"chunks{_FROZEN}", "upfront")
 #: the feeder builds NewInstance objects this many at a time, starting this long (per
 #: instance: ~3 µs each here, so with room to spare) before the chunk is to be stored
 _BUILD_SLICE = 500
@@ -67,7 +71,14 @@ def new_instances(due: list[int]) -> list[tickwork.NewInstance]:
 
 
 async def run_rate(
-    path: Path, rate: int, duration: float, feed: str, *, chunk: float, ahead: float
+    path: Path,
+    rate: int,
+    duration: float,
+    feed: str,
+    *,
+    chunk: float,
+    ahead: float,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """One run at ``rate``; ``feed`` is ``chunks`` (steady state: schedule_many of
     ``chunk`` seconds of instances, ``ahead`` seconds before they are due) or ``upfront``
@@ -120,9 +131,14 @@ async def run_rate(
                 margins.append((due[0] - time.time_ns() // 1_000) / 1e3)
 
         gc.collect()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(feeder)
-            await wait_recorded(scheduler, total, poll=0.01)
+        if gc_freeze:  # what exists now stays out of the GC's full passes (tickwork run does)
+            gc.freeze()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feeder)
+                await wait_recorded(scheduler, total, poll=0.01)
+        finally:
+            gc.unfreeze()
         succeeded = await scheduler.count(state=tickwork.State.SUCCEEDED)
         stats = scheduler.statistics()
     if succeeded != total or len(task.starts) != total:
@@ -152,7 +168,13 @@ async def measure(
                 for rate in rates:
                     path = d / f"lateness-{feed}-{rate}-{rep}.db"
                     run = await run_rate(
-                        path, rate, duration, feed, chunk=args.chunk, ahead=args.ahead
+                        path,
+                        rate,
+                        duration,
+                        feed.removesuffix(_FROZEN),
+                        chunk=args.chunk,
+                        ahead=args.ahead,
+                        gc_freeze=feed.endswith(_FROZEN),
                     )
                     out.setdefault((feed, rate), []).append(run)
     return out
@@ -169,7 +191,7 @@ def main() -> None:
     parser.add_argument(
         "--feed",
         default=None,
-        help="chunks, upfront or both (default: both; --quick: chunks)",
+        help=f"comma-separated, of {', '.join(FEEDS)}; or all (default: all; --quick: chunks)",
     )
     parser.add_argument(
         "--chunk", type=float, default=1.0, help="seconds of instances per schedule_many"
@@ -192,8 +214,11 @@ def main() -> None:
     duration = args.duration or (1.0 if args.quick else 10.0)
     args.ahead = args.ahead or (1.0 if args.quick else 2.0)
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
-    feed = args.feed or ("chunks" if args.quick else "both")
-    feeds = ["chunks", "upfront"] if feed == "both" else [feed]
+    feeds = (args.feed or ("chunks" if args.quick else "all")).split(",")
+    if feeds == ["all"]:
+        feeds = list(FEEDS)
+    if unknown := set(feeds) - set(FEEDS):
+        parser.error(f"--feed: unknown {', '.join(sorted(unknown))}; choose from {FEEDS}")
     res = trio.run(measure, rates, feeds, args, duration)
     rows = []
     notes = [
@@ -207,6 +232,11 @@ def main() -> None:
             f"{args.ahead:g} s before they are due (storing, claiming, firing and recording "
             "overlap: the steady state); upfront: all stored and claimed before the first "
             "is due (firing and recording only)"
+        ),
+        (
+            f"chunks{_FROZEN}: the same as chunks with gc.freeze() before the run, as "
+            "`tickwork run` does when it starts: what the process holds then (modules, the "
+            "benchmark's own objects) stays out of the garbage collector's full passes"
         ),
     ]
     if args.switch_interval is not None:

@@ -263,6 +263,8 @@ def test_runtime_errors(tmp_path: Path) -> None:
 # -- a running node ---------------------------------------------------------------------
 
 GREET = """
+    import gc
+
     import tickwork
 
     class Greet(tickwork.Task):
@@ -271,7 +273,14 @@ GREET = """
         async def run(self, params: bytes) -> object:
             return "hello " + tickwork.unpack(params)["name"]
 
-    TASKS = [Greet]
+    class Frozen(tickwork.Task):
+        # how many objects the node's process keeps out of the cyclic GC's passes
+        name = "frozen"
+
+        async def run(self, params: bytes) -> object:
+            return gc.get_freeze_count()
+
+    TASKS = [Greet, Frozen]
 """
 
 
@@ -358,7 +367,7 @@ def test_node_runs_what_another_process_adds(tmp_path: Path) -> None:
     db = tmp_path / "node.db"
     with Node(db, "--window", "1h", "--tasks", "mytasks:TASKS", cwd=tmp_path) as node:
         node.wait_for(f"started on {db}")
-        assert "bash, greet" in node.log
+        assert "bash, frozen, greet" in node.log
 
         iid = int(tw(db, "add", "--in", "1s", "--", "echo", "hi").stdout)
         greet = tw(db, "add", "--task", "greet", "--in", "0", "--params", '{"name": "bob"}')
@@ -370,6 +379,13 @@ def test_node_runs_what_another_process_adds(tmp_path: Path) -> None:
         doc = wait_state(db, int(greet.stdout), {"SUCCEEDED", "FAILED"})
         assert doc["state"] == "SUCCEEDED", (doc, node.log)
         assert "hello bob" in tw(db, "show", greet.stdout.strip()).stdout
+
+        # The node froze what it had loaded before starting (modules, tasks): the GC's
+        # full passes, which stop the node, do not scan it.
+        frozen = int(tw(db, "add", "--task", "frozen", "--in", "0").stdout)
+        doc = wait_state(db, frozen, {"SUCCEEDED", "FAILED"})
+        (attempt,) = doc["history"]  # type: ignore[misc]
+        assert int(attempt["result"]) > 10_000, doc
 
         # A second node on the same database is refused while the first one runs.
         second = tw(db, "run", code=1, cwd=tmp_path)

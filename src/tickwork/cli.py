@@ -13,6 +13,7 @@ locked by another node, a file that is not a tickwork database), 130 after an in
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -267,6 +268,11 @@ def run(
     """
     _setup_logging("INFO")
     tasks = _load_tasks(task_specs)
+    # The process is the node's: what is loaded by now (modules, the tasks) lives as long
+    # as it does. Frozen, it stays out of every full pass of the cyclic garbage collector,
+    # which stops the node for each pass (docs/operations.md, "Python's garbage collector").
+    gc.collect()
+    gc.freeze()
 
     async def serve() -> int:
         return await _serve(
