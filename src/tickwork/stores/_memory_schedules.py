@@ -9,8 +9,8 @@ it works on that store's dicts and indexes through the store's one writer of row
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import attrs
 import trio
@@ -20,14 +20,16 @@ from tickwork.model import Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._rules import HELD
-from tickwork.stores._schedule_ops import LiveRow
+from tickwork.stores._schedule_methods import ScheduleMethods
+from tickwork.stores._schedule_ops import LiveRow, ScheduleTx
 
 if TYPE_CHECKING:
-    from tickwork._schedule_plan import OccurrenceCheck
-    from tickwork._schedules import Schedule, ScheduleWrite
+    from tickwork._schedules import Schedule
     from tickwork.stores.memory import MemoryStore
 
 __all__ = ["MemoryScheduleMethods"]
+
+T = TypeVar("T")
 
 _ENDABLE: Final = frozenset({State.PENDING, State.CLAIMED})
 #: Past this many tracked ids, a schedule's set of unfinished occurrences drops ended ones.
@@ -189,7 +191,7 @@ class _Tx:
             slots[sid] = (iid, token)
 
 
-class MemoryScheduleMethods:
+class MemoryScheduleMethods(ScheduleMethods):
     """The Store protocol's schedule methods for :class:`MemoryStore` (a mixin)."""
 
     def _tx(self, now_us: int) -> _Tx:
@@ -206,36 +208,12 @@ class MemoryScheduleMethods:
         if row.schedule_id is not None and row.fire_at_us is not None:
             ops.after_abort(self._tx(now_us), row.schedule_id, row.fire_at_us, now_us)
 
-    async def add_schedule(
-        self, schedule: Schedule, now_us: int, *, replace: bool = False
-    ) -> ScheduleWrite:
+    async def _run(
+        self,
+        now_us: int,
+        fn: Callable[[ScheduleTx], T],
+        *,
+        write: bool = True,  # noqa: ARG002 - every call of this store is atomic
+    ) -> T:
         await trio.lowlevel.checkpoint()
-        return ops.add(self._tx(now_us), schedule, now_us, replace=replace)
-
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        await trio.lowlevel.checkpoint()
-        return self._tx(0).load([schedule_id]).get(schedule_id)
-
-    async def list_schedules(
-        self, *, limit: int = 1000, after_id: str | None = None
-    ) -> builtins.list[Schedule]:
-        await trio.lowlevel.checkpoint()
-        return self._tx(0).page(limit, after_id)
-
-    async def pause_schedule(self, schedule_id: str, now_us: int) -> Schedule | None:
-        await trio.lowlevel.checkpoint()
-        return ops.pause(self._tx(now_us), schedule_id, now_us)
-
-    async def resume_schedule(self, schedule_id: str, now_us: int) -> ScheduleWrite | None:
-        await trio.lowlevel.checkpoint()
-        return ops.resume(self._tx(now_us), schedule_id, now_us)
-
-    async def remove_schedule(self, schedule_id: str, now_us: int) -> bool:
-        await trio.lowlevel.checkpoint()
-        return ops.remove(self._tx(now_us), schedule_id, now_us)
-
-    async def check_occurrences(
-        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
-    ) -> builtins.list[OccurrenceCheck]:
-        await trio.lowlevel.checkpoint()
-        return ops.check_occurrences(self._tx(now_us), ids, now_us, admit)
+        return fn(self._tx(now_us))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar, cast, final
 
@@ -23,16 +23,17 @@ from tickwork.model import Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import _pg_cluster
 from tickwork.stores import _schedule_ops as ops
+from tickwork.stores._schedule_methods import ScheduleMethods
 from tickwork.stores._schedule_ops import (
     SCHEDULE_COLUMNS,
     LiveRow,
+    ScheduleTx,
     schedule_from_row,
     schedule_row,
 )
 
 if TYPE_CHECKING:
-    from tickwork._schedule_plan import OccurrenceCheck
-    from tickwork._schedules import Schedule, ScheduleWrite
+    from tickwork._schedules import Schedule
     from tickwork.stores._pg_schema import Queries, Session
     from tickwork.stores.postgres import PostgresStore
 
@@ -308,45 +309,14 @@ def after_abort(q: Queries, session: Session, schedule_id: str, fire_us: int, no
     ops.after_abort(_Tx(q, session, now_us, announce=True), schedule_id, fire_us, now_us)
 
 
-def _op(now_us: int, fn: Callable[[_Tx], T], q: Queries, session: Session) -> T:
+def _op(now_us: int, fn: Callable[[ScheduleTx], T], q: Queries, session: Session) -> T:
     return fn(_Tx(q, session, now_us, announce=True))
 
 
-class PgScheduleMethods:
+class PgScheduleMethods(ScheduleMethods):
     """The Store protocol's schedule methods for :class:`PostgresStore` (a mixin)."""
 
-    async def _run(self, now_us: int, fn: Callable[[_Tx], T], *, write: bool = True) -> T:
+    async def _run(self, now_us: int, fn: Callable[[ScheduleTx], T], *, write: bool = True) -> T:
         store = cast("PostgresStore", self)
         q = store._q  # noqa: SLF001 - the mixin is part of the store
         return await store._call(partial(_op, now_us, fn, q), write=write)  # noqa: SLF001
-
-    async def add_schedule(
-        self, schedule: Schedule, now_us: int, *, replace: bool = False
-    ) -> ScheduleWrite:
-        return await self._run(now_us, lambda tx: ops.add(tx, schedule, now_us, replace=replace))
-
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        load = lambda tx: tx.load([schedule_id], lock=False).get(schedule_id)  # noqa: E731
-        return await self._run(0, load, write=False)
-
-    async def list_schedules(
-        self, *, limit: int = 1000, after_id: str | None = None
-    ) -> builtins.list[Schedule]:
-        return await self._run(0, lambda tx: tx.page(limit, after_id), write=False)
-
-    async def pause_schedule(self, schedule_id: str, now_us: int) -> Schedule | None:
-        return await self._run(now_us, lambda tx: ops.pause(tx, schedule_id, now_us))
-
-    async def resume_schedule(self, schedule_id: str, now_us: int) -> ScheduleWrite | None:
-        return await self._run(now_us, lambda tx: ops.resume(tx, schedule_id, now_us))
-
-    async def remove_schedule(self, schedule_id: str, now_us: int) -> bool:
-        return await self._run(now_us, lambda tx: ops.remove(tx, schedule_id, now_us))
-
-    async def check_occurrences(
-        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
-    ) -> builtins.list[OccurrenceCheck]:
-        check = ops.check_occurrences
-        # Admitting locks schedule rows and may record admitted occurrences: a transaction.
-        write = bool(admit)
-        return await self._run(now_us, lambda tx: check(tx, ids, now_us, admit), write=write)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from tickwork._schedule_plan import InFlight, OccurrenceInfo, Slot
 from tickwork.model import Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import _schedule_ops as ops
+from tickwork.stores._schedule_methods import ScheduleMethods
 from tickwork.stores._schedule_ops import (
     SCHEDULE_COLUMNS,
     LiveRow,
+    ScheduleTx,
     schedule_from_row,
     schedule_row,
 )
@@ -26,8 +28,7 @@ from tickwork.stores._schedule_ops import (
 if TYPE_CHECKING:
     from collections import Counter
 
-    from tickwork._schedule_plan import OccurrenceCheck
-    from tickwork._schedules import Schedule, ScheduleWrite
+    from tickwork._schedules import Schedule
     from tickwork.stores._sqlite_ops import Ops
     from tickwork.stores.sqlite import SQLiteStore
 
@@ -210,46 +211,16 @@ def after_abort(
     ops.after_abort(_Tx(o, deltas, now_us), schedule_id, fire_us, now_us)
 
 
-def _write(o: Ops, now_us: int, fn: Callable[[_Tx], T]) -> T:
+def _write(o: Ops, now_us: int, fn: Callable[[ScheduleTx], T]) -> T:
     with o._write() as deltas:  # noqa: SLF001
         return fn(_Tx(o, deltas, now_us))
 
 
-class SQLiteScheduleMethods:
+class SQLiteScheduleMethods(ScheduleMethods):
     """The Store protocol's schedule methods for :class:`SQLiteStore` (a mixin)."""
 
-    async def _run(self, now_us: int, fn: Callable[[_Tx], T], *, write: bool = True) -> T:
+    async def _run(self, now_us: int, fn: Callable[[ScheduleTx], T], *, write: bool = True) -> T:
         store = cast("SQLiteStore", self)
         if write:
             return await store._call(lambda o: _write(o, now_us, fn))  # noqa: SLF001
         return await store._call(lambda o: fn(_Tx(o, None, now_us)))  # noqa: SLF001
-
-    async def add_schedule(
-        self, schedule: Schedule, now_us: int, *, replace: bool = False
-    ) -> ScheduleWrite:
-        return await self._run(now_us, lambda tx: ops.add(tx, schedule, now_us, replace=replace))
-
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        return await self._run(0, lambda tx: tx.load([schedule_id]).get(schedule_id), write=False)
-
-    async def list_schedules(
-        self, *, limit: int = 1000, after_id: str | None = None
-    ) -> builtins.list[Schedule]:
-        return await self._run(0, lambda tx: tx.page(limit, after_id), write=False)
-
-    async def pause_schedule(self, schedule_id: str, now_us: int) -> Schedule | None:
-        return await self._run(now_us, lambda tx: ops.pause(tx, schedule_id, now_us))
-
-    async def resume_schedule(self, schedule_id: str, now_us: int) -> ScheduleWrite | None:
-        return await self._run(now_us, lambda tx: ops.resume(tx, schedule_id, now_us))
-
-    async def remove_schedule(self, schedule_id: str, now_us: int) -> bool:
-        return await self._run(now_us, lambda tx: ops.remove(tx, schedule_id, now_us))
-
-    async def check_occurrences(
-        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
-    ) -> builtins.list[OccurrenceCheck]:
-        check = ops.check_occurrences
-        # Admitting may record the schedules' admitted occurrences: a write transaction.
-        write = bool(admit)
-        return await self._run(now_us, lambda tx: check(tx, ids, now_us, admit), write=write)
