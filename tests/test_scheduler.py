@@ -308,5 +308,7 @@ async def test_a_big_schedule_many_lets_other_tasks_run_while_it_validates(autoj
             before = ticks
             await sched.schedule_many(news)
             nursery.cancel_scope.cancel()
-    # 2,000 items in slices of 500: three checkpoints before the insert
-    assert ticks_at_insert[0] - before >= 3
+    # 2,000 items in slices of 500: three checkpoints before the insert. Trio may run the
+    # ticker before or after this task within a batch, so at least two of them show as
+    # ticks (with no checkpoint at all there would be none: the spy runs in the same step).
+    assert ticks_at_insert[0] - before >= 2
