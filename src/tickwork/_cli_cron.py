@@ -8,27 +8,31 @@ lock), so they work while a node runs on it; the node notices the change by poll
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
 import trio
 
+from tickwork._cli_common import (
+    client,
+    db_option,
+    json_option,
+    packed,
+    require_db,
+    setup_cli_logging,
+)
 from tickwork._cli_crontab import CrontabEntry, parse_crontab
-from tickwork._cli_format import dump_json, setup_logging, short, table
+from tickwork._cli_format import dump_json, short, table
 from tickwork._cli_parse import (
-    DB,
     DURATION,
     JSON,
     TASK_NAME_TYPE,
     TIME,
     DbTarget,
     bash_params,
-    open_store,
 )
 from tickwork._schedule_plan import due_at
 from tickwork._schedules import (
@@ -43,12 +47,9 @@ from tickwork._schedules import (
 from tickwork._time import from_us, to_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import pack, unpack
+from tickwork.model import unpack
 from tickwork.tasks.bash import BashTask
 from tickwork.triggers import Cron
-
-if TYPE_CHECKING:
-    from tickwork.stores.base import Store
 
 __all__ = ["cron", "schedule_dict"]
 
@@ -56,27 +57,9 @@ log = logging.getLogger("tickwork.cli")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_HOW_TO_START = "add a schedule with `tickwork cron add` or start a node with `tickwork run`"
 _MISFIRES = [m.value for m in Misfire]
 _OVERLAPS = [o.value for o in Overlap]
-
-
-def _db_option(f: F) -> F:
-    return click.option(
-        "--db",
-        type=DB,
-        default=Path("tickwork.db"),
-        envvar="TICKWORK_DB",
-        show_envvar=True,
-        show_default=True,
-        help="The SQLite database file, or a PostgreSQL URI "
-        "(postgresql://user@host/dbname?schema=tickwork) for a cluster.",
-    )(f)
-
-
-def _json_option(f: F) -> F:
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
-    )(f)
 
 
 def _tz_option(f: F) -> F:
@@ -125,33 +108,6 @@ def _policy_options(f: F) -> F:
         is_flag=True,
         help="Replace a schedule with the same id and another definition.",
     )(f)
-
-
-def _setup_logging() -> None:
-    meta = click.get_current_context().meta
-    setup_logging(
-        str(meta.get("tickwork.log_level", "WARNING")),
-        str(meta.get("tickwork.log_format", "text")),
-    )
-
-
-def _require_db(db: DbTarget) -> None:
-    if isinstance(db, Path) and not db.exists():
-        raise click.ClickException(
-            f"no tickwork database at {db} (add a schedule with `tickwork cron add` "
-            "or start a node with `tickwork run`)"
-        )
-
-
-@asynccontextmanager
-async def _client(db: DbTarget) -> AsyncIterator[Store]:
-    store = open_store(db)
-    await store.open()
-    try:
-        yield store
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.aclose()
 
 
 def _cron_trigger(expr: str, zone: str) -> Cron:
@@ -295,8 +251,8 @@ def cron() -> None:
 @click.option("--paused", is_flag=True, help="Add it paused.")
 @_policy_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@_db_option
-@_json_option
+@db_option
+@json_option
 def add(
     *,
     expr: str,
@@ -323,7 +279,7 @@ def add(
     words after `--` are a bash command (the default task); give another task's params
     with --task and --params. Adding the same schedule again changes nothing.
     """
-    _setup_logging()
+    setup_cli_logging("WARNING")
     trigger = _cron_trigger(expr, zone)
     task = task_name or BashTask.name
     if command and task != BashTask.name:
@@ -331,12 +287,12 @@ def add(
             f"words after -- are a bash command, but --task is {task!r}; "
             "give that task's params with --params JSON"
         )
-    packed = bash_params(command, params) if task == BashTask.name else _packed(params)
+    data = bash_params(command, params) if task == BashTask.name else packed(params)
     try:
         schedule = new_schedule(
             task,
             trigger,
-            params=packed,
+            params=data,
             schedule_id=schedule_id,
             start_at=start_at,
             end_at=end_at,
@@ -352,7 +308,7 @@ def add(
     now_us = SystemClock().now_us()
 
     async def write() -> ScheduleWrite:
-        async with _client(db) as store:
+        async with client(db) as store:
             return await store.add_schedule(schedule, now_us, replace=replace)
 
     done = trio.run(write)
@@ -365,21 +321,17 @@ def add(
     click.echo(f"{done.change} {s.id}: {_rule(s)} in {_zone(s)}, {when}")
 
 
-def _packed(params: Any) -> bytes:
-    return b"" if params is None else pack(params)
-
-
 @cron.command(name="ls")
-@_db_option
-@_json_option
+@db_option
+@json_option
 def list_schedules(*, db: DbTarget, as_json: bool) -> None:
     """List schedules with their next fire time, in their zone and in UTC."""
-    _setup_logging()
-    _require_db(db)
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
 
     async def fetch() -> list[Schedule]:
         out: list[Schedule] = []
-        async with _client(db) as store:
+        async with client(db) as store:
             while True:
                 page = await store.list_schedules(limit=1000, after_id=out[-1].id if out else None)
                 out.extend(page)
@@ -399,15 +351,15 @@ def _one(name: str, verb: str, doc: str) -> None:
 
     @cron.command(name=name, help=doc)
     @click.argument("schedule_id", metavar="ID")
-    @_db_option
-    @_json_option
+    @db_option
+    @json_option
     def command(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
-        _setup_logging()
-        _require_db(db)
+        setup_cli_logging("WARNING")
+        require_db(db, _HOW_TO_START)
         now_us = SystemClock().now_us()
 
         async def call() -> Schedule | bool | None:
-            async with _client(db) as store:
+            async with client(db) as store:
                 if name == "pause":
                     return await store.pause_schedule(schedule_id, now_us)
                 if name == "resume":
@@ -443,10 +395,10 @@ _one(
     "-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many."
 )
 @click.option("--after", type=TIME, help="Start after this time.  [default: now]")
-@_json_option
+@json_option
 def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_json: bool) -> None:
     """Print the next fire times of a cron expression, in its zone and in UTC."""
-    _setup_logging()
+    setup_cli_logging("WARNING")
     trigger = _cron_trigger(expr, zone)
     at = SystemClock().now_us() if after is None else to_us(after)
     fires: list[int] = []
@@ -474,8 +426,8 @@ def _local_iso(us: int, zone: str) -> str:
 @click.argument("file", type=click.File("r"))
 @_tz_option
 @_policy_options
-@_db_option
-@_json_option
+@db_option
+@json_option
 def import_crontab(
     *,
     file: Any,
@@ -495,7 +447,7 @@ def import_crontab(
     from its line, so importing the same file again changes nothing. Nothing is written
     unless every line is understood.
     """
-    _setup_logging()
+    setup_cli_logging("WARNING")
     name = getattr(file, "name", "-")
     entries, warnings, errors = parse_crontab(file.read(), name)
     for warning in warnings:
@@ -518,7 +470,7 @@ def import_crontab(
     now_us = SystemClock().now_us()
 
     async def write() -> list[ScheduleWrite]:
-        async with _client(db) as store:
+        async with client(db) as store:
             return [await store.add_schedule(s, now_us, replace=replace) for s in schedules]
 
     done = trio.run(write) if schedules else []

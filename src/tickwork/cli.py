@@ -13,35 +13,39 @@ locked by another node, a file that is not a tickwork database), 130 after an in
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import trio
 
+from tickwork._cli_common import (
+    client,
+    db_option,
+    emit,
+    json_option,
+    log_options,
+    packed,
+    require_db,
+    setup_cli_logging,
+)
 from tickwork._cli_cron import cron
 from tickwork._cli_format import (
     attempt_dict,
     dump_json,
     error_report,
-    format_duration,
     instance_dict,
     instances_table,
     node_dict,
     nodes_table,
-    setup_logging,
     show_text,
     stats_text,
 )
 from tickwork._cli_parse import (
-    DB,
     DURATION,
     ID,
     JSON,
@@ -52,14 +56,12 @@ from tickwork._cli_parse import (
     DbTarget,
     PostgresTarget,
     bash_params,
-    open_store,
-    resolve_tasks,
 )
+from tickwork._cli_run import run
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import NewInstance, pack, validate_new
-from tickwork.scheduler import open_scheduler
+from tickwork.model import NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
@@ -68,301 +70,23 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from tickwork.model import AbortResult, Attempt, Instance
-    from tickwork.stores.base import Store
     from tickwork.stores.cluster import NodeInfo
-    from tickwork.task import Task
 
 __all__ = ["cli", "main"]
 
 log = logging.getLogger("tickwork.cli")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_NO_DB = (
-    "no tickwork database at {path} (start a node with `tickwork run` "
-    "or add an instance with `tickwork add`)"
-)
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_EXIT_INTERRUPTED = 130
-
-
-# -- options shared by every command --------------------------------------------------
-
-
-def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None:
-    """Keep a logging option in ``ctx.meta`` (shared by the group and its commands)."""
-    if value is not None and param.name is not None:
-        ctx.meta[f"tickwork.{param.name}"] = value
-
-
-def _log_options(f: F) -> F:
-    """``--log-level`` and ``--log-format``: accepted before and after the command name."""
-    f = click.option(
-        "--log-format",
-        type=click.Choice(["text", "json"]),
-        default=None,
-        expose_value=False,
-        callback=_remember,
-        help="Log lines as text, or as one JSON object per line.  [default: text]",
-    )(f)
-    return click.option(
-        "--log-level",
-        type=click.Choice(_LEVELS, case_sensitive=False),
-        default=None,
-        expose_value=False,
-        callback=_remember,
-        help="Log threshold (logs go to stderr).  [default: INFO for run, else WARNING]",
-    )(f)
-
-
-def _db_option(f: F) -> F:
-    return click.option(
-        "--db",
-        type=DB,
-        default=Path("tickwork.db"),
-        envvar="TICKWORK_DB",
-        show_envvar=True,
-        show_default=True,
-        help="The SQLite database file, or a PostgreSQL URI "
-        "(postgresql://user@host/dbname?schema=tickwork) for a cluster.",
-    )(f)
-
-
-def _json_option(f: F) -> F:
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
-    )(f)
-
-
-def _setup_logging(default_level: str) -> None:
-    """Configure logs as ``--log-level`` / ``--log-format`` asked (before or after the command)."""
-    meta = click.get_current_context().meta
-    setup_logging(
-        str(meta.get("tickwork.log_level", default_level)),
-        str(meta.get("tickwork.log_format", "text")),
-    )
-
-
-def _emit(doc: object, as_json: bool, text: str) -> None:
-    """Print ``doc`` as JSON, or ``text``."""
-    click.echo(dump_json(doc) if as_json else text)
-
-
-def _require_db(db: DbTarget) -> None:
-    """Refuse to read a database that is not there (opening would create an empty one).
-
-    A PostgreSQL server is asked when the store opens.
-    """
-    if isinstance(db, Path) and not db.exists():
-        raise click.ClickException(_NO_DB.format(path=db))
-
-
-@asynccontextmanager
-async def _client(db: DbTarget) -> AsyncIterator[Store]:
-    """Open ``db`` as a client: no node lock, so it works while a node runs on it."""
-    store = open_store(db)
-    await store.open()
-    try:
-        yield store
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.aclose()
+_HOW_TO_START = "start a node with `tickwork run` or add an instance with `tickwork add`"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@_log_options
+@log_options
 def cli() -> None:
     """tickwork: a durable job scheduler.
 
     Start a node with `tickwork run`; add, list, inspect and abort instances from
     another shell while it runs. Every command takes --db (or $TICKWORK_DB).
     """
-
-
-# -- run --------------------------------------------------------------------------------
-
-
-@cli.command()
-@_db_option
-@click.option(
-    "--window",
-    type=POSITIVE_DURATION,
-    default="1h",
-    show_default=True,
-    help="Look-ahead: only instances due within it are held in memory.",
-)
-@click.option(
-    "--max-concurrency",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=1_000,
-    show_default=True,
-    help="Instances running at once.",
-)
-@click.option(
-    "--max-in-memory",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=100_000,
-    show_default=True,
-    help="Hard bound on instances held in memory at once.",
-)
-@click.option(
-    "--shutdown-grace",
-    type=DURATION,
-    default="30s",
-    show_default=True,
-    help="On SIGTERM/SIGINT, how long running instances may take to finish.",
-)
-@click.option(
-    "--node-id", metavar="NAME", default=None, help="This node's name.  [default: host:pid:random]"
-)
-@click.option(
-    "--lease",
-    type=POSITIVE_DURATION,
-    default=None,
-    help="How long a claim stays valid without renewal; in a cluster, the takeover time "
-    "after a node dies.  [default: 60s; 10s on PostgreSQL]",
-)
-@click.option(
-    "--claim-horizon",
-    type=POSITIVE_DURATION,
-    default=None,
-    help="How far ahead the node claims instances (at most --window).  "
-    "[default: the window; 2s on PostgreSQL]",
-)
-@click.option(
-    "--retention",
-    type=POSITIVE_DURATION,
-    default=None,
-    help="Delete ended instances and run history older than this (e.g. 30d), in small "
-    "batches.  [default: keep forever]",
-)
-@click.option(
-    "--tasks",
-    "task_specs",
-    multiple=True,
-    metavar="MODULE:ATTR",
-    help="Tasks to register besides bash: a Task instance, a Task subclass, or a list of "
-    "them. Repeat the option or separate specs with commas.",
-)
-@_log_options
-def run(
-    *,
-    db: DbTarget,
-    window: timedelta,
-    max_concurrency: int,
-    max_in_memory: int,
-    shutdown_grace: timedelta,
-    node_id: str | None,
-    lease: timedelta | None,
-    claim_horizon: timedelta | None,
-    retention: timedelta | None,
-    task_specs: tuple[str, ...],
-) -> None:
-    """Run a scheduler node on the database until SIGINT or SIGTERM.
-
-    The first signal stops gracefully: no new instances start, running ones may finish
-    within --shutdown-grace, and what was claimed is given back. A second one stops at
-    once (running instances are cancelled; nothing durable is lost).
-    """
-    _setup_logging("INFO")
-    tasks = _load_tasks(task_specs)
-    # The process is the node's: what is loaded by now (modules, the tasks) lives as long
-    # as it does. Frozen, it stays out of every full pass of the cyclic garbage collector,
-    # which stops the node for each pass (docs/operations.md, "Python's garbage collector").
-    gc.collect()
-    gc.freeze()
-
-    async def serve() -> int:
-        return await _serve(
-            db,
-            tasks,
-            window=window,
-            max_concurrency=max_concurrency,
-            max_in_memory=max_in_memory,
-            shutdown_grace=shutdown_grace,
-            node_id=node_id,
-            lease=lease,
-            claim_horizon=claim_horizon,
-            retention=retention,
-        )
-
-    code = trio.run(serve)
-    click.get_current_context().exit(code)
-
-
-def _load_tasks(specs: Sequence[str]) -> list[Task]:
-    """BashTask plus the tasks named by ``--tasks``; a user task named "bash" replaces it."""
-    loaded: list[Task] = []
-    for spec in (s.strip() for group in specs for s in group.split(",")):
-        if not spec:
-            continue
-        try:
-            loaded.extend(resolve_tasks(spec))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--tasks'") from None
-    if not any(task.name == BashTask.name for task in loaded):
-        loaded.insert(0, BashTask())
-    return loaded
-
-
-async def _serve(
-    db: DbTarget,
-    tasks: list[Task],
-    *,
-    window: timedelta,
-    max_concurrency: int,
-    max_in_memory: int,
-    shutdown_grace: timedelta,
-    node_id: str | None,
-    lease: timedelta | None = None,
-    claim_horizon: timedelta | None = None,
-    retention: timedelta | None = None,
-) -> int:
-    """Run one node until a signal; returns the exit status (130 if stopped at once)."""
-    stop = trio.Event()
-    hurry = trio.CancelScope()
-    hurried = False
-
-    async def watch(signals: AsyncIterator[int]) -> None:
-        nonlocal hurried
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not stop.is_set():
-                log.info(
-                    "%s: shutting down (running instances get %s to finish; "
-                    "send it again to stop at once)",
-                    name,
-                    format_duration(shutdown_grace),
-                )
-                stop.set()
-            else:
-                log.warning("%s again: stopping at once, cancelling running instances", name)
-                hurried = True
-                hurry.cancel()
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, signals)
-            with hurry:
-                async with open_scheduler(
-                    open_store(db),
-                    tasks=tasks,
-                    window=window,
-                    max_concurrency=max_concurrency,
-                    max_in_memory=max_in_memory,
-                    shutdown_grace=shutdown_grace,
-                    node_id=node_id,
-                    lease=lease,
-                    claim_horizon=claim_horizon,
-                    retention=retention,
-                ) as scheduler:
-                    names = ", ".join(sorted(scheduler.tasks))
-                    log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
-                    await stop.wait()
-            nursery.cancel_scope.cancel()
-    return _EXIT_INTERRUPTED if hurried else 0
 
 
 # -- add --------------------------------------------------------------------------------
@@ -384,9 +108,9 @@ async def _serve(
 )
 @click.option("--timeout", type=POSITIVE_DURATION, help="Cancel a run after this long.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@_db_option
-@_json_option
-@_log_options
+@db_option
+@json_option
+@log_options
 def add(
     *,
     task_name: str | None,
@@ -407,7 +131,7 @@ def add(
     syntax (pipes, &&), give the whole command as one string in --params:
     `--params '{"cmd": "a && b", "timeout": 60}'`.
     """
-    _setup_logging("WARNING")
+    setup_cli_logging("WARNING")
     if (at is None) == (delay is None):
         raise click.UsageError("give exactly one of --at TIME or --in DURATION (--in 0 is now)")
     task = task_name or BashTask.name
@@ -416,7 +140,7 @@ def add(
             f"words after -- are a bash command, but --task is {task!r}; "
             "give that task's params with --params JSON"
         )
-    packed = bash_params(command, params) if task == BashTask.name else _packed(params)
+    data = bash_params(command, params) if task == BashTask.name else packed(params)
     now_us = SystemClock().now_us()
     run_at = from_us(now_us) + delay if delay is not None else at
     try:
@@ -424,7 +148,7 @@ def add(
             NewInstance(
                 task,
                 run_at,
-                packed,
+                data,
                 dedup_key=dedup_key,
                 max_attempts=max_attempts,
                 timeout=timeout,
@@ -436,7 +160,7 @@ def add(
         log.warning("%s is in the past: the instance runs as soon as a node picks it up", run_at)
 
     async def insert() -> tuple[Instance, bool]:
-        async with _client(db) as store:
+        async with client(db) as store:
             (iid,) = await store.insert([row], now_us)
             inst = await store.get(iid)
         assert inst is not None  # noqa: S101 - just inserted, and instances are never deleted
@@ -449,11 +173,7 @@ def add(
             f"{inst.id} ({inst.state.name}); nothing added",
             err=True,
         )
-    _emit({**instance_dict(inst), "created": created}, as_json, str(inst.id))
-
-
-def _packed(params: Any) -> bytes:
-    return b"" if params is None else pack(params)
+    emit({**instance_dict(inst), "created": created}, as_json, str(inst.id))
 
 
 # -- ls / show ----------------------------------------------------------------------------
@@ -471,9 +191,9 @@ def _packed(params: Any) -> bytes:
     help="Show at most N (1 to 10000).",
 )
 @click.option("--before-id", type=ID, metavar="ID", help="Next page: only ids below ID.")
-@_db_option
-@_json_option
-@_log_options
+@db_option
+@json_option
+@log_options
 def list_instances(
     *,
     state: State | None,
@@ -484,11 +204,11 @@ def list_instances(
     as_json: bool,
 ) -> None:
     """List instances, newest first."""
-    _setup_logging("WARNING")
-    _require_db(db)
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
 
     async def fetch() -> list[Instance]:
-        async with _client(db) as store:
+        async with client(db) as store:
             return await store.list(state=state, task=task_name, limit=limit, before_id=before_id)
 
     page = trio.run(fetch)
@@ -502,16 +222,16 @@ def list_instances(
 
 @cli.command()
 @click.argument("instance_id", metavar="ID", type=ID)
-@_db_option
-@_json_option
-@_log_options
+@db_option
+@json_option
+@log_options
 def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     """Show every field of one instance and its run history."""
-    _setup_logging("WARNING")
-    _require_db(db)
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
 
     async def fetch() -> tuple[Instance, list[Attempt]]:
-        async with _client(db) as store:
+        async with client(db) as store:
             inst = await store.get(instance_id)
             if inst is None:
                 raise click.ClickException(f"no instance with id {instance_id} in {db}")
@@ -531,16 +251,16 @@ def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("instance_id", metavar="ID", type=ID)
-@_db_option
-@_json_option
-@_log_options
+@db_option
+@json_option
+@log_options
 def abort(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     """Abort an instance: at once if pending, else by the node that holds it."""
-    _setup_logging("WARNING")
-    _require_db(db)
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
 
     async def request() -> tuple[State, AbortResult]:
-        async with _client(db) as store:
+        async with client(db) as store:
             # Read first: a store need not report the state before the call (``previous``).
             before = await store.get(instance_id)
             if before is None:
@@ -565,20 +285,20 @@ def abort(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
         "owner": result.owner,
         "message": text,
     }
-    _emit(doc, as_json, text)
+    emit(doc, as_json, text)
 
 
 @cli.command()
-@_db_option
-@_json_option
-@_log_options
+@db_option
+@json_option
+@log_options
 def stats(*, db: DbTarget, as_json: bool) -> None:
     """Counts per state, the next due time and the database size."""
-    _setup_logging("WARNING")
-    _require_db(db)
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
 
     async def fetch() -> tuple[dict[State, int], int | None]:
-        async with _client(db) as store:
+        async with client(db) as store:
             return await store.count_by_state(), await store.next_pending_at()
 
     counts, next_us = trio.run(fetch)
@@ -597,14 +317,14 @@ def stats(*, db: DbTarget, as_json: bool) -> None:
         "counts": {s.name: counts.get(s, 0) for s in State},
         "next_pending_at": None if next_us is None else from_us(next_us).isoformat(),
     }
-    _emit(doc, as_json, stats_text(doc, next_us, now_us))
+    emit(doc, as_json, stats_text(doc, next_us, now_us))
 
 
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Also nodes that stopped or went silent.")
-@_db_option
-@_json_option
-@_log_options
+@db_option
+@json_option
+@log_options
 def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
     """The nodes of a cluster (PostgreSQL): id, start, last heartbeat, work held.
 
@@ -612,7 +332,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
     shut down cleanly, and "silent" when it stopped beating without saying goodbye (it
     died, or lost the database): its work is taken over when its leases lapse.
     """
-    _setup_logging("WARNING")
+    setup_cli_logging("WARNING")
     if not isinstance(db, PostgresTarget):
         raise click.UsageError(
             "tickwork nodes lists the nodes of a cluster: give --db a postgresql:// URI "
@@ -620,7 +340,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
         )
 
     async def fetch() -> list[NodeInfo]:
-        async with _client(db) as store:
+        async with client(db) as store:
             if not isinstance(store, ClusterStore):  # pragma: no cover - open_store's choice
                 raise click.ClickException(f"{db} is not a cluster store")
             return await store.nodes()
@@ -635,6 +355,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
     click.echo(nodes_table(found, now_us) if found else "no live nodes (--all shows every node)")
 
 
+cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 
 

@@ -1,0 +1,210 @@
+"""``tickwork run``: a scheduler node on a database until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import click
+import trio
+
+from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
+from tickwork._cli_format import format_duration
+from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork.scheduler import open_scheduler
+from tickwork.tasks.bash import BashTask
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from tickwork.task import Task
+
+__all__ = ["run"]
+
+log = logging.getLogger("tickwork.cli")
+
+
+@click.command()
+@db_option
+@click.option(
+    "--window",
+    type=POSITIVE_DURATION,
+    default="1h",
+    show_default=True,
+    help="Look-ahead: only instances due within it are held in memory.",
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=1_000,
+    show_default=True,
+    help="Instances running at once.",
+)
+@click.option(
+    "--max-in-memory",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=100_000,
+    show_default=True,
+    help="Hard bound on instances held in memory at once.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    help="On SIGTERM/SIGINT, how long running instances may take to finish.",
+)
+@click.option(
+    "--node-id", metavar="NAME", default=None, help="This node's name.  [default: host:pid:random]"
+)
+@click.option(
+    "--lease",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="How long a claim stays valid without renewal; in a cluster, the takeover time "
+    "after a node dies.  [default: 60s; 10s on PostgreSQL]",
+)
+@click.option(
+    "--claim-horizon",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="How far ahead the node claims instances (at most --window).  "
+    "[default: the window; 2s on PostgreSQL]",
+)
+@click.option(
+    "--retention",
+    type=POSITIVE_DURATION,
+    default=None,
+    help="Delete ended instances and run history older than this (e.g. 30d), in small "
+    "batches.  [default: keep forever]",
+)
+@click.option(
+    "--tasks",
+    "task_specs",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Tasks to register besides bash: a Task instance, a Task subclass, or a list of "
+    "them. Repeat the option or separate specs with commas.",
+)
+@log_options
+def run(
+    *,
+    db: DbTarget,
+    window: timedelta,
+    max_concurrency: int,
+    max_in_memory: int,
+    shutdown_grace: timedelta,
+    node_id: str | None,
+    lease: timedelta | None,
+    claim_horizon: timedelta | None,
+    retention: timedelta | None,
+    task_specs: tuple[str, ...],
+) -> None:
+    """Run a scheduler node on the database until SIGINT or SIGTERM.
+
+    The first signal stops gracefully: no new instances start, running ones may finish
+    within --shutdown-grace, and what was claimed is given back. A second one stops at
+    once (running instances are cancelled; nothing durable is lost).
+    """
+    setup_cli_logging("INFO")
+    tasks = _load_tasks(task_specs)
+    # The process is the node's: what is loaded by now (modules, the tasks) lives as long
+    # as it does. Frozen, it stays out of every full pass of the cyclic garbage collector,
+    # which stops the node for each pass (docs/operations.md, "Python's garbage collector").
+    gc.collect()
+    gc.freeze()
+
+    async def serve() -> int:
+        return await _serve(
+            db,
+            tasks,
+            window=window,
+            max_concurrency=max_concurrency,
+            max_in_memory=max_in_memory,
+            shutdown_grace=shutdown_grace,
+            node_id=node_id,
+            lease=lease,
+            claim_horizon=claim_horizon,
+            retention=retention,
+        )
+
+    code = trio.run(serve)
+    click.get_current_context().exit(code)
+
+
+def _load_tasks(specs: Sequence[str]) -> list[Task]:
+    """BashTask plus the tasks named by ``--tasks``; a user task named "bash" replaces it."""
+    loaded: list[Task] = []
+    for spec in (s.strip() for group in specs for s in group.split(",")):
+        if not spec:
+            continue
+        try:
+            loaded.extend(resolve_tasks(spec))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--tasks'") from None
+    if not any(task.name == BashTask.name for task in loaded):
+        loaded.insert(0, BashTask())
+    return loaded
+
+
+async def _serve(
+    db: DbTarget,
+    tasks: list[Task],
+    *,
+    window: timedelta,
+    max_concurrency: int,
+    max_in_memory: int,
+    shutdown_grace: timedelta,
+    node_id: str | None,
+    lease: timedelta | None = None,
+    claim_horizon: timedelta | None = None,
+    retention: timedelta | None = None,
+) -> int:
+    """Run one node until a signal; returns the exit status (130 if stopped at once)."""
+    stop = trio.Event()
+    hurry = trio.CancelScope()
+    hurried = False
+
+    async def watch(signals: AsyncIterator[int]) -> None:
+        nonlocal hurried
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not stop.is_set():
+                log.info(
+                    "%s: shutting down (running instances get %s to finish; "
+                    "send it again to stop at once)",
+                    name,
+                    format_duration(shutdown_grace),
+                )
+                stop.set()
+            else:
+                log.warning("%s again: stopping at once, cancelling running instances", name)
+                hurried = True
+                hurry.cancel()
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, signals)
+            with hurry:
+                async with open_scheduler(
+                    open_store(db),
+                    tasks=tasks,
+                    window=window,
+                    max_concurrency=max_concurrency,
+                    max_in_memory=max_in_memory,
+                    shutdown_grace=shutdown_grace,
+                    node_id=node_id,
+                    lease=lease,
+                    claim_horizon=claim_horizon,
+                    retention=retention,
+                ) as scheduler:
+                    names = ", ".join(sorted(scheduler.tasks))
+                    log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
+                    await stop.wait()
+            nursery.cancel_scope.cancel()
+    return EXIT_INTERRUPTED if hurried else 0
