@@ -192,7 +192,7 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
             )
     late = _get(results, "lateness", "runs") or {}
     for rate, target in ((2000, 2.0), (10000, 20.0)):
-        for feed in ("chunks", "upfront"):
+        for feed in ("chunks", "chunks+freeze", "upfront"):
             run = late.get(f"{feed}:{rate}")
             if run is not None:
                 add(
