@@ -118,6 +118,11 @@ def events(*nodes: Node) -> list[tuple[str, str, str, float]]:
     return out
 
 
+def starts(node: Node) -> list[float]:
+    """When ``node`` started each run (its log's "S" events)."""
+    return [at for event, _, _, at in events(node) if event == "S"]
+
+
 def running_at_least_once(node: Node) -> int:
     """How many at-least-once runs ``node`` has started and not finished (its log)."""
     open_runs: set[str] = set()
@@ -542,8 +547,10 @@ def test_a_schedule_paused_on_one_node_is_not_fired_by_another(
                 sid = await other.add_schedule(
                     "work", tickwork.Interval(timedelta(milliseconds=500)), params=b"p"
                 )
-                with trio.fail_after(10):
-                    while len(here) + len(events(runner)) < 4:
+                # Both nodes run occurrences before the pause (whichever pulls first
+                # takes the next one: wait until the runner has had its turn too).
+                with trio.fail_after(15):
+                    while len(here) + len(events(runner)) < 4 or not starts(runner):
                         await trio.sleep(0.05)
                 await other.pause_schedule(sid)
                 paused_at = time.monotonic()
@@ -554,7 +561,7 @@ def test_a_schedule_paused_on_one_node_is_not_fired_by_another(
         runner.stop()
     finally:
         runner.ensure_dead()
-    ran_there = [at for event, _, _, at in events(runner) if event == "S"]
+    ran_there = starts(runner)
     assert ran_there  # the other node really ran occurrences before the pause
     assert [at for at in ran_there + here if at > paused_at + 0.05] == []
 
