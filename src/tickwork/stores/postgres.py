@@ -1,6 +1,7 @@
 """PostgresStore: the cluster store. Many nodes share one PostgreSQL schema.
 
-This module is *how* the store talks to the server (threads, cancellation, reconnects);
+This module is *how* the store talks to the server (threads, cancellation, reconnects;
+the worker-thread side of a call is :mod:`tickwork.stores._pg_thread`);
 *what* it says (schema, migrations, every statement) is :mod:`tickwork.stores._pg_schema`.
 
 Threads
@@ -40,24 +41,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar, cast, final
 
 import attrs
-import outcome
 import psycopg
 import psycopg.errors
 import trio
 from psycopg import conninfo as pg_conninfo
-from psycopg.pq import TransactionStatus
 
 from tickwork._time import td_us
 from tickwork.errors import InvalidArgument, StoreError, StoreUnavailable
 from tickwork.stores import _pg_listen, _pg_schema
 from tickwork.stores._pg_schedules import PgScheduleMethods
 from tickwork.stores._pg_schema import CHANNEL
+from tickwork.stores._pg_thread import (
+    Conn,
+    Counters,
+    Handoff,
+    Lost,
+    Retry,
+    ThreadSession,
+    in_thread,
+    run_call,
+)
 from tickwork.stores._rules import check_finish_state
 
 if TYPE_CHECKING:
@@ -71,7 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["CHANNEL", "PostgresStore", "PostgresStoreStatistics"]
 
 T = TypeVar("T")
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 _log = logging.getLogger(__name__)
 
@@ -83,7 +90,6 @@ _MAX_BACKOFF: Final = 2.0
 _COMMIT_CHECK_SECONDS: Final = 5.0
 _CLOSE_TIMEOUT: Final = 10.0
 _LISTEN_RETRY_SECONDS: Final = 1.0
-_CANCEL_TIMEOUT: Final = 5.0
 # Unless the DSN says otherwise: a dead server or network must not hang a call forever.
 _CONNECT_DEFAULTS: Final[dict[str, Any]] = {
     "connect_timeout": 5,
@@ -112,17 +118,6 @@ class PostgresStoreStatistics:
     cancels: int
     #: Notifications from other connections seen by change_token.
     notifications: int
-
-
-@attrs.define
-class _Counters:
-    calls: int = 0
-    statements: int = 0
-    commits: int = 0
-    retries: int = 0
-    reconnects: int = 0
-    cancels: int = 0
-    notifications: int = 0
 
 
 @final
@@ -173,7 +168,7 @@ class PostgresStore(PgScheduleMethods):
         self._node_id: str | None = None
         self._open = False
         self._connected_before = False
-        self._stats = _Counters()
+        self._stats = Counters()
 
     @property
     def schema(self) -> str:
@@ -451,7 +446,7 @@ class PostgresStore(PgScheduleMethods):
 
     async def _call(
         self,
-        op: Callable[[_Session], T],
+        op: Callable[[ThreadSession], T],
         *,
         write: bool,
         opening: bool = False,
@@ -469,14 +464,16 @@ class PostgresStore(PgScheduleMethods):
             for _ in range(_CALL_ATTEMPTS):
                 conn = await self._connected()
                 try:
-                    run = partial(_run, conn, op, write=write, stats=self._stats, settings=settings)
-                    return await _in_thread(conn, run, self._stats)
-                except _Lost as lost:
+                    run = partial(
+                        run_call, conn, op, write=write, stats=self._stats, settings=settings
+                    )
+                    return await in_thread(conn, run, self._stats)
+                except Lost as lost:
                     last = lost.__cause__
                     _log.warning("lost the PostgreSQL connection during a call: %s", last)
                     if lost.committing and await self._committed(lost.xid):
                         return cast("T", lost.result)
-                except _Retry as retry:
+                except Retry as retry:
                     last = retry.__cause__
                 self._stats.retries += 1
             raise StoreUnavailable(
@@ -489,16 +486,16 @@ class PostgresStore(PgScheduleMethods):
         Raises:
             StoreError: the server cannot say within a bounded time.
         """
-        if xid is None:  # pragma: no cover - _run reads the xid before any write
+        if xid is None:  # pragma: no cover - run_call reads the xid before any write
             raise StoreError("lost the connection during COMMIT of an unknown transaction")
         deadline = trio.current_time() + _COMMIT_CHECK_SECONDS
         while True:
             conn = await self._connected()
             status_of = partial(self._q.xact_status, xid)
-            check = partial(_run, conn, status_of, write=False, stats=self._stats)
+            check = partial(run_call, conn, status_of, write=False, stats=self._stats)
             try:
-                status = await _in_thread(conn, check, self._stats)
-            except (_Lost, _Retry) as exc:
+                status = await in_thread(conn, check, self._stats)
+            except (Lost, Retry) as exc:
                 raise StoreError(
                     "lost the connection during COMMIT and again while asking whether it "
                     f"committed: {exc.__cause__}"
@@ -558,7 +555,7 @@ class PostgresStore(PgScheduleMethods):
             )
         dsn = pg_conninfo.make_conninfo(self._dsn, **extra)
         listen_sql = self._q.listen if listen else None
-        handoff = _Handoff()
+        handoff = Handoff()
 
         def connect() -> Conn:
             conn = psycopg.Connection.connect(dsn, autocommit=True)
@@ -575,197 +572,6 @@ class PostgresStore(PgScheduleMethods):
         except trio.Cancelled:
             handoff.abandon()
             raise
-
-
-# -- the thread side ------------------------------------------------------------------------
-
-
-class _Lost(Exception):
-    """The connection died during a call; ``committing``: during its COMMIT."""
-
-    def __init__(self, *, committing: bool, xid: int | None, result: object) -> None:
-        super().__init__("connection lost")
-        self.committing = committing
-        self.xid = xid
-        self.result = result
-
-
-class _Retry(Exception):
-    """The call rolled back for a reason worth another try (deadlock, stray cancel)."""
-
-
-class _CallerCancelled(Exception):
-    """The trio caller was cancelled and the call rolled back."""
-
-
-@final
-class _Session:
-    """One call on a worker thread: counted statements that stop once cancel is set."""
-
-    __slots__ = ("_cancel", "_conn", "_stats")
-
-    def __init__(self, conn: Conn, cancel: threading.Event, stats: _Counters) -> None:
-        self._conn = conn
-        self._cancel = cancel
-        self._stats = stats
-
-    @property
-    def conn(self) -> Conn:
-        return self._conn
-
-    def execute(
-        self, query: LiteralString, params: dict[str, Any] | None = None
-    ) -> psycopg.Cursor[tuple[Any, ...]]:
-        if self._cancel.is_set():
-            raise _CallerCancelled
-        self._stats.statements += 1
-        return self._conn.execute(query, params)
-
-
-def _run(
-    conn: Conn,
-    op: Callable[[_Session], T],
-    cancel: threading.Event,
-    *,
-    write: bool,
-    stats: _Counters,
-    settings: tuple[LiteralString, ...] = (),
-) -> T:
-    """Run one call on a worker thread: a write is one explicit transaction.
-
-    A write notes its xid at BEGIN, so that a connection lost during COMMIT can be
-    resolved by asking the server whether that transaction committed.
-    """
-    session = _Session(conn, cancel, stats)
-    xid: int | None = None
-    result: object = None
-    committing = False
-    try:
-        if not write:
-            return op(session)
-        with conn.pipeline():  # BEGIN, settings and the xid in one round trip
-            conn.execute("BEGIN")
-            for setting in settings:
-                conn.execute(setting)
-            cur = conn.execute("SELECT pg_current_xact_id()::text::bigint")
-        stats.statements += 2 + len(settings)
-        row = cur.fetchone()
-        xid = None if row is None else int(row[0])
-        result = op(session)
-        if cancel.is_set():
-            raise _CallerCancelled  # noqa: TRY301 - the handlers below roll back
-        committing = True
-        stats.statements += 1
-        conn.execute("COMMIT")
-    except psycopg.Error as exc:
-        if conn.closed:
-            raise _Lost(committing=committing, xid=xid, result=result) from exc
-        _rollback(conn)
-        if isinstance(exc, psycopg.errors.QueryCanceled):
-            if cancel.is_set():
-                raise _CallerCancelled from exc
-            raise _Retry from exc  # a cancel request that outlived its call, or a timeout
-        if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
-            raise _Retry from exc
-        raise StoreError(f"PostgreSQL refused a tickwork statement: {exc}") from exc
-    except BaseException:
-        _rollback(conn)
-        raise
-    stats.commits += 1
-    return result
-
-
-def _rollback(conn: Conn) -> None:
-    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
-        return
-    try:
-        conn.execute("ROLLBACK")
-    except psycopg.Error as exc:  # the connection died: the server rolls back for us
-        _log.debug("ROLLBACK failed: %s", exc)
-
-
-def _send_cancel(conn: Conn) -> None:
-    try:
-        conn.cancel_safe(timeout=_CANCEL_TIMEOUT)
-    except (psycopg.Error, OSError) as exc:  # nothing running, or the server is gone
-        _log.debug("cancel request failed: %s", exc)
-
-
-async def _in_thread(conn: Conn, fn: Callable[[threading.Event], T], stats: _Counters) -> T:
-    """Run ``fn(cancel)`` on a worker thread; cancelling the caller stops it on the server.
-
-    Waits for the thread like ``trio.to_thread.run_sync(abandon_on_cancel=False)``. When
-    the caller is cancelled meanwhile, it sets ``cancel`` (``fn`` stops before its next
-    statement or its COMMIT) and sends a cancel request for the running statement, on a
-    thread of its own. If ``fn`` then stopped, ``trio.Cancelled`` is raised; if it
-    finished anyway, its result is returned. Returns only after the cancel request was
-    delivered, so the request cannot hit the connection's next call.
-    """
-    await trio.lowlevel.checkpoint_if_cancelled()
-    task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
-    cancel = threading.Event()
-    waiting = 1  # the call, and then the cancel request
-    result: outcome.Outcome[T] | None = None
-    raise_cancel: trio.lowlevel.RaiseCancelT | None = None
-
-    def arrived(value: outcome.Outcome[Any], *, is_result: bool) -> None:  # on trio's thread
-        nonlocal waiting, result
-        if is_result:
-            result = value
-        waiting -= 1
-        if waiting == 0:
-            trio.lowlevel.reschedule(task)
-
-    def abort(inner: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-        nonlocal raise_cancel, waiting
-        raise_cancel = inner
-        cancel.set()
-        waiting += 1
-        stats.cancels += 1
-        trio.lowlevel.start_thread_soon(
-            partial(_send_cancel, conn),
-            lambda o: token.run_sync_soon(partial(arrived, o, is_result=False)),
-        )
-        return trio.lowlevel.Abort.FAILED  # we still wait for the thread
-
-    trio.lowlevel.start_thread_soon(
-        partial(fn, cancel), lambda o: token.run_sync_soon(partial(arrived, o, is_result=True))
-    )
-    await trio.lowlevel.wait_task_rescheduled(abort)
-    if result is None:  # pragma: no cover - arrived() sets it before rescheduling
-        raise AssertionError("worker thread reported no result")
-    if (
-        raise_cancel is not None
-        and isinstance(result, outcome.Error)
-        and isinstance(result.error, _CallerCancelled)
-    ):
-        raise_cancel()
-    return result.unwrap()
-
-
-@final
-class _Handoff:
-    """Hands a connection opened on a thread to trio, or closes it if trio gave up."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self._conn: Conn | None = None
-
-    def deliver(self, conn: Conn) -> None:
-        with self._lock:
-            if not self._abandoned:
-                self._conn = conn
-                return
-        conn.close()
-
-    def abandon(self) -> None:
-        with self._lock:
-            self._abandoned = True
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
 
 
 async def _close_listener(listener: Conn) -> None:
