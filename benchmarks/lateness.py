@@ -100,8 +100,8 @@ async def run_rate(
         # time between checkpoints, as a well-behaved caller would: the caller's work
         # falls inside the run without holding up due runs. (Building all of them first
         # and holding them for the whole run, as this benchmark once did, puts up to
-        # 100,000 objects of the benchmark's own in every full GC pass: p99 15-38 ms at
-        # 10,000/s instead of 2-5; see docs/benchmarks.md.)
+        # 100,000 objects of the benchmark's own in every full GC pass, each pass a stall:
+        # see docs/benchmarks.md, section 3.)
         dues = [
             [start_us + round(i * step_us) for i in range(first, min(total, first + per_chunk))]
             for first in range(0, total, per_chunk)

@@ -115,7 +115,8 @@ def run(
     tasks = _load_tasks(task_specs)
     # The process is the node's: what is loaded by now (modules, the tasks) lives as long
     # as it does. Frozen, it stays out of every full pass of the cyclic garbage collector,
-    # which stops the node for each pass (docs/operations.md, "Python's garbage collector").
+    # which stops the node for each pass (docs/operations.md, "Latency and Python's
+    # garbage collector").
     gc.collect()
     gc.freeze()
 
