@@ -341,21 +341,21 @@ async def test_postgres_schema_of_the_previous_version_is_migrated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pg_support import drop_schema, fresh_schema, require_pg
-    from tickwork.stores import _pg_schema
+    from tickwork.stores import _pg_migrations
     from tickwork.stores.postgres import PostgresStore
 
     dsn = require_pg()
     schema = fresh_schema()
-    full = _pg_schema.MIGRATIONS
+    full = _pg_migrations.MIGRATIONS
     assert full[-1][0] == 5
-    monkeypatch.setattr(_pg_schema, "MIGRATIONS", full[:-1])
+    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full[:-1])
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="a")
         await old.add_schedule(every10(), T0)
         first = await take(old, "a", N1)
         await old.aclose()
-        monkeypatch.setattr(_pg_schema, "MIGRATIONS", full)
+        monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full)
         new = PostgresStore(dsn, schema=schema)
         await new.open(node_id="b")
         try:

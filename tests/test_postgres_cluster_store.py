@@ -15,7 +15,7 @@ import trio
 from pg_support import drop_schema, fresh_schema, require_pg
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import _pg_schema
+from tickwork.stores import _pg_migrations
 from tickwork.stores.cluster import Changes, ClusterStore
 from tickwork.stores.postgres import PostgresStore
 
@@ -173,8 +173,8 @@ async def test_migrating_to_claims_keeps_the_leases_of_held_rows(
     pg: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = now_us()
-    full = _pg_schema.MIGRATIONS
-    monkeypatch.setattr(_pg_schema, "MIGRATIONS", full[:2])  # a version-2 schema
+    full = _pg_migrations.MIGRATIONS
+    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full[:2])  # a version-2 schema
     async with opened(pg) as store:
         [iid, free] = await store.insert(rows(2, now), now)
     s = pg[1]
@@ -184,7 +184,7 @@ async def test_migrating_to_claims_keeps_the_leases_of_held_rows(
         "lease_until = now() + interval '1 minute' WHERE id = %s",
         iid,
     )
-    monkeypatch.setattr(_pg_schema, "MIGRATIONS", full)
+    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full)
     async with opened(pg, node_id="b") as store:
         held = await store.get(iid)
         assert held is not None

@@ -29,7 +29,7 @@ from tickwork.errors import (
 )
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import _pg_schema
+from tickwork.stores import _pg_migrations, _pg_schema
 from tickwork.stores.postgres import PostgresStore
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ async def test_open_creates_the_schema_and_registers_the_node(pg: tuple[str, str
             version = conn.execute(
                 f"SELECT value FROM {pg[1]}.tickwork_meta WHERE key = 'schema_version'"
             ).fetchone()
-            assert version == (str(_pg_schema.current_version()),)
+            assert version == (str(_pg_migrations.current_version()),)
             node = conn.execute(
                 f"SELECT stopped IS NULL, pid FROM {pg[1]}.nodes WHERE node_id = 'node-a'"
             ).fetchone()
@@ -155,7 +155,7 @@ async def test_an_empty_existing_schema_is_adopted(pg: tuple[str, str]) -> None:
 async def test_a_newer_schema_is_refused(pg: tuple[str, str]) -> None:
     async with opened(pg):
         pass
-    newer = _pg_schema.current_version() + 1
+    newer = _pg_migrations.current_version() + 1
     with admin(pg) as conn:
         conn.execute(
             f"UPDATE {pg[1]}.tickwork_meta SET value = %s WHERE key = 'schema_version'",
@@ -170,8 +170,8 @@ async def test_an_older_schema_is_migrated_on_open(
 ) -> None:
     async with opened(pg) as store:
         [iid] = await store.insert(rows(1, now_us()), now_us())
-    v2 = (_pg_schema.current_version() + 1, ("ALTER TABLE {s}.nodes ADD COLUMN zone text",))
-    monkeypatch.setattr(_pg_schema, "MIGRATIONS", (*_pg_schema.MIGRATIONS, v2))
+    v2 = (_pg_migrations.current_version() + 1, ("ALTER TABLE {s}.nodes ADD COLUMN zone text",))
+    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", (*_pg_migrations.MIGRATIONS, v2))
     async with opened(pg) as store:
         assert (await store.get(iid)) is not None  # the data survived the migration
     with admin(pg) as conn:
@@ -427,7 +427,7 @@ async def test_a_read_that_ends_despite_a_cancel_returns_its_result(pg: tuple[st
 
 async def test_a_cancelled_write_stops_before_its_commit(pg: tuple[str, str]) -> None:
     async with opened(pg) as store:
-        insert = _pg_schema.render(
+        insert = _pg_migrations.render(
             "INSERT INTO {s}.nodes (node_id, started, last_heartbeat) VALUES ('x', now(), now())",
             pg[1],
         )

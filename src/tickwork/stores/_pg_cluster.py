@@ -20,7 +20,7 @@ Notices
     name (older versions) reads as "anything may have changed". The listener keeps only
     its own schema's, and never its own connection's.
 
-Templates name the schema as ``{s}`` (see ``_pg_schema.render``).
+Templates name the schema as ``{s}`` (see ``_pg_migrations.render``).
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def parse(schema: str, text: str) -> Notice | None:
 class ClusterQueries:
     """The cluster statements for one schema, and the calls that run them.
 
-    ``render`` substitutes the schema (``_pg_schema.render`` bound to it).
+    ``render`` substitutes the schema (``_pg_migrations.render`` bound to it).
     """
 
     def __init__(self, render: Callable[[str], LiteralString]) -> None:

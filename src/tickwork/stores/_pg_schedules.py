@@ -90,7 +90,7 @@ _TYPES: Final = (
 
 
 def _render(template: str, schema: str) -> LiteralString:
-    # As _pg_schema.render: constant fragments and a quoted identifier only.
+    # As _pg_migrations.render: constant fragments and a quoted identifier only.
     return template.replace("{s}", sql.Identifier(schema).as_string())
 
 

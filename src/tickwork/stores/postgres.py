@@ -54,6 +54,7 @@ from psycopg import conninfo as pg_conninfo
 from tickwork._time import td_us
 from tickwork.errors import InvalidArgument, StoreError, StoreUnavailable
 from tickwork.stores import _pg_listen, _pg_schema
+from tickwork.stores._pg_migrations import check_schema_name
 from tickwork.stores._pg_schedules import PgScheduleMethods
 from tickwork.stores._pg_schema import CHANNEL
 from tickwork.stores._pg_thread import (
@@ -152,7 +153,7 @@ class PostgresStore(PgScheduleMethods):
         except psycopg.Error as exc:
             raise InvalidArgument(f"dsn is not a valid libpq connection string: {exc}") from exc
         self._dsn = dsn
-        self._schema = _pg_schema.check_schema_name(schema)
+        self._schema = check_schema_name(schema)
         self._lease_us = None if lease is None else td_us(lease)
         self._connect_attempts = connect_attempts
         self._application_name = application_name
