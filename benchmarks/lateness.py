@@ -115,10 +115,10 @@ async def run_rate(
             return news
 
         async def feeder() -> None:
+            clock = scheduler._clock  # noqa: SLF001
             for due in dues:
                 # build, then store the chunk `ahead` seconds before its first one is due
                 store_at = due[0] - int(ahead * 1e6)
-                clock = scheduler._clock  # noqa: SLF001
                 await clock.sleep_until_us(store_at - _BUILD_LEAD_US_PER_ITEM * len(due))
                 news = await build(due)
                 await clock.sleep_until_us(store_at)

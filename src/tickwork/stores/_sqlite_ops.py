@@ -217,8 +217,8 @@ class Ops(Reads):
         differ per row otherwise (a JSON document cannot hold bytes), so the rest go
         through one ``executemany``. No container is made per row: this runs while the
         trio thread fires instances, and every list made here would outlive a young
-        collection and add to the next full one (the tuples of plain values are untracked
-        by the collector on sight)."""
+        collection and add to the next full one (a tuple of plain values is untracked by
+        the first collection it meets)."""
         sizes = Counter((rows[p].task, rows[p].params) for p in plain)
         groups: dict[tuple[str, bytes], list[int]] = {
             key: [] for key, size in sizes.items() if size >= _GROUP_MIN
