@@ -31,8 +31,7 @@ from tickwork.errors import (
 )
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import MemoryStore, SQLiteStore, _sqlite_reads
-from tickwork.stores import sqlite as sqlite_module
+from tickwork.stores import MemoryStore, SQLiteStore, _sqlite_open, _sqlite_reads
 from tickwork.stores._sqlite_schema import SCHEMA_VERSION
 
 NOW = 1_900_000_000_000_000
@@ -269,7 +268,7 @@ async def test_change_token_moves_when_another_connection_commits(db: Path) -> N
 async def test_a_locked_database_is_a_transient_error(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(_sqlite_open, "BUSY_TIMEOUT_MS", 20)
     store = await opened(db)
     other = sqlite3.connect(db, isolation_level=None)
     try:

@@ -108,9 +108,13 @@ def require_db(db: DbTarget, how_to_start: str) -> None:
 
 
 @asynccontextmanager
-async def client(db: DbTarget) -> AsyncIterator[Store]:
-    """Open ``db`` as a client: no node lock, so it works while a node runs on it."""
-    store = open_store(db)
+async def client(db: DbTarget, *, read_only: bool = False) -> AsyncIterator[Store]:
+    """Open ``db`` as a client: no node lock, so it works while a node runs on it.
+
+    ``read_only`` for the reading commands: a SQLite file is opened read-only, so they
+    work on read-only media and never create, migrate or write a file.
+    """
+    store = open_store(db, read_only=read_only)
     await store.open()
     try:
         yield store

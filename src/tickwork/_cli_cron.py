@@ -331,7 +331,7 @@ def list_schedules(*, db: DbTarget, as_json: bool) -> None:
 
     async def fetch() -> list[Schedule]:
         out: list[Schedule] = []
-        async with client(db) as store:
+        async with client(db, read_only=True) as store:
             while True:
                 page = await store.list_schedules(limit=1000, after_id=out[-1].id if out else None)
                 out.extend(page)

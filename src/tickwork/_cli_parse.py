@@ -353,8 +353,10 @@ def parse_db(text: str) -> DbTarget:
 DB = _ParserType("db", parse_db)
 
 
-def open_store(db: DbTarget) -> Store:
+def open_store(db: DbTarget, *, read_only: bool = False) -> Store:
     """The store ``--db`` names (not opened yet): a SQLiteStore or a PostgresStore.
+
+    ``read_only``: a SQLite file is opened read-only (``SQLiteStore(read_only=True)``).
 
     Raises:
         click.UsageError: a PostgreSQL URI without psycopg installed.
@@ -371,4 +373,4 @@ def open_store(db: DbTarget) -> Store:
             return PostgresStore(db.dsn, schema=db.schema)
         except InvalidArgument as exc:
             raise click.BadParameter(str(exc), param_hint="'--db'") from None
-    return SQLiteStore(db)
+    return SQLiteStore(db, read_only=read_only)

@@ -22,6 +22,7 @@ from tickwork._schedules import (
     new_schedule,
 )
 from tickwork.errors import InvalidArgument, NotFound
+from tickwork.model import check_params_size
 from tickwork.triggers import Cron, Interval
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class ScheduleMethods:
     if TYPE_CHECKING:
         _store: ResilientStore
         _registry: TaskRegistry
+        max_params_bytes: int
         _clock: Clock
         _puller: Puller
 
@@ -106,6 +108,7 @@ class ScheduleMethods:
         if not isinstance(replace, bool):
             raise InvalidArgument(f"replace must be True or False, got {replace!r}")
         self._registry.require(task)
+        check_params_size(len(schedule.params), self.max_params_bytes, "schedule params")
         write = await self._store.add_schedule(schedule, self._clock.now_us(), replace=replace)
         self._woken(write)
         return write.schedule.id

@@ -208,7 +208,7 @@ def list_instances(
     require_db(db, _HOW_TO_START)
 
     async def fetch() -> list[Instance]:
-        async with client(db) as store:
+        async with client(db, read_only=True) as store:
             return await store.list(state=state, task=task_name, limit=limit, before_id=before_id)
 
     page = trio.run(fetch)
@@ -231,7 +231,7 @@ def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     require_db(db, _HOW_TO_START)
 
     async def fetch() -> tuple[Instance, list[Attempt]]:
-        async with client(db) as store:
+        async with client(db, read_only=True) as store:
             inst = await store.get(instance_id)
             if inst is None:
                 raise click.ClickException(f"no instance with id {instance_id} in {db}")
@@ -298,7 +298,7 @@ def stats(*, db: DbTarget, as_json: bool) -> None:
     require_db(db, _HOW_TO_START)
 
     async def fetch() -> tuple[dict[State, int], int | None]:
-        async with client(db) as store:
+        async with client(db, read_only=True) as store:
             return await store.count_by_state(), await store.next_pending_at()
 
     counts, next_us = trio.run(fetch)

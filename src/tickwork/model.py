@@ -7,7 +7,7 @@ properties (``run_at``, ...) give aware datetimes.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import msgpack
@@ -17,6 +17,8 @@ from tickwork.errors import InvalidArgument
 from tickwork.state import State
 
 __all__ = [
+    "DEFAULT_MAX_PARAMS_BYTES",
+    "LIST_PARAMS_BYTES",
     "AbortResult",
     "Attempt",
     "Finish",
@@ -24,9 +26,52 @@ __all__ = [
     "NewInstance",
     "NewRow",
     "State",
+    "check_max_params_bytes",
+    "check_params_size",
     "pack",
     "unpack",
 ]
+
+#: The largest params an instance or schedule may carry by default (1 MiB); a node sets
+#: its own with ``open_scheduler(max_params_bytes=...)`` (``tickwork run --max-params``).
+#: Params travel whole through every claim and run: a job's data belongs in the worker's
+#: own storage, its params should say where to find it.
+DEFAULT_MAX_PARAMS_BYTES: Final = 1 << 20
+#: ``list()`` gives params up to this size; larger ones are left out of a listing
+#: (``Instance.params_size`` tells their size): a page never loads big params whole.
+LIST_PARAMS_BYTES: Final = 4096
+
+
+def check_max_params_bytes(value: object) -> int:
+    """A params limit as given to a store or a node: an integer >= 1.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgument(f"max_params_bytes must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n:,} bytes"
+
+
+def check_params_size(size: int, limit: int, what: str = "params") -> None:
+    """Refuse params of ``size`` bytes over ``limit``.
+
+    Raises:
+        InvalidArgument: the message names the size and the limit.
+    """
+    if size > limit:
+        raise InvalidArgument(
+            f"{what} are {size:,} bytes, over the limit of {_size(limit)} "
+            f"(max_params_bytes; tickwork run --max-params): keep the data elsewhere and "
+            "pass where to find it"
+        )
 
 
 def pack(obj: Any) -> bytes:
@@ -79,6 +124,10 @@ class Instance:
     timeout_us: int | None = None
     created_us: int = 0
     updated_us: int = 0
+    #: None when ``params`` are whole (always, but in listings). ``list()`` leaves out
+    #: params larger than :data:`LIST_PARAMS_BYTES`: ``params`` is then ``b""`` and this
+    #: is their stored size; ``get()`` returns them whole.
+    params_size: int | None = None
 
     @property
     def run_at(self) -> datetime:
@@ -141,14 +190,16 @@ class NewRow:
     error: str | None = None
 
 
-def validate_new(new: NewInstance) -> NewRow:
+def validate_new(new: NewInstance, max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> NewRow:
     """Check one :class:`NewInstance` at the API boundary and convert it to a :class:`NewRow`.
 
     Raises:
-        InvalidArgument: naive time, unpackable params, bad dedup key, attempts or timeout.
+        InvalidArgument: naive time, unpackable or too large params, bad dedup key,
+            attempts or timeout.
     """
     run_at_us = to_us(new.at, what="at")
     params = params_bytes(new.params)
+    check_params_size(len(params), max_params_bytes)
     if new.dedup_key is None and new.max_attempts is None and new.timeout is None:
         return NewRow(new.task, run_at_us, params)  # the common case: nothing else to check
     if new.dedup_key is not None and (not isinstance(new.dedup_key, str) or not new.dedup_key):

@@ -34,11 +34,11 @@ from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
 from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub, TransitionEvent
-from tickwork.model import Instance
+from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, Instance, check_max_params_bytes
 from tickwork.scheduler_api import Scheduler
 from tickwork.state import State
 from tickwork.stores.base import Store
-from tickwork.stores.cluster import ClusterStore
+from tickwork.stores.cluster import ClusterStore, NodeRegistry
 from tickwork.task import Task, TaskRegistry
 
 log = logging.getLogger("tickwork")
@@ -66,6 +66,13 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _set_params_limit(store: Store, limit: int) -> None:
+    """Check the node's params limit and make it the store's (the built-in stores have one)."""
+    check_max_params_bytes(limit)
+    if hasattr(store, "max_params_bytes"):
+        store.max_params_bytes = limit
+
+
 @asynccontextmanager
 async def open_scheduler(
     store: Store,
@@ -85,6 +92,7 @@ async def open_scheduler(
     retention: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     record_linger: timedelta | None = None,
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
 
@@ -116,6 +124,11 @@ async def open_scheduler(
             run's outcome (it then runs again); runs of at-most-once tasks never wait.
             Default: 50 ms on a cluster store, where every commit is a round trip to the
             shared server; 0 otherwise (each batch as it comes).
+        max_params_bytes: the largest params (bytes, as stored) an instance or schedule
+            may carry: ``schedule``, ``schedule_many`` and ``add_schedule`` refuse larger
+            ones with ``InvalidArgument``, and so does the store (this sets the built-in
+            stores' own limit). Default 1 MiB. It is recorded in the store's nodes table
+            with the node's tasks, where the CLI finds it.
 
     Raises:
         InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
@@ -150,12 +163,15 @@ async def open_scheduler(
     clock = clock or SystemClock()
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
+    _set_params_limit(store, max_params_bytes)
     node = node_id or default_node_id()
     batch_size = min(batch_size, max_in_memory)
 
     await store.open(node_id=node)
     resilient = ResilientStore(store, give_up_after=outage_limit)
     try:
+        if isinstance(store, NodeRegistry):  # what the CLI checks `add --task` against
+            await store.record_node(node, tasks=sorted(registry), max_params_bytes=max_params_bytes)
         recovered = await resilient.recover(clock.now_us())
         if recovered:
             log.info("recovered %d instances left claimed by a previous run", recovered)
@@ -176,6 +192,7 @@ async def open_scheduler(
             retention_us=retention_us,
             cluster=mode.cluster,
             horizon_us=mode.horizon_us,
+            max_params_bytes=max_params_bytes,
         ) as scheduler:
             yield scheduler
     finally:
@@ -206,6 +223,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     retention_us: int | None = None,
     cluster: ClusterStore | None = None,
     horizon_us: int | None = None,
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
 ) -> AsyncIterator[Scheduler]:
     hub = EventHub()
     abort_marks: set[int] = set()
@@ -331,6 +349,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
             publish=publish,
             janitor=janitor,
             cluster=link,
+            max_params_bytes=max_params_bytes,
         )
         log.debug("node %s started", node)
         try:

@@ -25,7 +25,13 @@ from tickwork.actors.timekeeper import Timekeeper, TimekeeperStatistics
 from tickwork.clock import Clock
 from tickwork.errors import InvalidArgument, NotFound, SchedulerClosed
 from tickwork.events import EventHub, Subscription
-from tickwork.model import Attempt, Instance, NewInstance, validate_new
+from tickwork.model import (
+    DEFAULT_MAX_PARAMS_BYTES,
+    Attempt,
+    Instance,
+    NewInstance,
+    validate_new,
+)
 from tickwork.state import State
 from tickwork.task import Task, TaskRegistry
 
@@ -94,7 +100,10 @@ class Scheduler(ScheduleMethods):
         publish: Callable[[Instance, State, State, int], None],
         janitor: Janitor | None = None,
         cluster: ClusterLink | None = None,
+        max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
     ) -> None:
+        #: the largest params this node accepts (``open_scheduler(max_params_bytes=...)``)
+        self.max_params_bytes = max_params_bytes
         self._store = store
         self._registry = registry
         self._clock = clock
@@ -165,7 +174,7 @@ class Scheduler(ScheduleMethods):
             if new.task not in known:
                 self._registry.require(new.task)
                 known.add(new.task)
-            rows.append(validate_new(new))
+            rows.append(validate_new(new, self.max_params_bytes))
         if not rows:
             return []
         ids = await self._store.insert(rows, self._clock.now_us())

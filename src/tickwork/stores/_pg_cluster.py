@@ -33,7 +33,7 @@ from tickwork._time import td_us
 from tickwork.stores.cluster import Heartbeat, NodeInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import timedelta
 
     from tickwork.stores._pg_schema import Session
@@ -231,6 +231,16 @@ HEARTBEAT_NODES: Final = """
          FROM {s}.claims WHERE owner <> %(owner)s)
 """
 
+# Schema version 6: what each node runs (the CLI refuses a task no live node knows).
+V6_NODE_TASKS: Final[tuple[str, ...]] = (
+    "ALTER TABLE {s}.nodes ADD COLUMN tasks text[], ADD COLUMN max_params_bytes bigint",
+)
+
+RECORD_NODE: Final = """
+    UPDATE {s}.nodes SET tasks = %(tasks)s::text[], max_params_bytes = %(limit)s
+    WHERE node_id = %(node)s
+"""
+
 # Rows held per owner are counted through the claims (instances has no owner index).
 NODES: Final = """
     SELECT n.node_id,
@@ -243,7 +253,7 @@ NODES: Final = """
         (SELECT count(*) FROM {s}.claims c JOIN {s}.instances i
             ON i.claim_token = c.token AND i.state IN (1, 2)
          WHERE c.owner = n.node_id),
-        n.running, n.host, n.pid, n.version
+        n.running, n.host, n.pid, n.version, n.tasks, n.max_params_bytes
     FROM {s}.nodes n
     ORDER BY n.started DESC, n.node_id
 """
@@ -286,6 +296,7 @@ class ClusterQueries:
         self.heartbeat_renew_sql = render(HEARTBEAT_RENEW)
         self.heartbeat_nodes_sql = render(HEARTBEAT_NODES)
         self.nodes_sql = render(NODES)
+        self.record_node_sql = render(RECORD_NODE)
 
     def heartbeat(
         self,
@@ -311,6 +322,12 @@ class ClusterQueries:
     def forget_empty_claims(self, owner: str, session: Session) -> None:
         session.execute(self.forget_empty_claims_sql, {"owner": owner})
 
+    def record_node(
+        self, node_id: str, tasks: Sequence[str], max_params_bytes: int, session: Session
+    ) -> None:
+        params = {"node": node_id, "tasks": sorted(set(tasks)), "limit": max_params_bytes}
+        session.execute(self.record_node_sql, params)
+
     def nodes(self, session: Session) -> list[NodeInfo]:
         return [
             NodeInfo(
@@ -324,6 +341,8 @@ class ClusterQueries:
                 host=r[7],
                 pid=r[8],
                 version=r[9],
+                tasks=None if r[10] is None else tuple(r[10]),
+                max_params_bytes=r[11],
             )
             for r in session.execute(self.nodes_sql)
         ]

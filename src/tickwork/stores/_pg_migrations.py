@@ -132,6 +132,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (3, _pg_cluster.V3_CLAIMS),
     (4, _pg_schedules.V4_SCHEDULES),
     (5, _pg_schedules.V5_ADMITTED),
+    (6, _pg_cluster.V6_NODE_TASKS),
 )
 
 

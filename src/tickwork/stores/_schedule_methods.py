@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from tickwork._schedule_plan import OccurrenceCheck
 from tickwork._schedules import Schedule, ScheduleWrite
+from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, NewRow, check_params_size
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_ops import ScheduleTx
 
@@ -25,6 +26,21 @@ T = TypeVar("T")
 class ScheduleMethods:
     """A mixin: the schedule methods of :class:`~tickwork.stores.base.Store`."""
 
+    #: The largest params this store accepts, in bytes (``insert`` and ``add_schedule``
+    #: refuse larger ones with InvalidArgument). Set by the store's constructor, and by
+    #: ``open_scheduler(max_params_bytes=...)`` for the node that runs on it.
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES
+
+    def _check_params(self, rows: Sequence[NewRow]) -> None:
+        """Refuse the whole batch if one row's params are over the limit (nothing written).
+
+        Raises:
+            InvalidArgument: naming the limit.
+        """
+        limit = self.max_params_bytes
+        for row in rows:
+            check_params_size(len(row.params), limit)
+
     async def _run(self, now_us: int, fn: Callable[[ScheduleTx], T], *, write: bool = True) -> T:
         """Run ``fn`` in one transaction of the store (read-only if not ``write``)."""
         raise NotImplementedError
@@ -32,6 +48,7 @@ class ScheduleMethods:
     async def add_schedule(
         self, schedule: Schedule, now_us: int, *, replace: bool = False
     ) -> ScheduleWrite:
+        check_params_size(len(schedule.params), self.max_params_bytes, "schedule params")
         return await self._run(now_us, lambda tx: ops.add(tx, schedule, now_us, replace=replace))
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:

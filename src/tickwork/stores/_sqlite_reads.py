@@ -114,6 +114,18 @@ class Reads:
         ).fetchone()
         return int(n)
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection (for the nodes table's statements)."""
+        return self._c
+
+    def held(self) -> int:
+        """Rows CLAIMED or RUNNING (from the maintained counts)."""
+        (n,) = self._c.execute(
+            "SELECT coalesce(sum(n), 0) FROM counts WHERE state IN (1, 2)"
+        ).fetchone()
+        return int(n)
+
     def count_by_state(self) -> dict[State, int]:
         out = dict.fromkeys(State, 0)
         for s, n in self._c.execute("SELECT state, sum(n) FROM counts GROUP BY state"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from tickwork.errors import NotATickworkDatabase, SchemaTooNew
+from tickwork.errors import NotATickworkDatabase, SchemaTooNew, StoreError
 
 #: "tick" in ASCII: the file header mark of a tickwork database.
 APPLICATION_ID: Final = 0x7469636B
@@ -155,6 +155,22 @@ ALTER TABLE instances ADD COLUMN last_error_type TEXT;
 ALTER TABLE instances ADD COLUMN last_result TEXT;
 """
 
+# The nodes that ran on the file (tickwork.stores._sqlite_nodes): who holds the node lock
+# (for StoreLocked's message), and the tasks each node runs (the CLI refuses a task no
+# node knows). ``tasks`` is a JSON list, NULL until the node recorded it.
+_V6_NODES: Final = """
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY NOT NULL,
+    started INTEGER NOT NULL,
+    stopped INTEGER,
+    host TEXT,
+    pid INTEGER,
+    version TEXT,
+    tasks TEXT,
+    max_params_bytes INTEGER
+) WITHOUT ROWID;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -162,6 +178,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V3_SCHEDULES,
     _V4_ADMITTED,
     _V5_LAST_ATTEMPT,
+    _V6_NODES,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -210,6 +227,28 @@ def _check_version(conn: sqlite3.Connection, path: str) -> int:
             "use it (downgrading a database is not supported)."
         )
     return version
+
+
+def check_readable(conn: sqlite3.Connection, path: str) -> None:
+    """Check a database opened read-only: tickwork's, at this tickwork's schema version.
+
+    Raises:
+        NotATickworkDatabase: not a tickwork database (an empty one included).
+        SchemaTooNew: written by a newer tickwork.
+        StoreError: written by an older tickwork (reading it would need a migration).
+    """
+    version = _check_version(conn, path)
+    if version == 0:
+        raise NotATickworkDatabase(
+            f"{path} is an empty SQLite database, not a tickwork database; reading "
+            "commands do not create one (`tickwork run` or `tickwork add` does)"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, older than this tickwork's "
+            f"({SCHEMA_VERSION}); reading commands do not change the file: start a node "
+            "on it (`tickwork run`) once to upgrade it"
+        )
 
 
 def prepare(conn: sqlite3.Connection, path: str) -> None:

@@ -12,13 +12,16 @@ needs none of it.
 
 from __future__ import annotations
 
-from typing import Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 import attrs
 
 from tickwork.stores.base import Store
 
-__all__ = ["Changes", "ClusterStore", "Heartbeat", "NodeInfo"]
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Changes", "ClusterStore", "Heartbeat", "NodeInfo", "NodeRegistry"]
 
 
 @final
@@ -81,10 +84,38 @@ class NodeInfo:
     host: str | None
     pid: int | None
     version: str | None
+    #: the names of the tasks it runs, sorted; None until the node recorded them
+    tasks: tuple[str, ...] | None = None
+    #: the largest params it accepts (``open_scheduler(max_params_bytes=...)``), if known
+    max_params_bytes: int | None = None
 
 
 @runtime_checkable
-class ClusterStore(Store, Protocol):
+class NodeRegistry(Protocol):
+    """A store that keeps a table of the nodes that ran on it: the built-in stores do.
+
+    The scheduler records each node's tasks in it (:meth:`record_node`), and the CLI
+    reads it (:meth:`nodes`) to refuse an instance of a task that no node runs. A user's
+    own store may leave it out: nothing is recorded then, and nothing is checked.
+    """
+
+    async def record_node(
+        self, node_id: str, *, tasks: Sequence[str], max_params_bytes: int
+    ) -> None:
+        """Record what the node ``node_id`` (this store's, opened with it) runs."""
+        ...
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node that recorded itself, most recently started first.
+
+        ``alive`` is whether the node runs now: on PostgreSQL its heartbeats are
+        recent; on SQLite it holds the file's node lock; in memory it has the store open.
+        """
+        ...
+
+
+@runtime_checkable
+class ClusterStore(Store, NodeRegistry, Protocol):
     """A :class:`~tickwork.stores.base.Store` that several nodes share at once.
 
     Its ``claim`` may grant a new claim the lease of the owner's live claims instead of
@@ -114,8 +145,4 @@ class ClusterStore(Store, Protocol):
         Announcements that arrive while nobody waits are kept and returned by the next
         call at once. Cancel the call to stop waiting (it is safe to cancel at any time).
         """
-        ...
-
-    async def nodes(self) -> list[NodeInfo]:
-        """Every node that ever opened the store, most recently started first."""
         ...

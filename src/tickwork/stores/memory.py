@@ -18,8 +18,17 @@ import trio
 from sortedcontainers import SortedList
 
 from tickwork.errors import InvalidArgument, StoreError, StoreLocked
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import (
+    DEFAULT_MAX_PARAMS_BYTES,
+    AbortResult,
+    Attempt,
+    Finish,
+    Instance,
+    NewRow,
+    check_max_params_bytes,
+)
 from tickwork.state import TERMINAL, State
+from tickwork.stores._memory_nodes import MemoryNodes
 from tickwork.stores._memory_schedules import MemoryScheduleMethods
 from tickwork.stores._rules import (
     HELD,
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
     from tickwork._schedules import Schedule
+    from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["MemoryStore"]
 
@@ -49,7 +59,8 @@ class MemoryStore(MemoryScheduleMethods):
     ``change_token()`` is None, as nothing else can write to it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> None:
+        self.max_params_bytes = check_max_params_bytes(max_params_bytes)
         self._open = False
         self._node: str | None = None
         self._rows: dict[int, Instance] = {}
@@ -68,6 +79,7 @@ class MemoryStore(MemoryScheduleMethods):
         # schedule id -> its admitted occurrence (instance id, claim token): ScheduleTx.slots
         self._schedule_slots: dict[str, tuple[int, int | None]] = {}
         self._schedule_rows: dict[str, set[int]] = {}  # schedule id -> unfinished occurrences
+        self._nodes = MemoryNodes()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -84,14 +96,31 @@ class MemoryStore(MemoryScheduleMethods):
                     f"this MemoryStore is already used by node {self._node!r}; "
                     "close that scheduler first or give this one its own MemoryStore"
                 )
+            if self._node is None:
+                self._nodes.register(node_id)
             self._node = node_id
         self._open = True
 
     async def aclose(self) -> None:
         """Close the store and release the node lock. Idempotent; the contents stay."""
         await trio.lowlevel.checkpoint()
+        if self._node is not None:
+            self._nodes.unregister(self._node)
         self._open = False
         self._node = None
+
+    async def record_node(
+        self, node_id: str, *, tasks: Sequence[str], max_params_bytes: int
+    ) -> None:
+        """Record what ``node_id`` runs (see :class:`~tickwork.stores.cluster.NodeRegistry`)."""
+        self._check_open()
+        await self._nodes.record_node(node_id, tasks=tasks, max_params_bytes=max_params_bytes)
+
+    async def nodes(self) -> builtins.list[NodeInfo]:
+        """The nodes that opened this store, newest first; alive while open."""
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        return self._nodes.listing(sum(len(ids) for ids in self._held.values()))
 
     def _check_open(self) -> None:
         if not self._open:
@@ -155,6 +184,7 @@ class MemoryStore(MemoryScheduleMethods):
         """Store new instances and return their ids in order; duplicates get the existing id."""
         await trio.lowlevel.checkpoint()
         self._check_open()
+        self._check_params(rows)
         for row in rows:
             if row.state not in _NEW_STATES:
                 raise InvalidArgument(

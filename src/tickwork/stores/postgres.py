@@ -53,6 +53,7 @@ from psycopg import conninfo as pg_conninfo
 
 from tickwork._time import td_us
 from tickwork.errors import InvalidArgument, StoreError, StoreUnavailable
+from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_max_params_bytes
 from tickwork.stores import _pg_listen, _pg_schema
 from tickwork.stores._pg_migrations import check_schema_name
 from tickwork.stores._pg_schedules import PgScheduleMethods
@@ -133,6 +134,8 @@ class PostgresStore(PgScheduleMethods):
             scheduler's ``lease_us`` (an operator's knob; also how tests get short leases).
         connect_attempts: tries per reconnection before a call raises ``StoreError``.
         application_name: shown in ``pg_stat_activity``; ``tickwork:<node>:<use>`` if None.
+        max_params_bytes: the largest params ``insert`` and ``add_schedule`` accept
+            (default 1 MiB; a node's ``open_scheduler(max_params_bytes=...)`` sets it).
     """
 
     def __init__(
@@ -143,7 +146,9 @@ class PostgresStore(PgScheduleMethods):
         lease: timedelta | None = None,
         connect_attempts: int = 5,
         application_name: str | None = None,
+        max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
     ) -> None:
+        self.max_params_bytes = check_max_params_bytes(max_params_bytes)
         if lease is not None and (not isinstance(lease, timedelta) or lease <= timedelta(0)):
             raise InvalidArgument(f"lease must be a positive timedelta, got {lease!r}")
         if connect_attempts < 1:
@@ -247,6 +252,7 @@ class PostgresStore(PgScheduleMethods):
         if not rows:
             return await self._nothing([])
         _pg_schema.check_new_rows(rows)
+        self._check_params(rows)
         return await self._call(partial(self._q.insert, rows, now_us), write=True)
 
     async def claim(
@@ -298,6 +304,13 @@ class PostgresStore(PgScheduleMethods):
         lease = timedelta(microseconds=self.granted_lease_us(lease_us))
         beat = partial(self._q.cluster.heartbeat, owner, lease, held, running)
         return await self._call(beat, write=True)
+
+    async def record_node(
+        self, node_id: str, *, tasks: Sequence[str], max_params_bytes: int
+    ) -> None:
+        """Record the tasks and params limit of ``node_id`` in the nodes table."""
+        record = partial(self._q.cluster.record_node, node_id, tasks, max_params_bytes)
+        await self._call(record, write=True)
 
     async def nodes(self) -> builtins.list[NodeInfo]:
         """Every node that opened this schema, most recently started first."""

@@ -7,14 +7,16 @@ large cost in throughput for group commits of small batches).
 
 Every call runs on one thread of the store's own, one call at a time, as one transaction
 (``BEGIN IMMEDIATE`` for writes); a started call completes even if its caller is cancelled.
-A node (``open(node_id=...)``) holds an exclusive ``flock`` on ``<path>.lock`` for as long
-as it has the store open, so two nodes never run on one file; the lock dies with the
-process. Clients (the CLI) take no lock and share the file with the running node.
+A node (``open(node_id=...)``) holds an exclusive ``flock`` on the database file itself for
+as long as it has the store open, so two nodes never run on one file, whatever path,
+symlink, hard link or bind mount each was given; the lock dies with the process. Clients
+(the CLI) take no lock and share the file with the running node; readers
+(``read_only=True``) never write. See ``_sqlite_lock`` and ``_sqlite_open``.
 """
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -22,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
-from tickwork.errors import StoreError, StoreLocked, StoreUnavailable, TickworkError
+from tickwork.errors import StoreError
+from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_max_params_bytes
+from tickwork.stores import _sqlite_lock, _sqlite_nodes
+from tickwork.stores._sqlite_open import Opened, connect, store_error
 from tickwork.stores._sqlite_ops import Ops
 from tickwork.stores._sqlite_reads import ClaimedRows, to_instance
 from tickwork.stores._sqlite_schedules import SQLiteScheduleMethods
-from tickwork.stores._sqlite_schema import prepare
 from tickwork.stores._sqlite_worker import Worker
 
 if TYPE_CHECKING:
@@ -35,10 +39,13 @@ if TYPE_CHECKING:
 
     from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
     from tickwork.state import State
+    from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
+
+_log = logging.getLogger("tickwork.store")
 
 #: Claimed rows made Instances per slice, between checkpoints (see ``claim``): ~2 ms.
 _ROWS_PER_SLICE: Final = 500
@@ -49,58 +56,43 @@ def _due_order(row: tuple[Any, ...]) -> tuple[int, int]:
     return row[2], row[0]
 
 
-#: How long a statement waits for another connection's write lock before failing.
-BUSY_TIMEOUT_MS: Final = 10_000
-#: Pages the WAL may grow to before a checkpoint copies them back (4 KiB each): batches that
-#: touch pages all over the file (claims and finishes in due order, not id order) coalesce
-#: in the WAL instead of being checkpointed after every commit (about +25% claim+finish).
-WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
-#: Page cache per connection (KiB, as a negative cache_size): keeps the hot part of the
-#: pending index in memory when millions of rows are stored. Claims read that index from
-#: its front only, so 16 MiB serves them; 64 MiB drained 1,000,000 due instances no faster
-#: and was most of the node's RSS growth (benchmarks/PROFILE_NOTES.md, S6).
-CACHE_KIB: Final = 16 * 1024
-
-
-#: SQLite result codes of failures that may pass (the node retries them with backoff):
-#: another connection holds the lock too long, I/O errors, a full disk, no memory.
-_TRANSIENT: Final = (
-    "SQLITE_BUSY",
-    "SQLITE_LOCKED",
-    "SQLITE_IOERR",
-    "SQLITE_FULL",
-    "SQLITE_CANTOPEN",
-    "SQLITE_PROTOCOL",
-    "SQLITE_NOMEM",
-)
-
-
-def _store_error(path: str, exc: sqlite3.Error, what: str = "SQLite error on") -> StoreError:
-    """The library's exception for a sqlite3 one: StoreUnavailable when it may pass."""
-    name = getattr(exc, "sqlite_errorname", "")
-    kind = StoreUnavailable if name.startswith(_TRANSIENT) else StoreError
-    return kind(f"{what} {path}: {exc} ({name or type(exc).__name__})")
-
-
 class SQLiteStore(SQLiteScheduleMethods):
     """The Store protocol on a SQLite file (``tickwork.db`` by default).
 
     Args:
         path: the database file; created with its schema if it does not exist. Its
             directory must exist.
+        read_only: open the file read-only, for reading only (the CLI's ``ls``, ``show``,
+            ``stats``): nothing is created, migrated or written, a missing or empty file
+            is refused, and a database on read-only media can be read. Writes fail.
+        max_params_bytes: the largest params ``insert`` and ``add_schedule`` accept
+            (default 1 MiB; a node's ``open_scheduler(max_params_bytes=...)`` sets it).
     """
 
-    def __init__(self, path: str | os.PathLike[str] = "tickwork.db") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "tickwork.db",
+        *,
+        read_only: bool = False,
+        max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+    ) -> None:
+        self.max_params_bytes = check_max_params_bytes(max_params_bytes)
         self._path = os.fspath(path)
+        self._read_only = read_only
         self._worker: Worker | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._opened: Opened | None = None
+        self._node_id: str | None = None
         self._ops: Ops | None = None
-        self._lock_fd: int | None = None
 
     @property
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def _conn(self) -> sqlite3.Connection | None:
+        """The open connection (for tests and tools that inspect it), or None."""
+        return None if self._opened is None else self._opened.conn
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -128,77 +120,23 @@ class SQLiteStore(SQLiteScheduleMethods):
                 worker.stop()
 
     def _open_sync(self, node_id: str | None) -> None:
-        try:
-            self._connect(node_id)
-        except BaseException:
-            self._close_sync()
-            raise
-
-    def _connect(self, node_id: str | None) -> None:
-        memory = self._path == ":memory:"
-        if not memory:
-            parent = Path(self._path).resolve().parent
-            if not parent.is_dir():
-                raise StoreError(
-                    f"cannot open SQLite database {self._path}: directory {parent} does not "
-                    "exist; create it first or choose another --db path"
-                )
-        if node_id is not None and not memory:
-            self._lock(node_id)
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1e3)
-        except sqlite3.Error as exc:
-            raise _store_error(self._path, exc, "cannot open SQLite database") from exc
-        self._conn = conn
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            prepare(conn, self._path)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute("PRAGMA temp_store = MEMORY")
-        except TickworkError:
-            raise
-        except sqlite3.Error as exc:
-            raise _store_error(self._path, exc, "cannot open SQLite database") from exc
-        self._ops = Ops(conn)
-
-    def _lock(self, node_id: str) -> None:
-        """Take the node lock on ``<path>.lock``, or raise StoreLocked naming the holder."""
-        lock_path = self._path + ".lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot create the node lock file {lock_path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if not isinstance(exc, BlockingIOError):  # e.g. no flock on this file system
-                os.close(fd)
-                raise StoreError(f"cannot lock {lock_path}: {exc}") from exc
-            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
-            os.close(fd)
-            pid = holder[0] if holder else "unknown"
-            node = f", node {holder[1]}" if len(holder) > 1 else ""
-            raise StoreLocked(
-                f"database {self._path} is already used by a running tickwork node "
-                f"(pid {pid}{node}); stop it or use another --db"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {node_id}\n".encode(), 0)
-        self._lock_fd = fd
+        opened = connect(self._path, node_id=node_id, read_only=self._read_only)
+        self._opened, self._node_id = opened, node_id
+        self._ops = Ops(opened.conn)
 
     def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-            self._ops = None
-        if self._lock_fd is not None:
-            # Closing the descriptor drops the flock; the file stays (deleting it would
-            # race with a node that is opening it right now).
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        opened, self._opened = self._opened, None
+        self._ops = None
+        if opened is None:
+            return
+        if self._node_id is not None and self._path != ":memory:":
+            try:
+                _sqlite_nodes.unregister(opened.conn, self._node_id)
+            except sqlite3.Error as exc:  # best effort: the nodes table only informs
+                _log.debug("could not mark node %s stopped: %s", self._node_id, exc)
+        # The connection first, then the node lock: the lock guards the file until no
+        # write of this node can follow.
+        opened.close()
 
     async def aclose(self) -> None:
         """Stop the store's thread, close the connection and drop the node lock. Idempotent."""
@@ -220,7 +158,7 @@ class SQLiteStore(SQLiteScheduleMethods):
             try:
                 return fn(ops)
             except sqlite3.Error as exc:
-                raise _store_error(self._path, exc) from exc
+                raise store_error(self._path, exc) from exc
 
         return await worker.call(run)
 
@@ -228,6 +166,7 @@ class SQLiteStore(SQLiteScheduleMethods):
 
     async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
         """Store new instances; see :meth:`tickwork.stores.base.Store.insert`."""
+        self._check_params(rows)
         return await self._call(lambda o: o.insert(rows, now_us))
 
     async def claim(
@@ -272,7 +211,8 @@ class SQLiteStore(SQLiteScheduleMethods):
             StoreError: the store was opened without ``node_id``: without the node lock a
                 running node's claims would be taken from under it.
         """
-        if self._worker is not None and self._lock_fd is None and self._path != ":memory:":
+        no_lock = self._opened is None or self._opened.lock is None
+        if self._worker is not None and no_lock and self._path != ":memory:":
             raise StoreError(
                 f"recover() needs the node lock on {self._path}: open the store with "
                 "open(node_id=...); a client must not release a running node's claims"
@@ -317,6 +257,23 @@ class SQLiteStore(SQLiteScheduleMethods):
     async def change_token(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
         return await self._call(lambda o: o.change_token())
+
+    async def record_node(
+        self, node_id: str, *, tasks: Sequence[str], max_params_bytes: int
+    ) -> None:
+        """Record what ``node_id`` runs (see :class:`~tickwork.stores.cluster.NodeRegistry`)."""
+        await self._call(lambda o: _sqlite_nodes.record(o.conn, node_id, tasks, max_params_bytes))
+
+    async def nodes(self) -> builtins.list[NodeInfo]:
+        """The nodes that ran on the file, newest first; alive: holds the node lock now."""
+        opened = self._opened
+        me = opened is not None and (opened.lock is not None or self._path == ":memory:")
+
+        def read(o: Ops) -> builtins.list[NodeInfo]:
+            locked = me or _sqlite_lock.probe(self._path)
+            return _sqlite_nodes.nodes(o.conn, locked=locked, held=o.held())
+
+        return await self._call(read)
 
     async def prune(self, before_us: int, limit: int) -> int:
         """Retention: delete a bounded batch of old rows; see
