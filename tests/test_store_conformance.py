@@ -8,15 +8,20 @@ that uses ``now_us``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from store_fixtures import NODE
+from tickwork._schedules import new_schedule
 from tickwork._time import to_us
-from tickwork.errors import IllegalTransition
-from tickwork.model import Finish, Instance, NewRow
+from tickwork.errors import IllegalTransition, InvalidArgument
+from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, LIST_PARAMS_BYTES, Finish, Instance, NewRow
 from tickwork.state import State
 from tickwork.stores import INTERRUPTED, Store
+from tickwork.stores.cluster import NodeRegistry
+from tickwork.triggers import Interval
 
 S = 1_000_000  # one second in µs
 LEASE = 60 * S
@@ -763,3 +768,61 @@ async def test_a_durable_running_row_that_never_ran_goes_back_to_pending(
     assert got is not None
     assert (got.state, got.attempts, got.owner, got.run_at_us) == (State.PENDING, 0, None, now)
     assert await store.history(iid) == []
+
+
+# -- params size limit -----------------------------------------------------------------
+
+
+async def test_params_over_the_store_limit_are_refused_whole(store: Store, now: int) -> None:
+    """One row over ``max_params_bytes`` refuses the batch: nothing is stored, and the
+    message names the limit. Exactly the limit is accepted."""
+    assert store.max_params_bytes == DEFAULT_MAX_PARAMS_BYTES  # type: ignore[attr-defined]
+    store.max_params_bytes = 1000  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgument, match=r"1,001 bytes, over the limit of 1,000 bytes"):
+        await store.insert([row(at=now), row(at=now, params=b"x" * 1001)], now)
+    assert await store.count() == 0
+    [iid] = await store.insert([row(at=now, params=b"x" * 1000)], now)
+    got = await store.get(iid)
+    assert got is not None
+    assert len(got.params) == 1000
+    big = new_schedule("t", Interval(timedelta(hours=1)), params=b"y" * 1001)
+    with pytest.raises(InvalidArgument, match="schedule params are 1,001 bytes"):
+        await store.add_schedule(big, now)
+    assert await store.list_schedules() == []
+
+
+async def test_a_listing_never_loads_big_params(store: Store, now: int) -> None:
+    """``list`` gives params up to LIST_PARAMS_BYTES; larger ones are left out (``b""``,
+    ``params_size`` set) and ``get`` has them whole."""
+    edge, over = b"a" * LIST_PARAMS_BYTES, b"b" * (LIST_PARAMS_BYTES + 1)
+    small_id, edge_id, over_id = await store.insert(
+        [row(at=now, params=b"s"), row(at=now, params=edge), row(at=now, params=over)], now
+    )
+    listed = {i.id: i for i in await store.list()}
+    assert (listed[small_id].params, listed[small_id].params_size) == (b"s", None)
+    assert (listed[edge_id].params, listed[edge_id].params_size) == (edge, None)
+    assert (listed[over_id].params, listed[over_id].params_size) == (b"", len(over))
+    whole = await store.get(over_id)
+    assert whole is not None
+    assert (whole.params, whole.params_size) == (over, None)
+    [pending] = await store.list(state=State.PENDING, limit=1)  # the other paths too
+    assert pending.id == over_id
+    assert pending.params_size == len(over)
+
+
+# -- the nodes table ---------------------------------------------------------------------
+
+
+async def test_a_node_records_its_tasks_and_limit(store: Store) -> None:
+    """The node the store is open as is listed alive, with what it recorded."""
+    assert isinstance(store, NodeRegistry)
+    [before] = [n for n in await store.nodes() if n.node_id == NODE]
+    assert before.alive
+    assert before.tasks is None  # not recorded yet: nothing can be checked against it
+    await store.record_node(NODE, tasks=["greet", "bash", "greet"], max_params_bytes=4096)
+    [me] = [n for n in await store.nodes() if n.node_id == NODE]
+    assert me.alive
+    assert me.tasks == ("bash", "greet")
+    assert me.max_params_bytes == 4096
+    assert me.stopped_us is None
+    assert me.pid == os.getpid()

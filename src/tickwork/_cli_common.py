@@ -23,6 +23,7 @@ __all__ = [
     "client",
     "db_option",
     "emit",
+    "force_option",
     "json_option",
     "log_options",
     "packed",
@@ -74,6 +75,15 @@ def db_option(f: F) -> F:
         show_default=True,
         help="The SQLite database file, or a PostgreSQL URI "
         "(postgresql://user@host/dbname?schema=tickwork) for a cluster.",
+    )(f)
+
+
+def force_option(f: F) -> F:
+    """``--force``: add work for a task that no node runs (see ``_cli_nodes``)."""
+    return click.option(
+        "--force",
+        is_flag=True,
+        help="Add it even if no node runs the task (it runs once a node with it starts).",
     )(f)
 
 

@@ -19,6 +19,7 @@ import trio
 from tickwork._cli_common import (
     client,
     db_option,
+    force_option,
     json_option,
     packed,
     require_db,
@@ -26,6 +27,7 @@ from tickwork._cli_common import (
 )
 from tickwork._cli_crontab import CrontabEntry, parse_crontab
 from tickwork._cli_format import dump_json, short, table
+from tickwork._cli_nodes import admit, check_params
 from tickwork._cli_parse import (
     DURATION,
     JSON,
@@ -250,6 +252,7 @@ def cron() -> None:
 @click.option("--end", "end_at", type=TIME, help="No fire time after this time.")
 @click.option("--paused", is_flag=True, help="Add it paused.")
 @_policy_options
+@force_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @db_option
 @json_option
@@ -269,6 +272,7 @@ def add(
     grace: timedelta,
     catchup_limit: int,
     replace: bool,
+    force: bool,
     command: tuple[str, ...],
     db: DbTarget,
     as_json: bool,
@@ -309,6 +313,7 @@ def add(
 
     async def write() -> ScheduleWrite:
         async with client(db) as store:
+            check_params(len(schedule.params), await admit(store, [task], force=force))
             return await store.add_schedule(schedule, now_us, replace=replace)
 
     done = trio.run(write)
@@ -426,6 +431,7 @@ def _local_iso(us: int, zone: str) -> str:
 @click.argument("file", type=click.File("r"))
 @_tz_option
 @_policy_options
+@force_option
 @db_option
 @json_option
 def import_crontab(
@@ -437,6 +443,7 @@ def import_crontab(
     grace: timedelta,
     catchup_limit: int,
     replace: bool,
+    force: bool,
     db: DbTarget,
     as_json: bool,
 ) -> None:
@@ -471,6 +478,10 @@ def import_crontab(
 
     async def write() -> list[ScheduleWrite]:
         async with client(db) as store:
+            tasks = {s.task for s in schedules}
+            limit = await admit(store, tasks, force=force, hint="the crontab's commands")
+            for s, e in zip(schedules, entries, strict=True):
+                check_params(len(s.params), limit, f"line {e.line}")
             return [await store.add_schedule(s, now_us, replace=replace) for s in schedules]
 
     done = trio.run(write) if schedules else []

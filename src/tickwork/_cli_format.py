@@ -126,6 +126,9 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
     }
     if raw is not None:
         out["params_base64"] = raw
+    if inst.params_size is not None:  # a listing left big params out: `show` has them
+        out["params"] = None
+        out["params_size"] = inst.params_size
     out.update(
         {
             "attempts": inst.attempts,
@@ -205,6 +208,8 @@ def instances_table(page: Sequence[Instance]) -> str:
     for inst in page:
         doc = instance_dict(inst)
         params = "<bytes>" if "params_base64" in doc else doc["params"]
+        if inst.params_size is not None:
+            params = f"<{inst.params_size:,} bytes>"
         rows.append(
             (
                 inst.id,
@@ -240,6 +245,8 @@ def node_dict(node: NodeInfo) -> dict[str, Any]:
         "host": node.host,
         "pid": node.pid,
         "version": node.version,
+        "tasks": None if node.tasks is None else list(node.tasks),
+        "max_params_bytes": node.max_params_bytes,
     }
 
 
@@ -258,10 +265,21 @@ def nodes_table(found: Sequence[NodeInfo], now_us: int) -> str:
                 "-" if node.running is None else node.running,
                 node.host or "-",
                 node.pid or "-",
+                "-" if node.tasks is None else short(",".join(node.tasks), 40),
             )
         )
-    headers = ("NODE", "STATE", "STARTED (UTC)", "LAST HEARTBEAT", "HELD", "RUNNING", "HOST", "PID")
-    return table(headers, rows, align="<<<>>><>")
+    headers = (
+        "NODE",
+        "STATE",
+        "STARTED (UTC)",
+        "LAST HEARTBEAT",
+        "HELD",
+        "RUNNING",
+        "HOST",
+        "PID",
+        "TASKS",
+    )
+    return table(headers, rows, align="<<<>>><><")
 
 
 def show_text(inst: Instance, history: Sequence[Attempt]) -> str:

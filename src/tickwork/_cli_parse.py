@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 import click
 
+from tickwork._cluster_mode import MIN_LEASE
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -33,7 +34,9 @@ __all__ = [
     "DURATION",
     "ID",
     "JSON",
+    "LEASE",
     "POSITIVE_DURATION",
+    "SIZE",
     "STATE",
     "TASK_NAME_TYPE",
     "TIME",
@@ -45,7 +48,9 @@ __all__ = [
     "parse_duration",
     "parse_id",
     "parse_json",
+    "parse_lease",
     "parse_positive_duration",
+    "parse_size",
     "parse_state",
     "parse_task_name",
     "parse_time",
@@ -106,6 +111,41 @@ def parse_positive_duration(text: str) -> timedelta:
     value = parse_duration(text)
     if value <= timedelta(0):
         raise ValueError(f"duration must be longer than zero, got {text!r}")
+    return value
+
+
+def parse_lease(text: str) -> timedelta:
+    """A lease: :func:`parse_duration`, at least ``MIN_LEASE`` (1 s).
+
+    Raises:
+        ValueError: not a duration, or shorter than the minimum (the message says it).
+    """
+    value = parse_duration(text)
+    if value < MIN_LEASE:
+        raise ValueError(
+            f"a lease must be at least {MIN_LEASE.total_seconds():g}s (a node renews it "
+            f"every third of it), got {text!r}"
+        )
+    return value
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*(b|kib|k|kb|mib|m|mb|gib|g|gb)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes: ``1048576``, ``512KiB``, ``4MiB``, ``1G`` (units are powers of 1024).
+
+    Raises:
+        ValueError: not such a size, or zero.
+    """
+    match = _SIZE.fullmatch(text)
+    if match is None or len(match.group(1)) > 30:
+        raise ValueError(f"invalid size {text!r}: use bytes, or KiB, MiB, GiB (e.g. 4MiB)")
+    unit = (match.group(2) or "b")[0].lower()
+    value = int(match.group(1)) * _SIZE_UNITS[unit]
+    if value < 1:
+        raise ValueError(f"size must be at least 1 byte, got {text!r}")
     return value
 
 
@@ -210,6 +250,8 @@ class _ParserType(_ParamType):
 
 DURATION = _ParserType("duration", parse_duration)
 POSITIVE_DURATION = _ParserType("duration", parse_positive_duration)
+LEASE = _ParserType("duration", parse_lease)
+SIZE = _ParserType("size", parse_size)
 TIME = _ParserType("time", parse_time)
 STATE = _ParserType("state", parse_state)
 JSON = _ParserType("json", parse_json)

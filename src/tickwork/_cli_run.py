@@ -13,7 +13,16 @@ import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
 from tickwork._cli_format import format_duration
-from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork._cli_parse import (
+    DURATION,
+    LEASE,
+    POSITIVE_DURATION,
+    SIZE,
+    DbTarget,
+    open_store,
+    resolve_tasks,
+)
+from tickwork.model import DEFAULT_MAX_PARAMS_BYTES
 from tickwork.scheduler import open_scheduler
 from tickwork.tasks.bash import BashTask
 
@@ -64,10 +73,10 @@ log = logging.getLogger("tickwork.cli")
 )
 @click.option(
     "--lease",
-    type=POSITIVE_DURATION,
+    type=LEASE,
     default=None,
-    help="How long a claim stays valid without renewal; in a cluster, the takeover time "
-    "after a node dies.  [default: 60s; 10s on PostgreSQL]",
+    help="How long a claim stays valid without renewal (at least 1s); in a cluster, the "
+    "takeover time after a node dies.  [default: 60s; 10s on PostgreSQL]",
 )
 @click.option(
     "--claim-horizon",
@@ -82,6 +91,14 @@ log = logging.getLogger("tickwork.cli")
     default=None,
     help="Delete ended instances and run history older than this (e.g. 30d), in small "
     "batches.  [default: keep forever]",
+)
+@click.option(
+    "--max-params",
+    "max_params",
+    type=SIZE,
+    default=str(DEFAULT_MAX_PARAMS_BYTES),
+    metavar="SIZE",
+    help="The largest params an instance or schedule may carry (e.g. 4MiB).  [default: 1MiB]",
 )
 @click.option(
     "--tasks",
@@ -103,6 +120,7 @@ def run(
     lease: timedelta | None,
     claim_horizon: timedelta | None,
     retention: timedelta | None,
+    max_params: int,
     task_specs: tuple[str, ...],
 ) -> None:
     """Run a scheduler node on the database until SIGINT or SIGTERM.
@@ -112,6 +130,12 @@ def run(
     once (running instances are cancelled; nothing durable is lost).
     """
     setup_cli_logging("INFO")
+    if claim_horizon is not None and claim_horizon > window:
+        raise click.BadParameter(
+            f"the claim horizon ({format_duration(claim_horizon)}) must not be longer than "
+            f"--window ({format_duration(window)})",
+            param_hint="'--claim-horizon'",
+        )
     tasks = _load_tasks(task_specs)
     # The process is the node's: what is loaded by now (modules, the tasks) lives as long
     # as it does. Frozen, it stays out of every full pass of the cyclic garbage collector,
@@ -132,6 +156,7 @@ def run(
             lease=lease,
             claim_horizon=claim_horizon,
             retention=retention,
+            max_params_bytes=max_params,
         )
 
     code = trio.run(serve)
@@ -165,6 +190,7 @@ async def _serve(
     lease: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     retention: timedelta | None = None,
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
 ) -> int:
     """Run one node until a signal; returns the exit status (130 if stopped at once)."""
     stop = trio.Event()
@@ -203,6 +229,7 @@ async def _serve(
                     lease=lease,
                     claim_horizon=claim_horizon,
                     retention=retention,
+                    max_params_bytes=max_params_bytes,
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)

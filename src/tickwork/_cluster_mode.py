@@ -23,11 +23,24 @@ from tickwork.errors import InvalidArgument
 from tickwork.stores.base import Store
 from tickwork.stores.cluster import ClusterStore
 
-__all__ = ["CLUSTER_HORIZON", "CLUSTER_LEASE", "SINGLE_LEASE", "NodeMode", "node_mode"]
+__all__ = [
+    "CLUSTER_HORIZON",
+    "CLUSTER_LEASE",
+    "MIN_LEASE",
+    "SINGLE_LEASE",
+    "NodeMode",
+    "check_lease",
+    "node_mode",
+]
 
 CLUSTER_LEASE: Final = timedelta(seconds=10)
 SINGLE_LEASE: Final = timedelta(seconds=60)
 CLUSTER_HORIZON: Final = timedelta(seconds=2)
+#: The shortest lease a node may ask for. A node renews its leases every third of one, so
+#: a lease of a millisecond kept an idle node renewing thousands of times a second (~40 %
+#: of a core); below a second, a store round trip or a pause of the event loop could let
+#: a lease lapse while its node is alive, and its work run twice.
+MIN_LEASE: Final = timedelta(seconds=1)
 #: How long a cluster node's Recorder lets outcomes wait to share a commit when they
 #: come slowly (``open_scheduler(record_linger=...)``): keeps commits per instance low.
 CLUSTER_LINGER: Final = timedelta(milliseconds=50)
@@ -50,6 +63,21 @@ def _positive(name: str, value: object) -> int:
     return td_us(value)
 
 
+def check_lease(lease: object) -> int:
+    """A requested lease in microseconds: a timedelta of at least :data:`MIN_LEASE`.
+
+    Raises:
+        InvalidArgument: anything else; the message says the minimum.
+    """
+    lease_us = _positive("lease", lease)
+    if lease_us < td_us(MIN_LEASE):
+        raise InvalidArgument(
+            f"lease must be at least {MIN_LEASE.total_seconds():g} s (a node renews it every "
+            f"third of it), got {lease!r}"
+        )
+    return lease_us
+
+
 def node_mode(
     store: Store,
     *,
@@ -60,12 +88,12 @@ def node_mode(
     """The mode, lease and claim horizon of a node on ``store``.
 
     Raises:
-        InvalidArgument: a lease or horizon that is not a positive timedelta, or a claim
-            horizon longer than the window.
+        InvalidArgument: a lease shorter than :data:`MIN_LEASE`, a horizon that is not a
+            positive timedelta, or a claim horizon longer than the window.
     """
     cluster = store if isinstance(store, ClusterStore) else None
     default_lease = SINGLE_LEASE if cluster is None else CLUSTER_LEASE
-    lease_us = _positive("lease", default_lease if lease is None else lease)
+    lease_us = check_lease(default_lease if lease is None else lease)
     if cluster is not None:
         lease_us = cluster.granted_lease_us(lease_us)
     if claim_horizon is None:

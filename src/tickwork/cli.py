@@ -27,6 +27,7 @@ from tickwork._cli_common import (
     client,
     db_option,
     emit,
+    force_option,
     json_option,
     log_options,
     packed,
@@ -45,6 +46,7 @@ from tickwork._cli_format import (
     show_text,
     stats_text,
 )
+from tickwork._cli_nodes import admit, check_params
 from tickwork._cli_parse import (
     DURATION,
     ID,
@@ -54,7 +56,6 @@ from tickwork._cli_parse import (
     TASK_NAME_TYPE,
     TIME,
     DbTarget,
-    PostgresTarget,
     bash_params,
 )
 from tickwork._cli_run import run
@@ -63,7 +64,7 @@ from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
 from tickwork.model import NewInstance, validate_new
 from tickwork.state import State
-from tickwork.stores.cluster import ClusterStore
+from tickwork.stores.cluster import NodeRegistry
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ def cli() -> None:
     help="Run up to N times if it fails.  [default: the task's; once]",
 )
 @click.option("--timeout", type=POSITIVE_DURATION, help="Cancel a run after this long.")
+@force_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @db_option
 @json_option
@@ -120,6 +122,7 @@ def add(
     dedup_key: str | None,
     max_attempts: int | None,
     timeout: timedelta | None,
+    force: bool,
     command: tuple[str, ...],
     db: DbTarget,
     as_json: bool,
@@ -152,7 +155,8 @@ def add(
                 dedup_key=dedup_key,
                 max_attempts=max_attempts,
                 timeout=timeout,
-            )
+            ),
+            max_params_bytes=sys.maxsize,  # the nodes' limit is checked below
         )
     except InvalidArgument as exc:
         raise click.UsageError(str(exc)) from None
@@ -161,6 +165,7 @@ def add(
 
     async def insert() -> tuple[Instance, bool]:
         async with client(db) as store:
+            check_params(len(row.params), await admit(store, [task], force=force))
             (iid,) = await store.insert([row], now_us)
             inst = await store.get(iid)
         assert inst is not None  # noqa: S101 - just inserted, and instances are never deleted
@@ -326,23 +331,20 @@ def stats(*, db: DbTarget, as_json: bool) -> None:
 @json_option
 @log_options
 def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
-    """The nodes of a cluster (PostgreSQL): id, start, last heartbeat, work held.
+    """The nodes that run on the database: id, start, last heartbeat, work held, tasks.
 
-    A node is "alive" while its heartbeats arrive within its lease, "stopped" once it
-    shut down cleanly, and "silent" when it stopped beating without saying goodbye (it
-    died, or lost the database): its work is taken over when its leases lapse.
+    A node is "alive" while it runs (in a cluster: its heartbeats arrive within its
+    lease; on SQLite: it holds the file's node lock), "stopped" once it shut down
+    cleanly, and "silent" when it stopped without saying goodbye (it died, or lost the
+    database): in a cluster its work is taken over when its leases lapse.
     """
     setup_cli_logging("WARNING")
-    if not isinstance(db, PostgresTarget):
-        raise click.UsageError(
-            "tickwork nodes lists the nodes of a cluster: give --db a postgresql:// URI "
-            "(a SQLite database has one node at a time)"
-        )
+    require_db(db, _HOW_TO_START)
 
     async def fetch() -> list[NodeInfo]:
-        async with client(db) as store:
-            if not isinstance(store, ClusterStore):  # pragma: no cover - open_store's choice
-                raise click.ClickException(f"{db} is not a cluster store")
+        async with client(db, read_only=True) as store:
+            if not isinstance(store, NodeRegistry):  # pragma: no cover - open_store's choice
+                raise click.ClickException(f"{db} keeps no table of nodes")
             return await store.nodes()
 
     found = trio.run(fetch)

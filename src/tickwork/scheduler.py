@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Final
 
 import trio
 
@@ -66,11 +67,26 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _poll_us(poll_interval: object) -> int:
+    poll_us = _positive_td("poll_interval", poll_interval)
+    if poll_us < td_us(MIN_POLL_INTERVAL):
+        raise InvalidArgument(
+            f"poll_interval must be at least {td_us(MIN_POLL_INTERVAL) // 1000} ms, got "
+            f"{poll_interval!r}"
+        )
+    return poll_us
+
+
 def _set_params_limit(store: Store, limit: int) -> None:
     """Check the node's params limit and make it the store's (the built-in stores have one)."""
     check_max_params_bytes(limit)
     if hasattr(store, "max_params_bytes"):
         store.max_params_bytes = limit
+
+
+#: The shortest ``poll_interval``: a node polling its store more often than this burns CPU
+#: (and the store's) for changes a few milliseconds sooner.
+MIN_POLL_INTERVAL: Final = timedelta(milliseconds=10)
 
 
 @asynccontextmanager
@@ -106,8 +122,10 @@ async def open_scheduler(
         node_id: this node's name in the store (default: host:pid:random).
         batch_size: instances per claim (and the largest batch between actors).
         lease: how long a claim stays valid without renewal (renewed every lease/3);
-            default 60 s, or 10 s on a cluster store (see ``docs/clustering.md``).
-        poll_interval: how often to look for changes committed by other processes.
+            default 60 s, or 10 s on a cluster store (see ``docs/clustering.md``); at
+            least 1 s.
+        poll_interval: how often to look for changes committed by other processes; at
+            least 10 ms.
         shutdown_grace: how long running instances may take to finish on shutdown.
         hook_concurrency: task hooks (on_success, ...) running at once.
         store_outage_limit: how long store calls may keep failing (retried with backoff)
@@ -140,7 +158,7 @@ async def open_scheduler(
         )
     window_us = _positive_td("window", window)
     mode = node_mode(store, window_us=window_us, lease=lease, claim_horizon=claim_horizon)
-    poll_us = _positive_td("poll_interval", poll_interval)
+    poll_us = _poll_us(poll_interval)
     grace = shutdown_grace.total_seconds() if isinstance(shutdown_grace, timedelta) else -1.0
     if grace < 0:
         raise InvalidArgument(f"shutdown_grace must be a timedelta >= 0, got {shutdown_grace!r}")

@@ -280,7 +280,11 @@ class Scheduler(ScheduleMethods):
         limit: int = 100,
         before_id: int | None = None,
     ) -> builtins.list[Instance]:
-        """Stored instances, newest first, optionally filtered; page with ``before_id``."""
+        """Stored instances, newest first, optionally filtered; page with ``before_id``.
+
+        A listing never loads big params: those over 4 KiB are left out (``params`` is
+        ``b""`` and ``params_size`` their size); :meth:`get` returns them whole.
+        """
         self._check_open()
         if state is not None and not isinstance(state, State):
             raise InvalidArgument(f"state must be a tickwork.State, got {state!r}")

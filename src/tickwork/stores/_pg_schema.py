@@ -49,6 +49,16 @@ _COLUMNS: Final = (
 ).replace("{lease}", _pg_cluster.LEASE_OF_ROW)
 _COLS: Final = _COLUMNS.replace("{p}", "")
 _ICOLS: Final = _COLUMNS.replace("{p}", "i.")
+# A listing's columns: params larger than LIST_PARAMS_BYTES are left out (their size last).
+# octet_length of a TOASTed value reads its size, not the value: big params never load.
+_LIST_COLS: Final = (
+    _COLS.replace(
+        "params",
+        "CASE WHEN octet_length(params) <= 4096 THEN params ELSE ''::bytea END",
+        1,
+    )
+    + ", CASE WHEN octet_length(params) > 4096 THEN octet_length(params) END"
+)
 _CLAIMED: Final = int(State.CLAIMED)
 _NEW_STATES: Final = TERMINAL | {State.PENDING}
 
@@ -272,7 +282,7 @@ class Queries:
             "WHERE owner = %(owner)s AND state IN (1, 2) AND abort_requested ORDER BY id"
         )
         self.get_sql = r("SELECT " + _COLS + " FROM {s}.instances WHERE id = %(id)s")
-        self.list_sql = r("SELECT " + _COLS + " FROM {s}.instances")
+        self.list_sql = r("SELECT " + _LIST_COLS + " FROM {s}.instances")
         self.count_sql = r("SELECT count(*) FROM {s}.instances")
         self.count_by_state_sql = r("SELECT state, count(*) FROM {s}.instances GROUP BY state")
         self.history_sql = r(
@@ -542,7 +552,7 @@ class Queries:
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
-    """An Instance from a row of ``_COLUMNS``."""
+    """An Instance from a row of ``_COLUMNS`` (or ``_LIST_COLS``: the params size last)."""
     return Instance(
         id=row[0],
         task=row[1],
@@ -561,6 +571,7 @@ def _instance(row: tuple[Any, ...]) -> Instance:
         timeout_us=row[14],
         created_us=row[15],
         updated_us=row[16],
+        params_size=row[17] if len(row) > 17 else None,  # listed: _LIST_COLS
     )
 
 

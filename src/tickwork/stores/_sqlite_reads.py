@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from tickwork.model import Attempt, Instance
+from tickwork.model import LIST_PARAMS_BYTES, Attempt, Instance
 from tickwork.state import TERMINAL, State
 from tickwork.stores._rules import HELD
 
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 COLS: Final = (
     "id, task, run_at, params, state, attempts, error, owner, claim_token, lease_until, "
     "schedule_id, fire_at, dedup_key, max_attempts, timeout_us, created, updated"
+)
+#: COLS for a listing: params larger than LIST_PARAMS_BYTES are left out (``b""``, their
+#: size last). CASE is lazy and ``length()`` of a blob reads no overflow page, so a big
+#: params value is never loaded.
+LIST_COLS: Final = (
+    COLS.replace(
+        "params",
+        f"CASE WHEN length(params) <= {LIST_PARAMS_BYTES} THEN params ELSE x'' END",
+    )
+    + f", CASE WHEN length(params) > {LIST_PARAMS_BYTES} THEN length(params) END"
 )
 #: The State of each stored integer (the index).
 STATES: Final = tuple(sorted(State))
@@ -33,6 +43,14 @@ def to_instance(r: Sequence[Any]) -> Instance:
     return Instance(
         r[0], r[1], r[2], r[3], STATES[r[4]], r[5], r[6], r[7], r[8], r[9],
         r[10], r[11], r[12], r[13], r[14], r[15], r[16],
+    )  # fmt: skip
+
+
+def to_listed(r: Sequence[Any]) -> Instance:
+    """A row selected as ``SELECT {LIST_COLS}`` as an Instance (params maybe left out)."""
+    return Instance(
+        r[0], r[1], r[2], r[3], STATES[r[4]], r[5], r[6], r[7], r[8], r[9],
+        r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17],
     )  # fmt: skip
 
 
@@ -101,10 +119,11 @@ class Reads:
             params.append(task)
         params.append(limit)
         cur = self._c.execute(
-            f"SELECT {COLS} FROM {source} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            f"SELECT {LIST_COLS} FROM {source} WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?",
             params,
         )
-        return [to_instance(r) for r in cur]
+        return [to_listed(r) for r in cur]
 
     def count(self, state: State | None, task: str | None) -> int:
         (n,) = self._c.execute(

@@ -63,6 +63,10 @@ class Store(Protocol):
     async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
         """Store new instances in one transaction and return their ids, in order.
 
+        A built-in store refuses the whole batch (``InvalidArgument``, nothing stored)
+        when a row's params are larger than its ``max_params_bytes``; ``add_schedule``
+        refuses a schedule's the same way.
+
         A row whose ``dedup_key`` (or ``(schedule_id, fire_at_us)``) already exists is not
         inserted again: its place in the result holds the existing instance's id.
         """
@@ -145,7 +149,11 @@ class Store(Protocol):
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[Instance]:
-        """Instances newest first (by id, descending), filtered; ``before_id`` pages."""
+        """Instances newest first (by id, descending), filtered; ``before_id`` pages.
+
+        Params larger than :data:`tickwork.model.LIST_PARAMS_BYTES` are left out without
+        being loaded: ``params`` is ``b""`` and ``params_size`` their size.
+        """
         ...
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

@@ -20,6 +20,7 @@ from sortedcontainers import SortedList
 from tickwork.errors import InvalidArgument, StoreError, StoreLocked
 from tickwork.model import (
     DEFAULT_MAX_PARAMS_BYTES,
+    LIST_PARAMS_BYTES,
     AbortResult,
     Attempt,
     Finish,
@@ -49,6 +50,13 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStore"]
 
 _NEW_STATES: Final = TERMINAL | {State.PENDING}
+
+
+def _listed(inst: Instance) -> Instance:
+    """``inst`` as a listing gives it: params over LIST_PARAMS_BYTES left out."""
+    if len(inst.params) <= LIST_PARAMS_BYTES:
+        return inst
+    return attrs.evolve(inst, params=b"", params_size=len(inst.params))
 
 
 class MemoryStore(MemoryScheduleMethods):
@@ -437,7 +445,7 @@ class MemoryStore(MemoryScheduleMethods):
         rows = (r for i in ids if (r := self._rows.get(i)) is not None)
         if task is not None:
             rows = (r for r in rows if r.task == task)
-        return list(itertools.islice(rows, limit))
+        return [_listed(r) for r in itertools.islice(rows, limit)]
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
         """How many stored instances match."""

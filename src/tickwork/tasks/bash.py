@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 import trio
@@ -32,6 +32,14 @@ from tickwork.task import Task
 __all__ = ["BashFailed", "BashTask"]
 
 _BASH = "/bin/bash"
+#: Commands up to this many bytes (UTF-8) are given to bash as its ``-c`` argument. One
+#: argument may not be longer than 128 KiB on Linux (MAX_ARG_STRLEN, "Argument list too
+#: long"): a longer command is written to bash on a pipe and sourced from it (``.`` reads
+#: the whole of it before running any, so the command's stdin is at its end, as empty as
+#: the ``/dev/null`` of a short command's). Only its error messages differ: they name
+#: ``/dev/stdin`` where a short command's name ``bash``.
+MAX_ARGUMENT_CMD: Final = 100_000
+_FROM_PIPE: Final = ". /dev/stdin"
 _KEYS = ("cmd", "timeout", "env", "cwd")
 _CHUNK = 65536
 #: How much of each tail goes into an exception message (the stored ``error`` text).
@@ -217,10 +225,12 @@ class BashTask(Task):
     async def _execute(self, spec: _Params, out: _Tail, err: _Tail) -> tuple[int, bool]:
         """Run ``spec`` to its end, filling ``out`` and ``err``: (exit code, timed out)."""
         env = {**os.environ, **spec.env} if spec.env else None
+        script = spec.cmd.encode()
+        piped = len(script) > MAX_ARGUMENT_CMD
         try:
             proc = await trio.lowlevel.open_process(
-                [_BASH, "-c", spec.cmd],
-                stdin=subprocess.DEVNULL,
+                [_BASH, "-c", _FROM_PIPE if piped else spec.cmd],
+                stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -238,11 +248,15 @@ class BashTask(Task):
         # The readers are shielded so that they keep draining the pipes while the group
         # is stopped (their EOF tells us the group is gone); we end them ourselves.
         readers = trio.CancelScope(shield=True)
+        # Shielded too: a cancelled run ends the feeding only once the group is stopped.
+        feeder = trio.CancelScope(shield=True)
         timed_out = False
         finished = False
         cancelled: trio.Cancelled | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_both, readers, proc, out, err)
+            if piped:
+                nursery.start_soon(_feed, feeder, proc, script)
             try:
                 with trio.move_on_after(math.inf if spec.timeout is None else spec.timeout) as t:
                     await proc.wait()
@@ -258,6 +272,7 @@ class BashTask(Task):
                     # belong to the run and must not outlive it.
                     await self._stop_group(proc, out, err)
                 finally:
+                    feeder.cancel()  # bash has exited: it reads no more
                     if finished:
                         readers.deadline = trio.current_time() + _DRAIN_SECONDS
                     else:
@@ -294,6 +309,18 @@ class BashTask(Task):
             # Sweeps up what is left: members that ignored SIGTERM or closed their pipes.
             _signal_group(pgid, signal.SIGKILL)
             await proc.wait()
+
+
+async def _feed(scope: trio.CancelScope, proc: trio.Process, script: bytes) -> None:
+    """Write a long command to bash's stdin and close it (see :data:`MAX_ARGUMENT_CMD`)."""
+    stdin = proc.stdin
+    assert stdin is not None  # noqa: S101 - opened with stdin=PIPE
+    with scope:
+        try:
+            async with stdin:
+                await stdin.send_all(script)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # bash is gone before it read it all: its exit status says why
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
