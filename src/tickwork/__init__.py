@@ -38,6 +38,7 @@ from tickwork.stores.base import Store as Store
 from tickwork.stores.memory import MemoryStore as MemoryStore
 from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
+from tickwork.task import current_instance as current_instance
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
 from tickwork.triggers import Cron as Cron
@@ -81,6 +82,7 @@ __all__ = [
     "TickworkError",
     "TransitionEvent",
     "UnknownTask",
+    "current_instance",
     "open_scheduler",
     "pack",
     "unpack",

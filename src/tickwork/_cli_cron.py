@@ -17,6 +17,7 @@ import click
 import trio
 
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     json_option,
@@ -288,6 +289,7 @@ def add(
             "give that task's params with --params JSON"
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
     try:
         schedule = new_schedule(
             task,

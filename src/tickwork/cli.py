@@ -24,6 +24,7 @@ import click
 import trio
 
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     emit,
@@ -141,6 +142,7 @@ def add(
             "give that task's params with --params JSON"
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
     now_us = SystemClock().now_us()
     run_at = from_us(now_us) + delay if delay is not None else at
     try:
