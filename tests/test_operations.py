@@ -64,9 +64,12 @@ async def ended(scheduler: tickwork.Scheduler, sub: tickwork.Subscription, iid: 
     """Wait for ``iid``'s terminal transition (seen through ``sub``)."""
     with trio.fail_after(20):
         async for event in sub:
-            if isinstance(event, tickwork.TransitionEvent) and event.instance_id == iid:
-                if event.to_state.terminal:
-                    return event.to_state
+            if (
+                isinstance(event, tickwork.TransitionEvent)
+                and event.instance_id == iid
+                and event.to_state.terminal
+            ):
+                return event.to_state
     raise AssertionError("subscription closed")
 
 
