@@ -5,6 +5,7 @@ keep-alive connections, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_defaults():
     assert call.follow_redirects is False
 
 
-@pytest.mark.parametrize("secret", ["nope", "whsec_!!!", "whsec_YWJj"])
+@pytest.mark.parametrize("secret", ["nope", "whsec_!!!", "whsec_"])
 def test_a_bad_secret_is_refused_at_construction(secret):
     with pytest.raises(tickwork.InvalidArgument, match="secret") as info:
         WebhookTask(secret)
@@ -272,3 +273,18 @@ def test_cli_add_checks_webhook_params(tmp_path):
     cron = _cli("cron", "add", "0 3 * * *", "--task", "webhook", "--params", '{"url": 1}', db=db)
     assert cron.returncode == 2
     assert "'url'" in cron.stderr
+
+
+def test_tickwork_run_refuses_a_bad_secret_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tickwork", "run", "--db", str(tmp_path / "t.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TICKWORK_WEBHOOK_SECRET": "not-a-secret"},
+    )
+    assert proc.returncode == 2
+    assert "whsec_<base64>" in proc.stderr
+    assert "not-a-secret" not in proc.stderr
+    assert "Traceback" not in proc.stderr

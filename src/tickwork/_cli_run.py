@@ -15,6 +15,7 @@ from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup
 from tickwork._cli_config import ConfiguredCommand
 from tickwork._cli_format import format_duration
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
 from tickwork.tasks import builtin_tasks
 
@@ -153,7 +154,10 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
     names = {task.name for task in loaded}
     # bash and the hand-off tasks (webhook, ...), configured from TICKWORK_* variables;
     # a user task of the same name replaces the built-in one.
-    builtin = [task for task in builtin_tasks() if task.name not in names]
+    try:
+        builtin = [task for task in builtin_tasks() if task.name not in names]
+    except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
+        raise click.UsageError(str(exc)) from None
     return builtin + loaded
 
 

@@ -36,8 +36,8 @@ def parse_secret(secret: str) -> bytes:
         raise InvalidArgument(
             "the webhook secret after whsec_ is not valid base64 (TICKWORK_WEBHOOK_SECRET)"
         ) from None
-    if len(key) < 16:
-        raise InvalidArgument("the webhook secret must hold at least 16 bytes of key")
+    if not key:
+        raise InvalidArgument("the webhook secret holds no key after its prefix")
     return key
 
 
