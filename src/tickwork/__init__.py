@@ -28,6 +28,7 @@ from tickwork.events import TransitionEvent as TransitionEvent
 from tickwork.model import Attempt as Attempt
 from tickwork.model import Instance as Instance
 from tickwork.model import NewInstance as NewInstance
+from tickwork.model import RunOutput as RunOutput
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
 from tickwork.scheduler import open_scheduler as open_scheduler
@@ -40,6 +41,7 @@ from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.bash import BashTimeout as BashTimeout
 from tickwork.triggers import Cron as Cron
 from tickwork.triggers import Interval as Interval
 
@@ -52,6 +54,7 @@ __all__ = [
     "Attempt",
     "BashFailed",
     "BashTask",
+    "BashTimeout",
     "Clock",
     "Cron",
     "DuplicateTask",
@@ -65,6 +68,7 @@ __all__ = [
     "NotATickworkDatabase",
     "NotFound",
     "PostgresStore",
+    "RunOutput",
     "SQLiteStore",
     "Schedule",
     "Scheduler",
