@@ -30,6 +30,7 @@ from tickwork.model import Attempt as Attempt
 from tickwork.model import Instance as Instance
 from tickwork.model import InstanceFilter as InstanceFilter
 from tickwork.model import NewInstance as NewInstance
+from tickwork.model import RunOutput as RunOutput
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
 from tickwork.scheduler import open_scheduler as open_scheduler
@@ -44,6 +45,7 @@ from tickwork.task import Task as Task
 from tickwork.task import current_instance as current_instance
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.bash import BashTimeout as BashTimeout
 from tickwork.triggers import Cron as Cron
 from tickwork.triggers import Interval as Interval
 
@@ -56,6 +58,7 @@ __all__ = [
     "Attempt",
     "BashFailed",
     "BashTask",
+    "BashTimeout",
     "Clock",
     "Cron",
     "DuplicateTask",
@@ -72,6 +75,7 @@ __all__ = [
     "NotATickworkDatabase",
     "NotFound",
     "PostgresStore",
+    "RunOutput",
     "SQLiteStore",
     "Schedule",
     "Scheduler",

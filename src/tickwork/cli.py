@@ -47,6 +47,7 @@ from tickwork._cli_format import (
     show_text,
     stats_text,
 )
+from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
     DURATION,
     ID,
@@ -383,6 +384,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
+cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
 
 
 # -- entry point ----------------------------------------------------------------------------
