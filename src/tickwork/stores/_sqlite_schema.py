@@ -155,10 +155,17 @@ ALTER TABLE instances ADD COLUMN last_error_type TEXT;
 ALTER TABLE instances ADD COLUMN last_result TEXT;
 """
 
+# A run's output (tickwork.RunOutput, as JSON text): stdout, stderr and the exit code, for
+# the attempts in ``history`` and for the last attempt kept in the instance's row.
+_V6_OUTPUT: Final = """
+ALTER TABLE history ADD COLUMN output TEXT;
+ALTER TABLE instances ADD COLUMN last_output TEXT;
+"""
+
 # The nodes that ran on the file (tickwork.stores._sqlite_nodes): who holds the node lock
 # (for StoreLocked's message), and the tasks each node runs (the CLI refuses a task no
 # node knows). ``tasks`` is a JSON list, NULL until the node recorded it.
-_V6_NODES: Final = """
+_V7_NODES: Final = """
 CREATE TABLE nodes (
     node_id TEXT PRIMARY KEY NOT NULL,
     started INTEGER NOT NULL,
@@ -178,7 +185,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V3_SCHEDULES,
     _V4_ADMITTED,
     _V5_LAST_ATTEMPT,
-    _V6_NODES,
+    _V6_OUTPUT,
+    _V7_NODES,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

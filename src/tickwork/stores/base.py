@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 
 from tickwork._schedule_plan import OccurrenceCheck
 from tickwork._schedules import Schedule, ScheduleWrite
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import State
 
 #: The error text of an at-most-once instance that was RUNNING when its node died.
@@ -148,9 +148,11 @@ class Store(Protocol):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> list[Instance]:
         """Instances newest first (by id, descending), filtered; ``before_id`` pages.
 
+        ``where`` adds conditions: a schedule, a due time range, an ended time range.
         Params larger than :data:`tickwork.model.LIST_PARAMS_BYTES` are left out without
         being loaded: ``params`` is ``b""`` and ``params_size`` their size.
         """

@@ -25,6 +25,7 @@ from tickwork.model import (
     Attempt,
     Finish,
     Instance,
+    InstanceFilter,
     NewRow,
     check_max_params_bytes,
 )
@@ -352,6 +353,7 @@ class MemoryStore(MemoryScheduleMethods):
                         error_type=f.error_type,
                         error=f.error,
                         result=f.result,
+                        output=f.output,
                     )
                 )
             out.append(True)
@@ -430,6 +432,7 @@ class MemoryStore(MemoryScheduleMethods):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> list[Instance]:
         """Instances newest first (id descending), filtered; ``before_id`` pages."""
         await trio.lowlevel.checkpoint()
@@ -445,6 +448,8 @@ class MemoryStore(MemoryScheduleMethods):
         rows = (r for i in ids if (r := self._rows.get(i)) is not None)
         if task is not None:
             rows = (r for r in rows if r.task == task)
+        if where is not None:
+            rows = (r for r in rows if where.matches(r))
         return [_listed(r) for r in itertools.islice(rows, limit)]
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
