@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from tickwork.model import RunOutput
 from tickwork.tasks import BashFailed, BashTask
 from tickwork.tasks.bash import MAX_ARGUMENT_CMD
 
@@ -20,7 +21,7 @@ def _long(body: str, size: int) -> str:
     return "# " + "x" * pad + "\n" + body
 
 
-async def run(cmd: str) -> dict[str, object]:
+async def run(cmd: str) -> RunOutput:
     with trio.fail_after(10):
         return await BashTask().run(BashTask.params(cmd))
 
@@ -30,9 +31,9 @@ async def test_a_command_over_128_kib_runs() -> None:
     cmd = _long(f'v={value}\necho "${{#v}} $0 $#"\nread -r line || echo "stdin empty"', 300 * 1024)
     assert len(cmd.encode()) > 128 * 1024
     result = await run(cmd)
-    assert result["exit_code"] == 0
+    assert result.exit_code == 0
     short = await run('echo "$0 $#"')
-    assert result["stdout"] == f"{len(value)} {short['stdout']}stdin empty\n"
+    assert result.stdout == f"{len(value)} {short.stdout}stdin empty\n"
 
 
 async def test_a_long_command_fails_like_a_short_one() -> None:

@@ -41,7 +41,8 @@ def test_a_task_no_node_runs_is_refused_unless_forced(tmp_path: Path) -> None:
         node.wait_for(f"started on {db}")
         line = error_line(tw(db, "add", "--task", "nosuch", "--in", "1h", code=2))
         assert "Invalid value for '--task'" in line, line
-        assert "no live node runs task 'nosuch' (the live nodes run: bash, report)" in line
+        assert "no live node runs task 'nosuch' (the live nodes run: bash, " in line
+        assert "report" in line  # and the other built-in tasks (webhook, ...)
         assert "--force" in line
         line = error_line(
             tw(None, "cron", "add", "--db", str(db), "--task", "reprot", "@daily", code=2)
@@ -66,15 +67,15 @@ def test_a_task_no_node_runs_is_refused_unless_forced(tmp_path: Path) -> None:
         )
 
         nodes = json.loads(tw(db, "nodes", "--json").stdout)
-        assert [(n["state"], n["tasks"], n["max_params_bytes"]) for n in nodes] == [
-            ("alive", ["bash", "report"], 300)
-        ]
+        assert [(n["state"], n["max_params_bytes"]) for n in nodes] == [("alive", 300)]
+        assert {"bash", "report"} <= set(nodes[0]["tasks"])
         assert node.stop(signal.SIGTERM) == 0, node.log
 
     # no node is running: the last one's tasks still decide
     line = error_line(tw(db, "add", "--task", "nosuch", "--in", "1h", code=2))
     assert "no node is running, and the last one" in line, line
-    assert "(it ran: bash, report)" in line, line
+    assert "(it ran: bash, " in line, line
+    assert "report" in line, line
     tw(db, "add", "--task", "report", "--in", "1h")
     [stopped] = json.loads(tw(db, "nodes", "--json", "--all").stdout)
     assert stopped["state"] == "stopped"

@@ -11,7 +11,8 @@ Every node records the names of its tasks and its params limit in the store's no
   node that recorded its tasks stands for the next one: a task it did not run is refused
   the same way. Work for the tasks it ran is accepted: it runs when a node starts.
 * When **no node ever recorded** its tasks (a new database, or nodes of an older
-  tickwork), nothing can be checked: the work is accepted with a warning.
+  tickwork), nothing can be checked: the work is accepted, with a warning unless its
+  task is ``bash`` (which ``tickwork run`` always runs).
 
 The params limit is the smallest of those nodes' limits (every one of them may be asked
 to run the instance), or the default (1 MiB) when none recorded one.
@@ -26,6 +27,7 @@ import click
 
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_params_size
 from tickwork.stores.cluster import NodeInfo, NodeRegistry
+from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -64,6 +66,8 @@ async def admit(
     if hasattr(store, "max_params_bytes"):
         store.max_params_bytes = limit  # the store refuses the same as the CLI
     if not judges:
+        if set(tasks) <= {BashTask.name}:  # `tickwork run` always runs it: no doubt to tell
+            return limit
         log.warning(
             "no node has run on this database yet: cannot check that one runs task %s",
             ", ".join(repr(t) for t in sorted(tasks)),

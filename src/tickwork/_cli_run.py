@@ -98,7 +98,7 @@ log = logging.getLogger("tickwork.cli")
     "--max-params",
     "max_params",
     type=SIZE,
-    default=str(DEFAULT_MAX_PARAMS_BYTES),
+    default="1MiB",
     metavar="SIZE",
     help="The largest params an instance or schedule may carry (e.g. 4MiB).  [default: 1MiB]",
 )
