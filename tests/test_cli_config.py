@@ -133,6 +133,14 @@ def test_handoff_table_fills_the_environment(
     assert os.environ["TICKWORK_REDIS_URL"] == "redis://env:6379"  # the environment wins
 
 
+def test_the_example_config_is_accepted(served: dict[str, Any]) -> None:
+    """deploy/tickwork.toml, its tasks given on the command line (which wins)."""
+    example = Path(__file__).parent.parent / "deploy" / "tickwork.toml"
+    invoke(["run", "--config", str(example), "--tasks", "tickwork:BashTask"])
+    assert served["db"] == Path("/var/lib/tickwork/tickwork.db")
+    assert served["retention"] == timedelta(days=30)
+
+
 def test_new_options_are_covered_without_more_code() -> None:
     @click.command(cls=ConfiguredCommand)
     @click.option("--http-token-file", default=None)

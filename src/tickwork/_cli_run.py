@@ -15,6 +15,7 @@ from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup
 from tickwork._cli_config import ConfiguredCommand
 from tickwork._cli_format import format_duration
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork._sd_notify import ServiceNotifier
 from tickwork.scheduler import open_scheduler
 from tickwork.tasks.bash import BashTask
 
@@ -167,7 +168,12 @@ async def _serve(
     claim_horizon: timedelta | None = None,
     retention: timedelta | None = None,
 ) -> int:
-    """Run one node until a signal; returns the exit status (130 if stopped at once)."""
+    """Run one node until a signal; returns the exit status (130 if stopped at once).
+
+    Under systemd (``Type=notify``) it tells the service manager when the node runs
+    (every actor started), feeds its watchdog, and says when it begins to stop.
+    """
+    service = ServiceNotifier.from_environment()
     stop = trio.Event()
     hurry = trio.CancelScope()
     hurried = False
@@ -192,6 +198,7 @@ async def _serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, signals)
+            nursery.start_soon(service.feed_watchdog)
             with hurry:
                 async with open_scheduler(
                     open_store(db),
@@ -207,6 +214,12 @@ async def _serve(
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
+                    service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
                     await stop.wait()
+                    service.notify(
+                        "STOPPING=1",
+                        "STATUS=stopping: running instances get "
+                        f"{format_duration(shutdown_grace)} to finish",
+                    )
             nursery.cancel_scope.cancel()
     return EXIT_INTERRUPTED if hurried else 0
