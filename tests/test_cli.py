@@ -383,7 +383,7 @@ def test_node_runs_what_another_process_adds(tmp_path: Path) -> None:
         assert doc["state"] == "SUCCEEDED", (doc, node.log)
         (attempt,) = doc["history"]  # type: ignore[misc]
         assert attempt["state"] == "SUCCEEDED"
-        assert "hi" in attempt["result"]
+        assert (attempt["stdout"], attempt["exit_code"], attempt["result"]) == ("hi\n", 0, None)
         doc = wait_state(db, int(greet.stdout), {"SUCCEEDED", "FAILED"})
         assert doc["state"] == "SUCCEEDED", (doc, node.log)
         assert "hello bob" in tw(db, "show", greet.stdout.strip()).stdout
