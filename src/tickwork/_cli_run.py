@@ -12,7 +12,7 @@ import click
 import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
-from tickwork._cli_config import ConfiguredCommand
+from tickwork._cli_config import ConfiguredCommand, handoff_settings
 from tickwork._cli_format import format_duration
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
 from tickwork._sd_notify import ServiceNotifier
@@ -156,7 +156,8 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
     # bash and the hand-off tasks (webhook, ...), configured from TICKWORK_* variables;
     # a user task of the same name replaces the built-in one.
     try:
-        builtin = [task for task in builtin_tasks() if task.name not in names]
+        settings = handoff_settings(click.get_current_context())
+        builtin = [task for task in builtin_tasks(settings) if task.name not in names]
     except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
         raise click.UsageError(str(exc)) from None
     return builtin + loaded
