@@ -17,6 +17,8 @@ from tickwork.tasks._handoff import HandoffRetryable as HandoffRetryable
 from tickwork.tasks._settings import HandoffSettings as HandoffSettings
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.nats import NatsPublish
+from tickwork.tasks.nats import NatsTask as NatsTask
 from tickwork.tasks.redis import RedisSend
 from tickwork.tasks.redis import RedisTask as RedisTask
 from tickwork.tasks.webhook import WebhookCall
@@ -30,6 +32,7 @@ __all__ = [
     "HandoffRejected",
     "HandoffRetryable",
     "HandoffSettings",
+    "NatsTask",
     "RedisTask",
     "WebhookTask",
     "builtin_tasks",
@@ -41,13 +44,19 @@ __all__ = [
 _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
     WebhookTask.name: WebhookCall.from_params,
     RedisTask.name: RedisSend.from_params,
+    NatsTask.name: NatsPublish.from_params,
 }
 
 
 def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
     """bash and every hand-off task, configured from ``settings`` (default: environment)."""
     settings = settings or HandoffSettings.from_env()
-    return [BashTask(), WebhookTask(settings=settings), RedisTask(settings=settings)]
+    return [
+        BashTask(),
+        WebhookTask(settings=settings),
+        RedisTask(settings=settings),
+        NatsTask(settings=settings),
+    ]
 
 
 def validate_builtin_params(task: str, params: bytes) -> None:
