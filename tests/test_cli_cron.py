@@ -246,3 +246,36 @@ def test_a_running_node_fires_a_schedule_added_from_the_cli(tmp_path: Path) -> N
     detached = [i for i in runs if i["fire_at"] is None]
     assert {i["error"] for i in detached} == {"schedule removed before this occurrence ran"}
     assert [line for line in err.splitlines() if "ERROR" in line] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("cron", "--log-level", "DEBUG", "next", "@daily", "-n", "1"),
+        ("cron", "next", "@daily", "-n", "1", "--log-level", "debug", "--log-format", "json"),
+        ("--log-level", "ERROR", "cron", "next", "@daily", "-n", "1"),
+    ],
+)
+def test_cron_commands_take_the_log_options(args: tuple[str, ...]) -> None:
+    assert len(tw(*args).stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize("sub", ["add", "ls", "pause", "resume", "rm", "import"])
+def test_every_cron_command_lists_the_log_options(sub: str) -> None:
+    assert "--log-level" in tw("cron", sub, "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "¹ * * * *",  # a superscript one: str.isdigit() says yes, int() says no
+        "1-¹ * * * *",
+        "0 0 L-¹ * *",
+        "١ * * * *",  # an Arabic-Indic one
+        "ß * * * *",  # upper-cased to 'SS', which the user never wrote
+        "1\u2003* * * *",  # an em space between fields
+    ],
+)
+def test_non_ascii_in_an_expression_is_refused(expr: str) -> None:
+    line = error_line(tw("cron", "next", expr, code=2))
+    assert "non-ASCII character" in line

@@ -20,6 +20,7 @@ from tickwork._cli_common import (
     client,
     db_option,
     json_option,
+    log_options,
     packed,
     require_db,
     setup_cli_logging,
@@ -228,6 +229,7 @@ def _table(schedules: list[Schedule], now_us: int) -> str:
 
 
 @click.group()
+@log_options
 def cron() -> None:
     """Recurring schedules: add, list, pause, resume, remove, import a crontab.
 
@@ -253,6 +255,7 @@ def cron() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @db_option
 @json_option
+@log_options
 def add(
     *,
     expr: str,
@@ -324,6 +327,7 @@ def add(
 @cron.command(name="ls")
 @db_option
 @json_option
+@log_options
 def list_schedules(*, db: DbTarget, as_json: bool) -> None:
     """List schedules with their next fire time, in their zone and in UTC."""
     setup_cli_logging("WARNING")
@@ -353,6 +357,7 @@ def _one(name: str, verb: str, doc: str) -> None:
     @click.argument("schedule_id", metavar="ID")
     @db_option
     @json_option
+    @log_options
     def command(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
         setup_cli_logging("WARNING")
         require_db(db, _HOW_TO_START)
@@ -396,6 +401,7 @@ _one(
 )
 @click.option("--after", type=TIME, help="Start after this time.  [default: now]")
 @json_option
+@log_options
 def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_json: bool) -> None:
     """Print the next fire times of a cron expression, in its zone and in UTC."""
     setup_cli_logging("WARNING")
@@ -428,6 +434,7 @@ def _local_iso(us: int, zone: str) -> str:
 @_policy_options
 @db_option
 @json_option
+@log_options
 def import_crontab(
     *,
     file: Any,
