@@ -200,7 +200,7 @@ USAGE_ERRORS = [
     (("add", "--", "true"), "give exactly one of --at TIME or --in DURATION"),
     (("add", "--task", "greet", "--in", "1s", "--", "true"), "words after -- are a bash command"),
     (("add", "--task", "no spaces", "--in", "1s"), "invalid task name 'no spaces'"),
-    (("show", "abc"), "instance ids are positive integers, got 'abc'"),
+    (("show", "abc"), "instance ids are positive integers up to 9223372036854775807, got 'abc'"),
     (("run", "--window", "soon"), "invalid duration 'soon'"),
     (("run", "--tasks", "nosuchmodule:x"), "'--tasks': cannot import module 'nosuchmodule'"),
     (("run", "--tasks", "nocolon"), "'nocolon' is not of the form module:attr"),

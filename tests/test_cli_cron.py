@@ -271,7 +271,7 @@ def test_every_cron_command_lists_the_log_options(sub: str) -> None:
         "¹ * * * *",  # a superscript one: str.isdigit() says yes, int() says no
         "1-¹ * * * *",
         "0 0 L-¹ * *",
-        "١ * * * *",  # an Arabic-Indic one
+        "\u0661 * * * *",  # an Arabic-Indic one
         "ß * * * *",  # upper-cased to 'SS', which the user never wrote
         "1\u2003* * * *",  # an em space between fields
     ],

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import cron_like
 
+from strategies import cron_like
 from tickwork import _cron
 from tickwork.errors import InvalidArgument
 from tickwork.triggers import Cron
@@ -29,8 +30,7 @@ zones = st.sampled_from(["UTC", "Europe/Berlin", "Mars/Base", "", "../etc", "UTC
 def _cron_or_refusal(expr: str, zone: str = "UTC") -> Cron | None:
     try:
         return Cron(expr, zone)
-    except InvalidArgument as exc:
-        assert str(exc)  # a message, and nothing else escapes
+    except InvalidArgument:  # the refusal, and nothing else, may escape
         return None
 
 
@@ -54,7 +54,5 @@ def test_cron_like_text_is_an_expression_or_invalid_argument(expr: str, zone: st
 @FUZZ
 @given(st.one_of(st.none(), st.integers(), st.binary(), st.lists(st.text())))
 def test_a_non_str_expression_is_invalid_argument(expr: object) -> None:
-    try:
+    with pytest.raises(InvalidArgument, match="must be a str"):
         _cron.parse(expr)
-    except InvalidArgument as exc:
-        assert "must be a str" in str(exc)

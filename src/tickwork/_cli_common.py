@@ -13,6 +13,7 @@ import trio
 
 from tickwork._cli_format import dump_json, setup_logging
 from tickwork._cli_parse import DB, DbTarget, open_store
+from tickwork.errors import InvalidArgument
 from tickwork.model import pack
 
 if TYPE_CHECKING:
@@ -120,5 +121,12 @@ async def client(db: DbTarget) -> AsyncIterator[Store]:
 
 
 def packed(params: Any) -> bytes:
-    """``--params`` (parsed JSON, or None) as the bytes a task receives."""
-    return b"" if params is None else pack(params)
+    """``--params`` (parsed JSON, or None) as the bytes a task receives.
+
+    Raises:
+        click.BadParameter: msgpack cannot hold it (an integer past 64 bits).
+    """
+    try:
+        return b"" if params is None else pack(params)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None

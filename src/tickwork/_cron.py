@@ -85,7 +85,7 @@ def parse(expr: object) -> CronSpec:
 @functools.lru_cache(maxsize=1024)
 def _parse(expr: str) -> CronSpec:
     if not expr.isascii():
-        # Python reads '¹' and '١' as digits and 'ß'.upper() as 'SS', and splits fields at
+        # Python reads '¹' and U+0661 as digits and 'ß'.upper() as 'SS', and splits fields at
         # Unicode spaces: none of that is cron, so nothing outside ASCII goes further.
         char = next(c for c in expr if not c.isascii())
         raise InvalidArgument(

@@ -61,7 +61,7 @@ from tickwork._cli_run import run
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import NewInstance, validate_new
+from tickwork.model import MAX_ATTEMPTS, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
@@ -102,7 +102,7 @@ def cli() -> None:
 @click.option("--dedup-key", metavar="KEY", help="Add at most one instance with this key.")
 @click.option(
     "--max-attempts",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_ATTEMPTS),
     metavar="N",
     help="Run up to N times if it fails.  [default: the task's; once]",
 )
@@ -142,7 +142,13 @@ def add(
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
     now_us = SystemClock().now_us()
-    run_at = from_us(now_us) + delay if delay is not None else at
+    try:
+        run_at = from_us(now_us) + delay if delay is not None else at
+    except OverflowError:
+        raise click.BadParameter(
+            f"now + {delay} is past year 9999, the last time tickwork stores",
+            param_hint="'--in'",
+        ) from None
     try:
         row = validate_new(
             NewInstance(
