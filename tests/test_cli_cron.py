@@ -260,7 +260,7 @@ def test_cron_commands_take_the_log_options(args: tuple[str, ...]) -> None:
     assert len(tw(*args).stdout.splitlines()) == 1
 
 
-@pytest.mark.parametrize("sub", ["add", "ls", "pause", "resume", "rm", "import"])
+@pytest.mark.parametrize("sub", ["add", "ls", "pause", "resume", "rm", "run-now", "next", "import"])
 def test_every_cron_command_lists_the_log_options(sub: str) -> None:
     assert "--log-level" in tw("cron", sub, "--help").stdout
 

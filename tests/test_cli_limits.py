@@ -38,6 +38,8 @@ CASES = [
     ("show-int64+1", ["show", INT64_PAST], "instance ids are positive integers up to"),
     ("abort-huge-id", ["abort", BIG], "instance ids are positive integers up to"),
     ("ls-before-huge-id", ["ls", "--before-id", BIG], "'--before-id'"),
+    ("retry-huge-id", ["retry", BIG], "instance ids are positive integers up to"),
+    ("logs-huge-id", ["logs", BIG], "instance ids are positive integers up to"),
     ("add-in-99999999d", ["add", "--in", "99999999d", "--", "echo"], "too long"),
     ("add-in-past-9999", ["add", "--in", "3000000d", "--", "echo"], "past year 9999"),
     ("add-at-past-9999", ["add", "--at", "9999-12-31T23:59:59-14:00", "--", "echo"], "9999"),
@@ -100,7 +102,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
     db = tmp_path_factory.mktemp("limits") / "limits.db"
-    argvs = []
+    argvs = [["add", "--db", str(db), "--in", "1h", "--", "true"]]  # a database to read
     for _, argv, _ in CASES:
         at = 2 if argv[0] == "cron" else 1
         db_args = [] if argv[:2] == ["cron", "next"] else ["--db", str(db)]
@@ -113,7 +115,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, st
         check=True,
         input="",
     )
-    answers = json.loads(proc.stdout)
+    setup, *answers = json.loads(proc.stdout)
+    assert setup[0] == 0, setup
     return {case: (code, err) for (case, _, _), (code, err) in zip(CASES, answers, strict=True)}
 
 

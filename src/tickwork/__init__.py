@@ -13,6 +13,7 @@ from tickwork.clock import SystemClock as SystemClock
 from tickwork.errors import DuplicateTask as DuplicateTask
 from tickwork.errors import IllegalTransition as IllegalTransition
 from tickwork.errors import InvalidArgument as InvalidArgument
+from tickwork.errors import InvalidState as InvalidState
 from tickwork.errors import NotATickworkDatabase as NotATickworkDatabase
 from tickwork.errors import NotFound as NotFound
 from tickwork.errors import SchedulerClosed as SchedulerClosed
@@ -27,7 +28,9 @@ from tickwork.events import Subscription as Subscription
 from tickwork.events import TransitionEvent as TransitionEvent
 from tickwork.model import Attempt as Attempt
 from tickwork.model import Instance as Instance
+from tickwork.model import InstanceFilter as InstanceFilter
 from tickwork.model import NewInstance as NewInstance
+from tickwork.model import RunOutput as RunOutput
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
 from tickwork.scheduler import open_scheduler as open_scheduler
@@ -35,11 +38,14 @@ from tickwork.scheduler_api import Scheduler as Scheduler
 from tickwork.scheduler_api import SchedulerStatistics as SchedulerStatistics
 from tickwork.state import State as State
 from tickwork.stores.base import Store as Store
+from tickwork.stores.cluster import NodeInfo as NodeInfo
 from tickwork.stores.memory import MemoryStore as MemoryStore
 from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
+from tickwork.task import current_instance as current_instance
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.bash import BashTimeout as BashTimeout
 from tickwork.triggers import Cron as Cron
 from tickwork.triggers import Interval as Interval
 
@@ -52,19 +58,24 @@ __all__ = [
     "Attempt",
     "BashFailed",
     "BashTask",
+    "BashTimeout",
     "Clock",
     "Cron",
     "DuplicateTask",
     "EventsLost",
     "IllegalTransition",
     "Instance",
+    "InstanceFilter",
     "Interval",
     "InvalidArgument",
+    "InvalidState",
     "MemoryStore",
     "NewInstance",
+    "NodeInfo",
     "NotATickworkDatabase",
     "NotFound",
     "PostgresStore",
+    "RunOutput",
     "SQLiteStore",
     "Schedule",
     "Scheduler",
@@ -81,6 +92,7 @@ __all__ = [
     "TickworkError",
     "TransitionEvent",
     "UnknownTask",
+    "current_instance",
     "open_scheduler",
     "pack",
     "unpack",

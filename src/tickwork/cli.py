@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import trio
 
+from tickwork import _operations
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     emit,
@@ -45,6 +47,7 @@ from tickwork._cli_format import (
     show_text,
     stats_text,
 )
+from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
     DURATION,
     ID,
@@ -61,7 +64,7 @@ from tickwork._cli_run import run
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import MAX_ATTEMPTS, NewInstance, validate_new
+from tickwork.model import MAX_ATTEMPTS, Instance, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
@@ -141,6 +144,7 @@ def add(
             "give that task's params with --params JSON"
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
     now_us = SystemClock().now_us()
     try:
         run_at = from_us(now_us) + delay if delay is not None else at
@@ -295,6 +299,29 @@ def abort(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("instance_id", metavar="ID", type=ID)
+@db_option
+@json_option
+@log_options
+def retry(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
+    """Run a FAILED, ABORTED or MISSED instance again, as a new instance due now.
+
+    The new instance has the same task and params and is linked to the old one
+    (its retry_of); retrying the same instance again prints the same new id.
+    """
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
+
+    async def request() -> tuple[Instance, int]:
+        async with client(db) as store:
+            return await _operations.retry(store, instance_id, SystemClock().now_us())
+
+    old, new_id = trio.run(request)
+    doc = {"id": new_id, "retry_of": old.id, "task": old.task}
+    emit(doc, as_json, f"retrying {old.id} ({old.task}, {old.state.name}) as {new_id}")
+
+
+@cli.command()
 @db_option
 @json_option
 @log_options
@@ -363,6 +390,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
+cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
 
 
 # -- entry point ----------------------------------------------------------------------------

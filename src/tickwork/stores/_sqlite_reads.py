@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from tickwork.model import Attempt, Instance
+from tickwork.model import Attempt, Instance, InstanceFilter
 from tickwork.state import TERMINAL, State
 from tickwork.stores._rules import HELD
 
@@ -72,7 +72,12 @@ class Reads:
         return None if found is None else to_instance(found)
 
     def page(
-        self, state: State | None, task: str | None, limit: int, before_id: int | None
+        self,
+        state: State | None,
+        task: str | None,
+        limit: int,
+        before_id: int | None,
+        where_also: InstanceFilter | None = None,
     ) -> list[Instance]:
         """Newest first. Ended rows come from their index in id order; PENDING and held
         rows from their own index and a top-N sort, unless PENDING rows are so many that
@@ -99,6 +104,10 @@ class Reads:
         if task is not None:
             where.append("task = ?")
             params.append(task)
+        if where_also is not None:
+            terms, values = where_also.sql(("run_at", "updated"), "?")
+            where += terms
+            params += values
         params.append(limit)
         cur = self._c.execute(
             f"SELECT {COLS} FROM {source} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
@@ -123,19 +132,22 @@ class Reads:
     def history(self, instance_id: int) -> list[Attempt]:
         cur = self._c.execute(
             "SELECT instance_id, attempt, node, started, finished, state, error_type, error, "
-            "result FROM history WHERE instance_id = ? ORDER BY seq",
+            "result, output FROM history WHERE instance_id = ? ORDER BY seq",
             (instance_id,),
         )
-        out = [Attempt(r[0], r[1], r[2], r[3], r[4], STATES[r[5]], r[6], r[7], r[8]) for r in cur]
+        out = [
+            Attempt(r[0], r[1], r[2], r[3], r[4], STATES[r[5]], r[6], r[7], r[8], r[9]) for r in cur
+        ]
         # the attempt that ended the instance is kept in its row (schema version 5)
         last = self._c.execute(
             "SELECT attempts, owner, last_started, last_finished, state, last_error_type, "
-            "error, last_result FROM instances WHERE id = ? AND last_started IS NOT NULL",
+            "error, last_result, last_output FROM instances "
+            "WHERE id = ? AND last_started IS NOT NULL",
             (instance_id,),
         ).fetchone()
         if last is not None:
             out.append(Attempt(instance_id, last[0], last[1], last[2], last[3],
-                               STATES[last[4]], last[5], last[6], last[7]))  # fmt: skip
+                               STATES[last[4]], last[5], last[6], last[7], last[8]))  # fmt: skip
         return out
 
     def change_token(self) -> int:
