@@ -89,7 +89,8 @@ def parse_duration(text: str) -> timedelta:
         if plain:
             total = timedelta(seconds=float(plain.group(1)))
         else:
-            total, pos, seen = timedelta(0), 0, set()
+            total, pos = timedelta(0), 0
+            seen: set[str] = set()
             while pos < len(stripped):
                 part = _PART.match(stripped, pos)
                 if part is None or part.group(2) in seen:
