@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import trio
 
-from tickwork import _operations
+from tickwork import __version__, _operations
 from tickwork._cli_common import (
     client,
     db_option,
@@ -33,6 +33,7 @@ from tickwork._cli_common import (
     packed,
     require_db,
     setup_cli_logging,
+    utc_option,
 )
 from tickwork._cli_cron import cron
 from tickwork._cli_format import (
@@ -49,6 +50,7 @@ from tickwork._cli_format import (
 from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
     DURATION,
+    ENV_PAIR,
     ID,
     JSON,
     POSITIVE_DURATION,
@@ -60,10 +62,11 @@ from tickwork._cli_parse import (
     bash_params,
 )
 from tickwork._cli_run import run
+from tickwork._listing import list_instances as list_page
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import Instance, NewInstance, validate_new
+from tickwork.model import Instance, InstanceFilter, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
@@ -82,12 +85,20 @@ _HOW_TO_START = "start a node with `tickwork run` or add an instance with `tickw
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="tickwork", message="%(prog)s %(version)s"
+)
+@utc_option
 @log_options
 def cli() -> None:
     """tickwork: a durable job scheduler.
 
     Start a node with `tickwork run`; add, list, inspect and abort instances from
-    another shell while it runs. Every command takes --db (or $TICKWORK_DB).
+    another shell while it runs. Every command takes --db (or $TICKWORK_DB). Times
+    are shown in the local time zone (--utc for UTC).
+
+    Shell completion (bash; zsh and fish alike, see docs/cli.md):
+    eval "$(_TICKWORK_COMPLETE=bash_source tickwork)"
     """
 
 
@@ -100,7 +111,23 @@ def cli() -> None:
 )
 @click.option("--at", "at", type=TIME, help="When, ISO-8601 with a UTC offset or Z.")
 @click.option("--in", "delay", type=DURATION, help="When, from now: 30s, 5m, 1h30m, 2d ...")
-@click.option("--params", type=JSON, help="Params as JSON (packed with msgpack).")
+@click.option(
+    "--params", type=JSON, help="Params as JSON (packed with msgpack), or @FILE to read it."
+)
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False, resolve_path=True),
+    metavar="DIR",
+    help="bash: run the command in DIR.  [default: the current directory]",
+)
+@click.option(
+    "--env",
+    "env",
+    type=ENV_PAIR,
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="bash: set this environment variable for the command (repeatable).",
+)
 @click.option("--dedup-key", metavar="KEY", help="Add at most one instance with this key.")
 @click.option(
     "--max-attempts",
@@ -119,6 +146,8 @@ def add(
     at: Any,
     delay: timedelta | None,
     params: Any,
+    cwd: str | None,
+    env: tuple[tuple[str, str], ...],
     dedup_key: str | None,
     max_attempts: int | None,
     timeout: timedelta | None,
@@ -132,6 +161,9 @@ def add(
     argument (quoted with shlex.join): `tickwork add --in 5m -- echo hi`. For shell
     syntax (pipes, &&), give the whole command as one string in --params:
     `--params '{"cmd": "a && b", "timeout": 60}'`.
+
+    A bash command runs in the directory you add it from (or --cwd DIR), not the
+    node's, with the node's environment plus each --env NAME=VALUE.
     """
     setup_cli_logging("WARNING")
     if (at is None) == (delay is None):
@@ -142,7 +174,16 @@ def add(
             f"words after -- are a bash command, but --task is {task!r}; "
             "give that task's params with --params JSON"
         )
-    data = bash_params(command, params) if task == BashTask.name else packed(params)
+    if task != BashTask.name and (cwd is not None or env):
+        raise click.UsageError(f"--cwd and --env are for the bash task, but --task is {task!r}")
+    if task == BashTask.name:
+        if cwd is not None and not Path(cwd).is_dir():
+            log.warning(
+                "--cwd %s is not a directory here: the run fails unless it is on the node", cwd
+            )
+        data = bash_params(command, params, cwd=cwd, env=env, default_cwd=str(Path.cwd()))
+    else:
+        data = packed(params)
     now_us = SystemClock().now_us()
     run_at = from_us(now_us) + delay if delay is not None else at
     try:
@@ -181,9 +222,27 @@ def add(
 # -- ls / show ----------------------------------------------------------------------------
 
 
+def _nothing_listed(which: str | None, state: State | None) -> str:
+    if which is None and state in {None, State.PENDING, State.CLAIMED}:
+        return "no instances in the history (--upcoming lists what is still to come)"
+    if which == "upcoming":
+        return "no upcoming instances"
+    return "no instances"
+
+
 @cli.command(name="ls")
 @click.option("--state", type=STATE, help="Only this state (PENDING, FAILED, ...).")
 @click.option("--task", "task_name", metavar="NAME", help="Only this task.")
+@click.option("--schedule", "schedule_id", metavar="ID", help="Only occurrences of this schedule.")
+@click.option(
+    "--upcoming",
+    "which",
+    flag_value="upcoming",
+    help="What is still to come (PENDING or CLAIMED, due from now) instead of the history.",
+)
+@click.option(
+    "--all", "which", flag_value="all", help="Upcoming and history together, newest first."
+)
 @click.option(
     "--limit",
     type=click.IntRange(1, 10_000),
@@ -195,29 +254,49 @@ def add(
 @click.option("--before-id", type=ID, metavar="ID", help="Next page: only ids below ID.")
 @db_option
 @json_option
+@utc_option
 @log_options
 def list_instances(
     *,
     state: State | None,
     task_name: str | None,
+    schedule_id: str | None,
+    which: str | None,
     limit: int,
     before_id: int | None,
     db: DbTarget,
     as_json: bool,
 ) -> None:
-    """List instances, newest first."""
+    """List instances, newest first: the history by default (ended, running, overdue).
+
+    --upcoming lists what is still to come instead, so the occurrences a frequent
+    schedule has made ahead of time do not crowd out what already happened.
+    """
     setup_cli_logging("WARNING")
     require_db(db, _HOW_TO_START)
+    upcoming = {None: False, "upcoming": True, "all": None}[which]
 
     async def fetch() -> list[Instance]:
         async with client(db) as store:
-            return await store.list(state=state, task=task_name, limit=limit, before_id=before_id)
+            return await list_page(
+                store,
+                state=state,
+                task=task_name,
+                limit=limit,
+                before_id=before_id,
+                where=InstanceFilter(schedule_id=schedule_id),
+                upcoming=upcoming,
+                now_us=SystemClock().now_us(),
+            )
 
     page = trio.run(fetch)
     if as_json:
         click.echo(dump_json([instance_dict(inst) for inst in page]))
         return
-    click.echo(instances_table(page) if page else "no instances")
+    if not page:
+        click.echo(_nothing_listed(which, state))
+        return
+    click.echo(instances_table(page))
     if len(page) == limit:
         click.echo(f"(more: --before-id {page[-1].id})", err=True)
 
@@ -226,6 +305,7 @@ def list_instances(
 @click.argument("instance_id", metavar="ID", type=ID)
 @db_option
 @json_option
+@utc_option
 @log_options
 def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     """Show every field of one instance and its run history."""
@@ -316,6 +396,7 @@ def retry(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
 @cli.command()
 @db_option
 @json_option
+@utc_option
 @log_options
 def stats(*, db: DbTarget, as_json: bool) -> None:
     """Counts per state, the next due time and the database size."""
@@ -349,6 +430,7 @@ def stats(*, db: DbTarget, as_json: bool) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also nodes that stopped or went silent.")
 @db_option
 @json_option
+@utc_option
 @log_options
 def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
     """The nodes of a cluster (PostgreSQL): id, start, last heartbeat, work held.
