@@ -41,6 +41,7 @@ PUBLIC = {
     "TickworkError",
     "TransitionEvent",
     "UnknownTask",
+    "current_instance",
     "open_scheduler",
     "pack",
     "unpack",

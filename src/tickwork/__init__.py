@@ -42,6 +42,7 @@ from tickwork.stores.cluster import NodeInfo as NodeInfo
 from tickwork.stores.memory import MemoryStore as MemoryStore
 from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
+from tickwork.task import current_instance as current_instance
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
 from tickwork.tasks.bash import BashTimeout as BashTimeout
@@ -91,6 +92,7 @@ __all__ = [
     "TickworkError",
     "TransitionEvent",
     "UnknownTask",
+    "current_instance",
     "open_scheduler",
     "pack",
     "unpack",

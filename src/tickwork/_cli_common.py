@@ -14,13 +14,16 @@ from click.core import ParameterSource
 
 from tickwork._cli_format import display_utc, dump_json, setup_logging
 from tickwork._cli_parse import DB, DbTarget, open_store
+from tickwork.errors import InvalidArgument
 from tickwork.model import pack
+from tickwork.tasks import validate_builtin_params
 
 if TYPE_CHECKING:
     from tickwork.stores.base import Store
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "checked_params",
     "client",
     "db_option",
     "emit",
@@ -150,3 +153,13 @@ async def client(db: DbTarget) -> AsyncIterator[Store]:
 def packed(params: Any) -> bytes:
     """``--params`` (parsed JSON, or None) as the bytes a task receives."""
     return b"" if params is None else pack(params)
+
+
+def checked_params(task: str, data: bytes) -> bytes:
+    """``data`` after the params check of a built-in hand-off task (a bad URL, subject or
+    queue name is refused now, exit status 2, not when the run comes due)."""
+    try:
+        validate_builtin_params(task, data)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None
+    return data

@@ -25,6 +25,7 @@ import trio
 
 from tickwork import __version__, _operations
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     emit,
@@ -184,6 +185,7 @@ def add(
         data = bash_params(command, params, cwd=cwd, env=env, default_cwd=str(Path.cwd()))
     else:
         data = packed(params)
+    data = checked_params(task, data)
     now_us = SystemClock().now_us()
     run_at = from_us(now_us) + delay if delay is not None else at
     try:
