@@ -38,16 +38,14 @@ from tickwork._cli_common import (
 )
 from tickwork._cli_cron import cron
 from tickwork._cli_format import (
-    attempt_dict,
     dump_json,
     error_report,
     instance_dict,
-    instances_table,
     node_dict,
     nodes_table,
-    show_text,
     stats_text,
 )
+from tickwork._cli_list import list_instances, show
 from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
     DURATION,
@@ -55,7 +53,6 @@ from tickwork._cli_parse import (
     ID,
     JSON,
     POSITIVE_DURATION,
-    STATE,
     TASK_NAME_TYPE,
     TIME,
     DbTarget,
@@ -63,11 +60,10 @@ from tickwork._cli_parse import (
     bash_params,
 )
 from tickwork._cli_run import run
-from tickwork._listing import list_instances as list_page
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import Instance, InstanceFilter, NewInstance, validate_new
+from tickwork.model import Instance, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
@@ -75,7 +71,7 @@ from tickwork.tasks.bash import BashTask
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from tickwork.model import AbortResult, Attempt, Instance
+    from tickwork.model import AbortResult, Instance
     from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["cli", "main"]
@@ -221,115 +217,6 @@ def add(
     emit({**instance_dict(inst), "created": created}, as_json, str(inst.id))
 
 
-# -- ls / show ----------------------------------------------------------------------------
-
-
-def _nothing_listed(which: str | None, state: State | None) -> str:
-    if which is None and state in {None, State.PENDING, State.CLAIMED}:
-        return "no instances in the history (--upcoming lists what is still to come)"
-    if which == "upcoming":
-        return "no upcoming instances"
-    return "no instances"
-
-
-@cli.command(name="ls")
-@click.option("--state", type=STATE, help="Only this state (PENDING, FAILED, ...).")
-@click.option("--task", "task_name", metavar="NAME", help="Only this task.")
-@click.option("--schedule", "schedule_id", metavar="ID", help="Only occurrences of this schedule.")
-@click.option(
-    "--upcoming",
-    "which",
-    flag_value="upcoming",
-    help="What is still to come (PENDING or CLAIMED, due from now) instead of the history.",
-)
-@click.option(
-    "--all", "which", flag_value="all", help="Upcoming and history together, newest first."
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 10_000),
-    metavar="N",
-    default=50,
-    show_default=True,
-    help="Show at most N (1 to 10000).",
-)
-@click.option("--before-id", type=ID, metavar="ID", help="Next page: only ids below ID.")
-@db_option
-@json_option
-@utc_option
-@log_options
-def list_instances(
-    *,
-    state: State | None,
-    task_name: str | None,
-    schedule_id: str | None,
-    which: str | None,
-    limit: int,
-    before_id: int | None,
-    db: DbTarget,
-    as_json: bool,
-) -> None:
-    """List instances, newest first: the history by default (ended, running, overdue).
-
-    --upcoming lists what is still to come instead, so the occurrences a frequent
-    schedule has made ahead of time do not crowd out what already happened.
-    """
-    setup_cli_logging("WARNING")
-    require_db(db, _HOW_TO_START)
-    upcoming = {None: False, "upcoming": True, "all": None}[which]
-
-    async def fetch() -> list[Instance]:
-        async with client(db) as store:
-            return await list_page(
-                store,
-                state=state,
-                task=task_name,
-                limit=limit,
-                before_id=before_id,
-                where=InstanceFilter(schedule_id=schedule_id),
-                upcoming=upcoming,
-                now_us=SystemClock().now_us(),
-            )
-
-    page = trio.run(fetch)
-    if as_json:
-        click.echo(dump_json([instance_dict(inst) for inst in page]))
-        return
-    if not page:
-        click.echo(_nothing_listed(which, state))
-        return
-    click.echo(instances_table(page))
-    if len(page) == limit:
-        click.echo(f"(more: --before-id {page[-1].id})", err=True)
-
-
-@cli.command()
-@click.argument("instance_id", metavar="ID", type=ID)
-@db_option
-@json_option
-@utc_option
-@log_options
-def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
-    """Show every field of one instance and its run history."""
-    setup_cli_logging("WARNING")
-    require_db(db, _HOW_TO_START)
-
-    async def fetch() -> tuple[Instance, list[Attempt]]:
-        async with client(db) as store:
-            inst = await store.get(instance_id)
-            if inst is None:
-                raise click.ClickException(f"no instance with id {instance_id} in {db}")
-            return inst, await store.history(instance_id)
-
-    inst, history = trio.run(fetch)
-    if as_json:
-        click.echo(
-            dump_json({**instance_dict(inst), "history": [attempt_dict(a) for a in history]})
-        )
-    else:
-        click.echo(show_text(inst, history))
-
-
 # -- abort / stats ------------------------------------------------------------------------
 
 
@@ -466,6 +353,8 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
+cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
+cli.add_command(show)  # tickwork show ID (_cli_list.py)
 cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
 
 
