@@ -75,7 +75,7 @@ def test_add_ls_pause_resume_rm(tmp_path: Path) -> None:
     assert "NEXT (UTC)" in text
     assert "Europe/Berlin" in text
     # its next occurrence is an instance
-    instances = json.loads(tw("ls", "--json", db=db).stdout)
+    instances = json.loads(tw("ls", "--all", "--json", db=db).stdout)
     assert {i["task"] for i in instances} == {"bash"}
     assert len(instances) == 2
     assert tw("cron", "pause", "poll", db=db).stdout.strip() == "paused poll"
@@ -198,7 +198,7 @@ def test_import_twice_changes_nothing(tmp_path: Path) -> None:
     assert second.stdout.splitlines()[-1] == f"4 schedules from {tab}: 4 unchanged"
     after = ls(db)
     assert [d["id"] for d in after] == [d["id"] for d in before]
-    assert len(json.loads(tw("ls", "--json", db=db).stdout)) == 4
+    assert len(json.loads(tw("ls", "--all", "--json", db=db).stdout)) == 4
 
 
 def test_import_refuses_reboot_and_writes_nothing(tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_a_running_node_fires_a_schedule_added_from_the_cli(tmp_path: Path) -> N
         node.terminate()
         _, err = node.communicate(timeout=15)
     assert "Traceback" not in err, err
-    runs = json.loads(tw("ls", "--json", "--limit", "10000", db=db).stdout)
+    runs = json.loads(tw("ls", "--all", "--json", "--limit", "10000", db=db).stdout)
     assert {i["state"] for i in runs if i["fire_at"] is not None} == {"SUCCEEDED"}
     # what was not run when the schedule was removed is detached from it: ABORTED at once
     # if pending, or by whichever node holds it when it comes due

@@ -189,12 +189,37 @@ def parse_task_name(text: str) -> str:
     return text
 
 
-def parse_json(text: str) -> Any:
-    """Parse a JSON document.
+def parse_env_pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (for ``--env``) as a pair; the value may be empty or hold ``=``.
 
     Raises:
-        ValueError: not valid JSON; the message says where.
+        ValueError: no ``=``, or an empty name.
     """
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def parse_json(text: str) -> Any:
+    """Parse a JSON document, or ``@PATH``: the JSON document in that file (``@-``: stdin).
+
+    Raises:
+        ValueError: not valid JSON, or a file that cannot be read; the message says which.
+    """
+    if text.startswith("@"):
+        path = text[1:]
+        if not path:
+            raise ValueError("@ must be followed by a file name: --params @params.json")
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ValueError(f"cannot read {path}: {reason}") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -229,6 +254,7 @@ POSITIVE_DURATION = _ParserType("duration", parse_positive_duration)
 TIME = _ParserType("time", parse_time)
 STATE = _ParserType("state", parse_state)
 JSON = _ParserType("json", parse_json)
+ENV_PAIR = _ParserType("name=value", parse_env_pair)
 ID = _ParserType("id", parse_id)
 TASK_NAME_TYPE = _ParserType("name", parse_task_name)
 
@@ -283,14 +309,25 @@ def _as_task(spec: str, obj: object) -> Task:
     )
 
 
-def bash_params(command: tuple[str, ...], params: Any) -> bytes:
+def bash_params(
+    command: tuple[str, ...],
+    params: Any,
+    *,
+    cwd: str | None = None,
+    env: tuple[tuple[str, str], ...] = (),
+    default_cwd: str | None = None,
+) -> bytes:
     """The bash task's params from the words after ``--`` and/or ``--params``.
 
     The words are quoted with :func:`shlex.join`, so each stays one argument; ``--params``
     may add ``timeout``, ``env`` and ``cwd``, or carry the whole thing with ``cmd``.
+    ``cwd`` (``--cwd``) and ``env`` (``--env`` pairs) are added to them; without a
+    directory, ``default_cwd`` is used (``add`` passes the caller's: the command runs
+    where it was added, as in a shell).
 
     Raises:
-        click.UsageError: no command, or two; bad params (``BadParameter``).
+        click.UsageError: no command, or two; a directory or variable given twice; bad
+            params (``BadParameter``).
     """
     spec = {} if params is None else params
     if not isinstance(spec, dict):
@@ -309,12 +346,30 @@ def bash_params(command: tuple[str, ...], params: Any) -> bytes:
         spec = {**spec, "cmd": shlex.join(command)}
     if "cmd" not in spec:
         raise click.UsageError("the bash task needs a command: put it after -- or in --params")
+    spec = _with_place(spec, cwd or default_cwd if "cwd" not in spec else cwd, env)
     try:
         return BashTask.params(
             spec["cmd"], timeout=spec.get("timeout"), env=spec.get("env"), cwd=spec.get("cwd")
         )
     except InvalidArgument as exc:
         raise click.BadParameter(str(exc), param_hint="'--params'") from None
+
+
+def _with_place(spec: dict[str, Any], cwd: str | None, env: tuple[tuple[str, str], ...]) -> Any:
+    """``spec`` with a directory and ``--env`` added."""
+    if cwd is not None and "cwd" in spec:
+        raise click.UsageError("give the directory either with --cwd or as cwd in --params")
+    if cwd is not None:
+        spec = {**spec, "cwd": cwd}
+    given = spec.get("env") or {}
+    if env and isinstance(given, dict):  # not a dict: BashTask.params says what is wrong
+        merged = dict(given)
+        for name, value in env:
+            if name in merged:
+                raise click.UsageError(f"environment variable {name} is given twice")
+            merged[name] = value
+        spec = {**spec, "env": merged}
+    return spec
 
 
 # -- --db: a SQLite file or a PostgreSQL database ---------------------------------------------

@@ -125,6 +125,11 @@ class Instance:
 RETRY_KEY = "retry-of:"
 
 
+def is_upcoming(inst: Instance, now_us: int) -> bool:
+    """Whether ``inst`` is still to come at ``now_us``: PENDING or CLAIMED, due from then."""
+    return inst.state in {State.PENDING, State.CLAIMED} and inst.run_at_us >= now_us
+
+
 def _within(value: int, low: int | None, high: int | None) -> bool:
     return (low is None or value >= low) and (high is None or value < high)
 
@@ -142,6 +147,9 @@ class InstanceFilter:
     due_until_us: int | None = None
     ended_from_us: int | None = None
     ended_until_us: int | None = None
+    #: Only the history as of this time: every instance but those still upcoming then
+    #: (PENDING or CLAIMED and due at or after it).
+    history_at_us: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -153,6 +161,8 @@ class InstanceFilter:
         if self.schedule_id is not None and inst.schedule_id != self.schedule_id:
             return False
         if not _within(inst.run_at_us, self.due_from_us, self.due_until_us):
+            return False
+        if self.history_at_us is not None and is_upcoming(inst, self.history_at_us):
             return False
         return not self.ended or (
             inst.state.terminal
@@ -181,6 +191,9 @@ class InstanceFilter:
                 values.append(value)
         if self.ended:
             terms.append("state >= 3")
+        if self.history_at_us is not None:
+            terms.append(f"NOT (state IN (0, 1) AND {run_at} >= {mark.format(n=len(values))})")
+            values.append(self.history_at_us)
         return terms, values
 
 
