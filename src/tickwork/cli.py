@@ -69,7 +69,7 @@ from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from tickwork.model import AbortResult, Instance
     from tickwork.stores.cluster import NodeInfo
@@ -183,13 +183,7 @@ def add(
         data = packed(params)
     data = checked_params(task, data)
     now_us = SystemClock().now_us()
-    try:
-        run_at = from_us(now_us) + delay if delay is not None else at
-    except OverflowError:
-        raise click.BadParameter(
-            f"now + {delay} is past year 9999, the last time tickwork stores",
-            param_hint="'--in'",
-        ) from None
+    run_at = at if delay is None else _from_now(now_us, delay)
     try:
         row = validate_new(
             NewInstance(
@@ -221,6 +215,17 @@ def add(
             err=True,
         )
     emit({**instance_dict(inst), "created": created}, as_json, str(inst.id))
+
+
+def _from_now(now_us: int, delay: timedelta) -> datetime:
+    """``--in``: now + ``delay``, refused past year 9999."""
+    try:
+        return from_us(now_us) + delay
+    except OverflowError:
+        raise click.BadParameter(
+            f"now + {delay} is past year 9999, the last time tickwork stores",
+            param_hint="'--in'",
+        ) from None
 
 
 # -- abort / stats ------------------------------------------------------------------------
