@@ -140,3 +140,42 @@ async def test_a_broker_that_is_down_is_retryable(url):
     assert inst.state is State.FAILED
     assert attempt.error_type == "HandoffRetryable"
     assert "celery broker 127.0.0.1:1" in (inst.error or "")
+
+
+def _broker_sockets(port: int) -> set[tuple[str, int]]:
+    """This process's open TCP connections to the broker's port (local addresses)."""
+    import psutil
+
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    }
+
+
+async def test_the_lifespan_closes_its_broker_connection_and_can_open_again(worker):
+    """Leaving the lifespan closes the task's broker connection, and a second lifespan
+    (a node started again in the same process) sends again: the task does not close
+    kombu's process-wide producer pool, which Celery's default producers come from."""
+    from tickwork.task import CURRENT_INSTANCE
+
+    kind, url, queue = worker
+    port = BROKERS[kind][1]
+    before = _broker_sockets(port)
+    params = {"task": "tickwork_test.record", "kwargs": {"report_to": "http://127.0.0.1:9/"}}
+    packed = tickwork.pack({**params, "queue": f"{queue}-unused"})
+    for iid in (9, 10):
+        task = CeleryTask(url)
+        inst = tickwork.Instance(
+            id=iid, task="celery", run_at_us=0, params=b"", state=State.RUNNING
+        )
+        async with task.lifespan():
+            token = CURRENT_INSTANCE.set(inst)
+            try:
+                result = await task.run(packed)
+            finally:
+                CURRENT_INSTANCE.reset(token)
+            assert _broker_sockets(port) - before, "the send used no connection of its own"
+        assert result["celery_task_id"] == f"tickwork-{iid}"
+        assert _broker_sockets(port) - before == set()
+    _forget_queue(kind, url, f"{queue}-unused")

@@ -18,6 +18,7 @@ own (:class:`._thread.WorkerThread`), one send at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -105,11 +106,18 @@ class _Sender:
     def __init__(self, broker: str) -> None:
         self._broker = broker
         self._app: Any = None
+        # A connection and producer of our own: Celery's default producers come from
+        # kombu's process-wide pool, which closing would break for every other app.
+        self._connection: Any = None
+        self._producer: Any = None
 
     def send(self, spec: CelerySend, task_id: str) -> dict[str, Any]:
         kombu_errors = _kombu_errors()
         if self._app is None:
             self._app = _app(self._broker)
+        if self._producer is None:
+            self._connection = self._app.connection_for_write()
+            self._producer = self._app.amqp.Producer(self._connection)
         try:
             self._app.send_task(
                 spec.task,
@@ -119,8 +127,10 @@ class _Sender:
                 queue=spec.queue,
                 routing_key=spec.routing_key,
                 retry=False,  # tickwork's retry policy applies, not kombu's
+                producer=self._producer,
             )
         except (kombu_errors.OperationalError, OSError, TimeoutError) as exc:
+            self._drop_connection()  # a new one next time
             raise HandoffRetryable(
                 f"celery broker {server_of(self._broker)}: {type(exc).__name__} {exc}"
             ) from None
@@ -129,9 +139,16 @@ class _Sender:
         return {"celery_task_id": task_id, "task": spec.task, "queue": spec.queue}
 
     def close(self) -> None:
+        self._drop_connection()
         if self._app is not None:
             self._app.close()
             self._app = None
+
+    def _drop_connection(self) -> None:
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it is going away either way
+                connection.close()
 
 
 def _kombu_errors() -> Any:
