@@ -35,9 +35,11 @@ async def in_process(
     """A client of the app, run in this trio run with its lifespan."""
     app = create_app(scheduler, **options)
     transport = httpx.ASGITransport(app=app, client=(client, 50000))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            yield c
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c,
+    ):
+        yield c
 
 
 @asynccontextmanager

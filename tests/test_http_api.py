@@ -118,12 +118,25 @@ async def test_create_refusals(api, body, status):
 
 
 async def test_body_refusals(api):
-    error(await api.post("/api/instances", content=b"{", headers={"content-type": "application/json"}), 400)
-    error(await api.post("/api/instances", content=b"{}", headers={"content-type": "text/plain"}), 415)
+    error(
+        await api.post(
+            "/api/instances", content=b"{", headers={"content-type": "application/json"}
+        ),
+        400,
+    )
+    error(
+        await api.post("/api/instances", content=b"{}", headers={"content-type": "text/plain"}), 415
+    )
     big = b"[" + b"1," * 5_000_000 + b"1]"
-    assert error(
-        await api.post("/api/instances", content=big, headers={"content-type": "application/json"}), 413
-    ) == "payload_too_large"
+    assert (
+        error(
+            await api.post(
+                "/api/instances", content=big, headers={"content-type": "application/json"}
+            ),
+            413,
+        )
+        == "payload_too_large"
+    )
 
 
 async def test_a_body_over_the_limit_is_not_read_whole(node):
@@ -204,7 +217,10 @@ async def test_schedules(api, node):
     error(await api.post("/api/schedules", json={"task": "quiet"}), 422)
     error(await api.post("/api/schedules", json={"task": "quiet", "every_seconds": 1,
                                                  "cron": {"expr": "* * * * *"}}), 422)  # fmt: skip
-    error(await api.post("/api/schedules", json={"task": "quiet", "cron": {"expr": "61 * * * *"}}), 422)
+    error(
+        await api.post("/api/schedules", json={"task": "quiet", "cron": {"expr": "61 * * * *"}}),
+        422,
+    )
     error(await api.post("/api/schedules", json={"task": "quiet", "every_seconds": 5,
                                                  "misfire": "sometimes"}), 422)  # fmt: skip
 
@@ -237,7 +253,9 @@ async def test_openapi_document_names_every_route(api):
 
 async def test_a_failed_run_is_retried_through_the_api(api, node):
     with node.subscribe() as sub:
-        made = (await api.post("/api/instances", json={"task": "boom", "at": "2000-01-01T00:00:00Z"})).json()
+        made = (
+            await api.post("/api/instances", json={"task": "boom", "at": "2000-01-01T00:00:00Z"})
+        ).json()
         with trio.fail_after(60):
             async for event in sub:
                 if isinstance(event, tickwork.TransitionEvent) and event.to_state.terminal:

@@ -13,13 +13,16 @@ import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
 from tickwork._cli_format import format_duration
+from tickwork._cli_http import DEFAULT_HTTP, HTTP_ADDRESS
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from tickwork.scheduler_api import Scheduler
     from tickwork.task import Task
 
 __all__ = ["run"]
@@ -91,6 +94,15 @@ log = logging.getLogger("tickwork.cli")
     help="Tasks to register besides bash: a Task instance, a Task subclass, or a list of "
     "them. Repeat the option or separate specs with commas.",
 )
+@click.option(
+    "--http",
+    "http",
+    type=HTTP_ADDRESS,
+    default=DEFAULT_HTTP,
+    show_default=True,
+    help="Serve the HTTP API, web UI and /metrics on HOST:PORT, or `off`. A non-loopback "
+    "address needs an API token (`tickwork token add`).",
+)
 @log_options
 def run(
     *,
@@ -104,6 +116,7 @@ def run(
     claim_horizon: timedelta | None,
     retention: timedelta | None,
     task_specs: tuple[str, ...],
+    http: tuple[str, int] | None,
 ) -> None:
     """Run a scheduler node on the database until SIGINT or SIGTERM.
 
@@ -132,10 +145,31 @@ def run(
             lease=lease,
             claim_horizon=claim_horizon,
             retention=retention,
+            http=http,
         )
 
     code = trio.run(serve)
     click.get_current_context().exit(code)
+
+
+async def _serve_http(
+    scheduler: Scheduler,
+    address: tuple[str, int],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from tickwork.http import serve  # noqa: PLC0415 - only `run --http` needs the web stack
+
+    host, port = address
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, scheduler, host, port)
+            task_status.started()
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--http'") from None
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", param_hint="'--http'"
+        ) from None
 
 
 def _load_tasks(specs: Sequence[str]) -> list[Task]:
@@ -165,6 +199,7 @@ async def _serve(
     lease: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     retention: timedelta | None = None,
+    http: tuple[str, int] | None = None,
 ) -> int:
     """Run one node until a signal; returns the exit status (130 if stopped at once)."""
     stop = trio.Event()
@@ -206,6 +241,10 @@ async def _serve(
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
-                    await stop.wait()
+                    async with trio.open_nursery() as web:
+                        if http is not None:
+                            await web.start(_serve_http, scheduler, http)
+                        await stop.wait()
+                        web.cancel_scope.cancel()  # the HTTP server stops before the node
             nursery.cancel_scope.cancel()
     return EXIT_INTERRUPTED if hurried else 0

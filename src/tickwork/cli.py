@@ -46,6 +46,7 @@ from tickwork._cli_format import (
     show_text,
     stats_text,
 )
+from tickwork._cli_http import token
 from tickwork._cli_parse import (
     DURATION,
     ID,
@@ -381,6 +382,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
+cli.add_command(token)  # tickwork token ... (_cli_http.py)
 
 
 # -- entry point ----------------------------------------------------------------------------

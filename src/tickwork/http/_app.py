@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,10 +34,13 @@ log = logging.getLogger("tickwork.http")
 def _ui_routes() -> list[BaseRoute]:
     """The web UI's pages, when the UI is installed with this package."""
     try:
-        from tickwork.http.ui import ui_routes  # noqa: PLC0415 - optional part
-    except ImportError:
+        ui = importlib.import_module("tickwork.http.ui")
+    except ModuleNotFoundError as exc:
+        if exc.name != "tickwork.http.ui":
+            raise  # the UI is there but broken: say so
         return []
-    return list(ui_routes())
+    routes: list[BaseRoute] = list(ui.ui_routes())
+    return routes
 
 
 async def _openapi(_request: Request) -> Response:
@@ -98,7 +102,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(Guard, scheduler=scheduler, config=config, sessions=sessions)],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
     registry, collector = _metrics.make_registry(scheduler, events)

@@ -25,12 +25,13 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, quote, urlsplit
 
 import attrs
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
+from starlette.responses import RedirectResponse, Response
 
 from tickwork.http._errors import error_response
 
@@ -52,9 +53,11 @@ _FORM_LIMIT: Final = 64 * 1024
 SECURITY_HEADERS: Final = (
     (
         b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        b"frame-ancestors 'none'",
+        (
+            b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            b"frame-ancestors 'none'"
+        ),
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -210,7 +213,7 @@ class Guard:
 
     async def _decide(
         self, scope: Scope, receive: Receive, extra: list[tuple[bytes, bytes]]
-    ) -> tuple[Any, Receive]:
+    ) -> tuple[Response | None, Receive]:
         """Set the request's scope and CSRF token; a response when it is refused."""
         headers = Headers(scope=scope)
         method: str = scope["method"]
@@ -219,112 +222,114 @@ class Guard:
         state["auth_scope"] = None
         state["csrf_token"] = None
         unsafe = method not in _SAFE
-        client = scope.get("client") or ("", 0)
-        is_open = (
-            self._config.open_loopback
-            and client[0] in _LOOPBACK_HOSTS
-            and not await self._any_token()
-        )
+        is_open = await self._is_open(scope)
         if is_open and _host_name(headers.get("host", "")) not in _LOOPBACK_HOSTS:
             return error_response(
-                403, "this open (no token) API answers only loopback host names"
+                403, "this open (no token) API answers only loopback hosts"
             ), receive
-        if unsafe and self._cross_site(headers):
+        if unsafe and _cross_site(headers):
             return error_response(403, "cross-site request refused", "cross_site"), receive
-        auth = headers.get("authorization")
-        session_id = cookie_parser(headers.get("cookie", "")).get(COOKIE)
-        session = (
-            None if not session_id else self._sessions.get(session_id, self._config.session_idle)
-        )
-        granted: str | None = None
-        if auth is not None:
-            kind, _, text = auth.partition(" ")
-            token = (
-                await self._scheduler.authenticate(text.strip())
-                if kind.lower() == "bearer"
-                else None
-            )
-            if token is None:
-                return error_response(
-                    401,
-                    "the bearer token is wrong or revoked",
-                    headers={"WWW-Authenticate": "Bearer"},
-                ), receive
-            granted = token.scope
-        elif session is not None:
-            state["csrf_token"] = session.csrf
-            if session.token_text is None:
-                granted = "admin" if is_open else None
-            else:
-                token = await self._scheduler.authenticate(session.token_text)
-                granted = None if token is None else token.scope
-            if unsafe and not _is_public(path):
-                checked = await self._csrf_ok(scope, receive, headers, session.csrf)
-                if checked is None:
-                    return error_response(403, "missing or wrong csrf_token", "csrf"), receive
-                receive = checked
-        elif is_open:
-            granted = "admin"
-        if is_open and session is None and method == "GET" and not path.startswith("/api/"):
+        granted, receive, refusal = await self._credentials(scope, receive, headers, is_open)
+        if refusal is not None:
+            return refusal, receive
+        if (
+            is_open
+            and state["csrf_token"] is None
+            and method == "GET"
+            and not path.startswith("/api/")
+        ):
             # an open app's pages still need a CSRF token for their forms
-            sid, new = self._sessions.new(None)
-            state["csrf_token"] = new.csrf
+            sid, session = self._sessions.new(None)
+            state["csrf_token"] = session.csrf
             extra.append(cookie_header(sid, secure=self._config.secure_cookie))
-        if is_open and not self._open_logged:
+        state["auth_scope"] = granted
+        return self._authorize(scope, granted, unsafe), receive
+
+    async def _is_open(self, scope: Scope) -> bool:
+        client = scope.get("client") or ("", 0)
+        if not self._config.open_loopback or client[0] not in _LOOPBACK_HOSTS:
+            return False
+        if await self._any_token():
+            return False
+        if not self._open_logged:
             self._open_logged = True
             log.warning("HTTP API open: no token is configured, loopback requests act as admin")
-        state["auth_scope"] = granted
+        return True
+
+    async def _credentials(
+        self, scope: Scope, receive: Receive, headers: Headers, is_open: bool
+    ) -> tuple[str | None, Receive, Response | None]:
+        """The scope the credentials grant (bearer token, else session, else open)."""
+        state = scope["state"]
+        auth = headers.get("authorization")
+        if auth is not None:
+            kind, _, text = auth.partition(" ")
+            found = None
+            if kind.lower() == "bearer":
+                found = await self._scheduler.authenticate(text.strip())
+            if found is None:
+                return None, receive, _unauthorized("the bearer token is wrong or revoked")
+            return found.scope, receive, None
+        sid = cookie_parser(headers.get("cookie", "")).get(COOKIE)
+        session = self._sessions.get(sid, self._config.session_idle) if sid else None
+        if session is None:
+            return ("admin" if is_open else None), receive, None
+        state["csrf_token"] = session.csrf
+        granted: str | None = "admin" if is_open else None
+        if session.token_text is not None:
+            token = await self._scheduler.authenticate(session.token_text)
+            granted = None if token is None else token.scope
+        if scope["method"] not in _SAFE and not _is_public(scope["path"]):
+            checked = await _csrf_ok(receive, headers, session.csrf)
+            if checked is None:
+                return granted, receive, error_response(403, "missing or wrong csrf_token", "csrf")
+            receive = checked
+        return granted, receive, None
+
+    def _authorize(self, scope: Scope, granted: str | None, unsafe: bool) -> Response | None:
+        path: str = scope["path"]
         if _is_public(path) or (path == "/metrics" and not self._config.metrics_need_token):
-            return None, receive
+            return None
         if granted is None:
-            if not path.startswith("/api/") and path != "/metrics" and method == "GET":
-                target = path + (
-                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-                )
-                return _redirect("/login?next=" + quote(target, safe="")), receive
-            return error_response(
-                401,
-                "sign in: send Authorization: Bearer <token>",
-                headers={"WWW-Authenticate": "Bearer"},
-            ), receive
+            if not path.startswith("/api/") and path != "/metrics" and scope["method"] == "GET":
+                query = scope["query_string"].decode("latin-1")
+                target = path + ("?" + query if query else "")
+                return RedirectResponse("/login?next=" + quote(target, safe=""), status_code=303)
+            return _unauthorized("sign in: send Authorization: Bearer <token>")
         if unsafe and granted != "admin":
-            return error_response(
-                403, "this token has the read scope; this needs admin", "scope"
-            ), receive
-        return None, receive
-
-    @staticmethod
-    def _cross_site(headers: Headers) -> bool:
-        if headers.get("sec-fetch-site") == "cross-site":
-            return True
-        origin = headers.get("origin")
-        if origin is None:
-            return False
-        if origin == "null":
-            return True
-        return urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
-
-    async def _csrf_ok(
-        self, scope: Scope, receive: Receive, headers: Headers, expected: str
-    ) -> Receive | None:
-        given = headers.get("x-csrf-token") or headers.get("csrf_token")
-        if given is not None:
-            return receive if hmac.compare_digest(given, expected) else None
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            return None
-        read = await _replayable(receive, _FORM_LIMIT)
-        if read is None:
-            return None
-        body, replay = read
-        values = parse_qs(body.decode("latin-1")).get("csrf_token", [])
-        if len(values) != 1 or not hmac.compare_digest(values[0], expected):
-            return None
-        del scope
-        return replay
+            return error_response(403, "this token has the read scope; this needs admin", "scope")
+        return None
 
 
-def _redirect(location: str) -> Any:
-    from starlette.responses import RedirectResponse  # noqa: PLC0415
+def _unauthorized(message: str) -> Response:
+    return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
 
-    return RedirectResponse(location, status_code=303)
+
+def _cross_site(headers: Headers) -> bool:
+    """A browser says the request comes from another site (a form or script there)."""
+    if headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    if origin == "null":
+        return True
+    return urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+
+
+async def _csrf_ok(receive: Receive, headers: Headers, expected: str) -> Receive | None:
+    """The ``receive`` to use from now on when the CSRF token is right, else None."""
+    given = headers.get("x-csrf-token") or headers.get("csrf_token")
+    if given is not None:
+        return receive if hmac.compare_digest(given, expected) else None
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return None
+    read = await _replayable(receive, _FORM_LIMIT)
+    if read is None:
+        return None
+    body, replay = read
+    values = parse_qs(body.decode("latin-1")).get("csrf_token", [])
+    if len(values) != 1 or not hmac.compare_digest(values[0], expected):
+        return None
+    return replay

@@ -6,7 +6,7 @@ import html
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tickwork.http._auth import COOKIE, cookie_header
@@ -81,8 +81,14 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def session(request: Request) -> Response:
+    """Who the caller is: the scope, and the CSRF token its forms and scripts must send."""
+    return JSONResponse({"scope": request.state.auth_scope, "csrf_token": request.state.csrf_token})
+
+
 def routes() -> list[Any]:
     return [
+        Route("/api/session", session, methods=["GET"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tickwork._resilient import LATENCY_BUCKETS
-from tickwork.events import EventsLost
+from tickwork.events import EventsLost, TransitionEvent
 from tickwork.state import State
 
 if TYPE_CHECKING:
@@ -106,45 +106,39 @@ class EventCounters:
                 if isinstance(item, EventsLost):
                     self.lost += item.count
                     continue
-                self._count(item.instance_id, item.task, item.from_state, item.to_state,
-                            item.at_us, item.run_at_us, item.schedule_id)  # fmt: skip
+                self.count(item)
 
-    def _count(
-        self,
-        iid: int,
-        task: str,
-        before: State,
-        after: State,
-        at_us: int,
-        run_at_us: int,
-        schedule_id: str | None,
-    ) -> None:
+    def count(self, e: TransitionEvent) -> None:
+        """Take one event into the counters."""
+        after = e.to_state
         if after is State.RUNNING:
-            self._starts[iid] = at_us
+            self._starts[e.instance_id] = e.at_us
             if len(self._starts) > _MAX_STARTS:
                 self._starts.popitem(last=False)
-            if run_at_us:
-                self.lateness.add(max(0, at_us - run_at_us) / 1e6)
+            if e.run_at_us:
+                self.lateness.add(max(0, e.at_us - e.run_at_us) / 1e6)
             return
-        if not after.terminal and after is not State.PENDING:
-            return
-        started = self._starts.pop(iid, None)
-        if after is State.PENDING:
-            if before is State.RUNNING:
-                self.outcomes[task, "retried"] += 1
-            else:
-                return
+        if after is State.PENDING and e.from_state is State.RUNNING:
+            outcome = "retried"  # a failed attempt that will run again
+        elif after.terminal:
+            outcome = after.name.lower()
+            self._ended(e)
         else:
-            self.outcomes[task, after.name.lower()] += 1
-            if after is State.MISSED:
-                self.missed[task] += 1
-            if (schedule_id is not None and len(self.last_run_us) < MAX_SCHEDULES) or schedule_id in self.last_run_us:
-                self.last_run_us[schedule_id] = at_us
+            return  # claimed, or given back unstarted
+        self.outcomes[e.task, outcome] += 1
+        started = self._starts.pop(e.instance_id, None)
         if started is not None:
-            hist = self.durations.get(task)
+            hist = self.durations.get(e.task)
             if hist is None:
-                hist = self.durations[task] = _Histogram(DURATION_BUCKETS)
-            hist.add(max(0, at_us - started) / 1e6)
+                hist = self.durations[e.task] = _Histogram(DURATION_BUCKETS)
+            hist.add(max(0, e.at_us - started) / 1e6)
+
+    def _ended(self, e: TransitionEvent) -> None:
+        if e.to_state is State.MISSED:
+            self.missed[e.task] += 1
+        sid = e.schedule_id
+        if sid is not None and (sid in self.last_run_us or len(self.last_run_us) < MAX_SCHEDULES):
+            self.last_run_us[sid] = e.at_us
 
 
 class NodeCollector(Collector):
@@ -214,8 +208,9 @@ class NodeCollector(Collector):
             "tickwork_store_call_duration_seconds", "Store call latency, by operation.",
             labels=["operation"],
         )  # fmt: skip
-        for op, h in sorted(st.store_calls.items()):
-            calls.add_metric([op], _cumulative(LATENCY_BUCKETS, [*h.buckets, h.over]), h.total)
+        for op, call in sorted(st.store_calls.items()):
+            buckets = _cumulative(LATENCY_BUCKETS, [*call.buckets, call.over])
+            calls.add_metric([op], buckets, call.total)
         yield calls
         yield CounterMetricFamily(
             "tickwork_store_failures", "Store calls that failed and were retried.",

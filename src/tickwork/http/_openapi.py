@@ -566,6 +566,27 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        "/api/session": {
+            "get": {
+                "operationId": "session",
+                "summary": "The caller's scope and the CSRF token of its session (if any)",
+                "responses": _responses(
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["scope", "csrf_token"],
+                                "properties": {
+                                    "scope": {"enum": ["read", "admin", None]},
+                                    "csrf_token": _nullable({"type": "string"}),
+                                },
+                            },
+                            "The session",
+                        )
+                    }
+                ),
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "healthz",

@@ -72,7 +72,8 @@ async def serve(
     config.graceful_timeout = 2.0
 
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(hypercorn_serve, app, config))
+        served = partial(hypercorn_serve, app, config)  # type: ignore[arg-type] # ASGI types
+        binds: list[str] = await nursery.start(served)
         address = _address(binds[0])
         if not tokens:
             log.warning(
