@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -46,6 +47,6 @@ async def in_process(
 async def served(scheduler: tickwork.Scheduler, **options: Any) -> AsyncIterator[str]:
     """The base URL of the app served by hypercorn on a free loopback port."""
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(serve, scheduler, "127.0.0.1", 0)
+        host, port = await nursery.start(partial(serve, scheduler, "127.0.0.1", 0, **options))
         yield f"http://{host}:{port}"
         nursery.cancel_scope.cancel()

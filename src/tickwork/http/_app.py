@@ -55,6 +55,7 @@ def create_app(
     secure_cookie: bool = False,
     body_limit: int = DEFAULT_BODY_LIMIT,
     max_event_streams: int = 100,
+    event_buffer: int = 1000,
     ui: bool = True,
 ) -> Starlette:
     """The HTTP API, event stream, metrics and web UI of ``scheduler``, as an ASGI app.
@@ -70,6 +71,8 @@ def create_app(
         secure_cookie: mark the session cookie ``Secure`` (when served over HTTPS).
         body_limit: request bodies over this many bytes are refused with 413.
         max_event_streams: about this many ``/api/events`` streams at once (503 beyond).
+        event_buffer: events buffered per stream; a client that falls further behind
+            loses the oldest and is sent ``event: lost``.
         ui: mount the web UI's pages.
     """
     events = _metrics.EventCounters()
@@ -115,6 +118,7 @@ def create_app(
     st.sse_clients = 0
     st.sse_max_clients = max_event_streams
     st.sse_keepalive = _sse.KEEPALIVE
+    st.sse_buffer = event_buffer
     st.metrics_registry = registry
     st.metrics_collector = collector
     st.metrics_refresh = _metrics.refresher(counts)

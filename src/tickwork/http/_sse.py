@@ -10,11 +10,10 @@ closing an idle stream. About ``max_clients`` streams at most (503 beyond).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tickwork.events import EventsLost
@@ -24,36 +23,73 @@ from tickwork.http._json import event_doc
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
+
+    from tickwork.events import Subscription
+    from tickwork.scheduler_api import Scheduler
 
 __all__ = ["routes"]
 
-#: events buffered per client before the oldest are dropped
-CLIENT_BUFFER: Final = 1000
 KEEPALIVE: Final = 15.0
 
 
-async def _stream(request: Request) -> AsyncIterator[bytes]:
-    # Subscribed on the first step, not in the endpoint: a response that is never sent
-    # (the client went away first) then holds no subscription.
-    state = request.app.state
-    state.sse_clients += 1
-    try:
-        with scheduler_of(request).subscribe(buffer=CLIENT_BUFFER) as sub:
-            yield b"retry: 2000\n: connected\n\n"
-            while True:
-                with trio.move_on_after(state.sse_keepalive) as idle:
-                    try:
-                        item = await sub.receive()
-                    except trio.EndOfChannel:
-                        return  # the scheduler stopped
-                if idle.cancelled_caught:
-                    yield b": keepalive\n\n"
-                elif isinstance(item, EventsLost):
-                    yield b"event: lost\ndata: " + _dumps({"count": item.count}) + b"\n\n"
-                else:
-                    yield b"data: " + _dumps(event_doc(item)) + b"\n\n"
-    finally:
-        state.sse_clients -= 1
+class EventStream(Response):
+    """A ``text/event-stream`` response fed by a subscription until the client leaves.
+
+    Not an async generator behind a StreamingResponse: a generator cancelled while
+    suspended is finalised later, out of order; here one task sends, one waits for the
+    client's disconnect, and the subscription is closed in the same task that opened it.
+    """
+
+    def __init__(self, scheduler: Scheduler, state: Any) -> None:
+        super().__init__()
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self._scheduler = scheduler
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        del scope  # the request was read by the endpoint
+        state = self._state
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        state.sse_clients += 1
+        try:
+            with self._scheduler.subscribe(buffer=state.sse_buffer) as sub:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+                    await _pump(sub, send, state.sse_keepalive)
+                    nursery.cancel_scope.cancel()
+        finally:
+            state.sse_clients -= 1
+
+
+async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _pump(sub: Subscription, send: Send, keepalive: float) -> None:
+    async def chunk(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    await chunk(b"retry: 2000\n: connected\n\n")
+    while True:
+        with trio.move_on_after(keepalive) as idle:
+            try:
+                item = await sub.receive()
+            except trio.EndOfChannel:  # the scheduler stopped: end the response
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        if idle.cancelled_caught:
+            await chunk(b": keepalive\n\n")
+        elif isinstance(item, EventsLost):
+            await chunk(b"event: lost\ndata: " + _dumps({"count": item.count}) + b"\n\n")
+        else:
+            await chunk(b"data: " + _dumps(event_doc(item)) + b"\n\n")
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
@@ -66,12 +102,9 @@ async def events(request: Request) -> Response:
         return error_response(
             503, f"too many event streams open ({state.sse_max_clients}); try again later"
         )
-    scheduler_of(request).subscribe(buffer=1).close()  # 503 now if the scheduler stopped
-    return StreamingResponse(
-        _stream(request),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    scheduler = scheduler_of(request)
+    scheduler.subscribe(buffer=1).close()  # 503 now if the scheduler stopped
+    return EventStream(scheduler, state)
 
 
 def routes() -> list[Any]:
