@@ -52,16 +52,17 @@ async def test_token_refusals(store):
         await create_token(store, "read", "a\nb", 1)
 
 
-async def test_a_sqlite_file_of_version_5_gets_the_tokens_table(
+async def test_a_sqlite_file_from_before_tokens_gets_the_tokens_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tickwork.stores import _sqlite_schema
+    from tickwork.stores import _sqlite_schema, _sqlite_tokens
     from tickwork.stores.sqlite import SQLiteStore
 
-    db = tmp_path / "v5.db"
+    db = tmp_path / "old.db"
     full = _sqlite_schema.MIGRATIONS
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:5])
-    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 5)
+    before = full.index(_sqlite_tokens.V7_TOKENS)
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:before])
+    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", before)
     old = SQLiteStore(db)
     await old.open()
     await old.aclose()
@@ -78,17 +79,19 @@ async def test_a_sqlite_file_of_version_5_gets_the_tokens_table(
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(full)
 
 
-async def test_a_postgres_schema_of_version_5_gets_the_tokens_table(
+async def test_a_postgres_schema_from_before_tokens_gets_the_tokens_table(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pg_support import drop_schema, fresh_schema, require_pg
-    from tickwork.stores import _pg_migrations
+    from tickwork.stores import _pg_migrations, _pg_tokens
     from tickwork.stores.postgres import PostgresStore
 
     dsn = require_pg()
     schema = fresh_schema()
     full = _pg_migrations.MIGRATIONS
-    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", tuple(m for m in full if m[0] <= 5))
+    before = tuple(m for m in full if m[1] is not _pg_tokens.V7_TOKENS)
+    assert len(before) == len(full) - 1
+    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", before)
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open()

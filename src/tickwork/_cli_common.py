@@ -10,16 +10,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
+from click.core import ParameterSource
 
 from tickwork._cli_format import dump_json, setup_logging
 from tickwork._cli_parse import DB, DbTarget, open_store
+from tickwork.errors import InvalidArgument
 from tickwork.model import pack
+from tickwork.tasks import validate_builtin_params
 
 if TYPE_CHECKING:
     from tickwork.stores.base import Store
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "checked_params",
     "client",
     "db_option",
     "emit",
@@ -38,9 +42,17 @@ EXIT_INTERRUPTED = 130
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None:
-    """Keep a logging option in ``ctx.meta`` (shared by the group and its commands)."""
-    if value is not None and param.name is not None:
-        ctx.meta[f"tickwork.{param.name}"] = value
+    """Keep a logging option in ``ctx.meta`` (shared by the group and its commands).
+
+    The group's option comes from the command line only; a command's own may come from
+    the environment or a config file (``tickwork run``), which must not win over it.
+    """
+    if value is None or param.name is None:
+        return
+    key = f"tickwork.{param.name}"
+    if key in ctx.meta and ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+        return
+    ctx.meta[key] = value
 
 
 def log_options(f: F) -> F:
@@ -122,3 +134,13 @@ async def client(db: DbTarget) -> AsyncIterator[Store]:
 def packed(params: Any) -> bytes:
     """``--params`` (parsed JSON, or None) as the bytes a task receives."""
     return b"" if params is None else pack(params)
+
+
+def checked_params(task: str, data: bytes) -> bytes:
+    """``data`` after the params check of a built-in hand-off task (a bad URL, subject or
+    queue name is refused now, exit status 2, not when the run comes due)."""
+    try:
+        validate_builtin_params(task, data)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None
+    return data

@@ -18,6 +18,7 @@ import trio
 
 from tickwork import _operations
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     json_option,
@@ -289,6 +290,7 @@ def add(
             "give that task's params with --params JSON"
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
     try:
         schedule = new_schedule(
             task,

@@ -146,7 +146,12 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
 
 
 def attempt_dict(attempt: Attempt) -> dict[str, Any]:
-    """One run-history row in JSON-friendly form (``duration`` in seconds)."""
+    """One run-history row in JSON-friendly form (``duration`` in seconds).
+
+    ``exit_code``, ``stdout`` and ``stderr`` are the run's output (None for a task that
+    reports none).
+    """
+    output = attempt.output
     return {
         "attempt": attempt.attempt,
         "node": attempt.node,
@@ -157,6 +162,9 @@ def attempt_dict(attempt: Attempt) -> dict[str, Any]:
         "error_type": attempt.error_type,
         "error": attempt.error,
         "result": attempt.result,
+        "exit_code": None if output is None else output.exit_code,
+        "stdout": None if output is None else output.stdout,
+        "stderr": None if output is None else output.stderr,
     }
 
 
@@ -279,12 +287,20 @@ def show_text(inst: Instance, history: Sequence[Attempt]) -> str:
             a.node or "-",
             when(a.started_us),
             format_duration(a.duration),
-            short(a.error if a.error is not None else a.result, 60),
+            short(a.error if a.error is not None else a.result or _output_note(a), 60),
         )
         for a in history
     ]
     headers = ("ATTEMPT", "STATE", "NODE", "STARTED (UTC)", "TOOK", "RESULT / ERROR")
     return text + "\n\nhistory:\n" + table(headers, rows, align="><<<><")
+
+
+def _output_note(attempt: Attempt) -> str | None:
+    output = attempt.output
+    if output is None:
+        return None
+    size = len(output.stdout.encode()) + len(output.stderr.encode())
+    return f"exit {output.exit_code}, {size_text(size)} of output (tickwork logs)"
 
 
 def stats_text(doc: Mapping[str, Any], next_us: int | None, now_us: int) -> str:

@@ -12,13 +12,14 @@ import click
 import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
+from tickwork._cli_config import ConfiguredCommand
 from tickwork._cli_format import format_duration
 from tickwork._cli_http import DEFAULT_HTTP, HTTP_ADDRESS
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
 from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
 from tickwork.stores.tokens import list_tokens
-from tickwork.tasks.bash import BashTask
+from tickwork.tasks import builtin_tasks
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -31,7 +32,7 @@ __all__ = ["run"]
 log = logging.getLogger("tickwork.cli")
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @db_option
 @click.option(
     "--window",
@@ -221,7 +222,8 @@ def _lone(exc: BaseException) -> InvalidArgument | OSError | None:
 
 
 def _load_tasks(specs: Sequence[str]) -> list[Task]:
-    """BashTask plus the tasks named by ``--tasks``; a user task named "bash" replaces it."""
+    """The built-in tasks plus those named by ``--tasks``; a user task of a built-in
+    task's name (e.g. "bash") replaces it."""
     loaded: list[Task] = []
     for spec in (s.strip() for group in specs for s in group.split(",")):
         if not spec:
@@ -230,9 +232,14 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
             loaded.extend(resolve_tasks(spec))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--tasks'") from None
-    if not any(task.name == BashTask.name for task in loaded):
-        loaded.insert(0, BashTask())
-    return loaded
+    names = {task.name for task in loaded}
+    # bash and the hand-off tasks (webhook, ...), configured from TICKWORK_* variables;
+    # a user task of the same name replaces the built-in one.
+    try:
+        builtin = [task for task in builtin_tasks() if task.name not in names]
+    except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
+        raise click.UsageError(str(exc)) from None
+    return builtin + loaded
 
 
 async def _serve(

@@ -25,6 +25,7 @@ import trio
 
 from tickwork import _operations
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     emit,
@@ -47,6 +48,7 @@ from tickwork._cli_format import (
     stats_text,
 )
 from tickwork._cli_http import token
+from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
     DURATION,
     ID,
@@ -143,6 +145,7 @@ def add(
             "give that task's params with --params JSON"
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
     now_us = SystemClock().now_us()
     run_at = from_us(now_us) + delay if delay is not None else at
     try:
@@ -382,6 +385,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
+cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
 cli.add_command(token)  # tickwork token ... (_cli_http.py)
 
 

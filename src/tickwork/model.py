@@ -6,6 +6,7 @@ properties (``run_at``, ...) give aware datetimes.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "InstanceFilter",
     "NewInstance",
     "NewRow",
+    "RunOutput",
     "State",
     "pack",
     "unpack",
@@ -273,6 +275,56 @@ class Finish:
     #: Error type name (e.g. ``"ValueError"``) and a bounded summary of the result.
     error_type: str | None = None
     result: str | None = None
+    #: The run's output in its stored form (:meth:`RunOutput.to_json`), or None.
+    output: str | None = None
+
+
+@attrs.frozen(slots=True)
+class RunOutput:
+    """What a command printed and how it exited: the output of one run.
+
+    A task's result, or the exception that failed the run, carries it to the run
+    history: a task returns a ``RunOutput`` (or raises an exception with an ``output``
+    attribute holding one, like :class:`tickwork.tasks.bash.BashFailed`), and
+    :meth:`Scheduler.history` gives it back in :attr:`Attempt.output`. ``stdout`` and
+    ``stderr`` are text (the task decides how much it keeps: the bash task keeps tails);
+    ``exit_code`` is None when the run had none (a timeout killed it).
+    """
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+
+    def to_json(self) -> str:
+        """The stored form: a JSON object with ``exit_code``, ``stdout`` and ``stderr``."""
+        return json.dumps(
+            {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunOutput:
+        """Read the stored form back (what :meth:`to_json` wrote)."""
+        doc = json.loads(text)
+        code = doc.get("exit_code")
+        return cls(
+            stdout=str(doc.get("stdout", "")),
+            stderr=str(doc.get("stderr", "")),
+            exit_code=None if code is None else int(code),
+        )
+
+
+def output_of(value: object) -> RunOutput | None:
+    """The :class:`RunOutput` a result or an exception carries, if any."""
+    if isinstance(value, RunOutput):
+        return value
+    output = getattr(value, "output", None) if isinstance(value, BaseException) else None
+    return output if isinstance(output, RunOutput) else None
+
+
+def _stored_output(value: RunOutput | str | None) -> RunOutput | None:
+    # Stores hand over the stored JSON text; a caller may pass a RunOutput.
+    return RunOutput.from_json(value) if isinstance(value, str) else value
 
 
 @attrs.frozen(slots=True)
@@ -288,6 +340,8 @@ class Attempt:
     error_type: str | None = None
     error: str | None = None
     result: str | None = None
+    #: What the run printed and its exit code, for tasks that report it (bash).
+    output: RunOutput | None = attrs.field(default=None, converter=_stored_output)
 
     @property
     def duration(self) -> timedelta:

@@ -168,7 +168,11 @@ class Scheduler(ScheduleMethods, OperationMethods):
             if new.task not in known:
                 self._registry.require(new.task)
                 known.add(new.task)
-            rows.append(validate_new(new))
+            row = validate_new(new)
+            check = self._registry.validators.get(row.task)
+            if check is not None:
+                check(row.params)
+            rows.append(row)
         if not rows:
             return []
         ids = await self._store.insert(rows, self._clock.now_us())

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's API tokens (schema version 6: the ``tokens`` table)."""
+"""The PostgreSQL store's API tokens (schema version 7: the ``tokens`` table)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from tickwork.stores.tokens import Token
 if TYPE_CHECKING:
     from tickwork.stores._pg_thread import ThreadSession
 
-__all__ = ["V6_TOKENS", "TokenQueries"]
+__all__ = ["V7_TOKENS", "TokenQueries"]
 
-V6_TOKENS: Final[tuple[str, ...]] = (
+V7_TOKENS: Final[tuple[str, ...]] = (
     """CREATE TABLE {s}.tokens (
         digest text PRIMARY KEY,
         id text NOT NULL UNIQUE,

@@ -1,4 +1,4 @@
-"""The SQLite store's API tokens (schema version 6: the ``tokens`` table)."""
+"""The SQLite store's API tokens (schema version 7: the ``tokens`` table)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from tickwork.stores.tokens import Token
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["V6_TOKENS", "TokenOps"]
+__all__ = ["V7_TOKENS", "TokenOps"]
 
-V6_TOKENS: Final = """
+V7_TOKENS: Final = """
 CREATE TABLE tokens (
     digest TEXT PRIMARY KEY NOT NULL,
     id TEXT NOT NULL UNIQUE,

@@ -315,6 +315,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                         error_type=f.error_type,
                         error=f.error,
                         result=f.result,
+                        output=f.output,
                     )
                 )
             out.append(True)
