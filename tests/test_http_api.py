@@ -266,3 +266,22 @@ async def test_a_failed_run_is_retried_through_the_api(api, node):
     assert history[0]["error_type"] == "RuntimeError"
     retried = await api.post(f"/api/instances/{made['id']}/retry")
     assert retried.status_code == 201
+
+
+async def test_history_shows_a_bash_runs_output():
+    # the real clock: a child process runs
+    async with (
+        tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[tickwork.BashTask()]) as node,
+        in_process(node) as api,
+    ):
+        with node.subscribe() as sub:
+            cmd = {"cmd": "echo out; echo err >&2; exit 3"}
+            made = await api.post(
+                "/api/instances", json={"task": "bash", "at": "2000-01-01T00:00:00Z", "params": cmd}
+            )
+            with trio.fail_after(20):
+                async for event in sub:
+                    if isinstance(event, tickwork.TransitionEvent) and event.to_state.terminal:
+                        break
+        (attempt,) = (await api.get(f"/api/instances/{made.json()['id']}/history")).json()["items"]
+    assert attempt["output"] == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n"}

@@ -109,6 +109,13 @@ def attempt_doc(a: Attempt) -> dict[str, Any]:
         "error_type": a.error_type,
         "error": a.error,
         "result": a.result,
+        "output": None
+        if a.output is None
+        else {
+            "exit_code": a.output.exit_code,
+            "stdout": a.output.stdout,
+            "stderr": a.output.stderr,
+        },
     }
 
 

@@ -203,6 +203,18 @@ def _schemas() -> dict[str, Any]:
                 "error_type": _nullable({"type": "string"}),
                 "error": _nullable({"type": "string"}),
                 "result": _nullable({"type": "string"}),
+                "output": _nullable(
+                    {
+                        "type": "object",
+                        "description": "what the run printed (tails) and its exit code",
+                        "required": ["exit_code", "stdout", "stderr"],
+                        "properties": {
+                            "exit_code": _nullable({"type": "integer"}),
+                            "stdout": {"type": "string"},
+                            "stderr": {"type": "string"},
+                        },
+                    }
+                ),
             },
         },
         "CronRule": {
