@@ -153,3 +153,19 @@ async def test_token_api(node):
         await node.add_token("root")
     with pytest.raises(tickwork.NotFound):
         await node.remove_token("nope")
+
+
+async def test_an_open_app_gives_its_pages_a_csrf_session(node):
+    async with in_process(node, ui=False) as api:
+        assert "set-cookie" not in (await api.get("/healthz")).headers
+        assert "set-cookie" not in (await api.get("/api/instances")).headers
+        page = await api.get("/instances")  # a page (no UI mounted here: 404, cookie anyway)
+        cookie = page.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        me = (await api.get("/api/session")).json()
+        assert me["scope"] == "admin"
+        # a browser session's posts carry its CSRF token, open app or not
+        assert refused(await api.post("/api/instances", json=NEW), 403) == "csrf"
+        ok = await api.post("/api/instances", json=NEW, headers={"X-CSRF-Token": me["csrf_token"]})
+        assert ok.status_code == 201

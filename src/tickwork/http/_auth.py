@@ -237,6 +237,8 @@ class Guard:
             and state["csrf_token"] is None
             and method == "GET"
             and not path.startswith("/api/")
+            and not _is_public(path)
+            and path != "/metrics"
         ):
             # an open app's pages still need a CSRF token for their forms
             sid, session = self._sessions.new(None)
