@@ -34,6 +34,7 @@ class Noop(tickwork.Task):
     name = "noop"
 
     async def run(self, params: bytes) -> object:
+        del params
         return None
 
 
@@ -107,10 +108,14 @@ def main() -> None:
             ],
         ],
         [
-            f"{count:,} instances per path in batches of {batch:,}; {args.repeat} repetitions; "
-            "median (min-max)",
-            "HTTP: hypercorn on loopback, an httpx client in the same process, bodies "
-            "encoded before timing",
+            (
+                f"{count:,} instances per path in batches of {batch:,}; {args.repeat} repetitions; "
+                "median (min-max)"
+            ),
+            (
+                "HTTP: hypercorn on loopback, an httpx client in the same process, bodies "
+                "encoded before timing"
+            ),
         ],
     )
     payload = {
