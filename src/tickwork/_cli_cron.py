@@ -22,6 +22,7 @@ from tickwork._cli_common import (
     client,
     db_option,
     json_option,
+    log_options,
     packed,
     require_db,
     setup_cli_logging,
@@ -230,6 +231,7 @@ def _table(schedules: list[Schedule], now_us: int) -> str:
 
 
 @click.group()
+@log_options
 def cron() -> None:
     """Recurring schedules: add, list, pause, resume, remove, import a crontab.
 
@@ -255,6 +257,7 @@ def cron() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @db_option
 @json_option
+@log_options
 def add(
     *,
     expr: str,
@@ -327,6 +330,7 @@ def add(
 @cron.command(name="ls")
 @db_option
 @json_option
+@log_options
 def list_schedules(*, db: DbTarget, as_json: bool) -> None:
     """List schedules with their next fire time, in their zone and in UTC."""
     setup_cli_logging("WARNING")
@@ -356,6 +360,7 @@ def _one(name: str, verb: str, doc: str) -> None:
     @click.argument("schedule_id", metavar="ID")
     @db_option
     @json_option
+    @log_options
     def command(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
         setup_cli_logging("WARNING")
         require_db(db, _HOW_TO_START)
@@ -395,6 +400,7 @@ _one(
 @click.argument("schedule_id", metavar="ID")
 @db_option
 @json_option
+@log_options
 def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
     """Run a schedule's command once now, outside its fire times (its next fire times
     and policies stay as they are; a paused schedule can be run this way too)."""
@@ -422,6 +428,7 @@ def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
 )
 @click.option("--after", type=TIME, help="Start after this time.  [default: now]")
 @json_option
+@log_options
 def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_json: bool) -> None:
     """Print the next fire times of a cron expression, in its zone and in UTC."""
     setup_cli_logging("WARNING")
@@ -454,6 +461,7 @@ def _local_iso(us: int, zone: str) -> str:
 @_policy_options
 @db_option
 @json_option
+@log_options
 def import_crontab(
     *,
     file: Any,

@@ -12,10 +12,11 @@ import click
 import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
-from tickwork._cli_config import ConfiguredCommand
+from tickwork._cli_config import ConfiguredCommand, handoff_settings
 from tickwork._cli_format import format_duration
 from tickwork._cli_http import DEFAULT_HTTP, HTTP_ADDRESS
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork._sd_notify import ServiceNotifier
 from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
 from tickwork.stores.tokens import list_tokens
@@ -236,7 +237,8 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
     # bash and the hand-off tasks (webhook, ...), configured from TICKWORK_* variables;
     # a user task of the same name replaces the built-in one.
     try:
-        builtin = [task for task in builtin_tasks() if task.name not in names]
+        settings = handoff_settings(click.get_current_context())
+        builtin = [task for task in builtin_tasks(settings) if task.name not in names]
     except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
         raise click.UsageError(str(exc)) from None
     return builtin + loaded
@@ -257,7 +259,12 @@ async def _serve(
     http: tuple[str, int] | None = None,
     http_given: bool = True,
 ) -> int:
-    """Run one node until a signal; returns the exit status (130 if stopped at once)."""
+    """Run one node until a signal; returns the exit status (130 if stopped at once).
+
+    Under systemd (``Type=notify``) it tells the service manager when the node runs
+    (every actor started), feeds its watchdog, and says when it begins to stop.
+    """
+    service = ServiceNotifier.from_environment()
     stop = trio.Event()
     hurry = trio.CancelScope()
     hurried = False
@@ -284,6 +291,7 @@ async def _serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, signals)
+            nursery.start_soon(service.feed_watchdog)
             with hurry:
                 async with open_scheduler(
                     open_store(db),
@@ -299,10 +307,16 @@ async def _serve(
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
+                    service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
                     async with trio.open_nursery() as web:
                         if http is not None:
                             await web.start(_serve_http, scheduler, http, http_given)
                         await stop.wait()
                         web.cancel_scope.cancel()  # the HTTP server stops before the node
+                    service.notify(
+                        "STOPPING=1",
+                        "STATUS=stopping: running instances get "
+                        f"{format_duration(shutdown_grace)} to finish",
+                    )
             nursery.cancel_scope.cancel()
     return EXIT_INTERRUPTED if hurried else 0
