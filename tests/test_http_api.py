@@ -88,6 +88,11 @@ async def test_batch_and_keyset_pages(api):
         params={"due_after": "2100-01-01T00:05:00Z", "due_before": "2100-01-01T00:07:00Z"},
     )
     assert [i["id"] for i in due.json()["items"]] == [ids[6], ids[5]]
+    upcoming = (await api.get("/api/instances", params={"upcoming": "true", "limit": 1000})).json()
+    assert len(upcoming["items"]) == 25
+    history = (await api.get("/api/instances", params={"upcoming": "false"})).json()
+    assert history["items"] == []
+    error(await api.get("/api/instances", params={"upcoming": "maybe"}), 400)
 
 
 async def test_a_bad_item_refuses_the_whole_batch(api, node):

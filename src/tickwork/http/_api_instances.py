@@ -145,6 +145,7 @@ async def list_instances(request: Request) -> Response:
         ended_before=query_time(request, "ended_before"),
         limit=limit,
         before_id=query_int(request, "before_id", None, 1, 2**63 - 1),
+        upcoming=_upcoming(request),
     )
     return JSONResponse(
         {
@@ -154,8 +155,18 @@ async def list_instances(request: Request) -> Response:
     )
 
 
+def _upcoming(request: Request) -> bool | None:
+    value = request.query_params.get("upcoming")
+    if value is None:
+        return None
+    if value not in {"true", "false"}:
+        raise ApiError(400, f"upcoming must be true or false, got {value!r}")
+    return value == "true"
+
+
 _LIST_PARAMS: Final = frozenset(
     {
+        "upcoming",
         "state",
         "task",
         "schedule_id",

@@ -43,6 +43,12 @@ def instance_paths() -> dict[str, Any]:
                     query("due_before", time_q, "Due before"),
                     query("ended_after", time_q, "Ended (terminal) at or after"),
                     query("ended_before", time_q, "Ended before"),
+                    query(
+                        "upcoming",
+                        {"enum": ["true", "false"]},
+                        "true: only what is still to come (PENDING or CLAIMED, due from now); "
+                        "false: the history (everything else); absent: both",
+                    ),
                     query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
                     query(
                         "before_id",
