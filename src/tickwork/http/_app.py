@@ -56,6 +56,7 @@ def create_app(
     body_limit: int = DEFAULT_BODY_LIMIT,
     max_event_streams: int = 100,
     event_buffer: int = 1000,
+    counts_max_age: float = 10.0,
     ui: bool = True,
 ) -> Starlette:
     """The HTTP API, event stream, metrics and web UI of ``scheduler``, as an ASGI app.
@@ -73,10 +74,12 @@ def create_app(
         max_event_streams: about this many ``/api/events`` streams at once (503 beyond).
         event_buffer: events buffered per stream; a client that falls further behind
             loses the oldest and is sent ``event: lost``.
+        counts_max_age: seconds the stored counts per state (stats, metrics) are reused
+            before the store is asked again.
         ui: mount the web UI's pages.
     """
     events = _metrics.EventCounters()
-    counts = CachedCounts(scheduler, max_age=10.0)
+    counts = CachedCounts(scheduler, max_age=counts_max_age)
     config = AuthConfig(
         open_loopback=open_loopback,
         metrics_need_token=metrics_need_token,
