@@ -290,3 +290,34 @@ async def test_history_shows_a_bash_runs_output():
                         break
         (attempt,) = (await api.get(f"/api/instances/{made.json()['id']}/history")).json()["items"]
     assert attempt["output"] == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n"}
+
+
+class Hanging(tickwork.MemoryStore):
+    """A store whose reads never answer (a database that stopped responding)."""
+
+    hang = False
+
+    async def get(self, instance_id: int) -> tickwork.Instance | None:
+        if self.hang:
+            await trio.sleep_forever()
+        return await super().get(instance_id)
+
+
+async def test_readyz_says_when_the_store_does_not_answer(autojump_clock):
+    store = Hanging()
+    async with (
+        tickwork.open_scheduler(store, tasks=[Quiet()], clock=VirtualClock()) as node,
+        in_process(node) as api,
+    ):
+        assert (await api.get("/readyz")).status_code == 200
+        store.hang = True
+        response = await api.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["problems"] == ["the store did not answer within 2 s"]
+        assert (await api.get("/healthz")).status_code == 200
+    async with in_process(node) as api:  # the node has stopped
+        response = await api.get("/readyz")
+        assert response.json() == {
+            "status": "unavailable",
+            "problems": ["the scheduler is stopped"],
+        }

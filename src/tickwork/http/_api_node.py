@@ -3,17 +3,22 @@ the node runs)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tickwork.errors import NotFound
 from tickwork.http._api_instances import scheduler_of
 from tickwork.http._json import node_doc
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+
+    from tickwork.scheduler_api import Scheduler
 
 __all__ = ["routes"]
 
@@ -61,9 +66,21 @@ async def readyz(request: Request) -> Response:
         health = scheduler.statistics().store
         if not health.healthy:
             problems.append(f"store calls are failing: {health.last_error}")
+        elif not await _store_answers(scheduler):
+            problems.append(f"the store did not answer within {_READY_TIMEOUT:g} s")
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready", "problems": []})
+
+
+_READY_TIMEOUT = 2.0
+
+
+async def _store_answers(scheduler: Scheduler) -> bool:
+    """One cheap read (a lookup by primary key) within the timeout."""
+    with trio.move_on_after(_READY_TIMEOUT) as scope, contextlib.suppress(NotFound):
+        await scheduler.get(2**63 - 1)
+    return not scope.cancelled_caught
 
 
 def routes() -> list[Any]:

@@ -100,6 +100,9 @@ class EventCounters:
         self, scheduler: Scheduler, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Read the node's events until it stops (start it in the serving nursery)."""
+        if scheduler.closed:  # an app made for a node that has stopped: nothing to read
+            task_status.started()
+            return
         with scheduler.subscribe(buffer=100_000) as sub:
             task_status.started()
             async for item in sub:
