@@ -33,6 +33,7 @@ from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.responses import RedirectResponse, Response
 
+from tickwork.errors import SchedulerClosed, StoreError
 from tickwork.http._errors import error_response
 
 if TYPE_CHECKING:
@@ -205,7 +206,11 @@ class Guard:
                 message = {**message, "headers": headers + list(SECURITY_HEADERS) + extra}
             await send(message)
 
-        response, receive = await self._decide(scope, receive, extra)
+        try:
+            response, receive = await self._decide(scope, receive, extra)
+        except (SchedulerClosed, StoreError) as exc:  # tokens cannot be read now
+            # probes (healthz, readyz) still answer; anything else is unavailable
+            response = None if _is_public(scope["path"]) else error_response(503, str(exc))
         if response is not None:
             await response(scope, receive, send_with_headers)
             return
