@@ -88,9 +88,12 @@ def create_app(
     sessions = Sessions()
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The event counters of /metrics start with the first scrape (in this nursery):
+        # until someone scrapes, the node publishes no events for them (that costs a
+        # few microseconds per transition).
         async with trio.open_nursery() as nursery:
-            await nursery.start(events.run, scheduler)
+            app.state.background = nursery
             yield
             nursery.cancel_scope.cancel()
 
@@ -126,4 +129,6 @@ def create_app(
     st.metrics_collector = collector
     st.metrics_refresh = _metrics.refresher(counts)
     st.events = events
+    st.events_started = False
+    st.background = None
     return app

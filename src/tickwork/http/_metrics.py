@@ -266,6 +266,9 @@ async def metrics(request: Request) -> Response:
     state = request.app.state
     collector: NodeCollector = state.metrics_collector
     refresh: _Refresh = state.metrics_refresh
+    if not state.events_started and state.background is not None:
+        state.events_started = True
+        await state.background.start(state.events.run, state.scheduler)
     try:
         collector.counts = await refresh.counts.get()
         if trio.current_time() - refresh.schedules_at >= refresh.max_age:
