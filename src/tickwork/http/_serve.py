@@ -56,7 +56,7 @@ async def serve(
     """
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidArgument(f"port must be in 0..65535, got {port!r}")
-    loopback = is_loopback(host)
+    loopback = await trio.to_thread.run_sync(is_loopback, host)  # may resolve a name
     tokens = await scheduler.tokens()
     if not loopback and not tokens:
         raise InvalidArgument(
