@@ -154,3 +154,17 @@ def test_iso_times_are_utc():
     from tickwork.http._json import iso
 
     assert iso(datetime(2030, 1, 1, tzinfo=UTC)) == "2030-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("at_us", [1_700_000_000_123_456, 1_700_000_000_000_000, 5])
+def test_an_event_is_framed_as_its_json_document(at_us):
+    from tickwork.http._json import event_doc
+    from tickwork.http._sse import _frame
+    from tickwork.state import State
+
+    event = tickwork.TransitionEvent(5, 'odd "task"\n', State.CLAIMED, State.RUNNING, at_us, "n:1")
+    line = _frame(event).decode()
+    assert line.startswith("data: ")
+    assert line.endswith("\n\n")
+    assert "\n" not in line[:-2]
+    assert json.loads(line[6:]) == event_doc(event)

@@ -9,17 +9,19 @@ closing an idle stream. About ``max_clients`` streams at most (503 beyond).
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tickwork.events import EventsLost
+from tickwork._time import from_us
+from tickwork.events import EventsLost, TransitionEvent
 from tickwork.http._api_instances import scheduler_of
 from tickwork.http._errors import error_response
-from tickwork.http._json import event_doc
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 KEEPALIVE: Final = 15.0
+#: at most this many waiting events go out in one body chunk
+_BURST: Final = 1000
 
 
 class EventStream(Response):
@@ -73,6 +77,9 @@ async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
 
 
 async def _pump(sub: Subscription, send: Send, keepalive: float) -> None:
+    """Send what the subscription yields. Events already waiting go out together, in one
+    body chunk (one socket write for a burst, not one per event)."""
+
     async def chunk(data: bytes) -> None:
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
@@ -86,10 +93,43 @@ async def _pump(sub: Subscription, send: Send, keepalive: float) -> None:
                 return
         if idle.cancelled_caught:
             await chunk(b": keepalive\n\n")
-        elif isinstance(item, EventsLost):
-            await chunk(b"event: lost\ndata: " + _dumps({"count": item.count}) + b"\n\n")
-        else:
-            await chunk(b"data: " + _dumps(event_doc(item)) + b"\n\n")
+            continue
+        parts = [_frame(item)]
+        with trio.CancelScope(deadline=-math.inf):  # take only what is already there
+            while len(parts) < _BURST:
+                try:
+                    parts.append(_frame(await sub.receive()))
+                except trio.EndOfChannel:
+                    break
+        await chunk(b"".join(parts))
+
+
+def _frame(item: TransitionEvent | EventsLost) -> bytes:
+    if isinstance(item, EventsLost):
+        return b"event: lost\ndata: " + _dumps({"count": item.count}) + b"\n\n"
+    # The same document as event_doc(), formatted directly: a burst of 30,000 events a
+    # second is framed in a few microseconds each (task and node are JSON-quoted, once).
+    return (
+        f'data: {{"instance_id":{item.instance_id},"task":{_quoted(item.task)},'
+        f'"from":"{item.from_state.name}","to":"{item.to_state.name}",'
+        f'"time":"{_time(item.at_us)}","node":{_quoted(item.node)}}}\n\n'
+    ).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(text: str) -> str:
+    return json.dumps(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return from_us(second * 1_000_000).isoformat().replace("+00:00", "")
+
+
+def _time(us: int) -> str:
+    """RFC 3339 with microseconds, as ``iso()`` writes it, the second part cached."""
+    second, micro = divmod(us, 1_000_000)
+    return f"{_second(second)}.{micro:06d}Z" if micro else f"{_second(second)}Z"
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
