@@ -42,3 +42,12 @@ def test_nats_consumer(tmp_path):
     out = _run("nats_consumer.py", tmp_path)
     assert "instance 1: SUCCEEDED" in out
     assert "received daily 2030-01-01 (Nats-Msg-Id 1-1)" in out
+
+
+def test_amqp_consumer(tmp_path):
+    require_service(
+        "RabbitMQ", os.environ.get("TICKWORK_AMQP_URL", "amqp://127.0.0.1:5672/%2F"), 5672
+    )
+    out = _run("amqp_consumer.py", tmp_path)
+    assert "instance 1: SUCCEEDED" in out
+    assert "received daily 2030-01-01 (message_id 1-1)" in out

@@ -15,6 +15,8 @@ from tickwork.tasks._handoff import HandoffError as HandoffError
 from tickwork.tasks._handoff import HandoffRejected as HandoffRejected
 from tickwork.tasks._handoff import HandoffRetryable as HandoffRetryable
 from tickwork.tasks._settings import HandoffSettings as HandoffSettings
+from tickwork.tasks.amqp import AmqpPublish
+from tickwork.tasks.amqp import AmqpTask as AmqpTask
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
 from tickwork.tasks.nats import NatsPublish
@@ -26,6 +28,7 @@ from tickwork.tasks.webhook import WebhookTask as WebhookTask
 from tickwork.tasks.webhook import post_webhook as post_webhook
 
 __all__ = [
+    "AmqpTask",
     "BashFailed",
     "BashTask",
     "HandoffError",
@@ -45,6 +48,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
     WebhookTask.name: WebhookCall.from_params,
     RedisTask.name: RedisSend.from_params,
     NatsTask.name: NatsPublish.from_params,
+    AmqpTask.name: AmqpPublish.from_params,
 }
 
 
@@ -56,6 +60,7 @@ def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
         WebhookTask(settings=settings),
         RedisTask(settings=settings),
         NatsTask(settings=settings),
+        AmqpTask(settings=settings),
     ]
 
 
