@@ -37,6 +37,7 @@ from tickwork._cli_common import (
     utc_option,
 )
 from tickwork._cli_cron import cron
+from tickwork._cli_cron_import import import_crontab
 from tickwork._cli_format import (
     dump_json,
     error_report,
@@ -364,6 +365,7 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
+cron.add_command(import_crontab)  # tickwork cron import (_cli_cron_import.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
 cli.add_command(show)  # tickwork show ID (_cli_list.py)

@@ -19,6 +19,8 @@ from tickwork.tasks.amqp import AmqpPublish
 from tickwork.tasks.amqp import AmqpTask as AmqpTask
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.celery import CelerySend
+from tickwork.tasks.celery import CeleryTask as CeleryTask
 from tickwork.tasks.nats import NatsPublish
 from tickwork.tasks.nats import NatsTask as NatsTask
 from tickwork.tasks.redis import RedisSend
@@ -31,6 +33,7 @@ __all__ = [
     "AmqpTask",
     "BashFailed",
     "BashTask",
+    "CeleryTask",
     "HandoffError",
     "HandoffRejected",
     "HandoffRetryable",
@@ -49,6 +52,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
     RedisTask.name: RedisSend.from_params,
     NatsTask.name: NatsPublish.from_params,
     AmqpTask.name: AmqpPublish.from_params,
+    CeleryTask.name: CelerySend.from_params,
 }
 
 
@@ -61,6 +65,7 @@ def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
         RedisTask(settings=settings),
         NatsTask(settings=settings),
         AmqpTask(settings=settings),
+        CeleryTask(settings=settings),
     ]
 
 
