@@ -15,7 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 import trio
@@ -159,24 +159,27 @@ async def open_scheduler(
         recovered = await resilient.recover(clock.now_us())
         if recovered:
             log.info("recovered %d instances left claimed by a previous run", recovered)
-        async with _run_node(
-            store=resilient,
-            registry=registry,
-            clock=clock,
-            node=node,
-            window_us=window_us,
-            lease_us=mode.lease_us,
-            poll_us=poll_us,
-            grace=grace,
-            max_in_memory=max_in_memory,
-            max_concurrency=max_concurrency,
-            batch_size=batch_size,
-            hook_concurrency=hook_concurrency,
-            linger=linger,
-            retention_us=retention_us,
-            cluster=mode.cluster,
-            horizon_us=mode.horizon_us,
-        ) as scheduler:
+        async with (
+            _task_lifespans(registry),
+            _run_node(
+                store=resilient,
+                registry=registry,
+                clock=clock,
+                node=node,
+                window_us=window_us,
+                lease_us=mode.lease_us,
+                poll_us=poll_us,
+                grace=grace,
+                max_in_memory=max_in_memory,
+                max_concurrency=max_concurrency,
+                batch_size=batch_size,
+                hook_concurrency=hook_concurrency,
+                linger=linger,
+                retention_us=retention_us,
+                cluster=mode.cluster,
+                horizon_us=mode.horizon_us,
+            ) as scheduler,
+        ):
             yield scheduler
     finally:
         with trio.CancelScope(shield=True):
@@ -185,6 +188,16 @@ async def open_scheduler(
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
+
+
+@asynccontextmanager
+async def _task_lifespans(registry: TaskRegistry) -> AsyncIterator[None]:
+    """Each task's ``lifespan``, entered in order and exited in reverse: around the node,
+    so a task's connections outlive its last run."""
+    async with AsyncExitStack() as stack:
+        for task in registry.values():
+            await stack.enter_async_context(task.lifespan())
+        yield
 
 
 @asynccontextmanager
@@ -219,7 +232,18 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
 
     def publish(inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
         if hub.active:
-            hub.publish(TransitionEvent(inst.id, inst.task, from_state, to_state, at_us, node))
+            hub.publish(
+                TransitionEvent(
+                    inst.id,
+                    inst.task,
+                    from_state,
+                    to_state,
+                    at_us,
+                    node,
+                    inst.run_at_us,
+                    inst.schedule_id,
+                )
+            )
 
     def on_claimed(batch: list[Instance]) -> None:
         if hub.active:

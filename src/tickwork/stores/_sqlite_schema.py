@@ -16,6 +16,7 @@ import sqlite3
 from typing import Final
 
 from tickwork.errors import NotATickworkDatabase, SchemaTooNew
+from tickwork.stores._sqlite_tokens import V7_TOKENS
 
 #: "tick" in ASCII: the file header mark of a tickwork database.
 APPLICATION_ID: Final = 0x7469636B
@@ -155,6 +156,13 @@ ALTER TABLE instances ADD COLUMN last_error_type TEXT;
 ALTER TABLE instances ADD COLUMN last_result TEXT;
 """
 
+# A run's output (tickwork.RunOutput, as JSON text): stdout, stderr and the exit code, for
+# the attempts in ``history`` and for the last attempt kept in the instance's row.
+_V6_OUTPUT: Final = """
+ALTER TABLE history ADD COLUMN output TEXT;
+ALTER TABLE instances ADD COLUMN last_output TEXT;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -162,6 +170,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V3_SCHEDULES,
     _V4_ADMITTED,
     _V5_LAST_ATTEMPT,
+    _V6_OUTPUT,
+    V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores._sqlite_tokens)
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

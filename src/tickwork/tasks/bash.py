@@ -26,13 +26,14 @@ import attrs
 import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
-from tickwork.model import pack, unpack
+from tickwork.model import RunOutput, pack, unpack
 from tickwork.task import Task
+from tickwork.tasks._bash_user import check_user, run_as
 
-__all__ = ["BashFailed", "BashTask"]
+__all__ = ["BashFailed", "BashTask", "BashTimeout"]
 
 _BASH = "/bin/bash"
-_KEYS = ("cmd", "timeout", "env", "cwd")
+_KEYS = ("cmd", "timeout", "env", "cwd", "user")
 _CHUNK = 65536
 #: How much of each tail goes into an exception message (the stored ``error`` text).
 _MESSAGE_TAIL = 1024
@@ -57,6 +58,11 @@ class BashFailed(TickworkError):
         super().__init__(f"{_describe_exit(exit_code)}{_tails_text(stdout, stderr)}")
 
     @property
+    def output(self) -> RunOutput:
+        """The output tails and the exit code, as the run history keeps them."""
+        return RunOutput(self.stdout, self.stderr, self.exit_code)
+
+    @property
     def signal(self) -> str | None:
         """The name of the signal that killed the command, or None if it exited."""
         return _signal_name(-self.exit_code) if self.exit_code < 0 else None
@@ -64,6 +70,20 @@ class BashFailed(TickworkError):
     def __reduce__(self) -> tuple[type[BashFailed], tuple[int, str, str]]:
         # The default pickling calls cls(*self.args), which is the message alone.
         return (type(self), (self.exit_code, self.stdout, self.stderr))
+
+
+class BashTimeout(TaskTimeout):
+    """The command ran past its ``timeout``; its process group was killed.
+
+    ``output`` holds the tails of what it printed until then (no exit code).
+    """
+
+    def __init__(self, message: str, output: RunOutput) -> None:
+        self.output = output
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[BashTimeout], tuple[str, RunOutput]]:
+        return (type(self), (str(self), self.output))
 
 
 @attrs.frozen(slots=True)
@@ -74,6 +94,7 @@ class _Params:
     timeout: float | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     cwd: str | None = None
+    user: str | None = None
 
     @classmethod
     def from_mapping(cls, raw: object) -> _Params:
@@ -94,6 +115,7 @@ class _Params:
             timeout=_check_timeout(raw.get("timeout")),
             env=_check_env(raw.get("env")),
             cwd=_check_cwd(raw.get("cwd")),
+            user=check_user(raw.get("user")),
         )
 
     def to_mapping(self) -> dict[str, Any]:
@@ -105,6 +127,8 @@ class _Params:
             out["env"] = dict(self.env)
         if self.cwd is not None:
             out["cwd"] = self.cwd
+        if self.user is not None:
+            out["user"] = self.user
         return out
 
 
@@ -158,19 +182,35 @@ def _check_cwd(cwd: object) -> str | None:
 
 
 class BashTask(Task):
-    """Run ``params`` = packed ``{"cmd", "timeout"?, "env"?, "cwd"?}`` with ``/bin/bash -c``.
+    """Run ``params`` = packed ``{"cmd", "timeout"?, "env"?, "cwd"?, "user"?}`` with bash.
 
-    Build params with :meth:`params`. The result is
-    ``{"exit_code": 0, "stdout": tail, "stderr": tail}``; a non-zero exit raises
-    :class:`BashFailed`, a run past ``timeout`` seconds raises
-    :class:`~tickwork.errors.TaskTimeout`. ``env`` is added to the node's environment.
+    Build params with :meth:`params`. The result is a :class:`tickwork.RunOutput`
+    (``exit_code`` 0, ``stdout`` and ``stderr`` tails of ``tail_bytes`` bytes each, decoded
+    as UTF-8 with replacement), which the run history keeps; a non-zero exit raises
+    :class:`BashFailed`, a run past ``timeout`` seconds raises :class:`BashTimeout` (a
+    :class:`~tickwork.errors.TaskTimeout`); both carry the tails in ``output`` too.
+    ``env`` is added to the node's environment. With ``user``, the command runs as that
+    user (a node running as root switches to it; any other node runs only its own user's
+    commands), with HOME, USER and LOGNAME of the account and, unless ``cwd`` is given,
+    in its home directory, as cron runs a system crontab's lines.
+
+    Args:
+        tail_bytes: bytes kept from the end of stdout and of stderr (default 64 KiB each).
     """
 
     name: ClassVar[str] = "bash"
     #: Seconds between SIGTERM and SIGKILL to the command's process group.
     kill_grace: ClassVar[float] = 2.0
-    #: Bytes kept from the end of stdout and of stderr.
-    tail_bytes: ClassVar[int] = 4096
+    #: Bytes kept from the end of stdout and of stderr, unless given to the constructor.
+    tail_bytes: int = 65536
+
+    def __init__(self, *, tail_bytes: int | None = None) -> None:
+        if tail_bytes is not None:
+            if isinstance(tail_bytes, bool) or not isinstance(tail_bytes, int) or tail_bytes < 0:
+                raise InvalidArgument(
+                    f"tail_bytes must be a non-negative integer, got {tail_bytes!r}"
+                )
+            self.tail_bytes = tail_bytes
 
     @staticmethod
     def params(
@@ -179,21 +219,23 @@ class BashTask(Task):
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        user: str | None = None,
     ) -> bytes:
         """Validate and pack the params of one run.
 
         Raises:
             InvalidArgument: an empty ``cmd``, a ``timeout`` that is not a positive number
-                of seconds, ``env`` that is not str to str, a ``cwd`` that is not a path.
+                of seconds, ``env`` that is not str to str, a ``cwd`` that is not a path,
+                a ``user`` that is not a user name.
         """
-        raw: dict[str, object] = {"cmd": cmd, "timeout": timeout, "cwd": cwd}
+        raw: dict[str, object] = {"cmd": cmd, "timeout": timeout, "cwd": cwd, "user": user}
         if isinstance(cwd, os.PathLike):
             raw["cwd"] = os.fspath(cwd)
         # A Mapping that is not a dict (e.g. os.environ) is fine to pass in.
         raw["env"] = dict(env) if isinstance(env, Mapping) else env
         return pack(_Params.from_mapping(raw).to_mapping())
 
-    async def run(self, params: bytes) -> dict[str, Any]:
+    async def run(self, params: bytes) -> RunOutput:
         """Run the command; see the class docstring for the result and the failures."""
         try:
             raw = unpack(params)
@@ -206,17 +248,25 @@ class BashTask(Task):
         exit_code, timed_out = await self._execute(spec, out, err)
         stdout, stderr = out.text(), err.text()
         if timed_out:
-            raise TaskTimeout(
+            raise BashTimeout(
                 f"bash command timed out after {spec.timeout:g} s and its process group "
-                f"was killed{_tails_text('', stderr)}"
+                f"was killed{_tails_text('', stderr)}",
+                RunOutput(stdout, stderr, None),
             )
         if exit_code != 0:
             raise BashFailed(exit_code, stdout, stderr)
-        return {"exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+        return RunOutput(stdout, stderr, exit_code)
 
     async def _execute(self, spec: _Params, out: _Tail, err: _Tail) -> tuple[int, bool]:
         """Run ``spec`` to its end, filling ``out`` and ``err``: (exit code, timed out)."""
         env = {**os.environ, **spec.env} if spec.env else None
+        cwd = spec.cwd
+        popen: dict[str, Any] = {}
+        if spec.user is not None:
+            who = run_as(spec.user)
+            env = {**os.environ, **who.env, **spec.env}
+            cwd = who.cwd if cwd is None else cwd
+            popen = who.popen
         try:
             proc = await trio.lowlevel.open_process(
                 [_BASH, "-c", spec.cmd],
@@ -224,15 +274,16 @@ class BashTask(Task):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
-                cwd=spec.cwd,
+                cwd=cwd,
                 # Its own session and process group: one killpg reaches everything it
                 # starts, and a ^C meant for the node does not reach it.
                 start_new_session=True,
+                **popen,
             )
         except OSError as exc:
-            if spec.cwd is not None and exc.filename == spec.cwd:
+            if cwd is not None and exc.filename == cwd:
                 raise InvalidArgument(
-                    f"bash 'cwd' {spec.cwd!r} cannot be used on this node: {exc.strerror}"
+                    f"bash 'cwd' {cwd!r} cannot be used on this node: {exc.strerror}"
                 ) from exc
             raise
         # The readers are shielded so that they keep draining the pipes while the group
