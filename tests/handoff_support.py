@@ -15,6 +15,7 @@ from typing import Self
 from urllib.parse import urlsplit
 
 import attrs
+import pytest
 import trio
 
 import tickwork
@@ -50,6 +51,8 @@ class Receiver:
         self.delays = list(delays or [])
         self.received: list[Received] = []
         self.connections: set[tuple[str, int]] = set()
+        #: set by every request (a thread-side signal: wait with trio.to_thread)
+        self.arrived = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,6 +79,7 @@ class Receiver:
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+                receiver.arrived.set()
 
             do_POST = do_PUT = do_GET = do_DELETE = do_PATCH = _answer  # noqa: N815
 
@@ -106,14 +110,25 @@ TERMINAL = frozenset(
 )
 
 
-async def wait_ended(
-    scheduler: tickwork.Scheduler, sub: tickwork.Subscription, iid: int, seconds: float = 20
-) -> tickwork.Instance:
-    """The instance once ``sub`` (subscribed before it was scheduled) saw it end."""
+async def wait_all(
+    scheduler: tickwork.Scheduler, sub: tickwork.Subscription, ids: list[int], seconds: float = 30
+) -> list[tickwork.Instance]:
+    """The instances once ``sub`` (subscribed before they were scheduled) saw each end."""
+    waiting = set(ids)
     with trio.fail_after(seconds):
         async for event in sub:
             if isinstance(event, tickwork.EventsLost):
-                continue
-            if event.instance_id == iid and event.to_state in TERMINAL:
-                break
-    return await scheduler.get(iid)
+                pytest.fail("the test's subscription lost events")
+            if event.to_state in TERMINAL:
+                waiting.discard(event.instance_id)
+                if not waiting:
+                    break
+    return [await scheduler.get(iid) for iid in ids]
+
+
+async def wait_ended(
+    scheduler: tickwork.Scheduler, sub: tickwork.Subscription, iid: int, seconds: float = 30
+) -> tickwork.Instance:
+    """One instance once ``sub`` saw it end."""
+    (inst,) = await wait_all(scheduler, sub, [iid], seconds)
+    return inst

@@ -54,11 +54,25 @@ def iso(us: int | None) -> str | None:
     return None if us is None else from_us(us).isoformat()
 
 
+#: Text views show times in the local time zone unless ``--utc`` set this (``--json``
+#: always gives ISO-8601 UTC).
+_display = {"utc": False}
+
+
+def display_utc(flag: bool) -> None:
+    """Show times in UTC (True) or in the local time zone (False) in text views."""
+    _display["utc"] = flag
+
+
 def when(us: int | None) -> str:
-    """UTC microseconds as a short, sortable UTC time for tables (``-`` for None)."""
+    """UTC microseconds as a short, sortable time for tables (``-`` for None): local time
+    with its zone's abbreviation (``2030-01-01 09:00:00 CET``), or UTC with ``--utc``
+    (``2030-01-01T08:00:00Z``)."""
     if us is None:
         return "-"
-    return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if _display["utc"]:
+        return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return from_us(us).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def format_duration(td: timedelta) -> str:
@@ -229,7 +243,7 @@ def instances_table(page: Sequence[Instance]) -> str:
                 short(inst.error, 50),
             )
         )
-    headers = ("ID", "TASK", "STATE", "RUN AT (UTC)", "ATTEMPTS", "PARAMS", "ERROR")
+    headers = ("ID", "TASK", "STATE", "RUN AT", "ATTEMPTS", "PARAMS", "ERROR")
     return table(headers, rows, align="><<<><<")
 
 
@@ -279,7 +293,7 @@ def nodes_table(found: Sequence[NodeInfo], now_us: int) -> str:
     headers = (
         "NODE",
         "STATE",
-        "STARTED (UTC)",
+        "STARTED",
         "LAST HEARTBEAT",
         "HELD",
         "RUNNING",
@@ -309,7 +323,7 @@ def show_text(inst: Instance, history: Sequence[Attempt]) -> str:
         )
         for a in history
     ]
-    headers = ("ATTEMPT", "STATE", "NODE", "STARTED (UTC)", "TOOK", "RESULT / ERROR")
+    headers = ("ATTEMPT", "STATE", "NODE", "STARTED", "TOOK", "RESULT / ERROR")
     return text + "\n\nhistory:\n" + table(headers, rows, align="><<<><")
 
 

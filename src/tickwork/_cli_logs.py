@@ -14,6 +14,7 @@ from tickwork._cli_common import (
     log_options,
     require_db,
     setup_cli_logging,
+    utc_option,
 )
 from tickwork._cli_format import attempt_dict, dump_json, when
 from tickwork._cli_parse import ID
@@ -43,6 +44,7 @@ __all__ = ["logs"]
 )
 @db_option
 @json_option
+@utc_option
 @log_options
 def logs(*, instance_id: int, number: int | None, stream: str, db: DbTarget, as_json: bool) -> None:
     """Print what a run of instance ID wrote: stdout, then stderr, then the exit code.
@@ -55,7 +57,7 @@ def logs(*, instance_id: int, number: int | None, stream: str, db: DbTarget, as_
     require_db(db, "start a node with `tickwork run` or add an instance with `tickwork add`")
 
     async def fetch() -> list[Attempt]:
-        async with client(db) as store:
+        async with client(db, read_only=True) as store:
             if await store.get(instance_id) is None:
                 raise click.ClickException(f"no instance with id {instance_id} in {db}")
             return await store.history(instance_id)

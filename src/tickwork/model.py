@@ -13,13 +13,18 @@ from typing import Any, Final
 import attrs
 import msgpack
 
-from tickwork._time import from_us, to_us
+from tickwork._time import MAX_DURATION, from_us, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
+
+#: The most attempts an instance may have (a 32-bit int: retries with the default 10 min
+#: backoff cap would take 40,000 years).
+MAX_ATTEMPTS = 2**31 - 1
 
 __all__ = [
     "DEFAULT_MAX_PARAMS_BYTES",
     "LIST_PARAMS_BYTES",
+    "MAX_ATTEMPTS",
     "AbortResult",
     "Attempt",
     "Finish",
@@ -169,6 +174,11 @@ class Instance:
 RETRY_KEY = "retry-of:"
 
 
+def is_upcoming(inst: Instance, now_us: int) -> bool:
+    """Whether ``inst`` is still to come at ``now_us``: PENDING or CLAIMED, due from then."""
+    return inst.state in {State.PENDING, State.CLAIMED} and inst.run_at_us >= now_us
+
+
 def _within(value: int, low: int | None, high: int | None) -> bool:
     return (low is None or value >= low) and (high is None or value < high)
 
@@ -186,6 +196,9 @@ class InstanceFilter:
     due_until_us: int | None = None
     ended_from_us: int | None = None
     ended_until_us: int | None = None
+    #: Only the history as of this time: every instance but those still upcoming then
+    #: (PENDING or CLAIMED and due at or after it).
+    history_at_us: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -197,6 +210,8 @@ class InstanceFilter:
         if self.schedule_id is not None and inst.schedule_id != self.schedule_id:
             return False
         if not _within(inst.run_at_us, self.due_from_us, self.due_until_us):
+            return False
+        if self.history_at_us is not None and is_upcoming(inst, self.history_at_us):
             return False
         return not self.ended or (
             inst.state.terminal
@@ -225,6 +240,9 @@ class InstanceFilter:
                 values.append(value)
         if self.ended:
             terms.append("state >= 3")
+        if self.history_at_us is not None:
+            terms.append(f"NOT (state IN (0, 1) AND {run_at} >= {mark.format(n=len(values))})")
+            values.append(self.history_at_us)
         return terms, values
 
 
@@ -286,13 +304,18 @@ def validate_new(new: NewInstance, max_params_bytes: int = DEFAULT_MAX_PARAMS_BY
             "(Scheduler.retry) to the instance it retries"
         )
     if new.max_attempts is not None and (
-        not isinstance(new.max_attempts, int) or new.max_attempts < 1
+        not isinstance(new.max_attempts, int) or not 1 <= new.max_attempts <= MAX_ATTEMPTS
     ):
-        raise InvalidArgument(f"max_attempts must be an integer >= 1, got {new.max_attempts!r}")
+        raise InvalidArgument(
+            f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, got {new.max_attempts!r}"
+        )
     timeout_us = None
     if new.timeout is not None:
-        if not isinstance(new.timeout, timedelta) or new.timeout <= timedelta(0):
-            raise InvalidArgument(f"timeout must be a positive timedelta, got {new.timeout!r}")
+        if not isinstance(new.timeout, timedelta) or not timedelta(0) < new.timeout <= MAX_DURATION:
+            raise InvalidArgument(
+                f"timeout must be a positive timedelta of at most {MAX_DURATION.days} days, "
+                f"got {new.timeout!r}"
+            )
         timeout_us = int(new.timeout.total_seconds() * 1_000_000)
     return NewRow(
         task=new.task,

@@ -11,7 +11,8 @@ from typing import Any, final
 import attrs
 import trio
 
-from tickwork._resilient import ResilientStore, StoreHealth
+from tickwork._listing import list_instances
+from tickwork._resilient import CallLatency, ResilientStore, StoreHealth
 from tickwork._scheduler_ops import OperationMethods
 from tickwork._scheduler_schedules import ScheduleMethods
 from tickwork._time import from_us, to_us
@@ -77,6 +78,8 @@ class SchedulerStatistics:
     janitor: JanitorStatistics | None = None
     #: heartbeats, leases and the nodes seen (None unless the store is a cluster store)
     cluster: ClusterStatistics | None = None
+    #: per kind of store call, how long its calls took (live histograms: copy to keep)
+    store_calls: Mapping[str, CallLatency] = attrs.field(factory=dict)
 
 
 @final
@@ -290,6 +293,7 @@ class Scheduler(ScheduleMethods, OperationMethods):
         due_before: datetime | None = None,
         ended_after: datetime | None = None,
         ended_before: datetime | None = None,
+        upcoming: bool | None = None,
     ) -> builtins.list[Instance]:
         """Stored instances, newest first (by id), optionally filtered.
 
@@ -301,6 +305,9 @@ class Scheduler(ScheduleMethods, OperationMethods):
             limit: at most this many (1..10000).
             before_id: keyset pagination: only ids below it (pass the last id of the
                 previous page).
+            upcoming: True: only what is still to come (PENDING or CLAIMED, due from
+                now); False: only the rest, the history (ended, running, overdue);
+                None: both.
 
         A listing never loads big params: those over 4 KiB are left out (``params`` is
         ``b""`` and ``params_size`` their size); :meth:`get` returns them whole.
@@ -328,12 +335,17 @@ class Scheduler(ScheduleMethods, OperationMethods):
                 None if ended_before is None else to_us(ended_before, what="ended_before")
             ),
         )
-        return await self._store.list(
+        if upcoming is not None and not isinstance(upcoming, bool):
+            raise InvalidArgument(f"upcoming must be True, False or None, got {upcoming!r}")
+        return await list_instances(
+            self._store,
             state=state,
             task=task,
             limit=limit,
             before_id=before_id,
-            where=None if where == InstanceFilter() else where,
+            where=where,
+            upcoming=upcoming,
+            now_us=self._clock.now_us(),
         )
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
@@ -389,6 +401,7 @@ class Scheduler(ScheduleMethods, OperationMethods):
             store=self._store.health(),
             janitor=None if self._janitor is None else self._janitor.statistics(),
             cluster=None if self._cluster is None else self._cluster.statistics(),
+            store_calls=self._store.latency(),
         )
 
     def now(self) -> datetime:

@@ -76,7 +76,8 @@ def backoff_us(task: Task, attempt: int, rng: random.Random) -> int:
     """Exponential backoff with a cap and full jitter, for the retry after ``attempt``."""
     base = task.backoff_base.total_seconds()
     cap = task.backoff_cap.total_seconds()
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    # 2**63 s is past any cap; a larger power would not convert to float (attempt > 1024).
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 63)))
     return int(rng.uniform(0, ceiling) * 1e6)
 
 
@@ -203,9 +204,15 @@ class Recorder:
         accepted = await self._store.finish(self._owner, finishes, self._clock.now_us())
         self._batches += 1
         now = self._clock.now_us()
-        for outcome, fin, ok in zip(outcomes, finishes, accepted, strict=True):
+        for outcome, written, ok in zip(outcomes, finishes, accepted, strict=True):
             inst = outcome.instance
-            self._abort_marks.discard(inst.id)
+            fin = written
+            if inst.id in self._abort_marks:
+                self._abort_marks.discard(inst.id)
+                if written.state is State.PENDING:
+                    # An abort requested wins: the store wrote the retry or give-back
+                    # ABORTED (stores/_rules.finished_state); report what it wrote.
+                    fin = attrs.evolve(written, state=State.ABORTED)
             if not ok:
                 self._refused += 1
                 log.warning(

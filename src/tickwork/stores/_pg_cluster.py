@@ -231,8 +231,8 @@ HEARTBEAT_NODES: Final = """
          FROM {s}.claims WHERE owner <> %(owner)s)
 """
 
-# Schema version 7: what each node runs (the CLI refuses a task no live node knows).
-V7_NODE_TASKS: Final[tuple[str, ...]] = (
+# Schema version 8: what each node runs (the CLI refuses a task no live node knows).
+V8_NODE_TASKS: Final[tuple[str, ...]] = (
     "ALTER TABLE {s}.nodes ADD COLUMN tasks text[], ADD COLUMN max_params_bytes bigint",
 )
 

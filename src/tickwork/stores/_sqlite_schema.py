@@ -16,6 +16,7 @@ import sqlite3
 from typing import Final
 
 from tickwork.errors import NotATickworkDatabase, SchemaTooNew, StoreError
+from tickwork.stores._sqlite_tokens import V7_TOKENS
 
 #: "tick" in ASCII: the file header mark of a tickwork database.
 APPLICATION_ID: Final = 0x7469636B
@@ -165,7 +166,7 @@ ALTER TABLE instances ADD COLUMN last_output TEXT;
 # The nodes that ran on the file (tickwork.stores._sqlite_nodes): who holds the node lock
 # (for StoreLocked's message), and the tasks each node runs (the CLI refuses a task no
 # node knows). ``tasks`` is a JSON list, NULL until the node recorded it.
-_V7_NODES: Final = """
+_V8_NODES: Final = """
 CREATE TABLE nodes (
     node_id TEXT PRIMARY KEY NOT NULL,
     started INTEGER NOT NULL,
@@ -186,7 +187,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V4_ADMITTED,
     _V5_LAST_ATTEMPT,
     _V6_OUTPUT,
-    _V7_NODES,
+    V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores._sqlite_tokens)
+    _V8_NODES,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -32,10 +32,12 @@ from tickwork.model import (
 from tickwork.state import TERMINAL, State
 from tickwork.stores._memory_nodes import MemoryNodes
 from tickwork.stores._memory_schedules import MemoryScheduleMethods
+from tickwork.stores._memory_tokens import MemoryTokens
 from tickwork.stores._rules import (
     HELD,
     check_finish_state,
     finish_allowed,
+    finished_state,
     history_state,
     released_state,
 )
@@ -60,7 +62,7 @@ def _listed(inst: Instance) -> Instance:
     return attrs.evolve(inst, params=b"", params_size=len(inst.params))
 
 
-class MemoryStore(MemoryScheduleMethods):
+class MemoryStore(MemoryTokens, MemoryScheduleMethods):
     """The Store protocol in memory, for tests and for schedulers that need no durability.
 
     One object is one database: closing and opening it again (a simulated restart) keeps
@@ -318,7 +320,8 @@ class MemoryStore(MemoryScheduleMethods):
             if row is None or not finish_allowed(row.state, f.state):
                 out.append(False)
                 continue
-            if f.state is State.PENDING:
+            target = finished_state(f.state, f.id in self._abort)
+            if target is State.PENDING:
                 new = attrs.evolve(
                     row,
                     state=State.PENDING,
@@ -333,7 +336,7 @@ class MemoryStore(MemoryScheduleMethods):
             else:
                 new = attrs.evolve(
                     row,
-                    state=f.state,
+                    state=target,
                     attempts=f.attempts,
                     error=f.error,
                     claim_token=None,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
     from tickwork.state import State
     from tickwork.stores.cluster import NodeInfo
+    from tickwork.stores.tokens import Token
 
 __all__ = ["SQLiteStore"]
 
@@ -275,6 +276,20 @@ class SQLiteStore(SQLiteScheduleMethods):
             return _sqlite_nodes.nodes(o.conn, locked=locked, held=o.held())
 
         return await self._call(read)
+
+    # -- API tokens (tickwork.stores.tokens.TokenStore) --------------------------------------
+
+    async def add_token(self, token: Token, token_digest: str) -> None:
+        await self._call(lambda o: o.add_token(token, token_digest))
+
+    async def tokens(self) -> builtins.list[Token]:
+        return await self._call(lambda o: o.tokens())
+
+    async def token_by_digest(self, token_digest: str) -> Token | None:
+        return await self._call(lambda o: o.token_by_digest(token_digest))
+
+    async def remove_token(self, token_id: str) -> bool:
+        return await self._call(lambda o: o.remove_token(token_id))
 
     async def prune(self, before_us: int, limit: int) -> int:
         """Retention: delete a bounded batch of old rows; see
