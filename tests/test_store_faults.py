@@ -19,7 +19,7 @@ import pytest
 import trio
 
 import tickwork
-import tickwork.stores.sqlite
+import tickwork.stores._sqlite_open
 from faults import FaultyStore
 from helpers import Recording, settle, wait_until
 from tickwork import State
@@ -210,7 +210,7 @@ async def test_a_locked_sqlite_database_is_waited_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     # another process holds the write lock longer than the busy timeout: SQLITE_BUSY
-    monkeypatch.setattr(tickwork.stores.sqlite, "BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(tickwork.stores._sqlite_open, "BUSY_TIMEOUT_MS", 20)
     db = tmp_path / "locked.db"
     task = Recording(VirtualClock())  # its clock is only for the run records
     async with tickwork.open_scheduler(
