@@ -46,6 +46,7 @@ from tickwork._cli_format import (
     nodes_table,
     stats_text,
 )
+from tickwork._cli_http import token
 from tickwork._cli_list import list_instances, show
 from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
@@ -369,6 +370,7 @@ cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
 cli.add_command(show)  # tickwork show ID (_cli_list.py)
 cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
+cli.add_command(token)  # tickwork token ... (_cli_http.py)
 
 
 # -- entry point ----------------------------------------------------------------------------
