@@ -1,3 +1,4 @@
+# ruff: noqa: INP001 - a script beside the docs it illustrates, not a package
 """Regenerate the web UI's screenshots in docs/img/ (shown in docs/ui.md and the README).
 
     .venv/bin/python docs/ui_screenshots.py
@@ -112,14 +113,17 @@ def photograph(base: str, ids: dict[str, int]) -> None:
             if name == "dashboard":
                 page.wait_for_selector("#chart svg", timeout=20_000)
             page.screenshot(path=str(OUT / f"ui-{name}.png"), full_page=name != "instances")
-            print(f"docs/img/ui-{name}.png")
+            sys.stdout.write(f"docs/img/ui-{name}.png\n")
         browser.close()
 
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = tickwork.SQLiteStore(Path(tmp) / "tickwork.db")
-        async with tickwork.open_scheduler(store, tasks=[tickwork.BashTask()]) as s, trio.open_nursery() as n:
+        async with (
+            tickwork.open_scheduler(store, tasks=[tickwork.BashTask()]) as s,
+            trio.open_nursery() as n,
+        ):
             ids = await workload(s)
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))

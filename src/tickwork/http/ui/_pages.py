@@ -79,7 +79,7 @@ def _int_param(request: Request, name: str) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-async def instances(request: Request) -> Response:  # noqa: C901, PLR0912 - one branch per filter
+async def instances(request: Request) -> Response:  # noqa: C901 - one branch per filter
     scheduler = scheduler_of(request)
     q = request.query_params
     tab = q.get("tab", "history")
@@ -124,7 +124,11 @@ async def instances(request: Request) -> Response:  # noqa: C901, PLR0912 - one 
         page, note = [], str(exc)
     more = len(page) > PAGE
     page = page[:PAGE]
-    filters = {"state": state.name if state else "", "task": task or "", "schedule": schedule_id or ""}
+    filters = {
+        "state": state.name if state else "",
+        "task": task or "",
+        "schedule": schedule_id or "",
+    }
     return _render(
         request,
         "instances.html",

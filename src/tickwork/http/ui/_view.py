@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import cronsim
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -14,7 +14,7 @@ from starlette.templating import Jinja2Templates
 from tickwork._cli_format import format_duration
 from tickwork._time import from_us
 from tickwork.model import unpack
-from tickwork.triggers import Cron, Interval
+from tickwork.triggers import Cron
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 
 __all__ = ["templates", "write_allowed"]
 
+#: What a missing value shows (an en dash).
+_NONE = "\u2013"
+
 
 def _time(us: int | None) -> str:
     """UTC microseconds as ``2026-12-01 09:00:00 UTC`` (the page says UTC once)."""
     if us is None:
-        return "–"
+        return _NONE
     return from_us(us).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -38,7 +41,7 @@ def _iso(us: int | None) -> str:
 def _ago(us: int | None, now_us: int) -> str:
     """``3m ago`` / ``in 5s`` relative to ``now_us``."""
     if us is None:
-        return "–"
+        return _NONE
     gap = now_us - us
     text = format_duration(timedelta(microseconds=abs(gap)))
     if abs(gap) < 1_000_000:
@@ -47,7 +50,7 @@ def _ago(us: int | None, now_us: int) -> str:
 
 
 def _duration_us(us: int | None) -> str:
-    return "–" if us is None else format_duration(timedelta(microseconds=us))
+    return _NONE if us is None else format_duration(timedelta(microseconds=us))
 
 
 def params_text(params: bytes) -> str:
@@ -77,23 +80,19 @@ def params_short(params: bytes, width: int = 70) -> str:
 def trigger_words(schedule: Schedule) -> str:
     """The schedule's rule in plain English (cronsim's explainer for cron)."""
     trigger = schedule.trigger
-    if isinstance(trigger, Interval):
-        return f"Every {format_duration(trigger.every)}"
     if isinstance(trigger, Cron):
         try:
             return str(cronsim.CronSim(trigger.expr, datetime.now(UTC)).explain())
         except Exception:  # noqa: BLE001 - an expression the explainer does not cover
             return trigger.expr
-    return str(trigger)  # pragma: no cover - every trigger kind is above
+    return f"Every {format_duration(trigger.every)}"
 
 
 def trigger_text(schedule: Schedule) -> str:
     trigger = schedule.trigger
     if isinstance(trigger, Cron):
         return trigger.expr
-    if isinstance(trigger, Interval):
-        return f"every {format_duration(trigger.every)}"
-    return str(trigger)  # pragma: no cover
+    return f"every {format_duration(trigger.every)}"
 
 
 def trigger_zone(schedule: Schedule) -> str:
@@ -114,7 +113,7 @@ def write_allowed(request: Request) -> bool:
     """
     if not hasattr(request.state, "auth_scope"):
         return True
-    return request.state.auth_scope == "admin"
+    return bool(request.state.auth_scope == "admin")
 
 
 def csrf_token(request: Request) -> str:
