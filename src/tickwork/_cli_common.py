@@ -151,8 +151,15 @@ async def client(db: DbTarget) -> AsyncIterator[Store]:
 
 
 def packed(params: Any) -> bytes:
-    """``--params`` (parsed JSON, or None) as the bytes a task receives."""
-    return b"" if params is None else pack(params)
+    """``--params`` (parsed JSON, or None) as the bytes a task receives.
+
+    Raises:
+        click.BadParameter: msgpack cannot hold it (an integer past 64 bits).
+    """
+    try:
+        return b"" if params is None else pack(params)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None
 
 
 def checked_params(task: str, data: bytes) -> bytes:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 import click
 
+from tickwork._time import MAX_DURATION, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -33,6 +34,7 @@ __all__ = [
     "DURATION",
     "ID",
     "JSON",
+    "MAX_ID",
     "POSITIVE_DURATION",
     "STATE",
     "TASK_NAME_TYPE",
@@ -65,36 +67,46 @@ _NUMBER = r"\d+(?:\.\d*)?|\.\d+"
 _PART = re.compile(rf"\s*({_NUMBER})\s*(ms|[smhdw])")
 _PLAIN = re.compile(rf"\s*({_NUMBER})\s*")
 #: The keys of the bash task's params (see ``BashTask.params``).
-BASH_KEYS = ("cmd", "timeout", "env", "cwd")
+BASH_KEYS = ("cmd", "timeout", "env", "cwd", "user")
 _DURATION_HELP = "use forms like 30s, 5m, 1h30m, 2d, 500ms, or plain seconds"
+#: The largest instance id: the stores' ids are signed 64-bit integers.
+MAX_ID = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse ``30s``, ``5m``, ``1h30m``, ``2d``, ``500ms``, ``1.5h`` or plain seconds.
 
     Raises:
-        ValueError: the text is not such a duration (or is too large).
+        ValueError: the text is not such a duration, or is longer than the span of years
+            1-9999 (``MAX_DURATION``), past which no time or stored duration can go.
     """
     stripped = text.strip()
+    too_long = ValueError(
+        f"duration {text!r} is too long: at most {MAX_DURATION.days} days (years 1-9999)"
+    )
     try:
         plain = _PLAIN.fullmatch(stripped)
         if plain:
-            return timedelta(seconds=float(plain.group(1)))
-        total, pos, seen = timedelta(0), 0, set()
-        while stripped and pos < len(stripped):
-            part = _PART.match(stripped, pos)
-            if part is None or part.group(2) in seen:
-                break
-            unit = part.group(2)
-            seen.add(unit)
-            total += float(part.group(1)) * _UNITS[unit]
-            pos = part.end()
+            total = timedelta(seconds=float(plain.group(1)))
         else:
-            if seen:
-                return total
+            total, pos = timedelta(0), 0
+            seen: set[str] = set()
+            while pos < len(stripped):
+                part = _PART.match(stripped, pos)
+                if part is None or part.group(2) in seen:
+                    seen.clear()  # not a duration: refused below
+                    break
+                unit = part.group(2)
+                seen.add(unit)
+                total += float(part.group(1)) * _UNITS[unit]
+                pos = part.end()
+            if not seen:
+                raise ValueError(f"invalid duration {text!r}: {_DURATION_HELP}")
     except OverflowError:
-        raise ValueError(f"duration {text!r} is too large") from None
-    raise ValueError(f"invalid duration {text!r}: {_DURATION_HELP}")
+        raise too_long from None
+    if total > MAX_DURATION:
+        raise too_long
+    return total
 
 
 def parse_positive_duration(text: str) -> timedelta:
@@ -113,8 +125,8 @@ def parse_time(text: str) -> datetime:
     """Parse an ISO-8601 time that carries a UTC offset (or ``Z``).
 
     Raises:
-        ValueError: not ISO-8601, or naive (local time is ambiguous across DST changes and
-            machines, so the CLI refuses to guess).
+        ValueError: not ISO-8601, naive (local time is ambiguous across DST changes and
+            machines, so the CLI refuses to guess), or outside years 1-9999 in UTC.
     """
     try:
         when = datetime.fromisoformat(text.strip())
@@ -128,6 +140,10 @@ def parse_time(text: str) -> datetime:
             f"time {text!r} has no time zone: add a UTC offset, "
             "e.g. 2026-12-01T09:00:00+01:00, or Z"
         )
+    try:
+        to_us(when, what="time")
+    except InvalidArgument as exc:
+        raise ValueError(str(exc)) from None
     return when
 
 
@@ -145,7 +161,7 @@ def parse_state(text: str) -> State:
 
 
 def parse_id(text: str) -> int:
-    """An instance id: a positive integer.
+    """An instance id: a positive integer, at most :data:`MAX_ID`.
 
     Raises:
         ValueError: anything else.
@@ -154,8 +170,8 @@ def parse_id(text: str) -> int:
         value = int(text.strip())
     except ValueError:
         value = 0
-    if value < 1:
-        raise ValueError(f"instance ids are positive integers, got {text!r}")
+    if not 1 <= value <= MAX_ID:
+        raise ValueError(f"instance ids are positive integers up to {MAX_ID}, got {text!r}")
     return value
 
 
@@ -333,7 +349,11 @@ def bash_params(
     spec = _with_place(spec, cwd or default_cwd if "cwd" not in spec else cwd, env)
     try:
         return BashTask.params(
-            spec["cmd"], timeout=spec.get("timeout"), env=spec.get("env"), cwd=spec.get("cwd")
+            spec["cmd"],
+            timeout=spec.get("timeout"),
+            env=spec.get("env"),
+            cwd=spec.get("cwd"),
+            user=spec.get("user"),
         )
     except InvalidArgument as exc:
         raise click.BadParameter(str(exc), param_hint="'--params'") from None

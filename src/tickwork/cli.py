@@ -37,6 +37,7 @@ from tickwork._cli_common import (
     utc_option,
 )
 from tickwork._cli_cron import cron
+from tickwork._cli_cron_import import import_crontab
 from tickwork._cli_format import (
     dump_json,
     error_report,
@@ -45,6 +46,7 @@ from tickwork._cli_format import (
     nodes_table,
     stats_text,
 )
+from tickwork._cli_http import token
 from tickwork._cli_list import list_instances, show
 from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
@@ -63,13 +65,13 @@ from tickwork._cli_run import run
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import Instance, NewInstance, validate_new
+from tickwork.model import MAX_ATTEMPTS, Instance, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from tickwork.model import AbortResult, Instance
     from tickwork.stores.cluster import NodeInfo
@@ -128,7 +130,7 @@ def cli() -> None:
 @click.option("--dedup-key", metavar="KEY", help="Add at most one instance with this key.")
 @click.option(
     "--max-attempts",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_ATTEMPTS),
     metavar="N",
     help="Run up to N times if it fails.  [default: the task's; once]",
 )
@@ -183,7 +185,7 @@ def add(
         data = packed(params)
     data = checked_params(task, data)
     now_us = SystemClock().now_us()
-    run_at = from_us(now_us) + delay if delay is not None else at
+    run_at = at if delay is None else _from_now(now_us, delay)
     try:
         row = validate_new(
             NewInstance(
@@ -215,6 +217,17 @@ def add(
             err=True,
         )
     emit({**instance_dict(inst), "created": created}, as_json, str(inst.id))
+
+
+def _from_now(now_us: int, delay: timedelta) -> datetime:
+    """``--in``: now + ``delay``, refused past year 9999."""
+    try:
+        return from_us(now_us) + delay
+    except OverflowError:
+        raise click.BadParameter(
+            f"now + {delay} is past year 9999, the last time tickwork stores",
+            param_hint="'--in'",
+        ) from None
 
 
 # -- abort / stats ------------------------------------------------------------------------
@@ -352,10 +365,12 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
+cron.add_command(import_crontab)  # tickwork cron import (_cli_cron_import.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
 cli.add_command(show)  # tickwork show ID (_cli_list.py)
 cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
+cli.add_command(token)  # tickwork token ... (_cli_http.py)
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -13,11 +13,16 @@ from typing import Any
 import attrs
 import msgpack
 
-from tickwork._time import from_us, to_us
+from tickwork._time import MAX_DURATION, from_us, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
 
+#: The most attempts an instance may have (a 32-bit int: retries with the default 10 min
+#: backoff cap would take 40,000 years).
+MAX_ATTEMPTS = 2**31 - 1
+
 __all__ = [
+    "MAX_ATTEMPTS",
     "AbortResult",
     "Attempt",
     "Finish",
@@ -248,13 +253,18 @@ def validate_new(new: NewInstance) -> NewRow:
             "(Scheduler.retry) to the instance it retries"
         )
     if new.max_attempts is not None and (
-        not isinstance(new.max_attempts, int) or new.max_attempts < 1
+        not isinstance(new.max_attempts, int) or not 1 <= new.max_attempts <= MAX_ATTEMPTS
     ):
-        raise InvalidArgument(f"max_attempts must be an integer >= 1, got {new.max_attempts!r}")
+        raise InvalidArgument(
+            f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, got {new.max_attempts!r}"
+        )
     timeout_us = None
     if new.timeout is not None:
-        if not isinstance(new.timeout, timedelta) or new.timeout <= timedelta(0):
-            raise InvalidArgument(f"timeout must be a positive timedelta, got {new.timeout!r}")
+        if not isinstance(new.timeout, timedelta) or not timedelta(0) < new.timeout <= MAX_DURATION:
+            raise InvalidArgument(
+                f"timeout must be a positive timedelta of at most {MAX_DURATION.days} days, "
+                f"got {new.timeout!r}"
+            )
         timeout_us = int(new.timeout.total_seconds() * 1_000_000)
     return NewRow(
         task=new.task,

@@ -76,7 +76,8 @@ def backoff_us(task: Task, attempt: int, rng: random.Random) -> int:
     """Exponential backoff with a cap and full jitter, for the retry after ``attempt``."""
     base = task.backoff_base.total_seconds()
     cap = task.backoff_cap.total_seconds()
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    # 2**63 s is past any cap; a larger power would not convert to float (attempt > 1024).
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 63)))
     return int(rng.uniform(0, ceiling) * 1e6)
 
 

@@ -15,8 +15,14 @@ from tickwork.tasks._handoff import HandoffError as HandoffError
 from tickwork.tasks._handoff import HandoffRejected as HandoffRejected
 from tickwork.tasks._handoff import HandoffRetryable as HandoffRetryable
 from tickwork.tasks._settings import HandoffSettings as HandoffSettings
+from tickwork.tasks.amqp import AmqpPublish
+from tickwork.tasks.amqp import AmqpTask as AmqpTask
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.celery import CelerySend
+from tickwork.tasks.celery import CeleryTask as CeleryTask
+from tickwork.tasks.nats import NatsPublish
+from tickwork.tasks.nats import NatsTask as NatsTask
 from tickwork.tasks.redis import RedisSend
 from tickwork.tasks.redis import RedisTask as RedisTask
 from tickwork.tasks.webhook import WebhookCall
@@ -24,12 +30,15 @@ from tickwork.tasks.webhook import WebhookTask as WebhookTask
 from tickwork.tasks.webhook import post_webhook as post_webhook
 
 __all__ = [
+    "AmqpTask",
     "BashFailed",
     "BashTask",
+    "CeleryTask",
     "HandoffError",
     "HandoffRejected",
     "HandoffRetryable",
     "HandoffSettings",
+    "NatsTask",
     "RedisTask",
     "WebhookTask",
     "builtin_tasks",
@@ -41,13 +50,23 @@ __all__ = [
 _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
     WebhookTask.name: WebhookCall.from_params,
     RedisTask.name: RedisSend.from_params,
+    NatsTask.name: NatsPublish.from_params,
+    AmqpTask.name: AmqpPublish.from_params,
+    CeleryTask.name: CelerySend.from_params,
 }
 
 
 def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
     """bash and every hand-off task, configured from ``settings`` (default: environment)."""
     settings = settings or HandoffSettings.from_env()
-    return [BashTask(), WebhookTask(settings=settings), RedisTask(settings=settings)]
+    return [
+        BashTask(),
+        WebhookTask(settings=settings),
+        RedisTask(settings=settings),
+        NatsTask(settings=settings),
+        AmqpTask(settings=settings),
+        CeleryTask(settings=settings),
+    ]
 
 
 def validate_builtin_params(task: str, params: bytes) -> None:
