@@ -16,7 +16,6 @@ import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -24,6 +23,7 @@ from hypercorn.trio import serve
 from playwright.sync_api import sync_playwright
 
 import tickwork
+from tickwork.http import create_app
 
 OUT = Path(__file__).resolve().parent / "img"
 CHROMIUM = "/usr/bin/chromium"
@@ -36,6 +36,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: How long the dashboard stays open before its photograph, the node busy meanwhile.
+CHART_SECONDS = 40
 PAGES = [
     ("dashboard", "/"),
     ("instances", "/instances"),
@@ -45,21 +47,6 @@ PAGES = [
     ("schedule", "/schedules/backup"),
     ("nodes", "/nodes"),
 ]
-
-
-def build_app(scheduler: tickwork.Scheduler) -> Any:
-    """The node's HTTP app (``tickwork.http.create_app``), or the UI's pages alone."""
-    try:
-        from tickwork.http import create_app  # noqa: PLC0415 - only when it exists
-    except ImportError:
-        from starlette.applications import Starlette  # noqa: PLC0415
-
-        from tickwork.http.ui import ui_routes  # noqa: PLC0415
-
-        app = Starlette(routes=ui_routes())
-        app.state.scheduler = scheduler
-        return app
-    return create_app(scheduler)
 
 
 async def workload(s: tickwork.Scheduler) -> dict[str, int]:
@@ -103,6 +90,15 @@ async def workload(s: tickwork.Scheduler) -> dict[str, int]:
     return {"failed": failed, "slow": slow, "first": ids[0]}
 
 
+async def feed(s: tickwork.Scheduler) -> None:
+    """A steady trickle with a burst in the middle, for the dashboard's chart."""
+    bash = tickwork.BashTask.params("true")
+    for n in range(CHART_SECONDS * 2):
+        burst = 12 if CHART_SECONDS <= n < CHART_SECONDS + 10 else 3
+        await s.schedule_many([tickwork.NewInstance("bash", s.now(), bash)] * burst)
+        await trio.sleep(0.5)
+
+
 def photograph(base: str, ids: dict[str, int]) -> None:
     OUT.mkdir(exist_ok=True)
     with sync_playwright() as pw:
@@ -111,7 +107,8 @@ def photograph(base: str, ids: dict[str, int]) -> None:
         for name, path in PAGES:
             page.goto(base + path.format(**ids))
             if name == "dashboard":
-                page.wait_for_selector("#chart svg", timeout=20_000)
+                # the chart draws a sample every 2 s while the page is open
+                page.wait_for_timeout(CHART_SECONDS * 1000)
             page.screenshot(path=str(OUT / f"ui-{name}.png"), full_page=name != "instances")
             sys.stdout.write(f"docs/img/ui-{name}.png\n")
         browser.close()
@@ -133,11 +130,13 @@ async def main() -> None:
             config.bind = [f"127.0.0.1:{port}"]
             config.accesslog = None
             stop = trio.Event()
-            n.start_soon(lambda: serve(build_app(s), config, shutdown_trigger=stop.wait))
+            n.start_soon(lambda: serve(create_app(s), config, shutdown_trigger=stop.wait))
             await trio.sleep(1)
+            n.start_soon(feed, s)
             await trio.to_thread.run_sync(photograph, f"http://127.0.0.1:{port}", ids)
-            stop.set()
             await s.abort(ids["slow"])
+            stop.set()
+            n.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

@@ -190,10 +190,6 @@ def test_pause_resume_and_run_now_buttons(live: LiveNode, page: Page) -> None:
 
 
 def test_live_update_arrives_without_a_reload(live: LiveNode, page: Page) -> None:
-    try:
-        from tickwork.http import create_app  # noqa: F401 - the event stream is the node's
-    except ImportError:
-        pytest.fail("tickwork.http.create_app (the /api/events stream) is missing")
     page.goto(live.base + "/instances?tab=all")
     page.wait_for_selector("#live-status.on")
     page.evaluate("document.body.dataset.marker = 'same page'")

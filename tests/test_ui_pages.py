@@ -55,6 +55,15 @@ async def settle_until(check: Any, clock: trio.testing.MockClock) -> None:
     raise AssertionError("never happened")
 
 
+async def submit(client: httpx.AsyncClient, action: str) -> httpx.Response:
+    """Post a form as the browser does: with the CSRF token the pages carry (the app's
+    session cookie stays in the client)."""
+    await client.get("/")  # opens the session (its cookie stays in the client)
+    session = await client.get("/api/session")
+    token = session.json().get("csrf_token") or ""
+    return await client.post(action, data={"csrf_token": token})
+
+
 async def settled(clock: trio.testing.MockClock, afn: Any, *args: Any, **kw: Any) -> Any:
     """``await afn(*args, **kw)`` while moving virtual time (a recorder lingers, an abort
     waits for the outcome to be written)."""
@@ -183,14 +192,12 @@ async def test_abort_and_retry_buttons(
     page = (await client.get(f"/instances/{held}")).text
     assert f'action="/instances/{held}/abort"' in page
     assert f'action="/instances/{held}/retry"' not in page
-    response = await settled(
-        mock_clock, client.post, f"/instances/{held}/abort", data={"csrf_token": ""}
-    )
+    response = await settled(mock_clock, submit, client, f"/instances/{held}/abort")
     assert response.status_code == 303
     assert (await ended(node, held, mock_clock)).state is State.ABORTED
     page = (await client.get(f"/instances/{held}")).text
     assert f'action="/instances/{held}/retry"' in page
-    retried = await client.post(f"/instances/{held}/retry", data={"csrf_token": ""})
+    retried = await submit(client, f"/instances/{held}/retry")
     assert retried.status_code == 303
     new_id = int(retried.headers["location"].split("?")[0].rsplit("/", 1)[1])
     assert (await node.get(new_id)).retry_of == held
@@ -198,65 +205,59 @@ async def test_abort_and_retry_buttons(
     assert f"Retrying instance {held} as {new_id}" in shown
     assert f'href="/instances/{held}"' in shown  # the link back to what it retries
     # a refusal comes back as a message, not an error page
-    again = await client.post(f"/instances/{new_id}/retry", data={"csrf_token": ""})
+    again = await submit(client, f"/instances/{new_id}/retry")
     assert again.status_code == 303
     assert "error=" in again.headers["location"]
     assert "can be retried" in html.unescape((await client.get(again.headers["location"])).text)
-    assert (await client.post(f"/instances/{held}/explode")).status_code == 404
+    assert (await submit(client, f"/instances/{held}/explode")).status_code == 404
 
 
 async def test_schedule_buttons(node: tickwork.Scheduler, client: httpx.AsyncClient) -> None:
     await node.add_schedule("echo", tickwork.Cron("0 3 * * *"), schedule_id="nightly")
-    assert (await client.post("/schedules/nightly/pause")).status_code == 303
+    assert (await submit(client, "/schedules/nightly/pause")).status_code == 303
     assert (await node.get_schedule("nightly")).paused
     assert 'action="/schedules/nightly/resume"' in (await client.get("/schedules/nightly")).text
-    await client.post("/schedules/nightly/resume")
+    await submit(client, "/schedules/nightly/resume")
     assert not (await node.get_schedule("nightly")).paused
-    ran = await client.post("/schedules/nightly/run-now")
+    ran = await submit(client, "/schedules/nightly/run-now")
     assert "Running+nightly+now" in ran.headers["location"]
-    removed = await client.post("/schedules/nightly/remove")
+    removed = await submit(client, "/schedules/nightly/remove")
     assert removed.headers["location"].startswith("/schedules?done=Removed")
     with pytest.raises(tickwork.NotFound):
         await node.get_schedule("nightly")
-    missing = await client.post("/schedules/nightly/pause")
+    missing = await submit(client, "/schedules/nightly/pause")
     assert "error=" in missing.headers["location"]
 
 
 async def test_read_scope_hides_the_buttons(node: tickwork.Scheduler) -> None:
-    """The app's middleware says the scope; a read-only session sees no forms that post."""
-    from starlette.middleware.base import BaseHTTPMiddleware
-
-    async def as_reader(request: Any, call_next: Any) -> Any:
-        request.state.auth_scope = "read"
-        request.state.csrf_token = "tok"  # noqa: S105 - a test value
-        return await call_next(request)
-
-    app = make_app(node)
-    app.add_middleware(BaseHTTPMiddleware, dispatch=as_reader)
+    """Signed in with a read token, the pages show no form that posts, and a post is
+    refused by the app's middleware."""
+    _, read_text = await node.add_token("read")
     await node.add_schedule("echo", tickwork.Cron("0 3 * * *"), schedule_id="nightly")
     iid = await node.schedule("echo", at=node.now() + timedelta(hours=1))
-    transport = httpx.ASGITransport(app=app)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    transport = httpx.ASGITransport(app=make_app(node))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        await c.post("/login", content=f"token={read_text}".encode(), headers=form)
         for path in (f"/instances/{iid}", "/schedules", "/schedules/nightly"):
             text = (await c.get(path)).text
             assert 'method="post"' not in text, path
             assert "read-only" in text
+        refused = await submit(c, f"/instances/{iid}/abort")
+        assert refused.status_code == 403
+    assert not (await node.get(iid)).state.terminal
 
 
-async def test_forms_carry_the_csrf_token(node: tickwork.Scheduler) -> None:
-    from starlette.middleware.base import BaseHTTPMiddleware
-
-    async def as_admin(request: Any, call_next: Any) -> Any:
-        request.state.auth_scope = "admin"
-        request.state.csrf_token = "s3cret-token"  # noqa: S105 - a test value
-        return await call_next(request)
-
-    app = make_app(node)
-    app.add_middleware(BaseHTTPMiddleware, dispatch=as_admin)
+async def test_forms_carry_the_csrf_token_and_need_it(node: tickwork.Scheduler) -> None:
     iid = await node.schedule("echo", at=node.now() + timedelta(hours=1))
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=make_app(node))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         text = (await c.get(f"/instances/{iid}")).text
+        token = (await c.get("/api/session")).json()["csrf_token"]
+        without = await c.post(f"/instances/{iid}/abort", data={"csrf_token": "forged"})
     forms = re.findall(r"<form method=\"post\".*?</form>", text, flags=re.DOTALL)
     assert forms
-    assert all('name="csrf_token" value="s3cret-token"' in f for f in forms)
+    assert token
+    assert all(f'name="csrf_token" value="{token}"' in f for f in forms)
+    assert without.status_code == 403
+    assert not (await node.get(iid)).state.terminal

@@ -1,6 +1,5 @@
-"""The web UI under test: its app (the node's ``create_app`` when it exists, else the
-UI's routes alone on a Starlette app holding the scheduler, as the contract says) and a
-node served over loopback in a thread, for the browser tests."""
+"""The web UI under test: the node's app (``create_app``, which mounts the UI) and a node
+served over loopback in a thread, for the browser tests."""
 
 from __future__ import annotations
 
@@ -21,16 +20,9 @@ T = TypeVar("T")
 
 
 def make_app(scheduler: tickwork.Scheduler) -> Any:
-    try:
-        from tickwork.http import create_app
-    except ImportError:
-        from starlette.applications import Starlette
+    """The node's HTTP app, which mounts the UI (and its auth: open on loopback)."""
+    from tickwork.http import create_app
 
-        from tickwork.http.ui import ui_routes
-
-        app = Starlette(routes=ui_routes())
-        app.state.scheduler = scheduler
-        return app
     return create_app(scheduler)
 
 

@@ -72,7 +72,7 @@
   function niceMax(value) {
     if (value <= 0) return 1;
     const power = Math.pow(10, Math.floor(Math.log10(value)));
-    for (const step of [1, 2, 5, 10]) if (value <= step * power) return step * power;
+    for (const step of [1, 2, 4, 8, 10]) if (value <= step * power) return step * power;
     return 10 * power;
   }
 
@@ -125,7 +125,7 @@
   function formatNumber(v) {
     if (v >= 1000) return (v / 1000).toFixed(v >= 10000 ? 0 : 1) + "k";
     if (v >= 10 || v === 0) return String(Math.round(v));
-    return v.toFixed(1);
+    return String(Number(v.toFixed(2)));
   }
 
   function chart() {
