@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,12 @@ def entry(*args: str, env: dict[str, str], code: int) -> subprocess.CompletedPro
     return proc
 
 
+def entry_code(*args: str, env: dict[str, str]) -> int:
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], capture_output=True, env=env, timeout=30, check=False
+    ).returncode
+
+
 class EntryNode(Node):
     """The entry point started as the container starts it, with no arguments."""
 
@@ -72,8 +79,15 @@ def test_starts_a_node_on_the_volume_and_stops_on_sigterm(tmp_path: Path) -> Non
     volume = tmp_path / "var-lib-tickwork"
     volume.mkdir()
     db = volume / "tickwork.db"
-    with EntryNode(entry_env(TICKWORK_DB=str(db)), cwd=tmp_path) as node:
+    # loopback: a public address would need an API token first (see the docs)
+    env = entry_env(TICKWORK_DB=str(db), TICKWORK_HTTP=f"127.0.0.1:{free_port()}")
+    with EntryNode(env, cwd=tmp_path) as node:
         node.wait_for(f"started on {db}")
+        # the image's HEALTHCHECK against the real node's /healthz
+        deadline = time.monotonic() + 10
+        while entry_code("healthcheck", env=env) != 0:
+            assert time.monotonic() < deadline, node.log
+            time.sleep(0.1)
         # exec: the container's main process is the node itself, so SIGTERM reaches it
         cmdline = " ".join(psutil.Process(node.proc.pid).cmdline())
         assert "tickwork run" in cmdline, cmdline
