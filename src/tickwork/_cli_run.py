@@ -307,10 +307,11 @@ async def _serve(
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
-                    service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
                     async with trio.open_nursery() as web:
                         if http is not None:
                             await web.start(_serve_http, scheduler, http, http_given)
+                        # ready: every actor runs, and the HTTP API answers
+                        service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
                         await stop.wait()
                         web.cancel_scope.cancel()  # the HTTP server stops before the node
                     service.notify(
