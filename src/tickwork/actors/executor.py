@@ -313,6 +313,8 @@ class Executor:
         self._last_lateness = lateness
         self._mean_lateness += (lateness - self._mean_lateness) * 0.01
         self._started += 1
+        if inst.schedule_id is not None:
+            self._overlap.started(inst, started)
         if self._on_running is not None:
             self._on_running(inst, started)
         return started
