@@ -82,7 +82,7 @@ async def _measure(db: str, stored: int, repeats: int) -> dict[str, dict[str, fl
         out: dict[str, dict[str, float]] = {}
         async with trio.open_nursery() as nursery:
             host, port = await nursery.start(serve, s, "127.0.0.1", 0)
-            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=600) as client:
                 for name, path in pages.items():
                     took: list[float] = []
                     for k in range(repeats + 1):
@@ -97,6 +97,7 @@ async def _measure(db: str, stored: int, repeats: int) -> dict[str, dict[str, fl
                         "p50_ms": 1000 * percentile(took, 0.5),
                         "p99_ms": 1000 * percentile(took, 0.99),
                     }
+                    print(f"{name}: p50 {out[name]['p50_ms']:.1f} ms", flush=True)  # noqa: T201
             nursery.cancel_scope.cancel()
     return out
 
