@@ -232,7 +232,18 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
 
     def publish(inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
         if hub.active:
-            hub.publish(TransitionEvent(inst.id, inst.task, from_state, to_state, at_us, node))
+            hub.publish(
+                TransitionEvent(
+                    inst.id,
+                    inst.task,
+                    from_state,
+                    to_state,
+                    at_us,
+                    node,
+                    inst.run_at_us,
+                    inst.schedule_id,
+                )
+            )
 
     def on_claimed(batch: list[Instance]) -> None:
         if hub.active:

@@ -31,6 +31,7 @@ from tickwork.stores._rules import (
     released_state,
 )
 from tickwork.stores._sqlite_reads import COLS, STATES, ClaimedRows, Reads, to_instance
+from tickwork.stores._sqlite_tokens import TokenOps
 from tickwork.stores.base import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _ids_json(ids: Iterable[int]) -> str:
     return json.dumps(list(ids))
 
 
-class Ops(Reads):
+class Ops(TokenOps, Reads):
     """The store operations on one connection (autocommit mode, used from one thread)."""
 
     @contextlib.contextmanager

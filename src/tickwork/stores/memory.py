@@ -21,6 +21,7 @@ from tickwork.errors import InvalidArgument, StoreError, StoreLocked
 from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import TERMINAL, State
 from tickwork.stores._memory_schedules import MemoryScheduleMethods
+from tickwork.stores._memory_tokens import MemoryTokens
 from tickwork.stores._rules import (
     HELD,
     check_finish_state,
@@ -41,7 +42,7 @@ __all__ = ["MemoryStore"]
 _NEW_STATES: Final = TERMINAL | {State.PENDING}
 
 
-class MemoryStore(MemoryScheduleMethods):
+class MemoryStore(MemoryTokens, MemoryScheduleMethods):
     """The Store protocol in memory, for tests and for schedulers that need no durability.
 
     One object is one database: closing and opening it again (a simulated restart) keeps
