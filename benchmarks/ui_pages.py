@@ -97,7 +97,6 @@ async def _measure(db: str, stored: int, repeats: int) -> dict[str, dict[str, fl
                         "p50_ms": 1000 * percentile(took, 0.5),
                         "p99_ms": 1000 * percentile(took, 0.99),
                     }
-                    print(f"{name}: p50 {out[name]['p50_ms']:.1f} ms", flush=True)  # noqa: T201
             nursery.cancel_scope.cancel()
     return out
 
