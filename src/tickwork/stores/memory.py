@@ -26,6 +26,7 @@ from tickwork.stores._rules import (
     HELD,
     check_finish_state,
     finish_allowed,
+    finished_state,
     history_state,
     released_state,
 )
@@ -280,7 +281,8 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             if row is None or not finish_allowed(row.state, f.state):
                 out.append(False)
                 continue
-            if f.state is State.PENDING:
+            target = finished_state(f.state, f.id in self._abort)
+            if target is State.PENDING:
                 new = attrs.evolve(
                     row,
                     state=State.PENDING,
@@ -295,7 +297,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             else:
                 new = attrs.evolve(
                     row,
-                    state=f.state,
+                    state=target,
                     attempts=f.attempts,
                     error=f.error,
                     claim_token=None,
