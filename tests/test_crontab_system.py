@@ -200,6 +200,7 @@ def test_import_a_system_crontab(tmp_path: Path) -> None:
     assert by_expr["10 3 * * *"]["trigger"]["timezone"] == "UTC"  # --tz, before CRON_TZ
     assert by_expr["30 2 * * 0"]["trigger"]["timezone"] == "Europe/Berlin"
     assert by_expr["30 2 * * 0"]["params"]["env"]["GREETING"] == "hello there"
+    assert "(as nobody) id -un" in tw("cron", "ls", "--db", str(db)).stdout
     again = tw("cron", "import", str(tab), "--system", "--db", str(db))
     assert again.stdout.splitlines()[-1] == f"3 schedules from {tab}: 3 unchanged"
     # a user crontab imported as a system one is refused

@@ -155,7 +155,8 @@ def _command(s: Schedule) -> str:
     except Exception:  # noqa: BLE001 - params a user stored as raw bytes
         return "<bytes>"
     if s.task == BashTask.name and isinstance(params, dict) and "cmd" in params:
-        return str(params["cmd"])
+        user = params.get("user")
+        return str(params["cmd"]) if user is None else f"(as {user}) {params['cmd']}"
     return f"{s.task} {dump_json(params, indent=None)}"
 
 
