@@ -199,3 +199,38 @@ async def test_a_task_with_a_bad_notify_is_refused(autojump_clock):
     with pytest.raises(tickwork.InvalidArgument, match=r"notify must be a tickwork\.Notify"):
         async with tickwork.open_scheduler(store, tasks=[task]):
             pass
+
+
+class SlowThenFast(tickwork.Task):
+    """Runs 8 minutes and fails, then (retried) runs 5 minutes and succeeds."""
+
+    name = "retried"
+    max_attempts = 2
+    backoff_base = timedelta(milliseconds=1)
+    backoff_cap = timedelta(milliseconds=1)
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, params: bytes) -> object:
+        self.runs += 1
+        await trio.sleep(8 * 60 if self.runs == 1 else 5 * 60)
+        if self.runs == 1:
+            raise RuntimeError("first attempt")
+        return None
+
+
+async def test_a_retry_gets_its_own_overdue_deadline(autojump_clock, nursery):
+    """Neither attempt runs over 10 minutes: no notice (the first attempt's deadline falls
+    while the second runs, and must not count against it)."""
+    receiver = await start_receiver(nursery)
+    task = SlowThenFast()
+    task.notify = Notify(url=receiver.url, overdue_after=timedelta(minutes=10))  # type: ignore[misc]
+    clock = VirtualClock()
+    async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[task], clock=clock) as s:
+        iid = await s.schedule("retried", at=clock.now())
+        await wait_until(lambda: task.runs == 2)
+        await settle(s)
+        await trio.sleep(60 * 60)
+        assert (await s.get(iid)).state is State.SUCCEEDED
+    assert receiver.bodies == []

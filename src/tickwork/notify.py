@@ -147,7 +147,7 @@ class _Notifier:
         self._settings = settings
         self._notified: OrderedDict[int, None] = OrderedDict()
         self._limits: dict[str, _Limit] = {}
-        self._running: dict[int, TransitionEvent] = {}
+        self._running: dict[int, tuple[float, TransitionEvent]] = {}  # (deadline, start)
         self._overdue: list[tuple[float, int]] = []  # (trio deadline, instance id)
         self._wake = trio.Event()
         self._outbox, self._inbox = trio.open_memory_channel[_Message](_OUTBOX)
@@ -171,8 +171,8 @@ class _Notifier:
             return
         if ev.to_state is State.RUNNING:
             if notify.overdue_after is not None and "overdue" in notify.on:
-                self._running[ev.instance_id] = ev
                 deadline = trio.current_time() + notify.overdue_after.total_seconds()
+                self._running[ev.instance_id] = (deadline, ev)
                 heapq.heappush(self._overdue, (deadline, ev.instance_id))
                 self._wake.set()
             return
@@ -186,9 +186,10 @@ class _Notifier:
     async def _overdue_loop(self) -> None:
         while True:
             while self._overdue and self._overdue[0][0] <= trio.current_time():
-                _, iid = heapq.heappop(self._overdue)
-                ev = self._running.pop(iid, None)
-                if ev is not None:
+                deadline, iid = heapq.heappop(self._overdue)
+                # only this run's own deadline: a retry of the instance has a later one
+                if self._running.get(iid, (None,))[0] == deadline:
+                    _, ev = self._running.pop(iid)
                     self._queue("overdue", self._settings[ev.task], ev)
             self._wake = trio.Event()
             deadline = self._overdue[0][0] if self._overdue else float("inf")
