@@ -20,7 +20,7 @@ from tickwork._sd_notify import ServiceNotifier
 from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
 from tickwork.stores.tokens import list_tokens
-from tickwork.tasks import builtin_tasks
+from tickwork.tasks import builtin_tasks, missing_builtin_tasks
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -241,6 +241,8 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
         builtin = [task for task in builtin_tasks(settings) if task.name not in names]
     except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
         raise click.UsageError(str(exc)) from None
+    for name in missing_builtin_tasks():
+        log.info("task %s is not available: install tickwork[%s] to use it", name, name)
     return builtin + loaded
 
 

@@ -35,6 +35,7 @@ from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub, TransitionEvent
 from tickwork.model import Instance
+from tickwork.notify import notify_settings, run_notifier
 from tickwork.scheduler_api import Scheduler
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -147,6 +148,7 @@ async def open_scheduler(
     if isinstance(tasks, Task):
         raise InvalidArgument("tasks must be a list of tasks, e.g. tasks=[Greet()]")
     registry = TaskRegistry(tasks)
+    notify_settings(registry.values())  # a bad Task.notify is refused before the store opens
     clock = clock or SystemClock()
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
@@ -179,6 +181,7 @@ async def open_scheduler(
                 cluster=mode.cluster,
                 horizon_us=mode.horizon_us,
             ) as scheduler,
+            run_notifier(scheduler, registry.values()),
         ):
             yield scheduler
     finally:
