@@ -290,10 +290,18 @@ class Node:
     Use it as a context manager: leaving the block kills the node if it still runs.
     """
 
-    def __init__(self, db: Path, *args: str, cwd: Path) -> None:
-        argv = [sys.executable, "-m", "tickwork", "run", "--db", str(db), *args]
+    def __init__(
+        self, db: Path | None, *args: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
+        argv = [sys.executable, "-m", "tickwork", "run"]
+        argv += ["--db", str(db)] if db is not None else []
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            [*argv, *args],
+            cwd=cwd,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

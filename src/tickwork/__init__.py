@@ -13,6 +13,7 @@ from tickwork.clock import SystemClock as SystemClock
 from tickwork.errors import DuplicateTask as DuplicateTask
 from tickwork.errors import IllegalTransition as IllegalTransition
 from tickwork.errors import InvalidArgument as InvalidArgument
+from tickwork.errors import InvalidState as InvalidState
 from tickwork.errors import NotATickworkDatabase as NotATickworkDatabase
 from tickwork.errors import NotFound as NotFound
 from tickwork.errors import SchedulerClosed as SchedulerClosed
@@ -27,6 +28,7 @@ from tickwork.events import Subscription as Subscription
 from tickwork.events import TransitionEvent as TransitionEvent
 from tickwork.model import Attempt as Attempt
 from tickwork.model import Instance as Instance
+from tickwork.model import InstanceFilter as InstanceFilter
 from tickwork.model import NewInstance as NewInstance
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
@@ -35,6 +37,7 @@ from tickwork.scheduler_api import Scheduler as Scheduler
 from tickwork.scheduler_api import SchedulerStatistics as SchedulerStatistics
 from tickwork.state import State as State
 from tickwork.stores.base import Store as Store
+from tickwork.stores.cluster import NodeInfo as NodeInfo
 from tickwork.stores.memory import MemoryStore as MemoryStore
 from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
@@ -58,10 +61,13 @@ __all__ = [
     "EventsLost",
     "IllegalTransition",
     "Instance",
+    "InstanceFilter",
     "Interval",
     "InvalidArgument",
+    "InvalidState",
     "MemoryStore",
     "NewInstance",
+    "NodeInfo",
     "NotATickworkDatabase",
     "NotFound",
     "PostgresStore",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
+from click.core import ParameterSource
 
 from tickwork._cli_format import dump_json, setup_logging
 from tickwork._cli_parse import DB, DbTarget, open_store
@@ -38,9 +39,17 @@ EXIT_INTERRUPTED = 130
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None:
-    """Keep a logging option in ``ctx.meta`` (shared by the group and its commands)."""
-    if value is not None and param.name is not None:
-        ctx.meta[f"tickwork.{param.name}"] = value
+    """Keep a logging option in ``ctx.meta`` (shared by the group and its commands).
+
+    The group's option comes from the command line only; a command's own may come from
+    the environment or a config file (``tickwork run``), which must not win over it.
+    """
+    if value is None or param.name is None:
+        return
+    key = f"tickwork.{param.name}"
+    if key in ctx.meta and ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+        return
+    ctx.meta[key] = value
 
 
 def log_options(f: F) -> F:

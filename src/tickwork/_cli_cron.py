@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import click
 import trio
 
+from tickwork import _operations
 from tickwork._cli_common import (
     client,
     db_option,
@@ -386,6 +387,29 @@ _one(
     "removed",
     "Remove a schedule: its pending occurrences are aborted, a running one finishes.",
 )
+
+
+@cron.command(name="run-now")
+@click.argument("schedule_id", metavar="ID")
+@db_option
+@json_option
+def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
+    """Run a schedule's command once now, outside its fire times (its next fire times
+    and policies stay as they are; a paused schedule can be run this way too)."""
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
+    now_us = SystemClock().now_us()
+
+    async def call() -> int | None:
+        async with client(db) as store:
+            found = await store.get_schedule(schedule_id)
+            return None if found is None else await _operations.run_now(store, found, now_us)
+
+    iid = trio.run(call)
+    if iid is None:
+        raise click.ClickException(f"no schedule with id {schedule_id!r} in {db}")
+    doc = {"id": iid, "schedule_id": schedule_id}
+    click.echo(dump_json(doc) if as_json else f"running {schedule_id} now as instance {iid}")
 
 
 @cron.command(name="next")

@@ -12,6 +12,7 @@ import click
 import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
+from tickwork._cli_config import ConfiguredCommand
 from tickwork._cli_format import format_duration
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
 from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
@@ -28,7 +29,7 @@ __all__ = ["run"]
 log = logging.getLogger("tickwork.cli")
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @db_option
 @click.option(
     "--window",

@@ -27,7 +27,7 @@ import trio
 from tickwork._schedule_plan import OccurrenceCheck
 from tickwork._schedules import Schedule, ScheduleWrite
 from tickwork.errors import StoreError, StoreUnavailable
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import State
 from tickwork.stores.base import Store
 
@@ -178,10 +178,13 @@ class ResilientStore:
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> builtins.list[Instance]:
         return await self._call(
             "list",
-            lambda: self.inner.list(state=state, task=task, limit=limit, before_id=before_id),
+            lambda: self.inner.list(
+                state=state, task=task, limit=limit, before_id=before_id, where=where
+            ),
         )
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

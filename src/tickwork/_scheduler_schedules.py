@@ -11,6 +11,7 @@ import builtins
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from tickwork import _operations
 from tickwork._schedules import (
     DEFAULT_CATCHUP_LIMIT,
     DEFAULT_GRACE,
@@ -21,6 +22,7 @@ from tickwork._schedules import (
     check_schedule_id,
     new_schedule,
 )
+from tickwork._time import from_us
 from tickwork.errors import InvalidArgument, NotFound
 from tickwork.triggers import Cron, Interval
 
@@ -159,6 +161,38 @@ class ScheduleMethods:
             raise NotFound(f"no schedule with id {schedule_id!r}")
         self._woken(write)
         return write.schedule
+
+    async def run_schedule_now(self, schedule_id: str) -> int:
+        """Run a schedule's task with its params now, once, outside its fire times.
+
+        Stores a one-off PENDING instance due now and returns its id. The schedule's next
+        fire times and policies are unchanged; a paused schedule can be run this way too.
+
+        Raises:
+            NotFound: no schedule has this id.
+            UnknownTask: the schedule's task is not registered on this node.
+        """
+        schedule = await self.get_schedule(schedule_id)
+        self._registry.require(schedule.task)
+        now = self._clock.now_us()
+        iid = await _operations.run_now(self._store, schedule, now)
+        self._puller.note_pending(now)
+        return iid
+
+    async def next_fire_times(self, schedule_id: str, n: int = 5) -> builtins.list[datetime]:
+        """The next ``n`` fire times of a schedule after now, as aware UTC datetimes.
+
+        Fewer when its trigger or ``end_at`` runs out (none once it ended). A paused
+        schedule's are those it would have if resumed now. Jitter is not included: an
+        occurrence is due at its fire time plus the schedule's jitter.
+
+        Raises:
+            NotFound: no schedule has this id.
+            InvalidArgument: ``n`` is not in 1..1000.
+        """
+        schedule = await self.get_schedule(schedule_id)
+        fires = _operations.next_fire_times(schedule, self._clock.now_us(), n)
+        return [from_us(f) for f in fires]
 
     async def remove_schedule(self, schedule_id: str) -> None:
         """Delete a schedule. Its pending occurrences end ABORTED; one that is running

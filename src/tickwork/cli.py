@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import trio
 
+from tickwork import _operations
 from tickwork._cli_common import (
     client,
     db_option,
@@ -61,7 +62,7 @@ from tickwork._cli_run import run
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import NewInstance, validate_new
+from tickwork.model import Instance, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
@@ -286,6 +287,29 @@ def abort(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
         "message": text,
     }
     emit(doc, as_json, text)
+
+
+@cli.command()
+@click.argument("instance_id", metavar="ID", type=ID)
+@db_option
+@json_option
+@log_options
+def retry(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
+    """Run a FAILED, ABORTED or MISSED instance again, as a new instance due now.
+
+    The new instance has the same task and params and is linked to the old one
+    (its retry_of); retrying the same instance again prints the same new id.
+    """
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
+
+    async def request() -> tuple[Instance, int]:
+        async with client(db) as store:
+            return await _operations.retry(store, instance_id, SystemClock().now_us())
+
+    old, new_id = trio.run(request)
+    doc = {"id": new_id, "retry_of": old.id, "task": old.task}
+    emit(doc, as_json, f"retrying {old.id} ({old.task}, {old.state.name}) as {new_id}")
 
 
 @cli.command()

@@ -54,3 +54,8 @@ class SchedulerClosed(TickworkError):
 
 class TaskTimeout(TickworkError):
     """A run exceeded its timeout and was cancelled."""
+
+
+class InvalidState(InvalidArgument):
+    """The instance is not in a state that allows the operation (for example a retry of
+    an instance that did not fail). The HTTP API answers it with 409."""

@@ -21,6 +21,7 @@ __all__ = [
     "Attempt",
     "Finish",
     "Instance",
+    "InstanceFilter",
     "NewInstance",
     "NewRow",
     "State",
@@ -102,6 +103,79 @@ class Instance:
     def timeout(self) -> timedelta | None:
         return None if self.timeout_us is None else timedelta(microseconds=self.timeout_us)
 
+    @property
+    def retry_of(self) -> int | None:
+        """For an instance made by ``Scheduler.retry``, the id of the instance it retries."""
+        key = self.dedup_key
+        if key is None or not key.startswith(RETRY_KEY):
+            return None
+        suffix = key[len(RETRY_KEY) :]
+        return int(suffix) if suffix.isdigit() else None
+
+
+#: The dedup key prefix of a retry (``retry-of:<id>``): the link to the instance retried,
+#: and what makes a retry happen once however many callers ask at the same moment.
+RETRY_KEY = "retry-of:"
+
+
+def _within(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value < high)
+
+
+@attrs.frozen(slots=True)
+class InstanceFilter:
+    """What ``Store.list`` filters on beyond state and task (None: no bound).
+
+    Ranges are half-open, UTC microseconds: ``due_from_us <= run_at < due_until_us`` and,
+    for ended (terminal) instances only, ``ended_from_us <= updated < ended_until_us``.
+    """
+
+    schedule_id: str | None = None
+    due_from_us: int | None = None
+    due_until_us: int | None = None
+    ended_from_us: int | None = None
+    ended_until_us: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether an ended-time bound restricts the list to terminal instances."""
+        return self.ended_from_us is not None or self.ended_until_us is not None
+
+    def matches(self, inst: Instance) -> bool:
+        """Whether ``inst`` passes (the in-memory form of the SQL stores' conditions)."""
+        if self.schedule_id is not None and inst.schedule_id != self.schedule_id:
+            return False
+        if not _within(inst.run_at_us, self.due_from_us, self.due_until_us):
+            return False
+        return not self.ended or (
+            inst.state.terminal
+            and _within(inst.updated_us, self.ended_from_us, self.ended_until_us)
+        )
+
+    def sql(self, columns: tuple[str, str], mark: str) -> tuple[list[str], list[int | str]]:
+        """The conditions as SQL terms, and their values in order.
+
+        ``columns``: the store's names of the due time and the last update columns.
+        ``mark``: the placeholder, formatted with the value's position as ``n``
+        (``"?"``, or ``"%(f{n})s"`` for named parameters ``f0``, ``f1``...).
+        """
+        run_at, updated = columns
+        terms: list[str] = []
+        values: list[int | str] = []
+        for cond, value in (
+            ("schedule_id = " + mark, self.schedule_id),
+            (f"{run_at} >= " + mark, self.due_from_us),
+            (f"{run_at} < " + mark, self.due_until_us),
+            (f"{updated} >= " + mark, self.ended_from_us),
+            (f"{updated} < " + mark, self.ended_until_us),
+        ):
+            if value is not None:
+                terms.append(cond.format(n=len(values)))
+                values.append(value)
+        if self.ended:
+            terms.append("state >= 3")
+        return terms, values
+
 
 def _check_task(_: object, __: attrs.Attribute[str], value: object) -> None:
     if not isinstance(value, str) or not value:
@@ -153,6 +227,11 @@ def validate_new(new: NewInstance) -> NewRow:
         return NewRow(new.task, run_at_us, params)  # the common case: nothing else to check
     if new.dedup_key is not None and (not isinstance(new.dedup_key, str) or not new.dedup_key):
         raise InvalidArgument(f"dedup_key must be a non-empty string, got {new.dedup_key!r}")
+    if new.dedup_key is not None and new.dedup_key.startswith(RETRY_KEY):
+        raise InvalidArgument(
+            f"dedup_key must not start with {RETRY_KEY!r}: that prefix links a retry "
+            "(Scheduler.retry) to the instance it retries"
+        )
     if new.max_attempts is not None and (
         not isinstance(new.max_attempts, int) or new.max_attempts < 1
     ):

@@ -12,8 +12,9 @@ import attrs
 import trio
 
 from tickwork._resilient import ResilientStore, StoreHealth
+from tickwork._scheduler_ops import OperationMethods
 from tickwork._scheduler_schedules import ScheduleMethods
-from tickwork._time import from_us
+from tickwork._time import from_us, to_us
 from tickwork.actors.capacity import Capacity, CapacityStatistics
 from tickwork.actors.cluster import ClusterLink, ClusterStatistics
 from tickwork.actors.executor import Executor, ExecutorStatistics
@@ -25,7 +26,7 @@ from tickwork.actors.timekeeper import Timekeeper, TimekeeperStatistics
 from tickwork.clock import Clock
 from tickwork.errors import InvalidArgument, NotFound, SchedulerClosed
 from tickwork.events import EventHub, Subscription
-from tickwork.model import Attempt, Instance, NewInstance, validate_new
+from tickwork.model import Attempt, Instance, InstanceFilter, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.task import Task, TaskRegistry
 
@@ -72,7 +73,7 @@ class SchedulerStatistics:
 
 
 @final
-class Scheduler(ScheduleMethods):
+class Scheduler(ScheduleMethods, OperationMethods):
     """A running node. Obtain one from ``open_scheduler``; do not construct it."""
 
     def __init__(
@@ -270,14 +271,53 @@ class Scheduler(ScheduleMethods):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        schedule_id: str | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+        ended_after: datetime | None = None,
+        ended_before: datetime | None = None,
     ) -> builtins.list[Instance]:
-        """Stored instances, newest first, optionally filtered; page with ``before_id``."""
+        """Stored instances, newest first (by id), optionally filtered.
+
+        Args:
+            state, task, schedule_id: only instances with this state, task, schedule.
+            due_after, due_before: only those due in ``[due_after, due_before)``.
+            ended_after, ended_before: only ended (terminal) instances that ended in
+                ``[ended_after, ended_before)``.
+            limit: at most this many (1..10000).
+            before_id: keyset pagination: only ids below it (pass the last id of the
+                previous page).
+
+        Raises:
+            InvalidArgument: a bad filter (naive datetime, limit out of range...).
+        """
         self._check_open()
         if state is not None and not isinstance(state, State):
             raise InvalidArgument(f"state must be a tickwork.State, got {state!r}")
         if not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidArgument(f"limit must be an integer in 1..10000, got {limit!r}")
-        return await self._store.list(state=state, task=task, limit=limit, before_id=before_id)
+        if before_id is not None and (
+            not isinstance(before_id, int) or isinstance(before_id, bool)
+        ):
+            raise InvalidArgument(f"before_id must be an integer, got {before_id!r}")
+        if schedule_id is not None and not isinstance(schedule_id, str):
+            raise InvalidArgument(f"schedule_id must be a string, got {schedule_id!r}")
+        where = InstanceFilter(
+            schedule_id=schedule_id,
+            due_from_us=None if due_after is None else to_us(due_after, what="due_after"),
+            due_until_us=None if due_before is None else to_us(due_before, what="due_before"),
+            ended_from_us=None if ended_after is None else to_us(ended_after, what="ended_after"),
+            ended_until_us=(
+                None if ended_before is None else to_us(ended_before, what="ended_before")
+            ),
+        )
+        return await self._store.list(
+            state=state,
+            task=task,
+            limit=limit,
+            before_id=before_id,
+            where=None if where == InstanceFilter() else where,
+        )
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
         """How many stored instances match (a durable count, from the store)."""

@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final, LiteralString, Protocol, cast, final
 
 from tickwork.errors import InvalidArgument, StoreError
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import TERMINAL, State
 from tickwork.stores import _pg_cluster, _pg_schedules
 from tickwork.stores._pg_migrations import migrate, render
@@ -488,15 +488,21 @@ class Queries:
         row = session.execute(self.get_sql, {"id": instance_id}).fetchone()
         return None if row is None else _instance(row)
 
-    def list_page(
+    def list_page(  # noqa: PLR0917 - called through functools.partial, in order
         self,
         state: State | None,
         task: str | None,
         limit: int,
         before_id: int | None,
+        where: InstanceFilter | None,
         session: Session,
     ) -> list[Instance]:
         query, params = _filtered(self.list_sql, state, task)
+        if where is not None:
+            terms, values = where.sql(("run_at_us", "updated_us"), "%(f{n})s")
+            for term in terms:
+                query += " AND " + term
+            params.update({f"f{n}": v for n, v in enumerate(values)})
         if before_id is not None:
             query += " AND id < %(before)s"
             params["before"] = before_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from tickwork.model import Attempt, Instance
+from tickwork.model import Attempt, Instance, InstanceFilter
 from tickwork.state import TERMINAL, State
 from tickwork.stores._rules import HELD
 
@@ -72,7 +72,12 @@ class Reads:
         return None if found is None else to_instance(found)
 
     def page(
-        self, state: State | None, task: str | None, limit: int, before_id: int | None
+        self,
+        state: State | None,
+        task: str | None,
+        limit: int,
+        before_id: int | None,
+        where_also: InstanceFilter | None = None,
     ) -> list[Instance]:
         """Newest first. Ended rows come from their index in id order; PENDING and held
         rows from their own index and a top-N sort, unless PENDING rows are so many that
@@ -99,6 +104,10 @@ class Reads:
         if task is not None:
             where.append("task = ?")
             params.append(task)
+        if where_also is not None:
+            terms, values = where_also.sql(("run_at", "updated"), "?")
+            where += terms
+            params += values
         params.append(limit)
         cur = self._c.execute(
             f"SELECT {COLS} FROM {source} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",

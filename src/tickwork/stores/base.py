@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 
 from tickwork._schedule_plan import OccurrenceCheck
 from tickwork._schedules import Schedule, ScheduleWrite
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import State
 
 #: The error text of an at-most-once instance that was RUNNING when its node died.
@@ -144,8 +144,12 @@ class Store(Protocol):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> list[Instance]:
-        """Instances newest first (by id, descending), filtered; ``before_id`` pages."""
+        """Instances newest first (by id, descending), filtered; ``before_id`` pages.
+
+        ``where`` adds conditions: a schedule, a due time range, an ended time range.
+        """
         ...
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

@@ -18,7 +18,7 @@ import trio
 from sortedcontainers import SortedList
 
 from tickwork.errors import InvalidArgument, StoreError, StoreLocked
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import TERMINAL, State
 from tickwork.stores._memory_schedules import MemoryScheduleMethods
 from tickwork.stores._rules import (
@@ -392,6 +392,7 @@ class MemoryStore(MemoryScheduleMethods):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> list[Instance]:
         """Instances newest first (id descending), filtered; ``before_id`` pages."""
         await trio.lowlevel.checkpoint()
@@ -407,6 +408,8 @@ class MemoryStore(MemoryScheduleMethods):
         rows = (r for i in ids if (r := self._rows.get(i)) is not None)
         if task is not None:
             rows = (r for r in rows if r.task == task)
+        if where is not None:
+            rows = (r for r in rows if where.matches(r))
         return list(itertools.islice(rows, limit))
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

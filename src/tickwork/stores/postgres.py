@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     import builtins
     from collections.abc import Callable, Sequence
 
-    from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+    from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
     from tickwork.state import State
     from tickwork.stores.cluster import Changes, Heartbeat, NodeInfo
 
@@ -335,10 +335,11 @@ class PostgresStore(PgScheduleMethods):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> builtins.list[Instance]:
         if limit <= 0:
             return await self._nothing([])
-        page = partial(self._q.list_page, state, task, limit, before_id)
+        page = partial(self._q.list_page, state, task, limit, before_id, where)
         return await self._call(page, write=False)
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

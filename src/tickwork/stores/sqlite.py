@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import builtins
     from collections.abc import Callable, Sequence
 
-    from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+    from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
     from tickwork.state import State
 
 __all__ = ["SQLiteStore"]
@@ -298,9 +298,10 @@ class SQLiteStore(SQLiteScheduleMethods):
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> builtins.list[Instance]:
         """Instances newest first (id descending), filtered; ``before_id`` pages."""
-        return await self._call(lambda o: o.page(state, task, limit, before_id))
+        return await self._call(lambda o: o.page(state, task, limit, before_id, where))
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
         """How many stored instances match (from maintained counts: no row scan)."""
