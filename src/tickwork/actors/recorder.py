@@ -229,7 +229,7 @@ class Recorder:
                 continue
             name = fin.state.name
             self._recorded[name] = self._recorded.get(name, 0) + 1
-            if warn or debug:
+            if debug or (warn and fin.state is not State.SUCCEEDED):
                 _log_outcome(outcome, fin, warn=warn, debug=debug)
             if fin.state is State.PENDING and fin.run_at_us is not None:
                 self._on_pending(fin.run_at_us)
