@@ -174,12 +174,12 @@ def pg() -> Iterator[tuple[str, str]]:
 
 @pytest.mark.postgres
 async def test_a_cluster_node_stopping_gracefully_keeps_its_work(pg: tuple[str, str]) -> None:
-    """Node a runs a 3.5 s at-least-once instance with a 1 s lease and is stopped with a
-    10 s grace while node b runs: b never starts it, a's outcome is recorded."""
+    """Node a runs a 5 s at-least-once instance with a 2 s lease and is stopped with a
+    15 s grace while node b runs: b never starts it, a's outcome is recorded."""
     from tickwork.stores.postgres import PostgresStore
 
     dsn, schema = pg
-    lease = timedelta(seconds=1)
+    lease = timedelta(seconds=2)
     task_a, task_b = Sleeps("a"), Sleeps("b")
 
     def node(name: str, task: Sleeps, grace: float) -> Any:
@@ -200,16 +200,16 @@ async def test_a_cluster_node_stopping_gracefully_keeps_its_work(pg: tuple[str, 
             b_up.set()
             await stop_b.wait()
 
-    with trio.fail_after(30):
+    with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
-            async with node("a", task_a, 10) as a:
-                iid = await a.schedule("sleeps", at=a.now(), params=b"3.5")
+            async with node("a", task_a, 15) as a:
+                iid = await a.schedule("sleeps", at=a.now(), params=b"5")
                 while not task_a.started:
                     await trio.sleep(0.01)
                 nursery.start_soon(run_b)
                 await b_up.wait()
                 await trio.sleep(0.5)  # b has beaten: it knows of a and a's leases
-            # a drained: its run ended and was recorded, three leases after the stop
+            # a drained: its run ended and was recorded, two leases after the stop
             stats = a.statistics()
             await trio.sleep(lease.total_seconds() * 1.5)  # b had every chance to take over
             stop_b.set()
@@ -221,7 +221,7 @@ async def test_a_cluster_node_stopping_gracefully_keeps_its_work(pg: tuple[str, 
         finally:
             await store.aclose()
     assert task_b.started == []
-    assert task_a.finished == [("a", b"3.5")]
+    assert task_a.finished == [("a", b"5")]
     assert stats.recorder.refused == 0
     assert inst is not None
     assert (inst.state, inst.attempts) == (State.SUCCEEDED, 1)
