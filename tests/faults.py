@@ -30,7 +30,7 @@ import trio
 
 import tickwork
 from tickwork.errors import StoreError, StoreUnavailable
-from tickwork.model import AbortResult, Attempt, Finish, Instance, NewRow
+from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import State
 from tickwork.stores.base import Store
 
@@ -204,10 +204,13 @@ class FaultyStore:
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        where: InstanceFilter | None = None,
     ) -> builtins.list[Instance]:
         return await self._call(  # type: ignore[no-any-return]
             "list",
-            lambda: self.inner.list(state=state, task=task, limit=limit, before_id=before_id),
+            lambda: self.inner.list(
+                state=state, task=task, limit=limit, before_id=before_id, where=where
+            ),
         )
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import NoReturn
 
 import pytest
 
@@ -22,24 +23,25 @@ def services_required() -> bool:
     return os.environ.get("TICKWORK_REQUIRE_SERVICES") == "1"
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test with ``reason``, or fail it under TICKWORK_REQUIRE_SERVICES=1."""
+    if services_required():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def require_pg() -> str:
     """The DSN of a reachable server, or skip (fail under TICKWORK_REQUIRE_SERVICES=1)."""
     dsn = pg_dsn()
     try:
         import psycopg
     except ImportError as exc:  # pragma: no cover - the test group installs it
-        reason = f"psycopg is not installed ({exc}); install tickwork[postgres]"
-        if services_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"psycopg is not installed ({exc}); install tickwork[postgres]")
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        reason = f"no PostgreSQL at {dsn} ({exc}); set TICKWORK_PG_DSN"
-        if services_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"no PostgreSQL at {dsn} ({exc}); set TICKWORK_PG_DSN")
     return dsn
 
 

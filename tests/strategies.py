@@ -88,3 +88,15 @@ def aware_datetimes(
     """Aware UTC datetimes in ``[lo, hi)`` with microseconds (1990-2040 by default)."""
     span_us = (hi - lo) // timedelta(microseconds=1)
     return st.integers(0, span_us - 1).map(lambda us: lo + timedelta(microseconds=us))
+
+
+#: Characters cron fields are made of, a few that look like them (Unicode digits and
+#: spaces, fullwidth forms), and separators: text that reaches deep into a cron parser.
+CRON_CHARS = "0123456789*/,-#?LW " + "¹²³١٢０\u2003\t" + "JANFEBMONSUTHD" + "@"
+cron_words = st.one_of(
+    st.text(alphabet=CRON_CHARS, min_size=1, max_size=8),
+    st.sampled_from([*SHORTCUTS, "@reboot", *MONTH_NAMES, *DAY_NAMES, "L", "LW", "5L", "1#5"]),
+    st.integers(-99, 99).map(str),
+)
+#: cron-like expressions: 1 to 8 words of cron-like text, joined by spaces
+cron_like = st.lists(cron_words, min_size=1, max_size=8).map(" ".join)

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
-from tickwork.model import pack
+from tickwork.model import RunOutput, pack
 from tickwork.task import TaskRegistry
 from tickwork.tasks import BashFailed, BashTask
-from tickwork.tasks.bash import _Tail
+from tickwork.tasks.bash import BashTimeout, _Tail
 
 # A command that leaves a background grandchild in its group and waits: the pids of
 # both are written atomically (tmp + mv) so a poller never reads half a file.
@@ -56,9 +56,9 @@ async def wait_for_pids(directory: Path) -> tuple[int, int]:
     return int((directory / "bash.pid").read_text()), int((directory / "child.pid").read_text())
 
 
-async def run(cmd: str, **kwargs: Any) -> dict[str, Any]:
+async def run(cmd: str, *, tail_bytes: int | None = None, **kwargs: Any) -> RunOutput:
     with trio.fail_after(4):
-        return await BashTask().run(BashTask.params(cmd, **kwargs))
+        return await BashTask(tail_bytes=tail_bytes).run(BashTask.params(cmd, **kwargs))
 
 
 def test_registers_under_the_name_bash():
@@ -67,11 +67,11 @@ def test_registers_under_the_name_bash():
 
 async def test_success_returns_exit_code_and_both_outputs():
     result = await run("echo hello; echo oops >&2")
-    assert result == {"exit_code": 0, "stdout": "hello\n", "stderr": "oops\n"}
+    assert result == RunOutput(stdout="hello\n", stderr="oops\n", exit_code=0)
 
 
 async def test_stdin_is_empty_so_a_reader_does_not_hang():
-    assert (await run("cat"))["stdout"] == ""
+    assert (await run("cat")).stdout == ""
 
 
 async def test_nonzero_exit_is_bash_failed_with_tails():
@@ -85,6 +85,38 @@ async def test_nonzero_exit_is_bash_failed_with_tails():
     assert "'out\\n'" in str(exc)
     clone = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes
     assert (clone.exit_code, str(clone)) == (3, str(exc))
+
+
+async def test_bash_failed_carries_the_output_for_the_history():
+    with pytest.raises(BashFailed) as info:
+        await run("echo out; echo err >&2; exit 3")
+    assert info.value.output == RunOutput(stdout="out\n", stderr="err\n", exit_code=3)
+
+
+async def test_default_tails_keep_at_least_64_kib_of_each_stream():
+    assert BashTask().tail_bytes >= 65536
+    result = await run(
+        "head -c 70000 /dev/zero | tr '\\0' o; head -c 66000 /dev/zero | tr '\\0' e >&2"
+    )
+    assert result.stdout == "o" * 65536
+    assert result.stderr == "e" * 65536
+
+
+async def test_tail_size_is_configurable_per_task():
+    result = await run("echo 0123456789; echo abcdefghij >&2", tail_bytes=4)
+    assert (result.stdout, result.stderr) == ("789\n", "hij\n")
+    assert (await run("echo hi", tail_bytes=0)).stdout == ""
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True])
+def test_tail_size_must_be_a_non_negative_integer(bad):
+    with pytest.raises(InvalidArgument, match="tail_bytes must be a non-negative integer"):
+        BashTask(tail_bytes=bad)
+
+
+async def test_undecodable_output_is_replaced_not_refused():
+    result = await run(r"printf 'ok \xff\xfe done'")
+    assert result.stdout == "ok \ufffd\ufffd done"
 
 
 async def test_killed_by_a_signal_names_it():
@@ -109,8 +141,8 @@ async def test_huge_output_on_both_streams_keeps_bounded_tails():
     )
     result = await run(cmd)
     limit = BashTask.tail_bytes
-    assert result["stdout"] == "o" * (limit - 7) + "OUT-END"
-    assert result["stderr"] == "e" * (limit - 7) + "ERR-END"
+    assert result.stdout == "o" * (limit - 7) + "OUT-END"
+    assert result.stderr == "e" * (limit - 7) + "ERR-END"
 
 
 async def test_tail_memory_stays_bounded():
@@ -135,15 +167,15 @@ async def test_tail_memory_stays_bounded():
 
 async def test_truncated_tail_does_not_start_inside_a_character():
     # 2-byte characters; an odd cut would otherwise begin with a replacement character.
-    result = await run("for i in $(seq 3000); do printf 'é'; done; printf x")
-    assert result["stdout"].endswith("éx")
-    assert "\ufffd" not in result["stdout"]
-    assert len(result["stdout"].encode()) <= BashTask.tail_bytes
+    result = await run("for i in $(seq 3000); do printf 'é'; done; printf x", tail_bytes=4095)
+    assert result.stdout.endswith("éx")
+    assert "\ufffd" not in result.stdout
+    assert 4000 < len(result.stdout.encode()) <= 4095
 
 
 async def test_env_is_merged_into_the_node_environment_and_cwd_is_used(tmp_path):
     result = await run('echo "$GREETING"; echo "$PATH"; pwd', env={"GREETING": "hi"}, cwd=tmp_path)
-    greeting, path, cwd = result["stdout"].splitlines()
+    greeting, path, cwd = result.stdout.splitlines()
     assert greeting == "hi"
     assert path == os.environ["PATH"]
     assert Path(cwd).resolve() == tmp_path.resolve()
@@ -159,6 +191,9 @@ async def test_timeout_kills_the_whole_group(tmp_path):
         await BashTask().run(BashTask.params(SPAWN, timeout=0.5, cwd=tmp_path))
     assert "timed out after 0.5 s" in str(info.value)
     assert "started" in str(info.value)  # the stderr tail
+    assert isinstance(info.value, BashTimeout)
+    assert info.value.output.exit_code is None
+    assert "started" in info.value.output.stderr
     bash_pid, child_pid = await wait_for_pids(tmp_path)
     assert gone(bash_pid)
     await assert_gone(child_pid)
@@ -202,7 +237,7 @@ async def test_background_job_left_behind_is_stopped_when_the_command_exits(tmp_
     # The child holds stdout open: without stopping it the run would never see EOF.
     cmd = "sleep 1000 & echo $! > child.pid; echo done"
     result = await run(cmd, cwd=tmp_path)
-    assert result["stdout"] == "done\n"
+    assert result.stdout == "done\n"
     await assert_gone(int((tmp_path / "child.pid").read_text()))
 
 

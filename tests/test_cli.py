@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 import psutil
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 
 def tw(
@@ -95,7 +95,7 @@ def test_add_list_show_abort_stats(tmp_path: Path) -> None:
     assert again.stdout.strip() == str(greet_id)
     assert "already exists" in again.stderr
 
-    table = tw(db, "ls").stdout.splitlines()
+    table = tw(db, "ls", "--upcoming", "--utc").stdout.splitlines()
     assert table[0].split()[:3] == ["ID", "TASK", "STATE"]
     assert [line.split()[:3] for line in table[1:]] == [
         [str(greet_id), "greet", "PENDING"],
@@ -103,13 +103,15 @@ def test_add_list_show_abort_stats(tmp_path: Path) -> None:
     ]
     assert "2030-01-01T08:00:00Z" in table[1]
 
-    listed = json.loads(tw(db, "ls", "--json").stdout)
+    listed = json.loads(tw(db, "ls", "--upcoming", "--json").stdout)
     assert [i["id"] for i in listed] == [greet_id, bash_id]
     bash = listed[1]
-    assert bash["params"] == {"cmd": "echo 'hi there'"}
+    assert bash["params"] == {"cmd": "echo 'hi there'", "cwd": str(Path.cwd())}
     run_at = datetime.fromisoformat(bash["run_at"])
     assert abs(run_at - datetime.now(UTC) - timedelta(hours=1)) < timedelta(minutes=1)
-    only = json.loads(tw(db, "ls", "--state", "pending", "--task", "greet", "--json").stdout)
+    only = json.loads(
+        tw(db, "ls", "--all", "--state", "pending", "--task", "greet", "--json").stdout
+    )
     assert [i["id"] for i in only] == [greet_id]
     assert json.loads(tw(db, "ls", "--state", "FAILED", "--json").stdout) == []
     assert tw(db, "ls", "--state", "failed").stdout.strip() == "no instances"
@@ -142,7 +144,7 @@ def test_abort_and_stats(tmp_path: Path) -> None:
     assert stats["counts"]["ABORTED"] == 1
     assert stats["next_pending_at"] == "2030-01-01T08:00:00+00:00"
     assert stats["db_size_bytes"] > 0
-    text = tw(db, "stats").stdout
+    text = tw(db, "stats", "--utc").stdout
     assert "instances: 2" in text
     assert "2030-01-01T08:00:00Z" in text
     assert any(line.split() == ["ABORTED", "1"] for line in text.splitlines())
@@ -174,9 +176,10 @@ def test_add_bash_params_and_db_from_environment(tmp_path: Path) -> None:
     )
     iid = int(proc.stdout)
     params = show(db, iid)["params"]
-    assert params == {"cmd": "ls -la 'a b'", "timeout": 5.0, "env": {"A": "b"}}
+    here = str(Path.cwd())
+    assert params == {"cmd": "ls -la 'a b'", "timeout": 5.0, "env": {"A": "b"}, "cwd": here}
     whole = tw(db, "add", "--in", "2d", "--params", '{"cmd": "a && b"}', "--json")
-    assert json.loads(whole.stdout)["params"] == {"cmd": "a && b"}
+    assert json.loads(whole.stdout)["params"] == {"cmd": "a && b", "cwd": here}
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -200,7 +203,7 @@ USAGE_ERRORS = [
     (("add", "--", "true"), "give exactly one of --at TIME or --in DURATION"),
     (("add", "--task", "greet", "--in", "1s", "--", "true"), "words after -- are a bash command"),
     (("add", "--task", "no spaces", "--in", "1s"), "invalid task name 'no spaces'"),
-    (("show", "abc"), "instance ids are positive integers, got 'abc'"),
+    (("show", "abc"), "instance ids are positive integers up to 9223372036854775807, got 'abc'"),
     (("run", "--window", "soon"), "invalid duration 'soon'"),
     (("run", "--tasks", "nosuchmodule:x"), "'--tasks': cannot import module 'nosuchmodule'"),
     (("run", "--tasks", "nocolon"), "'nocolon' is not of the form module:attr"),
@@ -383,7 +386,7 @@ def test_node_runs_what_another_process_adds(tmp_path: Path) -> None:
         assert doc["state"] == "SUCCEEDED", (doc, node.log)
         (attempt,) = doc["history"]  # type: ignore[misc]
         assert attempt["state"] == "SUCCEEDED"
-        assert "hi" in attempt["result"]
+        assert (attempt["stdout"], attempt["exit_code"], attempt["result"]) == ("hi\n", 0, None)
         doc = wait_state(db, int(greet.stdout), {"SUCCEEDED", "FAILED"})
         assert doc["state"] == "SUCCEEDED", (doc, node.log)
         assert "hello bob" in tw(db, "show", greet.stdout.strip()).stdout

@@ -7,6 +7,7 @@ refusals and one end-to-end start run ``tickwork run`` as a subprocess.
 
 from __future__ import annotations
 
+import base64
 import gc
 import os
 import re
@@ -25,8 +26,12 @@ import tickwork._cli_run
 from test_cli import Node, error_line
 from tickwork._cli_config import HANDOFF_SETTINGS, ConfiguredCommand, env_name, file_key
 from tickwork.cli import cli
+from tickwork.task import Task
+from tickwork.tasks import HandoffSettings, WebhookTask, builtin_tasks
 
 DOCS = Path(__file__).parent.parent / "docs" / "operations.md"
+#: the tasks `tickwork run` registers without --tasks (bash and the hand-off tasks)
+BUILTIN = {task.name for task in builtin_tasks()}
 
 
 @pytest.fixture
@@ -109,28 +114,49 @@ def test_repeatable_options(served: dict[str, Any], tmp_path: Path) -> None:
     try:
         lone = write(tmp_path / "lone.toml", 'tasks = "cfgtasks:A"\n')
         invoke(["run", "--config", str(lone)])
-        assert sorted(t.name for t in served["tasks"]) == ["a", "bash"]
+        assert sorted(t.name for t in served["tasks"]) == sorted({"a", *BUILTIN})
         listed = write(tmp_path / "list.toml", 'tasks = ["cfgtasks:A", "cfgtasks:B"]\n')
         invoke(["run", "--config", str(listed)])
-        assert sorted(t.name for t in served["tasks"]) == ["a", "b", "bash"]
+        assert sorted(t.name for t in served["tasks"]) == sorted({"a", "b", *BUILTIN})
         invoke(["run", "--config", str(listed)], env={"TICKWORK_TASKS": "cfgtasks:B"})
-        assert sorted(t.name for t in served["tasks"]) == ["b", "bash"]
+        assert sorted(t.name for t in served["tasks"]) == sorted({"b", *BUILTIN})
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("cfgtasks", None)
 
 
-def test_handoff_table_fills_the_environment(
+def test_handoff_table_fills_the_settings(
     served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    given: list[HandoffSettings] = []
+
+    def builtin(settings: HandoffSettings) -> list[Task]:
+        given.append(settings)
+        return builtin_tasks(settings)
+
+    monkeypatch.setattr(tickwork._cli_run, "builtin_tasks", builtin)
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
     config = write(
         tmp_path / "tickwork.toml",
-        '[handoff]\nwebhook-secret = "whsec_ZmlsZQ=="\nredis-url = "redis://file:6379"\n',
+        f'[handoff]\nwebhook-secret = "{secret}"\nredis-url = "redis://file:6379"\n',
     )
     monkeypatch.setenv("TICKWORK_REDIS_URL", "redis://env:6379")
     invoke(["run", "--config", str(config)])
-    assert os.environ["TICKWORK_WEBHOOK_SECRET"] == "whsec_ZmlsZQ=="  # noqa: S105 - a test value
-    assert os.environ["TICKWORK_REDIS_URL"] == "redis://env:6379"  # the environment wins
+    assert given[-1].webhook_secret == secret
+    assert given[-1].redis_url == "redis://env:6379"  # the environment wins
+    assert given[-1].nats_url == HandoffSettings().nats_url  # in neither: the default
+    (webhook,) = (t for t in served["tasks"] if isinstance(t, WebhookTask))
+    assert webhook.signed
+    # the file's secret stays out of the environment that bash commands inherit
+    assert "TICKWORK_WEBHOOK_SECRET" not in os.environ
+
+
+def test_the_example_config_is_accepted(served: dict[str, Any]) -> None:
+    """deploy/tickwork.toml, its tasks given on the command line (which wins)."""
+    example = Path(__file__).parent.parent / "deploy" / "tickwork.toml"
+    invoke(["run", "--config", str(example), "--tasks", "tickwork:BashTask"])
+    assert served["db"] == Path("/var/lib/tickwork/tickwork.db")
+    assert served["retention"] == timedelta(days=30)
 
 
 def test_new_options_are_covered_without_more_code() -> None:

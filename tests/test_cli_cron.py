@@ -75,7 +75,7 @@ def test_add_ls_pause_resume_rm(tmp_path: Path) -> None:
     assert "NEXT (UTC)" in text
     assert "Europe/Berlin" in text
     # its next occurrence is an instance
-    instances = json.loads(tw("ls", "--json", db=db).stdout)
+    instances = json.loads(tw("ls", "--all", "--json", db=db).stdout)
     assert {i["task"] for i in instances} == {"bash"}
     assert len(instances) == 2
     assert tw("cron", "pause", "poll", db=db).stdout.strip() == "paused poll"
@@ -198,7 +198,7 @@ def test_import_twice_changes_nothing(tmp_path: Path) -> None:
     assert second.stdout.splitlines()[-1] == f"4 schedules from {tab}: 4 unchanged"
     after = ls(db)
     assert [d["id"] for d in after] == [d["id"] for d in before]
-    assert len(json.loads(tw("ls", "--json", db=db).stdout)) == 4
+    assert len(json.loads(tw("ls", "--all", "--json", db=db).stdout)) == 4
 
 
 def test_import_refuses_reboot_and_writes_nothing(tmp_path: Path) -> None:
@@ -239,10 +239,43 @@ def test_a_running_node_fires_a_schedule_added_from_the_cli(tmp_path: Path) -> N
         node.terminate()
         _, err = node.communicate(timeout=15)
     assert "Traceback" not in err, err
-    runs = json.loads(tw("ls", "--json", "--limit", "10000", db=db).stdout)
+    runs = json.loads(tw("ls", "--all", "--json", "--limit", "10000", db=db).stdout)
     assert {i["state"] for i in runs if i["fire_at"] is not None} == {"SUCCEEDED"}
     # what was not run when the schedule was removed is detached from it: ABORTED at once
     # if pending, or by whichever node holds it when it comes due
     detached = [i for i in runs if i["fire_at"] is None]
     assert {i["error"] for i in detached} == {"schedule removed before this occurrence ran"}
     assert [line for line in err.splitlines() if "ERROR" in line] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("cron", "--log-level", "DEBUG", "next", "@daily", "-n", "1"),
+        ("cron", "next", "@daily", "-n", "1", "--log-level", "debug", "--log-format", "json"),
+        ("--log-level", "ERROR", "cron", "next", "@daily", "-n", "1"),
+    ],
+)
+def test_cron_commands_take_the_log_options(args: tuple[str, ...]) -> None:
+    assert len(tw(*args).stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize("sub", ["add", "ls", "pause", "resume", "rm", "run-now", "next", "import"])
+def test_every_cron_command_lists_the_log_options(sub: str) -> None:
+    assert "--log-level" in tw("cron", sub, "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "¹ * * * *",  # a superscript one: str.isdigit() says yes, int() says no
+        "1-¹ * * * *",
+        "0 0 L-¹ * *",
+        "\u0661 * * * *",  # an Arabic-Indic one
+        "ß * * * *",  # upper-cased to 'SS', which the user never wrote
+        "1\u2003* * * *",  # an em space between fields
+    ],
+)
+def test_non_ascii_in_an_expression_is_refused(expr: str) -> None:
+    line = error_line(tw("cron", "next", expr, code=2))
+    assert "non-ASCII character" in line

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from test_cli import tw
 from test_cli_cron import error_line
 from test_cli_cron import tw as tw_cron
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def test_retry_an_aborted_instance(tmp_path: Path) -> None:
@@ -25,7 +22,7 @@ def test_retry_an_aborted_instance(tmp_path: Path) -> None:
     new = done["id"]
     shown = json.loads(tw(db, "show", str(new), "--json").stdout)
     assert shown["state"] == "PENDING"
-    assert shown["params"] == {"cmd": "echo hi"}
+    assert shown["params"] == {"cmd": "echo hi", "cwd": str(Path.cwd())}
     again = tw(db, "retry", str(iid)).stdout
     assert again.strip() == f"retrying {iid} (bash, ABORTED) as {new}"
     assert "no instance with id 999" in error_line(tw(db, "retry", "999", code=1))

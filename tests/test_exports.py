@@ -7,6 +7,7 @@ import tickwork
 PUBLIC = {
     "Attempt",
     "BashTask",
+    "BashTimeout",
     "Clock",
     "Cron",
     "DuplicateTask",
@@ -23,6 +24,7 @@ PUBLIC = {
     "NotATickworkDatabase",
     "NotFound",
     "PostgresStore",
+    "RunOutput",
     "SQLiteStore",
     "Schedule",
     "Scheduler",
@@ -39,6 +41,7 @@ PUBLIC = {
     "TickworkError",
     "TransitionEvent",
     "UnknownTask",
+    "current_instance",
     "open_scheduler",
     "pack",
     "unpack",

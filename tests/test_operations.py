@@ -202,3 +202,24 @@ async def test_nodes_lists_this_node(node):
     assert len(mine) == 1
     assert mine[0].alive
     assert mine[0].stopped_us is None
+
+
+class StoreBeforeFilters(tickwork.MemoryStore):
+    """A store whose ``list`` predates the ``where`` argument (a user's own store)."""
+
+    async def list(  # type: ignore[override]
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[tickwork.Instance]:
+        return await super().list(state=state, task=task, limit=limit, before_id=before_id)
+
+
+async def test_a_store_without_list_filters_still_lists():
+    async with tickwork.open_scheduler(StoreBeforeFilters(), tasks=[Quiet()]) as node:
+        iid = await node.schedule("quiet", at=FAR)
+        assert [i.id for i in await node.list()] == [iid]
+        assert [i.id for i in await node.list(state=State.PENDING)] == [iid]

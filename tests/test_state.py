@@ -77,3 +77,35 @@ def test_stored_values_never_change():
         "ABORTED",
         "MISSED",
     ]
+
+
+def test_a_state_prints_its_name_and_stays_an_int():
+    state = State.SUCCEEDED
+    # what users of enums expect (the README's embed example prints one)
+    assert str(state) == "State.SUCCEEDED"
+    assert f"{state}" == "State.SUCCEEDED"
+    assert f"{state:>16}" == " State.SUCCEEDED"
+    assert repr(state) == "<State.SUCCEEDED: 3>"
+    # ... while code that stores states as ints keeps working
+    assert state == 3
+    assert int(state) == 3
+    assert state.value == 3
+    assert f"{state:d}" == "3"
+    assert f"{state:03d}" == "003"
+    assert "%d" % state == "3"  # noqa: UP031 - the old-style form is what is tested
+    assert State(3) is state
+
+
+def test_a_state_is_stored_as_its_number():
+    import json
+    import sqlite3
+
+    from tickwork import pack, unpack
+
+    assert json.dumps({"state": State.FAILED}) == '{"state": 4}'
+    assert unpack(pack(State.FAILED)) == 4
+    with sqlite3.connect(":memory:") as db:
+        assert db.execute("SELECT ?, typeof(?)", (State.MISSED, State.MISSED)).fetchone() == (
+            6,
+            "integer",
+        )

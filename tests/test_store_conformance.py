@@ -14,7 +14,7 @@ import pytest
 
 from tickwork._time import to_us
 from tickwork.errors import IllegalTransition
-from tickwork.model import Finish, Instance, NewRow
+from tickwork.model import Finish, Instance, NewRow, RunOutput
 from tickwork.state import State
 from tickwork.stores import INTERRUPTED, Store
 
@@ -429,6 +429,38 @@ async def test_history_records_attempts_with_a_start(store: Store, now: int) -> 
     assert (h[1].error_type, h[1].error, h[1].result) == (None, None, "42")
     assert all(a.instance_id == iid for a in h)
     assert await store.history(iid + 1000) == []
+
+
+async def test_history_keeps_each_attempts_output_structured(store: Store, now: int) -> None:
+    """A retried attempt and the last one keep their own output (SQLite keeps the last in
+    the instance's row, the retried ones in ``history``): text with any characters, the
+    exit code apart; an attempt without output reads None."""
+    [iid] = await store.insert([row(at=now)], now)
+    [c] = await claim_all(store, "a", now)
+    big = "é" * 70_000 + "\n\x00'\"\\"
+    failed = RunOutput(stdout=big, stderr="boom ✗\n", exit_code=3)
+    first = done(
+        c, State.PENDING, error="BashFailed: 3", error_type="BashFailed", run_at_us=now,
+        started_us=now + 1, finished_us=now + 2, output=failed.to_json(),
+    )  # fmt: skip
+    assert await store.finish("a", [first], now + 3) == [True]
+    [c] = await claim_all(store, "a", now, at=now + 3)
+    timed_out = RunOutput(stdout="", stderr="partial", exit_code=None)
+    second = done(
+        c, State.PENDING, error="BashTimeout: late", error_type="BashTimeout", run_at_us=now,
+        started_us=now + 4, finished_us=now + 5, output=timed_out.to_json(),
+    )  # fmt: skip
+    assert await store.finish("a", [second], now + 6) == [True]
+    [c] = await claim_all(store, "a", now, at=now + 6)
+    ok = RunOutput(stdout="fine\n", stderr="", exit_code=0)
+    third = done(c, started_us=now + 7, finished_us=now + 8, output=ok.to_json())
+    assert await store.finish("a", [third], now + 9) == [True]
+    [other] = await store.insert([row(at=now)], now + 9)
+    [c] = await claim_all(store, "a", now, at=now + 9)
+    assert await store.finish("a", [done(c, result="7", started_us=now + 9)], now + 10) == [True]
+    assert [a.output for a in await store.history(iid)] == [failed, timed_out, ok]
+    [plain] = await store.history(other)
+    assert (plain.output, plain.result) == (None, "7")
 
 
 async def test_finish_without_start_writes_no_history(store: Store, now: int) -> None:

@@ -30,6 +30,7 @@ from tickwork.model import Attempt as Attempt
 from tickwork.model import Instance as Instance
 from tickwork.model import InstanceFilter as InstanceFilter
 from tickwork.model import NewInstance as NewInstance
+from tickwork.model import RunOutput as RunOutput
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
 from tickwork.scheduler import open_scheduler as open_scheduler
@@ -41,8 +42,10 @@ from tickwork.stores.cluster import NodeInfo as NodeInfo
 from tickwork.stores.memory import MemoryStore as MemoryStore
 from tickwork.stores.sqlite import SQLiteStore as SQLiteStore
 from tickwork.task import Task as Task
+from tickwork.task import current_instance as current_instance
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.bash import BashTimeout as BashTimeout
 from tickwork.triggers import Cron as Cron
 from tickwork.triggers import Interval as Interval
 
@@ -55,6 +58,7 @@ __all__ = [
     "Attempt",
     "BashFailed",
     "BashTask",
+    "BashTimeout",
     "Clock",
     "Cron",
     "DuplicateTask",
@@ -71,6 +75,7 @@ __all__ = [
     "NotATickworkDatabase",
     "NotFound",
     "PostgresStore",
+    "RunOutput",
     "SQLiteStore",
     "Schedule",
     "Scheduler",
@@ -87,6 +92,7 @@ __all__ = [
     "TickworkError",
     "TransitionEvent",
     "UnknownTask",
+    "current_instance",
     "open_scheduler",
     "pack",
     "unpack",

@@ -12,15 +12,18 @@ import click
 import trio
 from click.core import ParameterSource
 
-from tickwork._cli_format import dump_json, setup_logging
+from tickwork._cli_format import display_utc, dump_json, setup_logging
 from tickwork._cli_parse import DB, DbTarget, open_store
+from tickwork.errors import InvalidArgument
 from tickwork.model import pack
+from tickwork.tasks import validate_builtin_params
 
 if TYPE_CHECKING:
     from tickwork.stores.base import Store
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "checked_params",
     "client",
     "db_option",
     "emit",
@@ -29,6 +32,7 @@ __all__ = [
     "packed",
     "require_db",
     "setup_cli_logging",
+    "utc_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,6 +73,24 @@ def log_options(f: F) -> F:
         expose_value=False,
         callback=_remember,
         help="Log threshold (logs go to stderr).  [default: INFO for run, else WARNING]",
+    )(f)
+
+
+def _set_utc(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    del ctx, param
+    if value:
+        display_utc(True)  # noqa: FBT003 - the flag's value
+
+
+def utc_option(f: F) -> F:
+    """``--utc``: times in UTC in text views (before or after the command name)."""
+    return click.option(
+        "--utc",
+        is_flag=True,
+        default=False,
+        expose_value=False,
+        callback=_set_utc,
+        help="Show times in UTC instead of the local time zone (--json is always UTC).",
     )(f)
 
 
@@ -129,5 +151,22 @@ async def client(db: DbTarget) -> AsyncIterator[Store]:
 
 
 def packed(params: Any) -> bytes:
-    """``--params`` (parsed JSON, or None) as the bytes a task receives."""
-    return b"" if params is None else pack(params)
+    """``--params`` (parsed JSON, or None) as the bytes a task receives.
+
+    Raises:
+        click.BadParameter: msgpack cannot hold it (an integer past 64 bits).
+    """
+    try:
+        return b"" if params is None else pack(params)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None
+
+
+def checked_params(task: str, data: bytes) -> bytes:
+    """``data`` after the params check of a built-in hand-off task (a bad URL, subject or
+    queue name is refused now, exit status 2, not when the run comes due)."""
+    try:
+        validate_builtin_params(task, data)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--params'") from None
+    return data

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 from click.core import ParameterSource
+
+from tickwork.tasks import HandoffSettings
+from tickwork.tasks._settings import ENV as HANDOFF_ENV
 
 __all__ = [
     "ENV_PREFIX",
@@ -27,19 +31,16 @@ __all__ = [
     "ConfiguredCommand",
     "env_name",
     "file_key",
+    "handoff_settings",
 ]
 
 #: the prefix of every environment variable the node reads
 ENV_PREFIX = "TICKWORK_"
 
 #: the ``[handoff]`` table of the configuration file: the hand-off tasks' connection
-#: settings, each the same as the environment variable beside it (which wins)
-HANDOFF_SETTINGS = {
-    "webhook-secret": "TICKWORK_WEBHOOK_SECRET",
-    "redis-url": "TICKWORK_REDIS_URL",
-    "nats-url": "TICKWORK_NATS_URL",
-    "amqp-url": "TICKWORK_AMQP_URL",
-    "celery-broker": "TICKWORK_CELERY_BROKER",
+#: settings (key -> environment variable, which wins over the key)
+HANDOFF_SETTINGS: Final[Mapping[str, str]] = {
+    field.replace("_", "-"): var for field, var in HANDOFF_ENV.items()
 }
 _HANDOFF_TABLE = "handoff"
 
@@ -95,8 +96,7 @@ def _read_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 
 
 def _export_handoff(ctx: click.Context, where: str, table: object) -> None:
-    """The ``[handoff]`` settings into the environment, where the tasks read them; a
-    variable already set wins (the environment comes before the file)."""
+    """Keep the ``[handoff]`` settings for :func:`handoff_settings`."""
     if not isinstance(table, dict):
         raise click.UsageError(f"{where}: {_HANDOFF_TABLE!r} must be a table", ctx)
     for key, item in table.items():
@@ -108,7 +108,23 @@ def _export_handoff(ctx: click.Context, where: str, table: object) -> None:
             )
         if not isinstance(item, str):
             raise click.UsageError(f"{where}: [{_HANDOFF_TABLE}] {key} must be a string", ctx)
-        os.environ.setdefault(var, item)
+    ctx.meta["tickwork.handoff"] = dict(table)
+
+
+def handoff_settings(
+    ctx: click.Context, environ: Mapping[str, str] | None = None
+) -> HandoffSettings:
+    """The hand-off tasks' settings: the environment, then the file's ``[handoff]`` table,
+    then the defaults. Nothing of the file goes into the node's environment, so commands
+    run by ``BashTask`` do not inherit a secret written there."""
+    env = os.environ if environ is None else environ
+    table: Mapping[str, str] = ctx.meta.get("tickwork.handoff", {})
+    given = {}
+    for field, var in HANDOFF_ENV.items():
+        value = env.get(var) or table.get(field.replace("_", "-"))
+        if value:
+            given[field] = value
+    return HandoffSettings(**given)
 
 
 def _origin(ctx: click.Context, param: click.Parameter) -> str | None:

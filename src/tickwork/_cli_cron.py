@@ -18,9 +18,11 @@ import trio
 
 from tickwork import _operations
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     json_option,
+    log_options,
     packed,
     require_db,
     setup_cli_logging,
@@ -229,6 +231,7 @@ def _table(schedules: list[Schedule], now_us: int) -> str:
 
 
 @click.group()
+@log_options
 def cron() -> None:
     """Recurring schedules: add, list, pause, resume, remove, import a crontab.
 
@@ -254,6 +257,7 @@ def cron() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @db_option
 @json_option
+@log_options
 def add(
     *,
     expr: str,
@@ -289,6 +293,7 @@ def add(
             "give that task's params with --params JSON"
         )
     data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
     try:
         schedule = new_schedule(
             task,
@@ -325,6 +330,7 @@ def add(
 @cron.command(name="ls")
 @db_option
 @json_option
+@log_options
 def list_schedules(*, db: DbTarget, as_json: bool) -> None:
     """List schedules with their next fire time, in their zone and in UTC."""
     setup_cli_logging("WARNING")
@@ -354,6 +360,7 @@ def _one(name: str, verb: str, doc: str) -> None:
     @click.argument("schedule_id", metavar="ID")
     @db_option
     @json_option
+    @log_options
     def command(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
         setup_cli_logging("WARNING")
         require_db(db, _HOW_TO_START)
@@ -393,6 +400,7 @@ _one(
 @click.argument("schedule_id", metavar="ID")
 @db_option
 @json_option
+@log_options
 def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
     """Run a schedule's command once now, outside its fire times (its next fire times
     and policies stay as they are; a paused schedule can be run this way too)."""
@@ -420,6 +428,7 @@ def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
 )
 @click.option("--after", type=TIME, help="Start after this time.  [default: now]")
 @json_option
+@log_options
 def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_json: bool) -> None:
     """Print the next fire times of a cron expression, in its zone and in UTC."""
     setup_cli_logging("WARNING")
@@ -452,6 +461,7 @@ def _local_iso(us: int, zone: str) -> str:
 @_policy_options
 @db_option
 @json_option
+@log_options
 def import_crontab(
     *,
     file: Any,

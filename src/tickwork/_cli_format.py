@@ -54,11 +54,25 @@ def iso(us: int | None) -> str | None:
     return None if us is None else from_us(us).isoformat()
 
 
+#: Text views show times in the local time zone unless ``--utc`` set this (``--json``
+#: always gives ISO-8601 UTC).
+_display = {"utc": False}
+
+
+def display_utc(flag: bool) -> None:
+    """Show times in UTC (True) or in the local time zone (False) in text views."""
+    _display["utc"] = flag
+
+
 def when(us: int | None) -> str:
-    """UTC microseconds as a short, sortable UTC time for tables (``-`` for None)."""
+    """UTC microseconds as a short, sortable time for tables (``-`` for None): local time
+    with its zone's abbreviation (``2030-01-01 09:00:00 CET``), or UTC with ``--utc``
+    (``2030-01-01T08:00:00Z``)."""
     if us is None:
         return "-"
-    return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if _display["utc"]:
+        return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return from_us(us).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def format_duration(td: timedelta) -> str:
@@ -146,7 +160,12 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
 
 
 def attempt_dict(attempt: Attempt) -> dict[str, Any]:
-    """One run-history row in JSON-friendly form (``duration`` in seconds)."""
+    """One run-history row in JSON-friendly form (``duration`` in seconds).
+
+    ``exit_code``, ``stdout`` and ``stderr`` are the run's output (None for a task that
+    reports none).
+    """
+    output = attempt.output
     return {
         "attempt": attempt.attempt,
         "node": attempt.node,
@@ -157,6 +176,9 @@ def attempt_dict(attempt: Attempt) -> dict[str, Any]:
         "error_type": attempt.error_type,
         "error": attempt.error,
         "result": attempt.result,
+        "exit_code": None if output is None else output.exit_code,
+        "stdout": None if output is None else output.stdout,
+        "stderr": None if output is None else output.stderr,
     }
 
 
@@ -216,7 +238,7 @@ def instances_table(page: Sequence[Instance]) -> str:
                 short(inst.error, 50),
             )
         )
-    headers = ("ID", "TASK", "STATE", "RUN AT (UTC)", "ATTEMPTS", "PARAMS", "ERROR")
+    headers = ("ID", "TASK", "STATE", "RUN AT", "ATTEMPTS", "PARAMS", "ERROR")
     return table(headers, rows, align="><<<><<")
 
 
@@ -260,7 +282,7 @@ def nodes_table(found: Sequence[NodeInfo], now_us: int) -> str:
                 node.pid or "-",
             )
         )
-    headers = ("NODE", "STATE", "STARTED (UTC)", "LAST HEARTBEAT", "HELD", "RUNNING", "HOST", "PID")
+    headers = ("NODE", "STATE", "STARTED", "LAST HEARTBEAT", "HELD", "RUNNING", "HOST", "PID")
     return table(headers, rows, align="<<<>>><>")
 
 
@@ -279,12 +301,20 @@ def show_text(inst: Instance, history: Sequence[Attempt]) -> str:
             a.node or "-",
             when(a.started_us),
             format_duration(a.duration),
-            short(a.error if a.error is not None else a.result, 60),
+            short(a.error if a.error is not None else a.result or _output_note(a), 60),
         )
         for a in history
     ]
-    headers = ("ATTEMPT", "STATE", "NODE", "STARTED (UTC)", "TOOK", "RESULT / ERROR")
+    headers = ("ATTEMPT", "STATE", "NODE", "STARTED", "TOOK", "RESULT / ERROR")
     return text + "\n\nhistory:\n" + table(headers, rows, align="><<<><")
+
+
+def _output_note(attempt: Attempt) -> str | None:
+    output = attempt.output
+    if output is None:
+        return None
+    size = len(output.stdout.encode()) + len(output.stderr.encode())
+    return f"exit {output.exit_code}, {size_text(size)} of output (tickwork logs)"
 
 
 def stats_text(doc: Mapping[str, Any], next_us: int | None, now_us: int) -> str:

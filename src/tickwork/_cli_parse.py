@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 import click
 
+from tickwork._time import MAX_DURATION, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -33,6 +34,7 @@ __all__ = [
     "DURATION",
     "ID",
     "JSON",
+    "MAX_ID",
     "POSITIVE_DURATION",
     "STATE",
     "TASK_NAME_TYPE",
@@ -67,34 +69,44 @@ _PLAIN = re.compile(rf"\s*({_NUMBER})\s*")
 #: The keys of the bash task's params (see ``BashTask.params``).
 BASH_KEYS = ("cmd", "timeout", "env", "cwd")
 _DURATION_HELP = "use forms like 30s, 5m, 1h30m, 2d, 500ms, or plain seconds"
+#: The largest instance id: the stores' ids are signed 64-bit integers.
+MAX_ID = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse ``30s``, ``5m``, ``1h30m``, ``2d``, ``500ms``, ``1.5h`` or plain seconds.
 
     Raises:
-        ValueError: the text is not such a duration (or is too large).
+        ValueError: the text is not such a duration, or is longer than the span of years
+            1-9999 (``MAX_DURATION``), past which no time or stored duration can go.
     """
     stripped = text.strip()
+    too_long = ValueError(
+        f"duration {text!r} is too long: at most {MAX_DURATION.days} days (years 1-9999)"
+    )
     try:
         plain = _PLAIN.fullmatch(stripped)
         if plain:
-            return timedelta(seconds=float(plain.group(1)))
-        total, pos, seen = timedelta(0), 0, set()
-        while stripped and pos < len(stripped):
-            part = _PART.match(stripped, pos)
-            if part is None or part.group(2) in seen:
-                break
-            unit = part.group(2)
-            seen.add(unit)
-            total += float(part.group(1)) * _UNITS[unit]
-            pos = part.end()
+            total = timedelta(seconds=float(plain.group(1)))
         else:
-            if seen:
-                return total
+            total, pos = timedelta(0), 0
+            seen: set[str] = set()
+            while pos < len(stripped):
+                part = _PART.match(stripped, pos)
+                if part is None or part.group(2) in seen:
+                    seen.clear()  # not a duration: refused below
+                    break
+                unit = part.group(2)
+                seen.add(unit)
+                total += float(part.group(1)) * _UNITS[unit]
+                pos = part.end()
+            if not seen:
+                raise ValueError(f"invalid duration {text!r}: {_DURATION_HELP}")
     except OverflowError:
-        raise ValueError(f"duration {text!r} is too large") from None
-    raise ValueError(f"invalid duration {text!r}: {_DURATION_HELP}")
+        raise too_long from None
+    if total > MAX_DURATION:
+        raise too_long
+    return total
 
 
 def parse_positive_duration(text: str) -> timedelta:
@@ -113,8 +125,8 @@ def parse_time(text: str) -> datetime:
     """Parse an ISO-8601 time that carries a UTC offset (or ``Z``).
 
     Raises:
-        ValueError: not ISO-8601, or naive (local time is ambiguous across DST changes and
-            machines, so the CLI refuses to guess).
+        ValueError: not ISO-8601, naive (local time is ambiguous across DST changes and
+            machines, so the CLI refuses to guess), or outside years 1-9999 in UTC.
     """
     try:
         when = datetime.fromisoformat(text.strip())
@@ -128,6 +140,10 @@ def parse_time(text: str) -> datetime:
             f"time {text!r} has no time zone: add a UTC offset, "
             "e.g. 2026-12-01T09:00:00+01:00, or Z"
         )
+    try:
+        to_us(when, what="time")
+    except InvalidArgument as exc:
+        raise ValueError(str(exc)) from None
     return when
 
 
@@ -145,7 +161,7 @@ def parse_state(text: str) -> State:
 
 
 def parse_id(text: str) -> int:
-    """An instance id: a positive integer.
+    """An instance id: a positive integer, at most :data:`MAX_ID`.
 
     Raises:
         ValueError: anything else.
@@ -154,8 +170,8 @@ def parse_id(text: str) -> int:
         value = int(text.strip())
     except ValueError:
         value = 0
-    if value < 1:
-        raise ValueError(f"instance ids are positive integers, got {text!r}")
+    if not 1 <= value <= MAX_ID:
+        raise ValueError(f"instance ids are positive integers up to {MAX_ID}, got {text!r}")
     return value
 
 
@@ -173,12 +189,37 @@ def parse_task_name(text: str) -> str:
     return text
 
 
-def parse_json(text: str) -> Any:
-    """Parse a JSON document.
+def parse_env_pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (for ``--env``) as a pair; the value may be empty or hold ``=``.
 
     Raises:
-        ValueError: not valid JSON; the message says where.
+        ValueError: no ``=``, or an empty name.
     """
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def parse_json(text: str) -> Any:
+    """Parse a JSON document, or ``@PATH``: the JSON document in that file (``@-``: stdin).
+
+    Raises:
+        ValueError: not valid JSON, or a file that cannot be read; the message says which.
+    """
+    if text.startswith("@"):
+        path = text[1:]
+        if not path:
+            raise ValueError("@ must be followed by a file name: --params @params.json")
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ValueError(f"cannot read {path}: {reason}") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -213,6 +254,7 @@ POSITIVE_DURATION = _ParserType("duration", parse_positive_duration)
 TIME = _ParserType("time", parse_time)
 STATE = _ParserType("state", parse_state)
 JSON = _ParserType("json", parse_json)
+ENV_PAIR = _ParserType("name=value", parse_env_pair)
 ID = _ParserType("id", parse_id)
 TASK_NAME_TYPE = _ParserType("name", parse_task_name)
 
@@ -267,14 +309,25 @@ def _as_task(spec: str, obj: object) -> Task:
     )
 
 
-def bash_params(command: tuple[str, ...], params: Any) -> bytes:
+def bash_params(
+    command: tuple[str, ...],
+    params: Any,
+    *,
+    cwd: str | None = None,
+    env: tuple[tuple[str, str], ...] = (),
+    default_cwd: str | None = None,
+) -> bytes:
     """The bash task's params from the words after ``--`` and/or ``--params``.
 
     The words are quoted with :func:`shlex.join`, so each stays one argument; ``--params``
     may add ``timeout``, ``env`` and ``cwd``, or carry the whole thing with ``cmd``.
+    ``cwd`` (``--cwd``) and ``env`` (``--env`` pairs) are added to them; without a
+    directory, ``default_cwd`` is used (``add`` passes the caller's: the command runs
+    where it was added, as in a shell).
 
     Raises:
-        click.UsageError: no command, or two; bad params (``BadParameter``).
+        click.UsageError: no command, or two; a directory or variable given twice; bad
+            params (``BadParameter``).
     """
     spec = {} if params is None else params
     if not isinstance(spec, dict):
@@ -293,12 +346,30 @@ def bash_params(command: tuple[str, ...], params: Any) -> bytes:
         spec = {**spec, "cmd": shlex.join(command)}
     if "cmd" not in spec:
         raise click.UsageError("the bash task needs a command: put it after -- or in --params")
+    spec = _with_place(spec, cwd or default_cwd if "cwd" not in spec else cwd, env)
     try:
         return BashTask.params(
             spec["cmd"], timeout=spec.get("timeout"), env=spec.get("env"), cwd=spec.get("cwd")
         )
     except InvalidArgument as exc:
         raise click.BadParameter(str(exc), param_hint="'--params'") from None
+
+
+def _with_place(spec: dict[str, Any], cwd: str | None, env: tuple[tuple[str, str], ...]) -> Any:
+    """``spec`` with a directory and ``--env`` added."""
+    if cwd is not None and "cwd" in spec:
+        raise click.UsageError("give the directory either with --cwd or as cwd in --params")
+    if cwd is not None:
+        spec = {**spec, "cwd": cwd}
+    given = spec.get("env") or {}
+    if env and isinstance(given, dict):  # not a dict: BashTask.params says what is wrong
+        merged = dict(given)
+        for name, value in env:
+            if name in merged:
+                raise click.UsageError(f"environment variable {name} is given twice")
+            merged[name] = value
+        spec = {**spec, "env": merged}
+    return spec
 
 
 # -- --db: a SQLite file or a PostgreSQL database ---------------------------------------------

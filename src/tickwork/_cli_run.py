@@ -12,12 +12,14 @@ import click
 import trio
 
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
-from tickwork._cli_config import ConfiguredCommand
+from tickwork._cli_config import ConfiguredCommand, handoff_settings
 from tickwork._cli_format import format_duration
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
 from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
+from tickwork._sd_notify import ServiceNotifier
+from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
-from tickwork.tasks.bash import BashTask
+from tickwork.tasks import builtin_tasks
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -143,7 +145,8 @@ def run(
 
 
 def _load_tasks(specs: Sequence[str]) -> list[Task]:
-    """BashTask plus the tasks named by ``--tasks``; a user task named "bash" replaces it."""
+    """The built-in tasks plus those named by ``--tasks``; a user task of a built-in
+    task's name (e.g. "bash") replaces it."""
     loaded: list[Task] = []
     for spec in (s.strip() for group in specs for s in group.split(",")):
         if not spec:
@@ -152,9 +155,15 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
             loaded.extend(resolve_tasks(spec))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--tasks'") from None
-    if not any(task.name == BashTask.name for task in loaded):
-        loaded.insert(0, BashTask())
-    return loaded
+    names = {task.name for task in loaded}
+    # bash and the hand-off tasks (webhook, ...), configured from TICKWORK_* variables;
+    # a user task of the same name replaces the built-in one.
+    try:
+        settings = handoff_settings(click.get_current_context())
+        builtin = [task for task in builtin_tasks(settings) if task.name not in names]
+    except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
+        raise click.UsageError(str(exc)) from None
+    return builtin + loaded
 
 
 async def _serve(
@@ -170,7 +179,12 @@ async def _serve(
     claim_horizon: timedelta | None = None,
     retention: timedelta | None = None,
 ) -> int:
-    """Run one node until a signal; returns the exit status (130 if stopped at once)."""
+    """Run one node until a signal; returns the exit status (130 if stopped at once).
+
+    Under systemd (``Type=notify``) it tells the service manager when the node runs
+    (every actor started), feeds its watchdog, and says when it begins to stop.
+    """
+    service = ServiceNotifier.from_environment()
     stop = trio.Event()
     hurry = trio.CancelScope()
     hurried = False
@@ -204,6 +218,7 @@ async def _serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, signals)
+            nursery.start_soon(service.feed_watchdog)
             with hurry:
                 async with open_scheduler(
                     open_store(db),
@@ -219,6 +234,12 @@ async def _serve(
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
+                    service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
                     await stop.wait()
+                    service.notify(
+                        "STOPPING=1",
+                        "STATUS=stopping: running instances get "
+                        f"{format_duration(shutdown_grace)} to finish",
+                    )
             nursery.cancel_scope.cancel()
     return EXIT_INTERRUPTED if hurried else 0

@@ -52,6 +52,8 @@ _EXTRA_FORMS: Final = (
 # A field is checked alone by putting it into an expression that is valid otherwise.
 _NEUTRAL: Final = ("0", "0", "0", "*", "*", "*")
 
+_DIGITS: Final = re.compile(r"[0-9]+")
+
 _NAIVE_EPOCH: Final = datetime(1970, 1, 1)  # noqa: DTZ001 - wall clock, no zone on purpose
 _ONE_US: Final = timedelta(microseconds=1)
 
@@ -82,6 +84,14 @@ def parse(expr: object) -> CronSpec:
 
 @functools.lru_cache(maxsize=1024)
 def _parse(expr: str) -> CronSpec:
+    if not expr.isascii():
+        # Python reads '¹' and U+0661 as digits and 'ß'.upper() as 'SS', and splits fields at
+        # Unicode spaces: none of that is cron, so nothing outside ASCII goes further.
+        char = next(c for c in expr if not c.isascii())
+        raise InvalidArgument(
+            f"cron expression {expr!r} has a non-ASCII character {char!r} (U+{ord(char):04X}); "
+            f"fields are ASCII digits, names and * , - / # L W; {ACCEPTED}"
+        )
     parts = expr.split()
     if len(parts) == 1 and parts[0].startswith("@"):
         text = parts[0].lower()
@@ -130,7 +140,7 @@ def _reason(index: int, value: str) -> str:
     lo, hi = _RANGES[index]
     # The numbers that are values (not steps after '/' nor counts after '#').
     values = re.split(r"[,-]", re.sub(r"[/#]\d*", "", value))
-    if any(v.isdigit() and not lo <= int(v) <= hi for v in values):
+    if any(_DIGITS.fullmatch(v) and not lo <= int(v) <= hi for v in values):
         return f"out of range {lo}-{hi}"
     if re.search(r"/0+(?:,|$)", value):
         return "has a step of 0"

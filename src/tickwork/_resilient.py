@@ -180,6 +180,11 @@ class ResilientStore:
         before_id: int | None = None,
         where: InstanceFilter | None = None,
     ) -> builtins.list[Instance]:
+        if where is None:  # a store written before ``where`` existed still lists
+            return await self._call(
+                "list",
+                lambda: self.inner.list(state=state, task=task, limit=limit, before_id=before_id),
+            )
         return await self._call(
             "list",
             lambda: self.inner.list(

@@ -108,6 +108,9 @@ class ScheduleMethods:
         if not isinstance(replace, bool):
             raise InvalidArgument(f"replace must be True or False, got {replace!r}")
         self._registry.require(task)
+        check = self._registry.validators.get(task)
+        if check is not None:
+            check(schedule.params)
         write = await self._store.add_schedule(schedule, self._clock.now_us(), replace=replace)
         self._woken(write)
         return write.schedule.id

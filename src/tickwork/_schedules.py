@@ -19,7 +19,7 @@ from typing import Final, TypeVar, final
 
 import attrs
 
-from tickwork._time import from_us, td_us, to_us
+from tickwork._time import check_duration, from_us, td_us, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import params_bytes
 from tickwork.triggers import Cron, Interval
@@ -226,7 +226,7 @@ def _duration(field: str, value: object, *, default: timedelta) -> int:
         return td_us(default)
     if not isinstance(value, timedelta) or value < timedelta(0):
         raise InvalidArgument(f"{field} must be a timedelta >= 0 (or None), got {value!r}")
-    return td_us(value)
+    return td_us(check_duration(value, what=field))
 
 
 def new_schedule(

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import trio
 
-from tickwork import _operations
+from tickwork import __version__, _operations
 from tickwork._cli_common import (
+    checked_params,
     client,
     db_option,
     emit,
@@ -33,25 +34,25 @@ from tickwork._cli_common import (
     packed,
     require_db,
     setup_cli_logging,
+    utc_option,
 )
 from tickwork._cli_cron import cron
 from tickwork._cli_format import (
-    attempt_dict,
     dump_json,
     error_report,
     instance_dict,
-    instances_table,
     node_dict,
     nodes_table,
-    show_text,
     stats_text,
 )
+from tickwork._cli_list import list_instances, show
+from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
     DURATION,
+    ENV_PAIR,
     ID,
     JSON,
     POSITIVE_DURATION,
-    STATE,
     TASK_NAME_TYPE,
     TIME,
     DbTarget,
@@ -62,15 +63,15 @@ from tickwork._cli_run import run
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import Instance, NewInstance, validate_new
+from tickwork.model import MAX_ATTEMPTS, Instance, NewInstance, validate_new
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
-    from tickwork.model import AbortResult, Attempt, Instance
+    from tickwork.model import AbortResult, Instance
     from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["cli", "main"]
@@ -81,12 +82,20 @@ _HOW_TO_START = "start a node with `tickwork run` or add an instance with `tickw
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="tickwork", message="%(prog)s %(version)s"
+)
+@utc_option
 @log_options
 def cli() -> None:
     """tickwork: a durable job scheduler.
 
     Start a node with `tickwork run`; add, list, inspect and abort instances from
-    another shell while it runs. Every command takes --db (or $TICKWORK_DB).
+    another shell while it runs. Every command takes --db (or $TICKWORK_DB). Times
+    are shown in the local time zone (--utc for UTC).
+
+    Shell completion (bash; zsh and fish alike, see docs/cli.md):
+    eval "$(_TICKWORK_COMPLETE=bash_source tickwork)"
     """
 
 
@@ -99,11 +108,27 @@ def cli() -> None:
 )
 @click.option("--at", "at", type=TIME, help="When, ISO-8601 with a UTC offset or Z.")
 @click.option("--in", "delay", type=DURATION, help="When, from now: 30s, 5m, 1h30m, 2d ...")
-@click.option("--params", type=JSON, help="Params as JSON (packed with msgpack).")
+@click.option(
+    "--params", type=JSON, help="Params as JSON (packed with msgpack), or @FILE to read it."
+)
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False, resolve_path=True),
+    metavar="DIR",
+    help="bash: run the command in DIR.  [default: the current directory]",
+)
+@click.option(
+    "--env",
+    "env",
+    type=ENV_PAIR,
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="bash: set this environment variable for the command (repeatable).",
+)
 @click.option("--dedup-key", metavar="KEY", help="Add at most one instance with this key.")
 @click.option(
     "--max-attempts",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_ATTEMPTS),
     metavar="N",
     help="Run up to N times if it fails.  [default: the task's; once]",
 )
@@ -118,6 +143,8 @@ def add(
     at: Any,
     delay: timedelta | None,
     params: Any,
+    cwd: str | None,
+    env: tuple[tuple[str, str], ...],
     dedup_key: str | None,
     max_attempts: int | None,
     timeout: timedelta | None,
@@ -131,6 +158,9 @@ def add(
     argument (quoted with shlex.join): `tickwork add --in 5m -- echo hi`. For shell
     syntax (pipes, &&), give the whole command as one string in --params:
     `--params '{"cmd": "a && b", "timeout": 60}'`.
+
+    A bash command runs in the directory you add it from (or --cwd DIR), not the
+    node's, with the node's environment plus each --env NAME=VALUE.
     """
     setup_cli_logging("WARNING")
     if (at is None) == (delay is None):
@@ -141,9 +171,19 @@ def add(
             f"words after -- are a bash command, but --task is {task!r}; "
             "give that task's params with --params JSON"
         )
-    data = bash_params(command, params) if task == BashTask.name else packed(params)
+    if task != BashTask.name and (cwd is not None or env):
+        raise click.UsageError(f"--cwd and --env are for the bash task, but --task is {task!r}")
+    if task == BashTask.name:
+        if cwd is not None and not Path(cwd).is_dir():
+            log.warning(
+                "--cwd %s is not a directory here: the run fails unless it is on the node", cwd
+            )
+        data = bash_params(command, params, cwd=cwd, env=env, default_cwd=str(Path.cwd()))
+    else:
+        data = packed(params)
+    data = checked_params(task, data)
     now_us = SystemClock().now_us()
-    run_at = from_us(now_us) + delay if delay is not None else at
+    run_at = at if delay is None else _from_now(now_us, delay)
     try:
         row = validate_new(
             NewInstance(
@@ -177,74 +217,15 @@ def add(
     emit({**instance_dict(inst), "created": created}, as_json, str(inst.id))
 
 
-# -- ls / show ----------------------------------------------------------------------------
-
-
-@cli.command(name="ls")
-@click.option("--state", type=STATE, help="Only this state (PENDING, FAILED, ...).")
-@click.option("--task", "task_name", metavar="NAME", help="Only this task.")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 10_000),
-    metavar="N",
-    default=50,
-    show_default=True,
-    help="Show at most N (1 to 10000).",
-)
-@click.option("--before-id", type=ID, metavar="ID", help="Next page: only ids below ID.")
-@db_option
-@json_option
-@log_options
-def list_instances(
-    *,
-    state: State | None,
-    task_name: str | None,
-    limit: int,
-    before_id: int | None,
-    db: DbTarget,
-    as_json: bool,
-) -> None:
-    """List instances, newest first."""
-    setup_cli_logging("WARNING")
-    require_db(db, _HOW_TO_START)
-
-    async def fetch() -> list[Instance]:
-        async with client(db) as store:
-            return await store.list(state=state, task=task_name, limit=limit, before_id=before_id)
-
-    page = trio.run(fetch)
-    if as_json:
-        click.echo(dump_json([instance_dict(inst) for inst in page]))
-        return
-    click.echo(instances_table(page) if page else "no instances")
-    if len(page) == limit:
-        click.echo(f"(more: --before-id {page[-1].id})", err=True)
-
-
-@cli.command()
-@click.argument("instance_id", metavar="ID", type=ID)
-@db_option
-@json_option
-@log_options
-def show(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
-    """Show every field of one instance and its run history."""
-    setup_cli_logging("WARNING")
-    require_db(db, _HOW_TO_START)
-
-    async def fetch() -> tuple[Instance, list[Attempt]]:
-        async with client(db) as store:
-            inst = await store.get(instance_id)
-            if inst is None:
-                raise click.ClickException(f"no instance with id {instance_id} in {db}")
-            return inst, await store.history(instance_id)
-
-    inst, history = trio.run(fetch)
-    if as_json:
-        click.echo(
-            dump_json({**instance_dict(inst), "history": [attempt_dict(a) for a in history]})
-        )
-    else:
-        click.echo(show_text(inst, history))
+def _from_now(now_us: int, delay: timedelta) -> datetime:
+    """``--in``: now + ``delay``, refused past year 9999."""
+    try:
+        return from_us(now_us) + delay
+    except OverflowError:
+        raise click.BadParameter(
+            f"now + {delay} is past year 9999, the last time tickwork stores",
+            param_hint="'--in'",
+        ) from None
 
 
 # -- abort / stats ------------------------------------------------------------------------
@@ -315,6 +296,7 @@ def retry(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
 @cli.command()
 @db_option
 @json_option
+@utc_option
 @log_options
 def stats(*, db: DbTarget, as_json: bool) -> None:
     """Counts per state, the next due time and the database size."""
@@ -348,6 +330,7 @@ def stats(*, db: DbTarget, as_json: bool) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also nodes that stopped or went silent.")
 @db_option
 @json_option
+@utc_option
 @log_options
 def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
     """The nodes of a cluster (PostgreSQL): id, start, last heartbeat, work held.
@@ -381,6 +364,9 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
+cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
+cli.add_command(show)  # tickwork show ID (_cli_list.py)
+cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
 
 
 # -- entry point ----------------------------------------------------------------------------

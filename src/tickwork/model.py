@@ -6,17 +6,23 @@ properties (``run_at``, ...) give aware datetimes.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 import msgpack
 
-from tickwork._time import from_us, to_us
+from tickwork._time import MAX_DURATION, from_us, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.state import State
 
+#: The most attempts an instance may have (a 32-bit int: retries with the default 10 min
+#: backoff cap would take 40,000 years).
+MAX_ATTEMPTS = 2**31 - 1
+
 __all__ = [
+    "MAX_ATTEMPTS",
     "AbortResult",
     "Attempt",
     "Finish",
@@ -24,6 +30,7 @@ __all__ = [
     "InstanceFilter",
     "NewInstance",
     "NewRow",
+    "RunOutput",
     "State",
     "pack",
     "unpack",
@@ -118,6 +125,11 @@ class Instance:
 RETRY_KEY = "retry-of:"
 
 
+def is_upcoming(inst: Instance, now_us: int) -> bool:
+    """Whether ``inst`` is still to come at ``now_us``: PENDING or CLAIMED, due from then."""
+    return inst.state in {State.PENDING, State.CLAIMED} and inst.run_at_us >= now_us
+
+
 def _within(value: int, low: int | None, high: int | None) -> bool:
     return (low is None or value >= low) and (high is None or value < high)
 
@@ -135,6 +147,9 @@ class InstanceFilter:
     due_until_us: int | None = None
     ended_from_us: int | None = None
     ended_until_us: int | None = None
+    #: Only the history as of this time: every instance but those still upcoming then
+    #: (PENDING or CLAIMED and due at or after it).
+    history_at_us: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -146,6 +161,8 @@ class InstanceFilter:
         if self.schedule_id is not None and inst.schedule_id != self.schedule_id:
             return False
         if not _within(inst.run_at_us, self.due_from_us, self.due_until_us):
+            return False
+        if self.history_at_us is not None and is_upcoming(inst, self.history_at_us):
             return False
         return not self.ended or (
             inst.state.terminal
@@ -174,6 +191,9 @@ class InstanceFilter:
                 values.append(value)
         if self.ended:
             terms.append("state >= 3")
+        if self.history_at_us is not None:
+            terms.append(f"NOT (state IN (0, 1) AND {run_at} >= {mark.format(n=len(values))})")
+            values.append(self.history_at_us)
         return terms, values
 
 
@@ -233,13 +253,18 @@ def validate_new(new: NewInstance) -> NewRow:
             "(Scheduler.retry) to the instance it retries"
         )
     if new.max_attempts is not None and (
-        not isinstance(new.max_attempts, int) or new.max_attempts < 1
+        not isinstance(new.max_attempts, int) or not 1 <= new.max_attempts <= MAX_ATTEMPTS
     ):
-        raise InvalidArgument(f"max_attempts must be an integer >= 1, got {new.max_attempts!r}")
+        raise InvalidArgument(
+            f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, got {new.max_attempts!r}"
+        )
     timeout_us = None
     if new.timeout is not None:
-        if not isinstance(new.timeout, timedelta) or new.timeout <= timedelta(0):
-            raise InvalidArgument(f"timeout must be a positive timedelta, got {new.timeout!r}")
+        if not isinstance(new.timeout, timedelta) or not timedelta(0) < new.timeout <= MAX_DURATION:
+            raise InvalidArgument(
+                f"timeout must be a positive timedelta of at most {MAX_DURATION.days} days, "
+                f"got {new.timeout!r}"
+            )
         timeout_us = int(new.timeout.total_seconds() * 1_000_000)
     return NewRow(
         task=new.task,
@@ -273,6 +298,56 @@ class Finish:
     #: Error type name (e.g. ``"ValueError"``) and a bounded summary of the result.
     error_type: str | None = None
     result: str | None = None
+    #: The run's output in its stored form (:meth:`RunOutput.to_json`), or None.
+    output: str | None = None
+
+
+@attrs.frozen(slots=True)
+class RunOutput:
+    """What a command printed and how it exited: the output of one run.
+
+    A task's result, or the exception that failed the run, carries it to the run
+    history: a task returns a ``RunOutput`` (or raises an exception with an ``output``
+    attribute holding one, like :class:`tickwork.tasks.bash.BashFailed`), and
+    :meth:`Scheduler.history` gives it back in :attr:`Attempt.output`. ``stdout`` and
+    ``stderr`` are text (the task decides how much it keeps: the bash task keeps tails);
+    ``exit_code`` is None when the run had none (a timeout killed it).
+    """
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+
+    def to_json(self) -> str:
+        """The stored form: a JSON object with ``exit_code``, ``stdout`` and ``stderr``."""
+        return json.dumps(
+            {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunOutput:
+        """Read the stored form back (what :meth:`to_json` wrote)."""
+        doc = json.loads(text)
+        code = doc.get("exit_code")
+        return cls(
+            stdout=str(doc.get("stdout", "")),
+            stderr=str(doc.get("stderr", "")),
+            exit_code=None if code is None else int(code),
+        )
+
+
+def output_of(value: object) -> RunOutput | None:
+    """The :class:`RunOutput` a result or an exception carries, if any."""
+    if isinstance(value, RunOutput):
+        return value
+    output = getattr(value, "output", None) if isinstance(value, BaseException) else None
+    return output if isinstance(output, RunOutput) else None
+
+
+def _stored_output(value: RunOutput | str | None) -> RunOutput | None:
+    # Stores hand over the stored JSON text; a caller may pass a RunOutput.
+    return RunOutput.from_json(value) if isinstance(value, str) else value
 
 
 @attrs.frozen(slots=True)
@@ -288,6 +363,8 @@ class Attempt:
     error_type: str | None = None
     error: str | None = None
     result: str | None = None
+    #: What the run printed and its exit code, for tasks that report it (bash).
+    output: RunOutput | None = attrs.field(default=None, converter=_stored_output)
 
     @property
     def duration(self) -> timedelta:

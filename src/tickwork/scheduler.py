@@ -15,7 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 import trio
@@ -163,24 +163,27 @@ async def open_scheduler(
         recovered = await resilient.recover(clock.now_us())
         if recovered:
             log.info("recovered %d instances left claimed by a previous run", recovered)
-        async with _run_node(
-            store=resilient,
-            registry=registry,
-            clock=clock,
-            node=node,
-            window_us=window_us,
-            lease_us=mode.lease_us,
-            poll_us=poll_us,
-            grace=grace,
-            max_in_memory=max_in_memory,
-            max_concurrency=max_concurrency,
-            batch_size=batch_size,
-            hook_concurrency=hook_concurrency,
-            linger=linger,
-            retention_us=retention_us,
-            cluster=mode.cluster,
-            horizon_us=mode.horizon_us,
-        ) as scheduler:
+        async with (
+            _task_lifespans(registry),
+            _run_node(
+                store=resilient,
+                registry=registry,
+                clock=clock,
+                node=node,
+                window_us=window_us,
+                lease_us=mode.lease_us,
+                poll_us=poll_us,
+                grace=grace,
+                max_in_memory=max_in_memory,
+                max_concurrency=max_concurrency,
+                batch_size=batch_size,
+                hook_concurrency=hook_concurrency,
+                linger=linger,
+                retention_us=retention_us,
+                cluster=mode.cluster,
+                horizon_us=mode.horizon_us,
+            ) as scheduler,
+        ):
             running = scheduler
             yield scheduler
     finally:
@@ -201,6 +204,16 @@ def _log_stopped(scheduler: Scheduler, given_back: int) -> None:
         "node %s stopped (outcomes recorded: %s; %d claims given back)",
         scheduler.node_id, counts, given_back,
     )  # fmt: skip
+
+
+@asynccontextmanager
+async def _task_lifespans(registry: TaskRegistry) -> AsyncIterator[None]:
+    """Each task's ``lifespan``, entered in order and exited in reverse: around the node,
+    so a task's connections outlive its last run."""
+    async with AsyncExitStack() as stack:
+        for task in registry.values():
+            await stack.enter_async_context(task.lifespan())
+        yield
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ from typing import Any, final
 import attrs
 import trio
 
+from tickwork._listing import list_instances
 from tickwork._resilient import ResilientStore, StoreHealth
 from tickwork._scheduler_ops import OperationMethods
 from tickwork._scheduler_schedules import ScheduleMethods
@@ -166,7 +167,11 @@ class Scheduler(ScheduleMethods, OperationMethods):
             if new.task not in known:
                 self._registry.require(new.task)
                 known.add(new.task)
-            rows.append(validate_new(new))
+            row = validate_new(new)
+            check = self._registry.validators.get(row.task)
+            if check is not None:
+                check(row.params)
+            rows.append(row)
         if not rows:
             return []
         ids = await self._store.insert(rows, self._clock.now_us())
@@ -276,6 +281,7 @@ class Scheduler(ScheduleMethods, OperationMethods):
         due_before: datetime | None = None,
         ended_after: datetime | None = None,
         ended_before: datetime | None = None,
+        upcoming: bool | None = None,
     ) -> builtins.list[Instance]:
         """Stored instances, newest first (by id), optionally filtered.
 
@@ -287,6 +293,9 @@ class Scheduler(ScheduleMethods, OperationMethods):
             limit: at most this many (1..10000).
             before_id: keyset pagination: only ids below it (pass the last id of the
                 previous page).
+            upcoming: True: only what is still to come (PENDING or CLAIMED, due from
+                now); False: only the rest, the history (ended, running, overdue);
+                None: both.
 
         Raises:
             InvalidArgument: a bad filter (naive datetime, limit out of range...).
@@ -311,12 +320,17 @@ class Scheduler(ScheduleMethods, OperationMethods):
                 None if ended_before is None else to_us(ended_before, what="ended_before")
             ),
         )
-        return await self._store.list(
+        if upcoming is not None and not isinstance(upcoming, bool):
+            raise InvalidArgument(f"upcoming must be True, False or None, got {upcoming!r}")
+        return await list_instances(
+            self._store,
             state=state,
             task=task,
             limit=limit,
             before_id=before_id,
-            where=None if where == InstanceFilter() else where,
+            where=where,
+            upcoming=upcoming,
+            now_us=self._clock.now_us(),
         )
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:

@@ -12,9 +12,19 @@ from typing import Final
 
 from tickwork.errors import IllegalTransition
 
+#: Format types that ask for a number rather than text (see :meth:`State.__format__`).
+_NUMERIC_FORMATS: Final = frozenset("bcdoxXneEfFgG%")
+
 
 class State(enum.IntEnum):
-    """The state of one instance. The integer values are stored; never renumber them."""
+    """The state of one instance. The integer values are stored; never renumber them.
+
+    A State is an int (``State.SUCCEEDED == 3``; ``int()``, ``.value``, ``json``,
+    ``sqlite3`` and msgpack see the number), but it prints as an enum does:
+    ``str(State.SUCCEEDED)`` and ``f"{state}"`` are ``"State.SUCCEEDED"``. A numeric
+    format (``f"{state:d}"``) gives the number; so does ``int(state)`` where text of the
+    number is wanted (e.g. a database driver that writes ints as ``str(value)``).
+    """
 
     #: Durable and waiting for its time; no node holds it.
     PENDING = 0
@@ -30,6 +40,16 @@ class State(enum.IntEnum):
     ABORTED = 5
     #: Skipped by a schedule's misfire or overlap policy. Terminal.
     MISSED = 6
+
+    def __str__(self) -> str:
+        """``State.SUCCEEDED``, as for any enum (IntEnum would print ``3``)."""
+        return f"{type(self).__name__}.{self.name}"
+
+    def __format__(self, spec: str) -> str:
+        """The name (``str``) for text formats, the number for numeric ones (``:d``)."""
+        if spec and spec[-1] in _NUMERIC_FORMATS:
+            return int.__format__(self, spec)
+        return format(str(self), spec)
 
     @property
     def terminal(self) -> bool:

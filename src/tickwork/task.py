@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from tickwork.errors import DuplicateTask, InvalidArgument, UnknownTask
+from tickwork.errors import DuplicateTask, InvalidArgument, TickworkError, UnknownTask
 
 if TYPE_CHECKING:
     from tickwork.model import Instance
 
 Delivery = Literal["at_least_once", "at_most_once"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+
+#: The instance whose ``run`` is executing in this context (set by the Executor).
+CURRENT_INSTANCE: ContextVar[Instance] = ContextVar("tickwork_current_instance")
+
+
+def current_instance() -> Instance:
+    """The instance being run, from inside a task's ``run`` (its id, attempts, schedule).
+
+    Hand-off tasks use ``id`` and ``attempts`` as an idempotency key.
+
+    Raises:
+        TickworkError: called outside a run.
+    """
+    try:
+        return CURRENT_INSTANCE.get()
+    except LookupError:
+        raise TickworkError(
+            "tickwork.current_instance() is only available inside a task's run()"
+        ) from None
 
 
 class Task:
@@ -42,6 +64,26 @@ class Task:
         """Do the work (or hand it off). Override this."""
         raise NotImplementedError(f"task {self.name!r} does not implement run()")
 
+    def validate_params(self, params: bytes) -> None:
+        """Check ``params`` when an instance or schedule of this task is created.
+
+        Called by ``schedule``, ``schedule_many``, ``add_schedule`` and ``tickwork add``
+        / ``tickwork cron add`` (for the built-in tasks) before anything is stored, so a
+        bad URL or queue name is refused then rather than when the run comes due. The
+        default accepts anything. Raise :class:`~tickwork.InvalidArgument` saying what is
+        wrong; it must not do I/O.
+        """
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """What the task holds while a node runs it (connections, a client, a thread).
+
+        ``open_scheduler`` enters it before the node starts running instances and exits
+        it after the last run ended. The default holds nothing. Tasks that keep a
+        connection open connect lazily inside it, so a broker that is down when the node
+        starts fails runs (which may be retried), not the node.
+        """
+        return contextlib.nullcontext()
+
     async def on_success(self, instance: Instance, result: Any) -> None:
         """Called once when ``instance`` succeeded with ``result``."""
 
@@ -67,6 +109,9 @@ class TaskRegistry(Mapping[str, Task]):
         #: per task name: which hooks are overridden (the no-op ones are skipped on the
         #: hot path, which keeps a no-op task's overhead to the run itself).
         self.hooks: dict[str, frozenset[str]] = {}
+        #: per task name: its ``validate_params``, only where a task overrides it (the
+        #: default accepts anything and costs nothing on the scheduling path).
+        self.validators: dict[str, Callable[[bytes], None]] = {}
         for task in tasks:
             self.add(task)
 
@@ -96,6 +141,8 @@ class TaskRegistry(Mapping[str, Task]):
         self.hooks[name] = frozenset(
             h for h in ("on_success", "on_fail", "on_abort") if _overrides(task, h)
         )
+        if _overrides(task, "validate_params"):
+            self.validators[name] = task.validate_params
 
     def require(self, name: str) -> Task:
         """The task called ``name``. Raises UnknownTask with the known names."""

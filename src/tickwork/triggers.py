@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from tickwork import _cron, _dst
-from tickwork._time import from_us, td_us, to_us
+from tickwork._time import check_duration, from_us, td_us, to_us
 from tickwork.errors import InvalidArgument
 
 __all__ = ["Cron", "Interval", "Trigger", "jitter_us"]
@@ -131,6 +131,7 @@ def _check_every(_instance: object, _attribute: object, value: timedelta) -> Non
         raise InvalidArgument(f"interval every must be a timedelta, got {type(value).__name__}")
     if value <= timedelta(0):
         raise InvalidArgument(f"interval every must be positive, got {value!r}")
+    check_duration(value, what="interval every")
 
 
 def _utc_start(value: datetime | None) -> datetime | None:

@@ -30,7 +30,7 @@ from tickwork.clock import Clock
 from tickwork.errors import TaskTimeout
 from tickwork.model import Instance
 from tickwork.stores.base import Store
-from tickwork.task import Task
+from tickwork.task import CURRENT_INSTANCE, Task
 
 log = logging.getLogger("tickwork.executor")
 
@@ -335,6 +335,7 @@ class Executor:
         result: object = None
         error: BaseException | None = None
         cancelled: trio.Cancelled | None = None
+        current = CURRENT_INSTANCE.set(inst)
         try:
             result = await task.run(inst.params)
         except trio.Cancelled as exc:
@@ -344,6 +345,7 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - any failure of user code is an outcome
             kind, error = Kind.ERROR, exc
         finally:
+            CURRENT_INSTANCE.reset(current)
             del self._running[inst.id]
             hit = scope.cancel_called
             if timeout_us is not None and not hit:

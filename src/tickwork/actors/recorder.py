@@ -27,7 +27,7 @@ from tickwork.actors.capacity import Capacity
 from tickwork.actors.messages import Kind, Outcome
 from tickwork.actors.overlap import SUPERSEDED
 from tickwork.clock import Clock
-from tickwork.model import Finish, Instance
+from tickwork.model import Finish, Instance, RunOutput, output_of
 from tickwork.state import State
 from tickwork.stores.base import INTERRUPTED, Store
 from tickwork.task import Task
@@ -52,11 +52,33 @@ def result_summary(result: object) -> str | None:
     return None if result is None else _bounded(repr(result), _MAX_RESULT)
 
 
+def _output_json(error: BaseException) -> str | None:
+    output = output_of(error)
+    return None if output is None else output.to_json()
+
+
+def _succeeded(o: Outcome) -> Finish:
+    """A success: positional, no dict of common fields (the hot path). A result that is a
+    command's output is kept whole and structured; any other, as a bounded summary."""
+    inst = o.instance
+    result = o.result
+    if type(result) is RunOutput:
+        return Finish(
+            inst.id, inst.claim_token or 0, State.SUCCEEDED, inst.attempts + 1, None, None,
+            o.started_us, o.finished_us, None, None, result.to_json(),
+        )  # fmt: skip
+    return Finish(
+        inst.id, inst.claim_token or 0, State.SUCCEEDED, inst.attempts + 1, None, None,
+        o.started_us, o.finished_us, None, result_summary(result),
+    )  # fmt: skip
+
+
 def backoff_us(task: Task, attempt: int, rng: random.Random) -> int:
     """Exponential backoff with a cap and full jitter, for the retry after ``attempt``."""
     base = task.backoff_base.total_seconds()
     cap = task.backoff_cap.total_seconds()
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    # 2**63 s is past any cap; a larger power would not convert to float (attempt > 1024).
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 63)))
     return int(rng.uniform(0, ceiling) * 1e6)
 
 
@@ -244,11 +266,8 @@ class Recorder:
     def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind
         inst = o.instance
         token = inst.claim_token or 0
-        if o.kind is Kind.OK:  # the hot path: positional, no dict of common fields
-            return Finish(
-                inst.id, token, State.SUCCEEDED, inst.attempts + 1, None, None,
-                o.started_us, o.finished_us, None, result_summary(o.result),
-            )  # fmt: skip
+        if o.kind is Kind.OK:  # the hot path
+            return _succeeded(o)
         ran = o.started_us is not None
         attempts = inst.attempts + 1 if ran else inst.attempts
         common: dict[str, Any] = {
@@ -294,6 +313,7 @@ class Recorder:
         assert o.error is not None  # noqa: S101 - Kind.ERROR always carries its error
         error = error_text(o.error)
         error_type = type(o.error).__name__
+        common["output"] = _output_json(o.error)
         if task is not None:
             max_attempts = inst.max_attempts or task.max_attempts or 1
             if attempts < max_attempts and isinstance(o.error, task.retry_on):

@@ -125,6 +125,9 @@ _V2_RETENTION: Final[tuple[str, ...]] = (
     "CREATE INDEX history_finished ON {s}.history (finished_us)",
 )
 
+# A run's output (tickwork.RunOutput, as JSON text): stdout, stderr and the exit code.
+_V6_OUTPUT: Final[tuple[str, ...]] = ("ALTER TABLE {s}.history ADD COLUMN output text",)
+
 #: ``(version, statements)`` in order. Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, _V1),
@@ -132,6 +135,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (3, _pg_cluster.V3_CLAIMS),
     (4, _pg_schedules.V4_SCHEDULES),
     (5, _pg_schedules.V5_ADMITTED),
+    (6, _V6_OUTPUT),
 )
 
 

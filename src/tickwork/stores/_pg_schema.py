@@ -110,9 +110,9 @@ _FINISH: Final = """
             %(ids)s::bigint[], %(tokens)s::bigint[], %(states)s::smallint[],
             %(attempts)s::integer[], %(errors)s::text[], %(run_ats)s::bigint[],
             %(started)s::bigint[], %(finished)s::bigint[], %(error_types)s::text[],
-            %(results)s::text[]
+            %(results)s::text[], %(outputs)s::text[]
         ) AS f(id, token, state, attempts, error, run_at_us, started_us, finished_us,
-               error_type, result)
+               error_type, result, output)
     ),
     u AS (
         UPDATE {s}.instances AS i SET
@@ -131,9 +131,10 @@ _FINISH: Final = """
     ),
     h AS (
         INSERT INTO {s}.history (instance_id, attempt, node, started_us, finished_us, state,
-                                 error_type, error, result)
+                                 error_type, error, result, output)
         SELECT f.id, f.attempts, %(owner)s, f.started_us, coalesce(f.finished_us, %(now)s),
-               CASE WHEN f.state = 0 THEN 4 ELSE f.state END, f.error_type, f.error, f.result
+               CASE WHEN f.state = 0 THEN 4 ELSE f.state END, f.error_type, f.error, f.result,
+               f.output
         FROM f JOIN u ON u.id = f.id
         WHERE f.started_us IS NOT NULL
     )
@@ -277,7 +278,7 @@ class Queries:
         self.count_by_state_sql = r("SELECT state, count(*) FROM {s}.instances GROUP BY state")
         self.history_sql = r(
             "SELECT instance_id, attempt, node, started_us, finished_us, state, error_type, "
-            "error, result FROM {s}.history WHERE instance_id = %(id)s ORDER BY id"
+            "error, result, output FROM {s}.history WHERE instance_id = %(id)s ORDER BY id"
         )
         self.prune_sql = r(_PRUNE)
 
@@ -427,6 +428,7 @@ class Queries:
                 "finished": int_array(f.finished_us for f in batch),
                 "error_types": [f.error_type for f in batch],
                 "results": [f.result for f in batch],
+                "outputs": [f.output for f in batch],
                 "owner": owner,
                 "now": now_us,
             },
@@ -533,6 +535,7 @@ class Queries:
                 error_type=r[6],
                 error=r[7],
                 result=r[8],
+                output=r[9],
             )
             for r in session.execute(self.history_sql, {"id": instance_id})
         ]

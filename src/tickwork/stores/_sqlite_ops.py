@@ -53,16 +53,18 @@ _CLAIM_IDS: Final = (
     f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
 )
 #: The ended rows of a finish, ?2 a JSON array of [id, state, attempts, error, started,
-#: finished, error_type, result]: one statement, the last attempt kept in the row.
+#: finished, error_type, result, output]: one statement, the last attempt kept in the row.
 _FINISH_ENDED: Final = (
     "UPDATE instances SET state = j.state, attempts = j.attempts, error = j.error, "
     "claim_token = NULL, lease_until = NULL, abort_requested = 0, updated = ?1, "
     "last_started = j.started, last_finished = j.finished, last_error_type = j.error_type, "
-    "last_result = j.result FROM (SELECT json_extract(value, '$[0]') AS id, "
+    "last_result = j.result, last_output = j.output "
+    "FROM (SELECT json_extract(value, '$[0]') AS id, "
     "json_extract(value, '$[1]') AS state, json_extract(value, '$[2]') AS attempts, "
     "json_extract(value, '$[3]') AS error, json_extract(value, '$[4]') AS started, "
     "json_extract(value, '$[5]') AS finished, json_extract(value, '$[6]') AS error_type, "
-    "json_extract(value, '$[7]') AS result FROM json_each(?2)) AS j "
+    "json_extract(value, '$[7]') AS result, json_extract(value, '$[8]') AS output "
+    "FROM json_each(?2)) AS j "
     "WHERE instances.id = j.id"
 )
 _FINISH_PENDING: Final = (
@@ -76,10 +78,10 @@ _RELEASE: Final = (
 )
 _HISTORY_MANY: Final = (
     "INSERT INTO history (instance_id, attempt, node, started, finished, state, error_type, "
-    "error, result) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "error, result, output) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
     "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
     "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
-    "json_extract(value, '$[8]') FROM json_each(?)"
+    "json_extract(value, '$[8]'), json_extract(value, '$[9]') FROM json_each(?)"
 )
 _COUNT: Final = (
     "INSERT INTO counts (task, state, n) VALUES (?, ?, ?) "
@@ -433,14 +435,16 @@ class Ops(Reads):
                 if f.state is not State.PENDING:  # its last attempt goes in the row
                     ended.append(
                         (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
-                         f.error_type if ran else None, f.result if ran else None)
+                         f.error_type if ran else None, f.result if ran else None,
+                         f.output if ran else None)
                     )  # fmt: skip
                     continue
                 retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
                 if ran:
                     history.append(
                         (f.id, f.attempts, owner, f.started_us, finished,
-                         int(history_state(f.state)), f.error_type, f.error, f.result)
+                         int(history_state(f.state)), f.error_type, f.error, f.result,
+                         f.output)
                     )  # fmt: skip
             if ended:
                 self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))

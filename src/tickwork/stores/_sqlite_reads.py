@@ -132,19 +132,22 @@ class Reads:
     def history(self, instance_id: int) -> list[Attempt]:
         cur = self._c.execute(
             "SELECT instance_id, attempt, node, started, finished, state, error_type, error, "
-            "result FROM history WHERE instance_id = ? ORDER BY seq",
+            "result, output FROM history WHERE instance_id = ? ORDER BY seq",
             (instance_id,),
         )
-        out = [Attempt(r[0], r[1], r[2], r[3], r[4], STATES[r[5]], r[6], r[7], r[8]) for r in cur]
+        out = [
+            Attempt(r[0], r[1], r[2], r[3], r[4], STATES[r[5]], r[6], r[7], r[8], r[9]) for r in cur
+        ]
         # the attempt that ended the instance is kept in its row (schema version 5)
         last = self._c.execute(
             "SELECT attempts, owner, last_started, last_finished, state, last_error_type, "
-            "error, last_result FROM instances WHERE id = ? AND last_started IS NOT NULL",
+            "error, last_result, last_output FROM instances "
+            "WHERE id = ? AND last_started IS NOT NULL",
             (instance_id,),
         ).fetchone()
         if last is not None:
             out.append(Attempt(instance_id, last[0], last[1], last[2], last[3],
-                               STATES[last[4]], last[5], last[6], last[7]))  # fmt: skip
+                               STATES[last[4]], last[5], last[6], last[7], last[8]))  # fmt: skip
         return out
 
     def change_token(self) -> int:

@@ -155,6 +155,13 @@ ALTER TABLE instances ADD COLUMN last_error_type TEXT;
 ALTER TABLE instances ADD COLUMN last_result TEXT;
 """
 
+# A run's output (tickwork.RunOutput, as JSON text): stdout, stderr and the exit code, for
+# the attempts in ``history`` and for the last attempt kept in the instance's row.
+_V6_OUTPUT: Final = """
+ALTER TABLE history ADD COLUMN output TEXT;
+ALTER TABLE instances ADD COLUMN last_output TEXT;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -162,6 +169,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V3_SCHEDULES,
     _V4_ADMITTED,
     _V5_LAST_ATTEMPT,
+    _V6_OUTPUT,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

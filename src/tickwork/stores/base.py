@@ -4,8 +4,8 @@ Every method is async. A blocking backend runs its calls one at a time on a thre
 own, so a call is atomic from the caller's point of view: once started it completes (or
 raises) even if the calling task is cancelled, and each call is one transaction.
 
-Claims, leases and fencing are part of the protocol from the start, as DESIGN.md's
-clustering section needs them; a single-node store implements them faithfully too (the
+Claims, leases and fencing are part of the protocol from the start, as clustering over
+PostgreSQL needs them; a single-node store implements them faithfully too (the
 conformance suite in ``tests/test_store_conformance.py`` holds every store to the same
 contract):
 

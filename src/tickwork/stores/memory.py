@@ -314,6 +314,7 @@ class MemoryStore(MemoryScheduleMethods):
                         error_type=f.error_type,
                         error=f.error,
                         result=f.result,
+                        output=f.output,
                     )
                 )
             out.append(True)

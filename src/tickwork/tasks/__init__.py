@@ -1,8 +1,77 @@
-"""Built-in tasks that ship with tickwork."""
+"""Built-in tasks that ship with tickwork: bash, and the hand-off tasks.
+
+The hand-off tasks (webhook, ...) import their client library when a node starts them,
+so importing this package needs none of them; each library is in an extra of its own
+(``pip install 'tickwork[webhook]'``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from tickwork.task import Task
+from tickwork.tasks._handoff import HandoffError as HandoffError
+from tickwork.tasks._handoff import HandoffRejected as HandoffRejected
+from tickwork.tasks._handoff import HandoffRetryable as HandoffRetryable
+from tickwork.tasks._settings import HandoffSettings as HandoffSettings
+from tickwork.tasks.amqp import AmqpPublish
+from tickwork.tasks.amqp import AmqpTask as AmqpTask
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.nats import NatsPublish
+from tickwork.tasks.nats import NatsTask as NatsTask
+from tickwork.tasks.redis import RedisSend
+from tickwork.tasks.redis import RedisTask as RedisTask
+from tickwork.tasks.webhook import WebhookCall
+from tickwork.tasks.webhook import WebhookTask as WebhookTask
+from tickwork.tasks.webhook import post_webhook as post_webhook
 
-__all__ = ["BashFailed", "BashTask"]
+__all__ = [
+    "AmqpTask",
+    "BashFailed",
+    "BashTask",
+    "HandoffError",
+    "HandoffRejected",
+    "HandoffRetryable",
+    "HandoffSettings",
+    "NatsTask",
+    "RedisTask",
+    "WebhookTask",
+    "builtin_tasks",
+    "post_webhook",
+    "validate_builtin_params",
+]
+
+#: the hand-off tasks' params checks by task name (pure: no settings, no I/O)
+_VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
+    WebhookTask.name: WebhookCall.from_params,
+    RedisTask.name: RedisSend.from_params,
+    NatsTask.name: NatsPublish.from_params,
+    AmqpTask.name: AmqpPublish.from_params,
+}
+
+
+def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
+    """bash and every hand-off task, configured from ``settings`` (default: environment)."""
+    settings = settings or HandoffSettings.from_env()
+    return [
+        BashTask(),
+        WebhookTask(settings=settings),
+        RedisTask(settings=settings),
+        NatsTask(settings=settings),
+        AmqpTask(settings=settings),
+    ]
+
+
+def validate_builtin_params(task: str, params: bytes) -> None:
+    """Check ``params`` of a built-in hand-off task named ``task`` (others pass).
+
+    For clients that store instances without a node (``tickwork add``).
+
+    Raises:
+        InvalidArgument: the params are not valid for that task.
+    """
+    check = _VALIDATORS.get(task)
+    if check is not None:
+        check(params)

@@ -26,10 +26,10 @@ import attrs
 import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
-from tickwork.model import pack, unpack
+from tickwork.model import RunOutput, pack, unpack
 from tickwork.task import Task
 
-__all__ = ["BashFailed", "BashTask"]
+__all__ = ["BashFailed", "BashTask", "BashTimeout"]
 
 _BASH = "/bin/bash"
 _KEYS = ("cmd", "timeout", "env", "cwd")
@@ -57,6 +57,11 @@ class BashFailed(TickworkError):
         super().__init__(f"{_describe_exit(exit_code)}{_tails_text(stdout, stderr)}")
 
     @property
+    def output(self) -> RunOutput:
+        """The output tails and the exit code, as the run history keeps them."""
+        return RunOutput(self.stdout, self.stderr, self.exit_code)
+
+    @property
     def signal(self) -> str | None:
         """The name of the signal that killed the command, or None if it exited."""
         return _signal_name(-self.exit_code) if self.exit_code < 0 else None
@@ -64,6 +69,20 @@ class BashFailed(TickworkError):
     def __reduce__(self) -> tuple[type[BashFailed], tuple[int, str, str]]:
         # The default pickling calls cls(*self.args), which is the message alone.
         return (type(self), (self.exit_code, self.stdout, self.stderr))
+
+
+class BashTimeout(TaskTimeout):
+    """The command ran past its ``timeout``; its process group was killed.
+
+    ``output`` holds the tails of what it printed until then (no exit code).
+    """
+
+    def __init__(self, message: str, output: RunOutput) -> None:
+        self.output = output
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[BashTimeout], tuple[str, RunOutput]]:
+        return (type(self), (str(self), self.output))
 
 
 @attrs.frozen(slots=True)
@@ -160,17 +179,30 @@ def _check_cwd(cwd: object) -> str | None:
 class BashTask(Task):
     """Run ``params`` = packed ``{"cmd", "timeout"?, "env"?, "cwd"?}`` with ``/bin/bash -c``.
 
-    Build params with :meth:`params`. The result is
-    ``{"exit_code": 0, "stdout": tail, "stderr": tail}``; a non-zero exit raises
-    :class:`BashFailed`, a run past ``timeout`` seconds raises
-    :class:`~tickwork.errors.TaskTimeout`. ``env`` is added to the node's environment.
+    Build params with :meth:`params`. The result is a :class:`tickwork.RunOutput`
+    (``exit_code`` 0, ``stdout`` and ``stderr`` tails of ``tail_bytes`` bytes each, decoded
+    as UTF-8 with replacement), which the run history keeps; a non-zero exit raises
+    :class:`BashFailed`, a run past ``timeout`` seconds raises :class:`BashTimeout` (a
+    :class:`~tickwork.errors.TaskTimeout`); both carry the tails in ``output`` too.
+    ``env`` is added to the node's environment.
+
+    Args:
+        tail_bytes: bytes kept from the end of stdout and of stderr (default 64 KiB each).
     """
 
     name: ClassVar[str] = "bash"
     #: Seconds between SIGTERM and SIGKILL to the command's process group.
     kill_grace: ClassVar[float] = 2.0
-    #: Bytes kept from the end of stdout and of stderr.
-    tail_bytes: ClassVar[int] = 4096
+    #: Bytes kept from the end of stdout and of stderr, unless given to the constructor.
+    tail_bytes: int = 65536
+
+    def __init__(self, *, tail_bytes: int | None = None) -> None:
+        if tail_bytes is not None:
+            if isinstance(tail_bytes, bool) or not isinstance(tail_bytes, int) or tail_bytes < 0:
+                raise InvalidArgument(
+                    f"tail_bytes must be a non-negative integer, got {tail_bytes!r}"
+                )
+            self.tail_bytes = tail_bytes
 
     @staticmethod
     def params(
@@ -193,7 +225,7 @@ class BashTask(Task):
         raw["env"] = dict(env) if isinstance(env, Mapping) else env
         return pack(_Params.from_mapping(raw).to_mapping())
 
-    async def run(self, params: bytes) -> dict[str, Any]:
+    async def run(self, params: bytes) -> RunOutput:
         """Run the command; see the class docstring for the result and the failures."""
         try:
             raw = unpack(params)
@@ -206,13 +238,14 @@ class BashTask(Task):
         exit_code, timed_out = await self._execute(spec, out, err)
         stdout, stderr = out.text(), err.text()
         if timed_out:
-            raise TaskTimeout(
+            raise BashTimeout(
                 f"bash command timed out after {spec.timeout:g} s and its process group "
-                f"was killed{_tails_text('', stderr)}"
+                f"was killed{_tails_text('', stderr)}",
+                RunOutput(stdout, stderr, None),
             )
         if exit_code != 0:
             raise BashFailed(exit_code, stdout, stderr)
-        return {"exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+        return RunOutput(stdout, stderr, exit_code)
 
     async def _execute(self, spec: _Params, out: _Tail, err: _Tail) -> tuple[int, bool]:
         """Run ``spec`` to its end, filling ``out`` and ``err``: (exit code, timed out)."""

@@ -1,0 +1,193 @@
+"""NatsTask: publish to NATS JetStream and wait for the stream's ack.
+
+params: ``{"subject": "jobs.report", "data": text or bytes}`` (or ``"json"``: any value,
+sent as JSON), optional ``"headers"`` and ``"timeout"`` (seconds to wait for the ack,
+default 5). The message carries ``Nats-Msg-Id: <instance id>-<attempt>``, so the
+stream's duplicate window drops a run repeated after a crash. The server is the node's
+(``TICKWORK_NATS_URL``), never the params'.
+
+The run succeeds when a stream stored the message (the result is ``{"stream", "seq",
+"duplicate"}``). No ack in time, a lost connection or a stream that is temporarily
+unavailable is :class:`HandoffRetryable`; no stream for the subject, or a stream that
+refused the message, is :class:`HandoffRejected`.
+
+The client is a small trio client of the NATS protocol (:mod:`._nats_client`); why not
+nats-py through trio-asyncio is measured in ``benchmarks/nats_clients.py`` and said in
+``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
+from tickwork.task import Task, current_instance
+from tickwork.tasks._handoff import (
+    HandoffRejected,
+    HandoffRetryable,
+    check_name,
+    check_str_map,
+    check_timeout,
+    handoff_id,
+    params_map,
+)
+from tickwork.tasks._nats_client import NatsClosed, NatsConnection, connect
+from tickwork.tasks._settings import HandoffSettings
+from tickwork.tasks.redis import server_of
+
+__all__ = ["NatsPublish", "NatsTask"]
+
+_KEYS = ("subject", "data", "json", "headers", "timeout")
+#: dot-separated tokens of printable ASCII, no wildcards (a publish names one subject)
+_WORD = r"[!-)+,\-/-=?-~]+"  # printable ASCII but . * >
+_SUBJECT = re.compile(rf"{_WORD}(\.{_WORD})*")
+_SUBJECT_RULE = "dot-separated tokens of printable characters, without spaces or * >"
+_HEADER = re.compile(r"[!-9;-~]+")  # a token: printable, no ':'
+DEFAULT_TIMEOUT = 5.0
+MSG_ID = "Nats-Msg-Id"
+#: JetStream API error codes worth retrying (503: JetStream temporarily unavailable)
+_RETRYABLE_CODES = frozenset({503, 408})
+
+
+@attrs.frozen
+class NatsPublish:
+    """One validated publish."""
+
+    subject: str
+    payload: bytes = b""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_params(cls, params: bytes) -> NatsPublish:
+        """Check the nats params. Raises InvalidArgument saying what is wrong."""
+        raw = params_map("nats", params, _KEYS)
+        if "subject" not in raw:
+            raise InvalidArgument("nats params need 'subject', e.g. 'jobs.report'")
+        subject = raw["subject"]
+        if isinstance(subject, str) and len(subject) > 256:
+            raise InvalidArgument("nats 'subject' is longer than 256 characters")
+        check_name("nats", "subject", subject, _SUBJECT, _SUBJECT_RULE)
+        if "data" in raw and "json" in raw:
+            raise InvalidArgument("nats params take 'data' or 'json', not both")
+        payload = b""
+        if "json" in raw:
+            try:
+                payload = json.dumps(raw["json"], separators=(",", ":")).encode()
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgument(f"nats 'json' cannot be encoded as JSON ({exc})") from None
+        elif "data" in raw:
+            data = raw["data"]
+            if not isinstance(data, str | bytes):
+                raise InvalidArgument(f"nats 'data' must be text or bytes, got {data!r}")
+            payload = data.encode() if isinstance(data, str) else data
+        return cls(
+            subject=subject,
+            payload=payload,
+            headers=_check_headers(raw.get("headers")),
+            timeout=check_timeout("nats", raw.get("timeout"), DEFAULT_TIMEOUT),
+        )
+
+
+def _check_headers(value: object) -> dict[str, str]:
+    headers = check_str_map("nats", "headers", value)
+    for name, text in headers.items():
+        if not _HEADER.fullmatch(name) or any(c in text for c in "\r\n"):
+            raise InvalidArgument(f"nats header {name!r}: {text!r} is not a valid header")
+        if name.lower() == MSG_ID.lower():
+            raise InvalidArgument(f"nats header {MSG_ID!r} is set by tickwork; remove it")
+    return headers
+
+
+class NatsTask(Task):
+    """Publish to JetStream per run (see the module docstring).
+
+    Args:
+        url: the server (``nats://[user:password@]host:port``); default: the settings'
+            (``TICKWORK_NATS_URL``, else ``nats://127.0.0.1:4222``).
+        settings: where the default URL comes from (default: the environment).
+    """
+
+    name: ClassVar[str] = "nats"
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (HandoffRetryable, TaskTimeout)
+
+    def __init__(self, url: str | None = None, *, settings: HandoffSettings | None = None) -> None:
+        self._url = url or (settings or HandoffSettings.from_env()).nats_url
+        self._nursery: trio.Nursery | None = None
+        self._conn: NatsConnection | None = None
+        self._connecting = trio.Lock()
+
+    def validate_params(self, params: bytes) -> None:
+        NatsPublish.from_params(params)
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """A nursery for the connection, made on first use and again after it is lost."""
+        return self._open()
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[None]:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                self._nursery = None
+                self._conn = None
+                nursery.cancel_scope.cancel()
+
+    async def _connection(self) -> NatsConnection:
+        if self._nursery is None:
+            raise TickworkError(
+                "NatsTask runs inside open_scheduler (or `async with task.lifespan()`)"
+            )
+        async with self._connecting:
+            if self._conn is None or self._conn.closed:
+                self._conn = await connect(self._url, self._nursery)
+            return self._conn
+
+    async def run(self, params: bytes) -> dict[str, Any]:
+        """Publish and wait for the ack; see the module docstring."""
+        spec = NatsPublish.from_params(params)
+        msg_id = handoff_id(current_instance())
+        where = server_of(self._url)
+        try:
+            conn = await self._connection()
+            reply = await conn.request(
+                spec.subject, spec.payload, {**spec.headers, MSG_ID: msg_id}, spec.timeout
+            )
+        except NatsClosed as exc:
+            raise HandoffRetryable(f"nats {where}: {exc}") from None
+        except trio.TooSlowError:
+            raise HandoffRetryable(
+                f"nats {where}: no JetStream ack for {spec.subject!r} within {spec.timeout:g} s"
+            ) from None
+        if reply.status == "503":
+            raise HandoffRejected(
+                f"nats {where}: no stream stores subject {spec.subject!r} (no responders)"
+            )
+        return _ack(spec.subject, reply.payload)
+
+
+def _ack(subject: str, payload: bytes) -> dict[str, Any]:
+    try:
+        ack = json.loads(payload)
+    except ValueError:
+        raise HandoffRejected(f"nats: the reply to {subject!r} is not a JetStream ack") from None
+    if not isinstance(ack, dict):
+        raise HandoffRejected(f"nats: the reply to {subject!r} is not a JetStream ack")
+    error = ack.get("error")
+    if isinstance(error, dict):
+        text = f"nats: JetStream refused {subject!r}: {error.get('description')} ({error})"
+        if error.get("code") in _RETRYABLE_CODES:
+            raise HandoffRetryable(text)
+        raise HandoffRejected(text)
+    if "stream" not in ack or "seq" not in ack:
+        raise HandoffRejected(f"nats: the reply to {subject!r} is not a JetStream ack: {ack}")
+    return {"stream": ack["stream"], "seq": ack["seq"], "duplicate": bool(ack.get("duplicate"))}
