@@ -51,6 +51,8 @@ class Receiver:
         self.delays = list(delays or [])
         self.received: list[Received] = []
         self.connections: set[tuple[str, int]] = set()
+        #: set by every request (a thread-side signal: wait with trio.to_thread)
+        self.arrived = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +79,7 @@ class Receiver:
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+                receiver.arrived.set()
 
             do_POST = do_PUT = do_GET = do_DELETE = do_PATCH = _answer  # noqa: N815
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from handoff_support import require_service
 
@@ -51,3 +55,33 @@ def test_amqp_consumer(tmp_path):
     out = _run("amqp_consumer.py", tmp_path)
     assert "instance 1: SUCCEEDED" in out
     assert "received daily 2030-01-01 (message_id 1-1)" in out
+
+
+def test_celery_worker(tmp_path):
+    broker = os.environ.get("TICKWORK_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+    require_service("the Celery broker", broker, 5672)
+    out = _run("celery_worker.py", tmp_path)
+    assert "instance 1: SUCCEEDED" in out
+    assert "received reports.daily 2030-01-01 (task id tickwork-1)" in out
+
+
+def _documented_commands() -> list[str]:
+    """The `tickwork ...` commands of docs/tasks.md's shell blocks (continuations joined)."""
+    text = (EXAMPLES.parent / "docs" / "tasks.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if line.startswith("tickwork ")]
+
+
+@pytest.mark.parametrize("command", _documented_commands())
+def test_documented_commands_are_accepted(command, tmp_path):
+    """Each `tickwork add` / `tickwork cron add` in docs/tasks.md stores what it says."""
+    words = shlex.split(command)[1:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tickwork", *words, "--db", str(tmp_path / "t.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -195,6 +195,41 @@ async def test_a_pending_retry_can_be_aborted(autojump_clock):
     assert task.aborts == [iid]
 
 
+async def test_an_abort_that_reaches_the_node_before_the_retry_is_recorded_wins(
+    autojump_clock,
+):
+    """The run failed and its retry waits in the Recorder's linger when ``abort`` comes:
+    the retry is written ABORTED, ``abort`` returns ABORTED and ``on_abort`` runs once."""
+    clock = VirtualClock()
+    task = Flaky(clock)
+    events: list[tuple[State, State]] = []
+    async with tickwork.open_scheduler(
+        tickwork.MemoryStore(), tasks=[task], clock=clock, record_linger=timedelta(seconds=1)
+    ) as sched:
+
+        async def collect() -> None:
+            with sched.subscribe() as sub:
+                async for ev in sub:
+                    if isinstance(ev, tickwork.TransitionEvent):
+                        events.append((ev.from_state, ev.to_state))  # noqa: PERF401 - read while it fills
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            await trio.sleep(0)
+            iid = await sched.schedule("flaky", at=clock.now() + timedelta(seconds=1))
+            await clock.advance_to(clock.now() + timedelta(seconds=1.5))
+            assert len(task.runs) == 1
+            assert (await sched.get(iid)).state is State.CLAIMED  # the outcome lingers
+            assert await sched.abort(iid) is State.ABORTED
+            assert (await sched.get(iid)).state is State.ABORTED
+            await trio.sleep(3600)
+            nursery.cancel_scope.cancel()
+    assert len(task.runs) == 1
+    assert task.aborts == [iid]
+    assert task.failures == []
+    assert events[-1] == (State.RUNNING, State.ABORTED)
+
+
 async def test_a_timeout_is_a_failed_attempt_that_is_retried(autojump_clock):
     clock = VirtualClock()
 

@@ -607,15 +607,42 @@ async def test_the_owner_carries_out_an_abort(store: Store, now: int) -> None:
     assert await store.finish("a", [done(c, State.SUCCEEDED)], now) == [False]
 
 
-async def test_a_retry_of_an_abort_requested_row_is_aborted(store: Store, now: int) -> None:
-    [iid] = await store.insert([row(at=now)], now)
-    [c] = await claim_all(store, "a", now)
-    await store.request_abort(iid, now)
-    assert await store.finish("a", [done(c, State.PENDING)], now) == [True]
-    assert await claim_all(store, "a", now) == []
-    after = await store.get(iid)
-    assert after is not None
-    assert after.state is State.ABORTED
+async def test_a_retry_of_an_abort_requested_row_is_aborted_at_once(store: Store, now: int) -> None:
+    """An abort that was requested wins at once: a retry (or a give-back) of the row is
+    written ABORTED by the finish itself, so ``get``, ``list`` and the counts agree on
+    every store before any claim runs; the failed attempt stays in the history."""
+    ids = await store.insert([row(at=now), row(at=now)], now)
+    retried, given_back = await claim_all(store, "a", now)
+    for iid in ids:
+        await store.request_abort(iid, now)
+    retry = done(
+        retried,
+        State.PENDING,
+        error="ValueError: no",
+        error_type="ValueError",
+        run_at_us=now + S,
+        started_us=now + 1,
+        finished_us=now + 2,
+    )
+    back = done(given_back, State.PENDING, attempts=0)
+    assert await store.finish("a", [retry, back], now + 3) == [True, True]
+    for iid in ids:
+        after = await store.get(iid)
+        assert after is not None
+        assert after.state is State.ABORTED
+        assert (after.claim_token, after.lease_until_us) == (None, None)
+    assert await store.count(state=State.ABORTED) == 2
+    assert await store.count(state=State.PENDING) == 0
+    counts = await store.count_by_state()
+    assert (counts[State.ABORTED], counts[State.PENDING], counts[State.CLAIMED]) == (2, 0, 0)
+    assert [i.id for i in await store.list(state=State.ABORTED)] == sorted(ids, reverse=True)
+    assert await store.list(state=State.PENDING) == []
+    assert await store.next_pending_at() is None
+    assert await store.abort_requests("a") == []
+    [attempt] = await store.history(retried.id)
+    assert (attempt.attempt, attempt.state, attempt.error) == (1, State.FAILED, "ValueError: no")
+    assert await store.history(given_back.id) == []
+    assert await claim_all(store, "a", now + 2 * S, at=now + 2 * S) == []
 
 
 # -- reads ---------------------------------------------------------------------------------

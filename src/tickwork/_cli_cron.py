@@ -1,4 +1,4 @@
-"""``tickwork cron ...``: recurring schedules from the command line, and crontab import.
+"""``tickwork cron ...``: recurring schedules from the command line (import: _cli_cron_import).
 
 Like the rest of the CLI, these commands open the SQLite database as a client (no node
 lock), so they work while a node runs on it; the node notices the change by polling.
@@ -27,7 +27,6 @@ from tickwork._cli_common import (
     require_db,
     setup_cli_logging,
 )
-from tickwork._cli_crontab import CrontabEntry, parse_crontab
 from tickwork._cli_format import dump_json, short, table
 from tickwork._cli_parse import (
     DURATION,
@@ -54,7 +53,7 @@ from tickwork.model import unpack
 from tickwork.tasks.bash import BashTask
 from tickwork.triggers import Cron
 
-__all__ = ["cron", "schedule_dict"]
+__all__ = ["cron", "cron_trigger", "policy_options", "schedule_dict", "tz_option"]
 
 log = logging.getLogger("tickwork.cli")
 
@@ -65,7 +64,7 @@ _MISFIRES = [m.value for m in Misfire]
 _OVERLAPS = [o.value for o in Overlap]
 
 
-def _tz_option(f: F) -> F:
+def tz_option(f: F) -> F:
     return click.option(
         "--tz",
         "zone",
@@ -76,7 +75,7 @@ def _tz_option(f: F) -> F:
     )(f)
 
 
-def _policy_options(f: F) -> F:
+def policy_options(f: F) -> F:
     f = click.option(
         "--overlap",
         type=click.Choice(_OVERLAPS),
@@ -113,7 +112,7 @@ def _policy_options(f: F) -> F:
     )(f)
 
 
-def _cron_trigger(expr: str, zone: str) -> Cron:
+def cron_trigger(expr: str, zone: str) -> Cron:
     """The trigger of ``EXPR --tz ZONE``, or a usage error naming the bad one."""
     try:
         return Cron(expr, zone)
@@ -156,7 +155,8 @@ def _command(s: Schedule) -> str:
     except Exception:  # noqa: BLE001 - params a user stored as raw bytes
         return "<bytes>"
     if s.task == BashTask.name and isinstance(params, dict) and "cmd" in params:
-        return str(params["cmd"])
+        user = params.get("user")
+        return str(params["cmd"]) if user is None else f"(as {user}) {params['cmd']}"
     return f"{s.task} {dump_json(params, indent=None)}"
 
 
@@ -243,7 +243,7 @@ def cron() -> None:
 
 @cron.command(name="add")
 @click.argument("expr")
-@_tz_option
+@tz_option
 @click.option("--id", "schedule_id", metavar="NAME", help="Schedule id.  [default: derived]")
 @click.option(
     "--task", "task_name", type=TASK_NAME_TYPE, metavar="NAME", help="Task.  [default: bash]"
@@ -253,7 +253,7 @@ def cron() -> None:
 @click.option("--start", "start_at", type=TIME, help="No fire time before this time.")
 @click.option("--end", "end_at", type=TIME, help="No fire time after this time.")
 @click.option("--paused", is_flag=True, help="Add it paused.")
-@_policy_options
+@policy_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @db_option
 @json_option
@@ -285,7 +285,7 @@ def add(
     with --task and --params. Adding the same schedule again changes nothing.
     """
     setup_cli_logging("WARNING")
-    trigger = _cron_trigger(expr, zone)
+    trigger = cron_trigger(expr, zone)
     task = task_name or BashTask.name
     if command and task != BashTask.name:
         raise click.UsageError(
@@ -422,7 +422,7 @@ def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
 
 @cron.command(name="next")
 @click.argument("expr")
-@_tz_option
+@tz_option
 @click.option(
     "-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many."
 )
@@ -432,7 +432,7 @@ def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
 def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_json: bool) -> None:
     """Print the next fire times of a cron expression, in its zone and in UTC."""
     setup_cli_logging("WARNING")
-    trigger = _cron_trigger(expr, zone)
+    trigger = cron_trigger(expr, zone)
     at = SystemClock().now_us() if after is None else to_us(after)
     fires: list[int] = []
     while len(fires) < count:
@@ -453,94 +453,3 @@ def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_j
 
 def _local_iso(us: int, zone: str) -> str:
     return from_us(us).astimezone(ZoneInfo(zone)).isoformat()
-
-
-@cron.command(name="import")
-@click.argument("file", type=click.File("r"))
-@_tz_option
-@_policy_options
-@db_option
-@json_option
-@log_options
-def import_crontab(
-    *,
-    file: Any,
-    zone: str,
-    overlap: str,
-    misfire: str,
-    grace: timedelta,
-    catchup_limit: int,
-    replace: bool,
-    db: DbTarget,
-    as_json: bool,
-) -> None:
-    """Create one schedule per line of a standard (user) crontab FILE ('-': stdin).
-
-    Comments and blank lines are skipped; environment lines (SHELL=, MAILTO=, CRON_TZ=,
-    ...) are ignored with a warning; @reboot is refused. Each schedule's id is derived
-    from its line, so importing the same file again changes nothing. Nothing is written
-    unless every line is understood.
-    """
-    setup_cli_logging("WARNING")
-    name = getattr(file, "name", "-")
-    entries, warnings, errors = parse_crontab(file.read(), name)
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if errors:
-        raise click.ClickException(
-            f"{len(errors)} line(s) of {name} cannot be imported, nothing was: " + "; ".join(errors)
-        )
-    schedules = [
-        _from_entry(
-            e,
-            zone=zone,
-            overlap=overlap,
-            misfire=misfire,
-            grace=grace,
-            catchup_limit=catchup_limit,
-        )
-        for e in entries
-    ]
-    now_us = SystemClock().now_us()
-
-    async def write() -> list[ScheduleWrite]:
-        async with client(db) as store:
-            return [await store.add_schedule(s, now_us, replace=replace) for s in schedules]
-
-    done = trio.run(write) if schedules else []
-    if as_json:
-        docs = [
-            {**schedule_dict(w.schedule, now_us), "change": w.change, "line": e.line}
-            for w, e in zip(done, entries, strict=True)
-        ]
-        click.echo(dump_json(docs))
-        return
-    for w, e in zip(done, entries, strict=True):
-        click.echo(f"{w.change} {w.schedule.id}: line {e.line}: {e.expr} {e.command}")
-    counts: dict[str, int] = {}
-    for w in done:
-        counts[w.change] = counts.get(w.change, 0) + 1
-    summary = ", ".join(f"{n} {change}" for change, n in sorted(counts.items()))
-    click.echo(f"{len(done)} schedules from {name}" + (f": {summary}" if summary else ""))
-
-
-def _from_entry(
-    e: CrontabEntry,
-    *,
-    zone: str,
-    overlap: str,
-    misfire: str,
-    grace: timedelta,
-    catchup_limit: int,
-) -> Schedule:
-    trigger = _cron_trigger(e.expr, zone)
-    return new_schedule(
-        BashTask.name,
-        trigger,
-        params=BashTask.params(e.command),
-        schedule_id=e.schedule_id,
-        misfire=misfire,
-        overlap=overlap,
-        grace=grace,
-        catchup_limit=catchup_limit,
-    )

@@ -67,7 +67,7 @@ _NUMBER = r"\d+(?:\.\d*)?|\.\d+"
 _PART = re.compile(rf"\s*({_NUMBER})\s*(ms|[smhdw])")
 _PLAIN = re.compile(rf"\s*({_NUMBER})\s*")
 #: The keys of the bash task's params (see ``BashTask.params``).
-BASH_KEYS = ("cmd", "timeout", "env", "cwd")
+BASH_KEYS = ("cmd", "timeout", "env", "cwd", "user")
 _DURATION_HELP = "use forms like 30s, 5m, 1h30m, 2d, 500ms, or plain seconds"
 #: The largest instance id: the stores' ids are signed 64-bit integers.
 MAX_ID = 2**63 - 1
@@ -349,7 +349,11 @@ def bash_params(
     spec = _with_place(spec, cwd or default_cwd if "cwd" not in spec else cwd, env)
     try:
         return BashTask.params(
-            spec["cmd"], timeout=spec.get("timeout"), env=spec.get("env"), cwd=spec.get("cwd")
+            spec["cmd"],
+            timeout=spec.get("timeout"),
+            env=spec.get("env"),
+            cwd=spec.get("cwd"),
+            user=spec.get("user"),
         )
     except InvalidArgument as exc:
         raise click.BadParameter(str(exc), param_hint="'--params'") from None

@@ -14,16 +14,19 @@ import trio
 from tickwork._cli_common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
 from tickwork._cli_config import ConfiguredCommand, handoff_settings
 from tickwork._cli_format import format_duration
+from tickwork._cli_http import DEFAULT_HTTP, HTTP_ADDRESS
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
 from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
 from tickwork._sd_notify import ServiceNotifier
 from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
-from tickwork.tasks import builtin_tasks
+from tickwork.stores.tokens import list_tokens
+from tickwork.tasks import builtin_tasks, missing_builtin_tasks
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from tickwork.scheduler_api import Scheduler
     from tickwork.task import Task
 
 __all__ = ["run"]
@@ -95,6 +98,15 @@ log = logging.getLogger("tickwork.cli")
     help="Tasks to register besides bash: a Task instance, a Task subclass, or a list of "
     "them. Repeat the option or separate specs with commas.",
 )
+@click.option(
+    "--http",
+    "http",
+    type=HTTP_ADDRESS,
+    default=DEFAULT_HTTP,
+    show_default=True,
+    help="Serve the HTTP API, web UI and /metrics on HOST:PORT, or `off`. A non-loopback "
+    "address needs an API token (`tickwork token add`).",
+)
 @log_options
 def run(
     *,
@@ -108,6 +120,7 @@ def run(
     claim_horizon: timedelta | None,
     retention: timedelta | None,
     task_specs: tuple[str, ...],
+    http: tuple[str, int] | None,
 ) -> None:
     """Run a scheduler node on the database until SIGINT or SIGTERM.
 
@@ -138,10 +151,78 @@ def run(
             lease=lease,
             claim_horizon=claim_horizon,
             retention=retention,
+            http=http,
+            http_given=_given("http"),
         )
 
     code = trio.run(serve)
     click.get_current_context().exit(code)
+
+
+def _given(name: str) -> bool:
+    """Whether the option was given (command line, environment), not left at its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
+async def _serve_http(
+    scheduler: Scheduler,
+    address: tuple[str, int],
+    strict: bool,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the HTTP API. An address that cannot be served stops the node when it was
+    asked for (``strict``); the default one (busy port: another node on this host) is
+    skipped with a warning instead."""
+    from tickwork.http import serve  # noqa: PLC0415 - only `run --http` needs the web stack
+
+    host, port = address
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, scheduler, host, port)
+            task_status.started()
+    except (InvalidArgument, OSError, BaseExceptionGroup) as caught:
+        exc = _lone(caught)
+        if exc is None:
+            raise
+        why = str(exc) if isinstance(exc, InvalidArgument) else exc.strerror or str(exc)
+        if strict and isinstance(exc, InvalidArgument):
+            raise click.BadParameter(why, param_hint="'--http'") from None
+        if strict:
+            raise click.BadParameter(
+                f"cannot serve HTTP on {host}:{port}: {why}", param_hint="'--http'"
+            ) from None
+        log.warning("HTTP API not served: cannot listen on %s:%d (%s); use --http", host, port, why)
+        task_status.started()
+
+
+async def _check_public_bind(db: DbTarget, host: str) -> None:
+    """Refuse a non-loopback ``--http`` without a token before the node starts anything."""
+    from tickwork.http._serve import is_loopback  # noqa: PLC0415 - only with --http
+
+    if is_loopback(host):
+        return
+    store = open_store(db)
+    await store.open()
+    try:
+        tokens = await list_tokens(store)
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()
+    if not tokens:
+        raise click.BadParameter(
+            f"refusing to serve the HTTP API on {host} without a token: make one with "
+            "`tickwork token add --scope admin`, or serve on 127.0.0.1",
+            param_hint="'--http'",
+        )
+
+
+def _lone(exc: BaseException) -> InvalidArgument | OSError | None:
+    """The one refusal or socket error inside ``exc`` (however deeply grouped), if that is
+    all it holds."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, InvalidArgument | OSError) else None
 
 
 def _load_tasks(specs: Sequence[str]) -> list[Task]:
@@ -163,6 +244,8 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
         builtin = [task for task in builtin_tasks(settings) if task.name not in names]
     except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
         raise click.UsageError(str(exc)) from None
+    for name in missing_builtin_tasks():
+        log.info("task %s is not available: install tickwork[%s] to use it", name, name)
     return builtin + loaded
 
 
@@ -178,6 +261,8 @@ async def _serve(
     lease: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     retention: timedelta | None = None,
+    http: tuple[str, int] | None = None,
+    http_given: bool = True,
 ) -> int:
     """Run one node until a signal; returns the exit status (130 if stopped at once).
 
@@ -215,6 +300,8 @@ async def _serve(
                 hurried = True
                 hurry.cancel()
 
+    if http is not None:
+        await _check_public_bind(db, http[0])
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, signals)
@@ -234,8 +321,13 @@ async def _serve(
                 ) as scheduler:
                     names = ", ".join(sorted(scheduler.tasks))
                     log.info("node %s started on %s (tasks: %s)", scheduler.node_id, db, names)
-                    service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
-                    await stop.wait()
+                    async with trio.open_nursery() as web:
+                        if http is not None:
+                            await web.start(_serve_http, scheduler, http, http_given)
+                        # ready: every actor runs, and the HTTP API answers
+                        service.notify("READY=1", f"STATUS=node {scheduler.node_id} running")
+                        await stop.wait()
+                        web.cancel_scope.cancel()  # the HTTP server stops before the node
                     service.notify(
                         "STOPPING=1",
                         "STATUS=stopping: running instances get "

@@ -14,6 +14,7 @@ nothing. Outcome writes are fenced, so a retried write can never overwrite anoth
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import logging
 import random
@@ -36,6 +37,36 @@ log = logging.getLogger("tickwork.store")
 T = TypeVar("T")
 
 TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, sqlite3.OperationalError, OSError)
+
+
+#: Upper bounds (seconds) of the store call latency buckets (``ResilientStore.latency``).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+@final
+@attrs.define
+class CallLatency:
+    """How long one kind of store call took, as a histogram (successful calls only).
+
+    ``buckets[i]`` counts calls that took at most ``LATENCY_BUCKETS[i]`` and more than the
+    bound before (not cumulative); ``over`` those above the last bound.
+    """
+
+    buckets: list[int] = attrs.field(factory=lambda: [0] * len(LATENCY_BUCKETS))
+    over: int = 0
+    count: int = 0
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        if i < len(self.buckets):
+            self.buckets[i] += 1
+        else:
+            self.over += 1
+        self.count += 1
+        self.total += seconds
 
 
 @final
@@ -74,6 +105,12 @@ class ResilientStore:
         self._failing: dict[object, float] = {}
         self._gave_up = False
         self._last_error: str | None = None
+        self._latency: dict[str, CallLatency] = {}
+
+    def latency(self) -> dict[str, CallLatency]:
+        """Per kind of call (``"claim"``, ``"finish"``...): how long its calls took, read
+        live (the metrics endpoint copies what it shows)."""
+        return self._latency
 
     def health(self) -> StoreHealth:
         failing = self._failing
@@ -93,8 +130,9 @@ class ResilientStore:
         since: float | None = None
         try:
             while True:
+                started = trio.current_time()
                 try:
-                    return await fn()
+                    result = await fn()
                 except TRANSIENT as exc:
                     now = trio.current_time()
                     self._failures += 1
@@ -118,6 +156,12 @@ class ResilientStore:
                         raise StoreError(msg) from exc
                     await trio.sleep(self._rng.uniform(0, delay))
                     delay = min(self._cap, delay * 2)
+                else:
+                    hist = self._latency.get(what)
+                    if hist is None:
+                        hist = self._latency[what] = CallLatency()
+                    hist.add(trio.current_time() - started)
+                    return result
         finally:
             if since is not None:
                 del self._failing[key]

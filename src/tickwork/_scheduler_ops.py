@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from tickwork import _operations
+from tickwork.errors import NotFound
+from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore, NodeInfo
+from tickwork.stores.tokens import Token, create_token, find_token, list_tokens, revoke_token
 
 if TYPE_CHECKING:
     from tickwork._resilient import ResilientStore
@@ -26,7 +29,7 @@ __all__ = ["OperationMethods"]
 
 
 class OperationMethods:
-    """``retry`` and ``nodes``; see ``docs/http.md``."""
+    """``retry``, ``counts``, ``nodes`` and the API tokens; see ``docs/http.md``."""
 
     if TYPE_CHECKING:
         node_id: str
@@ -60,6 +63,55 @@ class OperationMethods:
         _, new_id = await _operations.retry(self._store, instance_id, now)
         self._puller.note_pending(now)
         return new_id
+
+    @property
+    def closed(self) -> bool:
+        """Whether the ``open_scheduler`` block has ended (the node is stopped)."""
+        return bool(getattr(self, "_closed", False))
+
+    async def counts(self) -> dict[State, int]:
+        """Stored instances per state (every state, zero where none), from the store.
+
+        On SQLite a lookup of maintained counts; on PostgreSQL a count over the table, so
+        callers that ask often should cache it (the HTTP layer counts at most every few
+        seconds).
+        """
+        self._check_open()
+        return await self._store.count_by_state()
+
+    # -- API tokens (see tickwork.stores.tokens) ------------------------------------------
+
+    async def add_token(self, scope: str, name: str = "") -> tuple[Token, str]:
+        """Make an API token with ``scope`` (``"read"`` or ``"admin"``).
+
+        Returns the stored token and its text: the text is not kept (only its hash), so
+        this is the one time it can be shown.
+
+        Raises:
+            InvalidArgument: a bad scope or name, or a store that keeps no tokens.
+        """
+        self._check_open()
+        return await create_token(self._store.inner, scope, name, self._clock.now_us())
+
+    async def tokens(self) -> builtins.list[Token]:
+        """The stored API tokens (never their text), oldest first."""
+        self._check_open()
+        return await list_tokens(self._store.inner)
+
+    async def remove_token(self, token_id: str) -> None:
+        """Revoke an API token by id.
+
+        Raises:
+            NotFound: no token has this id.
+        """
+        self._check_open()
+        if not await revoke_token(self._store.inner, token_id):
+            raise NotFound(f"no token with id {token_id!r}")
+
+    async def authenticate(self, text: str) -> Token | None:
+        """The stored token whose text is ``text``, or None (wrong, revoked, malformed)."""
+        self._check_open()
+        return await find_token(self._store.inner, text)
 
     async def nodes(self) -> builtins.list[NodeInfo]:
         """The nodes that use this store, most recently started first.

@@ -37,6 +37,7 @@ from tickwork._cli_common import (
     utc_option,
 )
 from tickwork._cli_cron import cron
+from tickwork._cli_cron_import import import_crontab
 from tickwork._cli_format import (
     dump_json,
     error_report,
@@ -45,6 +46,7 @@ from tickwork._cli_format import (
     nodes_table,
     stats_text,
 )
+from tickwork._cli_http import token
 from tickwork._cli_list import list_instances, show
 from tickwork._cli_logs import logs
 from tickwork._cli_parse import (
@@ -60,6 +62,7 @@ from tickwork._cli_parse import (
     bash_params,
 )
 from tickwork._cli_run import run
+from tickwork._cli_status import status
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
@@ -363,10 +366,13 @@ def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
 
 
 cli.add_command(run)  # tickwork run (_cli_run.py)
+cron.add_command(import_crontab)  # tickwork cron import (_cli_cron_import.py)
 cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
 cli.add_command(show)  # tickwork show ID (_cli_list.py)
 cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
+cli.add_command(status)  # tickwork status (_cli_status.py)
+cli.add_command(token)  # tickwork token ... (_cli_http.py)
 
 
 # -- entry point ----------------------------------------------------------------------------

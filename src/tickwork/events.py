@@ -29,6 +29,9 @@ class TransitionEvent:
     to_state: State
     at_us: int
     node: str
+    #: when the instance was due (its ``run_at``), and its schedule, if any
+    run_at_us: int = 0
+    schedule_id: str | None = None
 
     @property
     def at(self) -> datetime:

@@ -36,6 +36,7 @@ from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub, TransitionEvent
 from tickwork.model import Instance
+from tickwork.notify import notify_settings, run_notifier
 from tickwork.scheduler_api import Scheduler
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -149,6 +150,7 @@ async def open_scheduler(
     if isinstance(tasks, Task):
         raise InvalidArgument("tasks must be a list of tasks, e.g. tasks=[Greet()]")
     registry = TaskRegistry(tasks)
+    notify_settings(registry.values())  # a bad Task.notify is refused before the store opens
     clock = clock or SystemClock()
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
@@ -183,6 +185,7 @@ async def open_scheduler(
                 cluster=mode.cluster,
                 horizon_us=mode.horizon_us,
             ) as scheduler,
+            run_notifier(scheduler, registry.values()),
         ):
             running = scheduler
             yield scheduler
@@ -249,7 +252,18 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
 
     def publish(inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
         if hub.active:
-            hub.publish(TransitionEvent(inst.id, inst.task, from_state, to_state, at_us, node))
+            hub.publish(
+                TransitionEvent(
+                    inst.id,
+                    inst.task,
+                    from_state,
+                    to_state,
+                    at_us,
+                    node,
+                    inst.run_at_us,
+                    inst.schedule_id,
+                )
+            )
 
     def on_claimed(batch: list[Instance]) -> None:
         if hub.active:

@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from tickwork._listing import list_instances
-from tickwork._resilient import ResilientStore, StoreHealth
+from tickwork._resilient import CallLatency, ResilientStore, StoreHealth
 from tickwork._scheduler_ops import OperationMethods
 from tickwork._scheduler_schedules import ScheduleMethods
 from tickwork._time import from_us, to_us
@@ -71,6 +71,8 @@ class SchedulerStatistics:
     janitor: JanitorStatistics | None = None
     #: heartbeats, leases and the nodes seen (None unless the store is a cluster store)
     cluster: ClusterStatistics | None = None
+    #: per kind of store call, how long its calls took (live histograms: copy to keep)
+    store_calls: Mapping[str, CallLatency] = attrs.field(factory=dict)
 
 
 @final
@@ -386,6 +388,7 @@ class Scheduler(ScheduleMethods, OperationMethods):
             store=self._store.health(),
             janitor=None if self._janitor is None else self._janitor.statistics(),
             cluster=None if self._cluster is None else self._cluster.statistics(),
+            store_calls=self._store.latency(),
         )
 
     def now(self) -> datetime:

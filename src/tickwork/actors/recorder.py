@@ -237,9 +237,15 @@ class Recorder:
         # Decided once per batch: with the level off, no message is built per outcome.
         warn = log.isEnabledFor(logging.WARNING)
         debug = log.isEnabledFor(logging.DEBUG)
-        for outcome, fin, ok in zip(outcomes, finishes, accepted, strict=True):
+        for outcome, written, ok in zip(outcomes, finishes, accepted, strict=True):
             inst = outcome.instance
-            self._abort_marks.discard(inst.id)
+            fin = written
+            if inst.id in self._abort_marks:
+                self._abort_marks.discard(inst.id)
+                if written.state is State.PENDING:
+                    # An abort requested wins: the store wrote the retry or give-back
+                    # ABORTED (stores/_rules.finished_state); report what it wrote.
+                    fin = attrs.evolve(written, state=State.ABORTED)
             if not ok:
                 self._refused += 1
                 log.warning(

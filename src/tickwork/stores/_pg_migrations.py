@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, LiteralString
 from psycopg import sql
 
 from tickwork.errors import InvalidArgument, NotATickworkDatabase, SchemaTooNew
-from tickwork.stores import _pg_cluster, _pg_schedules
+from tickwork.stores import _pg_cluster, _pg_schedules, _pg_tokens
 
 if TYPE_CHECKING:
     import psycopg
@@ -136,6 +136,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (4, _pg_schedules.V4_SCHEDULES),
     (5, _pg_schedules.V5_ADMITTED),
     (6, _V6_OUTPUT),
+    (7, _pg_tokens.V7_TOKENS),
 )
 
 

@@ -43,6 +43,19 @@ def finish_allowed(current: State, target: State) -> bool:
     return False
 
 
+def finished_state(target: State, abort_requested: bool) -> State:
+    """The state a fenced finish to ``target`` writes.
+
+    An abort that was requested wins at once: a retry or a give-back (PENDING) of a row
+    with an abort requested is written ABORTED by the finish itself, so that every store
+    answers ``get`` and ``count`` alike right after it (not only at the next claim). The
+    attempt that led to it is still recorded FAILED in the history (:func:`history_state`).
+    """
+    if target is State.PENDING and abort_requested:
+        return State.ABORTED
+    return target
+
+
 def history_state(target: State) -> State:
     """The state recorded in run history for an attempt that ended in a finish to ``target``.
 

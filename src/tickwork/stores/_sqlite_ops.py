@@ -27,10 +27,12 @@ from tickwork.stores._rules import (
     HELD,
     check_finish_state,
     finish_allowed,
+    finished_state,
     history_state,
     released_state,
 )
 from tickwork.stores._sqlite_reads import COLS, STATES, ClaimedRows, Reads, to_instance
+from tickwork.stores._sqlite_tokens import TokenOps
 from tickwork.stores.base import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -150,7 +152,41 @@ def _ids_json(ids: Iterable[int]) -> str:
     return json.dumps(list(ids))
 
 
-class Ops(Reads):
+def _place(
+    f: Finish,
+    target: State,
+    owner: str,
+    now: int,
+    into: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]],
+) -> None:
+    """Put one applied finish into the statements of ``finish``: ``(ended, retried,
+    history)``. An ended row keeps its last attempt in the row; a retry's attempt goes to
+    the history table, as does the failed attempt of a retry an abort turned ABORTED."""
+    ended, retried, history = into
+    ran = f.started_us is not None
+    finished = None
+    if ran:
+        finished = now if f.finished_us is None else f.finished_us
+    if f.state is not State.PENDING:
+        ended.append(
+            (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
+             f.error_type if ran else None, f.result if ran else None,
+             f.output if ran else None)
+        )  # fmt: skip
+        return
+    if target is State.PENDING:
+        retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
+    else:
+        ended.append((f.id, int(target), f.attempts, f.error, None, None, None, None, None))
+    if ran:
+        history.append(
+            (f.id, f.attempts, owner, f.started_us, finished,
+             int(history_state(f.state)), f.error_type, f.error, f.result,
+             f.output)
+        )  # fmt: skip
+
+
+class Ops(TokenOps, Reads):
     """The store operations on one connection (autocommit mode, used from one thread)."""
 
     @contextlib.contextmanager
@@ -375,11 +411,13 @@ class Ops(Reads):
         self._c.executemany(_RELEASE, params)
 
     def _view(self, ids: Iterable[int]) -> dict[int, list[Any]]:
-        """``id -> [owner, claim_token, state, task]`` for the rows that exist."""
+        """``id -> [owner, claim_token, state, task, abort_requested]`` for the rows that
+        exist."""
         # One step for the whole batch (rows come back as one JSON document): every step
         # of a statement re-takes the GIL, which the trio thread holds most of the time.
         (doc,) = self._c.execute(
-            "SELECT json_group_array(json_array(id, owner, claim_token, state, task)) "
+            "SELECT json_group_array(json_array(id, owner, claim_token, state, task, "
+            "abort_requested)) "
             "FROM instances WHERE id IN (SELECT value FROM json_each(?))",
             (_ids_json(ids),),
         ).fetchone()
@@ -412,7 +450,9 @@ class Ops(Reads):
         with self._write() as deltas:
             view = self._view(f.id for f in finishes)
             out = []
-            ended, retried, history = [], [], []
+            ended: list[tuple[Any, ...]] = []
+            retried: list[tuple[Any, ...]] = []
+            history: list[tuple[Any, ...]] = []
             for f in finishes:
                 v = view.get(f.id)
                 ok = (
@@ -425,27 +465,11 @@ class Ops(Reads):
                 out.append(ok)
                 if not ok or v is None:
                     continue
+                target = finished_state(f.state, bool(v[4]))
                 deltas[(v[3], v[2])] -= 1
-                deltas[(v[3], int(f.state))] += 1
-                v[2] = f.state  # a second finish of this row in the batch is refused
-                ran = f.started_us is not None
-                finished = None
-                if ran:
-                    finished = now if f.finished_us is None else f.finished_us
-                if f.state is not State.PENDING:  # its last attempt goes in the row
-                    ended.append(
-                        (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
-                         f.error_type if ran else None, f.result if ran else None,
-                         f.output if ran else None)
-                    )  # fmt: skip
-                    continue
-                retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
-                if ran:
-                    history.append(
-                        (f.id, f.attempts, owner, f.started_us, finished,
-                         int(history_state(f.state)), f.error_type, f.error, f.result,
-                         f.output)
-                    )  # fmt: skip
+                deltas[(v[3], int(target))] += 1
+                v[2] = target  # a second finish of this row in the batch is refused
+                _place(f, target, owner, now, (ended, retried, history))
             if ended:
                 self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
             self._c.executemany(_FINISH_PENDING, retried)

@@ -16,6 +16,7 @@ import sqlite3
 from typing import Final
 
 from tickwork.errors import NotATickworkDatabase, SchemaTooNew
+from tickwork.stores._sqlite_tokens import V7_TOKENS
 
 #: "tick" in ASCII: the file header mark of a tickwork database.
 APPLICATION_ID: Final = 0x7469636B
@@ -170,6 +171,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V4_ADMITTED,
     _V5_LAST_ATTEMPT,
     _V6_OUTPUT,
+    V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores._sqlite_tokens)
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -21,10 +21,12 @@ from tickwork.errors import InvalidArgument, StoreError, StoreLocked
 from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import TERMINAL, State
 from tickwork.stores._memory_schedules import MemoryScheduleMethods
+from tickwork.stores._memory_tokens import MemoryTokens
 from tickwork.stores._rules import (
     HELD,
     check_finish_state,
     finish_allowed,
+    finished_state,
     history_state,
     released_state,
 )
@@ -41,7 +43,7 @@ __all__ = ["MemoryStore"]
 _NEW_STATES: Final = TERMINAL | {State.PENDING}
 
 
-class MemoryStore(MemoryScheduleMethods):
+class MemoryStore(MemoryTokens, MemoryScheduleMethods):
     """The Store protocol in memory, for tests and for schedulers that need no durability.
 
     One object is one database: closing and opening it again (a simulated restart) keeps
@@ -279,7 +281,8 @@ class MemoryStore(MemoryScheduleMethods):
             if row is None or not finish_allowed(row.state, f.state):
                 out.append(False)
                 continue
-            if f.state is State.PENDING:
+            target = finished_state(f.state, f.id in self._abort)
+            if target is State.PENDING:
                 new = attrs.evolve(
                     row,
                     state=State.PENDING,
@@ -294,7 +297,7 @@ class MemoryStore(MemoryScheduleMethods):
             else:
                 new = attrs.evolve(
                     row,
-                    state=f.state,
+                    state=target,
                     attempts=f.attempts,
                     error=f.error,
                     claim_token=None,

@@ -67,6 +67,7 @@ from tickwork.stores._pg_thread import (
     in_thread,
     run_call,
 )
+from tickwork.stores._pg_tokens import TokenQueries
 from tickwork.stores._rules import check_finish_state
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
     from tickwork.state import State
     from tickwork.stores.cluster import Changes, Heartbeat, NodeInfo
+    from tickwork.stores.tokens import Token
 
 __all__ = ["CHANNEL", "PostgresStore", "PostgresStoreStatistics"]
 
@@ -158,6 +160,7 @@ class PostgresStore(PgScheduleMethods):
         self._connect_attempts = connect_attempts
         self._application_name = application_name
         self._q = _pg_schema.Queries(self._schema)
+        self._tq = TokenQueries(self._schema)
         self._limiter = trio.CapacityLimiter(1)
         self._listen_limiter = trio.CapacityLimiter(1)
         self._conn: Conn | None = None
@@ -426,6 +429,20 @@ class PostgresStore(PgScheduleMethods):
     def _missed(self) -> None:
         self._changes += 1
         self._heard.lost = True
+
+    # -- API tokens (tickwork.stores.tokens.TokenStore) --------------------------------------
+
+    async def add_token(self, token: Token, token_digest: str) -> None:
+        await self._call(partial(self._tq.add, token, token_digest), write=True)
+
+    async def tokens(self) -> builtins.list[Token]:
+        return await self._call(self._tq.all, write=False)
+
+    async def token_by_digest(self, token_digest: str) -> Token | None:
+        return await self._call(partial(self._tq.one, token_digest), write=False)
+
+    async def remove_token(self, token_id: str) -> bool:
+        return await self._call(partial(self._tq.remove, token_id), write=True)
 
     async def prune(self, before_us: int, limit: int) -> int:
         """Retention: delete a bounded batch of old rows in one statement; see

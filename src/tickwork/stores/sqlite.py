@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
     from tickwork.state import State
+    from tickwork.stores.tokens import Token
 
 __all__ = ["SQLiteStore"]
 
@@ -318,6 +319,20 @@ class SQLiteStore(SQLiteScheduleMethods):
     async def change_token(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
         return await self._call(lambda o: o.change_token())
+
+    # -- API tokens (tickwork.stores.tokens.TokenStore) --------------------------------------
+
+    async def add_token(self, token: Token, token_digest: str) -> None:
+        await self._call(lambda o: o.add_token(token, token_digest))
+
+    async def tokens(self) -> builtins.list[Token]:
+        return await self._call(lambda o: o.tokens())
+
+    async def token_by_digest(self, token_digest: str) -> Token | None:
+        return await self._call(lambda o: o.token_by_digest(token_digest))
+
+    async def remove_token(self, token_id: str) -> bool:
+        return await self._call(lambda o: o.remove_token(token_id))
 
     async def prune(self, before_us: int, limit: int) -> int:
         """Retention: delete a bounded batch of old rows; see

@@ -7,6 +7,7 @@ so importing this package needs none of them; each library is in an extra of its
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -19,6 +20,8 @@ from tickwork.tasks.amqp import AmqpPublish
 from tickwork.tasks.amqp import AmqpTask as AmqpTask
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
+from tickwork.tasks.celery import CelerySend
+from tickwork.tasks.celery import CeleryTask as CeleryTask
 from tickwork.tasks.nats import NatsPublish
 from tickwork.tasks.nats import NatsTask as NatsTask
 from tickwork.tasks.redis import RedisSend
@@ -31,6 +34,7 @@ __all__ = [
     "AmqpTask",
     "BashFailed",
     "BashTask",
+    "CeleryTask",
     "HandoffError",
     "HandoffRejected",
     "HandoffRetryable",
@@ -39,6 +43,7 @@ __all__ = [
     "RedisTask",
     "WebhookTask",
     "builtin_tasks",
+    "missing_builtin_tasks",
     "post_webhook",
     "validate_builtin_params",
 ]
@@ -49,18 +54,42 @@ _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
     RedisTask.name: RedisSend.from_params,
     NatsTask.name: NatsPublish.from_params,
     AmqpTask.name: AmqpPublish.from_params,
+    CeleryTask.name: CelerySend.from_params,
+}
+
+
+#: the library each hand-off task needs (None: none), checked without importing it
+_NEEDS: Final[Mapping[str, str | None]] = {
+    WebhookTask.name: "httpx",
+    RedisTask.name: "coredis",
+    NatsTask.name: None,
+    AmqpTask.name: "pika",
+    CeleryTask.name: "celery",
 }
 
 
 def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
-    """bash and every hand-off task, configured from ``settings`` (default: environment)."""
+    """bash and the hand-off tasks whose library is installed, configured from
+    ``settings`` (default: the environment). A task whose extra is missing is left out
+    (``missing_builtin_tasks`` names them), so a node without it still starts."""
     settings = settings or HandoffSettings.from_env()
-    return [
-        BashTask(),
+    every: list[Task] = [
         WebhookTask(settings=settings),
         RedisTask(settings=settings),
         NatsTask(settings=settings),
         AmqpTask(settings=settings),
+        CeleryTask(settings=settings),
+    ]
+    missing = set(missing_builtin_tasks())
+    return [BashTask(), *(task for task in every if task.name not in missing)]
+
+
+def missing_builtin_tasks() -> list[str]:
+    """The hand-off tasks whose library is not installed (install ``tickwork[NAME]``)."""
+    return [
+        name
+        for name, module in _NEEDS.items()
+        if module is not None and importlib.util.find_spec(module) is None
     ]
 
 

@@ -28,11 +28,12 @@ import trio
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.model import RunOutput, pack, unpack
 from tickwork.task import Task
+from tickwork.tasks._bash_user import check_user, run_as
 
 __all__ = ["BashFailed", "BashTask", "BashTimeout"]
 
 _BASH = "/bin/bash"
-_KEYS = ("cmd", "timeout", "env", "cwd")
+_KEYS = ("cmd", "timeout", "env", "cwd", "user")
 _CHUNK = 65536
 #: How much of each tail goes into an exception message (the stored ``error`` text).
 _MESSAGE_TAIL = 1024
@@ -93,6 +94,7 @@ class _Params:
     timeout: float | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     cwd: str | None = None
+    user: str | None = None
 
     @classmethod
     def from_mapping(cls, raw: object) -> _Params:
@@ -113,6 +115,7 @@ class _Params:
             timeout=_check_timeout(raw.get("timeout")),
             env=_check_env(raw.get("env")),
             cwd=_check_cwd(raw.get("cwd")),
+            user=check_user(raw.get("user")),
         )
 
     def to_mapping(self) -> dict[str, Any]:
@@ -124,6 +127,8 @@ class _Params:
             out["env"] = dict(self.env)
         if self.cwd is not None:
             out["cwd"] = self.cwd
+        if self.user is not None:
+            out["user"] = self.user
         return out
 
 
@@ -177,14 +182,17 @@ def _check_cwd(cwd: object) -> str | None:
 
 
 class BashTask(Task):
-    """Run ``params`` = packed ``{"cmd", "timeout"?, "env"?, "cwd"?}`` with ``/bin/bash -c``.
+    """Run ``params`` = packed ``{"cmd", "timeout"?, "env"?, "cwd"?, "user"?}`` with bash.
 
     Build params with :meth:`params`. The result is a :class:`tickwork.RunOutput`
     (``exit_code`` 0, ``stdout`` and ``stderr`` tails of ``tail_bytes`` bytes each, decoded
     as UTF-8 with replacement), which the run history keeps; a non-zero exit raises
     :class:`BashFailed`, a run past ``timeout`` seconds raises :class:`BashTimeout` (a
     :class:`~tickwork.errors.TaskTimeout`); both carry the tails in ``output`` too.
-    ``env`` is added to the node's environment.
+    ``env`` is added to the node's environment. With ``user``, the command runs as that
+    user (a node running as root switches to it; any other node runs only its own user's
+    commands), with HOME, USER and LOGNAME of the account and, unless ``cwd`` is given,
+    in its home directory, as cron runs a system crontab's lines.
 
     Args:
         tail_bytes: bytes kept from the end of stdout and of stderr (default 64 KiB each).
@@ -211,14 +219,16 @@ class BashTask(Task):
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        user: str | None = None,
     ) -> bytes:
         """Validate and pack the params of one run.
 
         Raises:
             InvalidArgument: an empty ``cmd``, a ``timeout`` that is not a positive number
-                of seconds, ``env`` that is not str to str, a ``cwd`` that is not a path.
+                of seconds, ``env`` that is not str to str, a ``cwd`` that is not a path,
+                a ``user`` that is not a user name.
         """
-        raw: dict[str, object] = {"cmd": cmd, "timeout": timeout, "cwd": cwd}
+        raw: dict[str, object] = {"cmd": cmd, "timeout": timeout, "cwd": cwd, "user": user}
         if isinstance(cwd, os.PathLike):
             raw["cwd"] = os.fspath(cwd)
         # A Mapping that is not a dict (e.g. os.environ) is fine to pass in.
@@ -250,6 +260,13 @@ class BashTask(Task):
     async def _execute(self, spec: _Params, out: _Tail, err: _Tail) -> tuple[int, bool]:
         """Run ``spec`` to its end, filling ``out`` and ``err``: (exit code, timed out)."""
         env = {**os.environ, **spec.env} if spec.env else None
+        cwd = spec.cwd
+        popen: dict[str, Any] = {}
+        if spec.user is not None:
+            who = run_as(spec.user)
+            env = {**os.environ, **who.env, **spec.env}
+            cwd = who.cwd if cwd is None else cwd
+            popen = who.popen
         try:
             proc = await trio.lowlevel.open_process(
                 [_BASH, "-c", spec.cmd],
@@ -257,15 +274,16 @@ class BashTask(Task):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
-                cwd=spec.cwd,
+                cwd=cwd,
                 # Its own session and process group: one killpg reaches everything it
                 # starts, and a ^C meant for the node does not reach it.
                 start_new_session=True,
+                **popen,
             )
         except OSError as exc:
-            if spec.cwd is not None and exc.filename == spec.cwd:
+            if cwd is not None and exc.filename == cwd:
                 raise InvalidArgument(
-                    f"bash 'cwd' {spec.cwd!r} cannot be used on this node: {exc.strerror}"
+                    f"bash 'cwd' {cwd!r} cannot be used on this node: {exc.strerror}"
                 ) from exc
             raise
         # The readers are shielded so that they keep draining the pipes while the group
