@@ -16,6 +16,7 @@ from tickwork._cli_config import ConfiguredCommand, handoff_settings
 from tickwork._cli_format import format_duration
 from tickwork._cli_http import DEFAULT_HTTP, HTTP_ADDRESS
 from tickwork._cli_parse import DURATION, POSITIVE_DURATION, DbTarget, open_store, resolve_tasks
+from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
 from tickwork._sd_notify import ServiceNotifier
 from tickwork.errors import InvalidArgument
 from tickwork.scheduler import open_scheduler
@@ -124,8 +125,10 @@ def run(
     """Run a scheduler node on the database until SIGINT or SIGTERM.
 
     The first signal stops gracefully: no new instances start, running ones may finish
-    within --shutdown-grace, and what was claimed is given back. A second one stops at
-    once (running instances are cancelled; nothing durable is lost).
+    within --shutdown-grace, and what was claimed is given back. The same signal again
+    within 1 s is the same request (delivered twice, e.g. to the process and to its
+    group); a later one, or the other signal, stops at once (running instances are
+    cancelled; nothing durable is lost).
     """
     setup_cli_logging("INFO")
     tasks = _load_tasks(task_specs)
@@ -273,16 +276,25 @@ async def _serve(
 
     async def watch(signals: AsyncIterator[int]) -> None:
         nonlocal hurried
+        requests = ShutdownRequests()
         async for signum in signals:
             name = signal.Signals(signum).name
-            if not stop.is_set():
+            verdict = requests.receive(signum, trio.current_time())
+            if verdict is Verdict.STOP:
                 log.info(
-                    "%s: shutting down (running instances get %s to finish; "
-                    "send it again to stop at once)",
+                    "%s: shutting down (running instances get %s to finish; send a "
+                    "signal again after %g s to stop at once)",
                     name,
                     format_duration(shutdown_grace),
+                    DUPLICATE_WINDOW_S,
                 )
                 stop.set()
+            elif verdict is Verdict.DUPLICATE:
+                log.info(
+                    "%s again within %g s: the same shutdown request, still stopping gracefully",
+                    name,
+                    DUPLICATE_WINDOW_S,
+                )
             else:
                 log.warning("%s again: stopping at once, cancelling running instances", name)
                 hurried = True
