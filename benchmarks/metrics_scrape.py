@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 import tickwork
 from _common import base_parser, check, emit_json, percentile, print_table, temp_dir, write_result
@@ -75,8 +76,14 @@ async def _measure(db: str, stored: int, scrapes: int) -> dict[str, float]:
                     if response.status_code != 200:
                         raise RuntimeError(response.text[:300])
             stop.set()
-            if f'tickwork_instances{{state="pending"}} {float(stored)}' not in response.text:
-                raise RuntimeError("the scrape did not count the stored instances")
+            counted = {
+                smp.labels.get("state"): smp.value
+                for family in text_string_to_metric_families(response.text)
+                if family.name == "tickwork_instances"
+                for smp in family.samples
+            }
+            if counted.get("pending") != stored:
+                raise RuntimeError(f"the scrape did not count the stored instances: {counted}")
             nursery.cancel_scope.cancel()
     took.sort()
     base.sort()

@@ -71,7 +71,7 @@ def _forget_queue(kind: str, url: str, queue: str) -> None:
         import redis
 
         client = redis.Redis.from_url(url)
-        client.delete(queue, f"_kombu.binding.{queue}")
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         client.close()
 
 

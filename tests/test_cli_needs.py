@@ -11,7 +11,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import tickwork
-from test_cli import concurrently, error_line, tw
+from test_cli import Node, concurrently, error_line, tw
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,7 +41,9 @@ def test_version_is_the_package_version() -> None:
 
 def test_ls_lists_history_by_default_and_upcoming_apart(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
-    tw(None, "cron", "add", "--db", str(db), "* * * * *", "--id", "every", "--", "echo", "hi")
+    # yearly: its occurrence stays upcoming however long the test takes (a per-minute one
+    # became overdue, so history, when a minute turned during the test)
+    tw(None, "cron", "add", "--db", str(db), "0 0 1 1 *", "--id", "every", "--", "echo", "hi")
     later = int(tw(db, "add", "--in", "1h", "--", "true").stdout)  # 2, upcoming
     overdue = int(tw(db, "add", "--at", "2020-01-01T00:00:00Z", "--", "true").stdout)  # 3
     cancelled = int(tw(db, "add", "--in", "2h", "--", "true").stdout)  # 4
@@ -235,3 +237,44 @@ def test_shell_completion_completes_commands() -> None:
     assert "_tickwork_completion" in script
     words = {"COMP_WORDS": "tickwork lo", "COMP_CWORD": "1", "_TICKWORK_COMPLETE": "bash_complete"}
     assert run_cli(env=words).split() == ["plain,logs"]
+
+
+def test_status_on_sqlite_with_and_without_a_node(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    missing = tw(tmp_path / "none.db", "status", code=1)
+    assert "no tickwork database at" in error_line(missing)
+    tw(db, "add", "--in", "1h", "--", "true")
+    idle = tw(db, "status", code=3)
+    assert "none running (start one: tickwork run)" in idle.stdout
+    assert "1 pending" in idle.stdout
+    doc = json.loads(tw(db, "status", "--json", code=3).stdout)
+    assert (doc["running"], doc["nodes"], doc["held"], doc["total"]) == (False, [], 0, 1)
+    with Node(db, "--http", "off", cwd=tmp_path) as node:
+        node.wait_for("started on")
+        busy = json.loads(tw(db, "status", "--json").stdout)
+        assert busy["running"] is True
+        [info] = busy["nodes"]
+        assert info["pid"] == node.proc.pid
+        assert info["state"] == "alive"
+        assert busy["held"] == 1  # the node claimed the instance due within its window
+        text = tw(db, "status", "--utc").stdout
+        assert "node:      1 running" in text
+        assert str(node.proc.pid) in text
+    assert tw(db, "status", code=3).returncode == 3  # the node stopped
+
+
+def test_status_on_postgresql_lists_the_live_nodes(tmp_path: Path) -> None:
+    from pg_support import drop_schema, fresh_schema, require_pg
+
+    dsn, schema = require_pg(), fresh_schema()
+    uri = f"{dsn}?schema={schema}"
+    try:
+        with Node(None, "--db", uri, "--http", "off", cwd=tmp_path) as node:
+            node.wait_for("started on")
+            doc = json.loads(run_cli("status", "--db", uri, "--json", env={}))
+            [info] = doc["nodes"]
+            assert (info["state"], info["pid"]) == ("alive", node.proc.pid)
+            assert doc["running"] is True
+            assert doc["db_size_bytes"] is None
+    finally:
+        drop_schema(dsn, schema)

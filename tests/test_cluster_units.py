@@ -11,7 +11,7 @@ import trio
 from tickwork import MemoryStore
 from tickwork._cluster_mode import CLUSTER_HORIZON, SINGLE_LEASE, node_mode
 from tickwork._time import td_us
-from tickwork.actors.cluster import ClusterLink, Leases
+from tickwork.actors.cluster import ClusterLink, LeaseBook
 from tickwork.errors import InvalidArgument
 from tickwork.stores import _pg_cluster
 from tickwork.stores._pg_listen import Heard
@@ -21,7 +21,7 @@ HOUR = td_us(timedelta(hours=1))
 
 
 async def test_a_claim_is_usable_until_its_lease_minus_a_margin(autojump_clock: object) -> None:
-    leases = Leases(10.0)  # margin: 1 s
+    leases = LeaseBook(10.0)  # margin: 1 s
     t0 = trio.current_time()
     leases.claimed(7, t0)
     assert leases.valid(7)
@@ -34,7 +34,7 @@ async def test_a_claim_is_usable_until_its_lease_minus_a_margin(autojump_clock: 
 
 
 async def test_a_renewal_extends_only_if_it_came_back_in_time(autojump_clock: object) -> None:
-    leases = Leases(3.0)  # usable for 2.7 s after sending
+    leases = LeaseBook(3.0)  # usable for 2.7 s after sending
     t0 = trio.current_time()
     leases.claimed(1, t0)
     leases.claimed(2, t0)
@@ -57,7 +57,7 @@ async def test_a_renewal_extends_only_if_it_came_back_in_time(autojump_clock: ob
 async def test_a_claim_made_while_a_renewal_was_out_keeps_its_deadline(
     autojump_clock: object,
 ) -> None:
-    leases = Leases(3.0)
+    leases = LeaseBook(3.0)
     t0 = trio.current_time()
     leases.claimed(1, t0 + 0.5)  # after the heartbeat below was sent
     assert leases.renewed(t0, t0 + 1.0, frozenset()) == 0

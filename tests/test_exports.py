@@ -23,6 +23,7 @@ PUBLIC = {
     "NodeInfo",
     "NotATickworkDatabase",
     "NotFound",
+    "Notify",
     "PostgresStore",
     "RunOutput",
     "SQLiteStore",

@@ -4,7 +4,7 @@ ls``, the web UI), on every store."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -77,3 +77,38 @@ async def test_scheduler_list_takes_upcoming(autojump_clock: object) -> None:
         with pytest.raises(tickwork.InvalidArgument, match="upcoming must be True, False or None"):
             await sched.list(upcoming="yes")  # type: ignore[arg-type]
         assert await sched.list(upcoming=True) == []
+
+
+async def test_sqlite_schedule_list_is_the_same_across_its_two_steps(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schedule's page walks the newest ids, then its index: the rows on either side of
+    the boundary come out once each, newest first, with every other filter applied."""
+    from tickwork.stores import _sqlite_reads
+
+    monkeypatch.setattr(_sqlite_reads, "_SCHEDULE_SCAN", 7)
+    store = tickwork.SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        now = to_us(datetime.now(UTC))
+        rows = []
+        for i in range(60):
+            sid = "a" if i % 3 == 0 else ("b" if i % 17 == 0 else None)
+            state = State.FAILED if i % 2 else State.SUCCEEDED
+            fire = now + i if sid else None
+            rows.append(NewRow("t", now + i, b"", schedule_id=sid, fire_at_us=fire, state=state))
+        ids = await store.insert(rows, now)
+        a = [ids[i] for i in range(60) if i % 3 == 0][::-1]
+        b = [ids[i] for i in range(60) if i % 17 == 0 and i % 3][::-1]
+        where_a = InstanceFilter(schedule_id="a")
+        assert [i.id for i in await store.list(where=where_a, limit=100)] == a
+        assert [i.id for i in await store.list(where=where_a, limit=5)] == a[:5]
+        assert [i.id for i in await store.list(where=where_a, limit=7, before_id=a[2])] == a[3:10]
+        assert [i.id for i in await store.list(where=InstanceFilter(schedule_id="b"))] == b
+        assert await store.list(where=InstanceFilter(schedule_id="c")) == []
+        failed = [i.id for i in await store.list(where=where_a, task="t", limit=100)]
+        assert failed == a
+        history = InstanceFilter(schedule_id="a", history_at_us=now)
+        assert [i.id for i in await store.list(where=history, limit=100)] == a
+    finally:
+        await store.aclose()

@@ -389,8 +389,13 @@ async def test_check_reports_overlap_and_catch_up(store: Store) -> None:
     [head] = await rows(store)
     on_time, late = await store.check_occurrences([head.id, head.id], T0 + 10 * MIN)
     assert (on_time.run, on_time.overlap, on_time.catchup) == (True, Overlap.QUEUE, False)
+    assert on_time.misfire is Misfire.RUN_ALL  # decides a backlog (actors/overlap.py)
     [late] = await store.check_occurrences([head.id], T0 + 20 * MIN)
     assert (late.run, late.catchup) == (True, True)
+    await store.add_schedule(every(10, schedule_id="once"), T0)
+    [once] = await rows(store, "once")
+    [check] = await store.check_occurrences([once.id], T0 + 10 * MIN)
+    assert (check.misfire, check.overlap) == (Misfire.RUN_ONCE, Overlap.SKIP)
     [plain] = await store.insert([NewRow("t", T0, b"")], T0)
     [unknown] = await store.check_occurrences([plain], T0)
     assert unknown.run

@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 import tickwork
-from handoff_support import Receiver, wait_ended
+from handoff_support import Receiver, wait_all, wait_ended
 from tickwork.tasks import HandoffRejected, HandoffRetryable, WebhookTask, post_webhook
 from tickwork.tasks.webhook import WebhookCall
 
@@ -288,3 +288,20 @@ def test_tickwork_run_refuses_a_bad_secret_in_one_line(tmp_path):
     assert "whsec_<base64>" in proc.stderr
     assert "not-a-secret" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_runs_waiting_for_a_pooled_connection_do_not_time_out():
+    """More due runs than connections: every run succeeds over at most max_connections
+    keep-alive connections (the task queues them before httpx, outside their timeout)."""
+    with Receiver(delays=[0.2] * 30) as receiver:
+        task = WebhookTask(max_connections=2)
+        async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[task]) as scheduler:
+            with scheduler.subscribe() as sub:
+                at = datetime.now(UTC)
+                params = {"url": receiver.url, "timeout": 1.0}
+                ids = await scheduler.schedule_many(
+                    [tickwork.NewInstance("webhook", at, params) for _ in range(30)]
+                )
+                insts = await wait_all(scheduler, sub, ids)
+    assert [i.state for i in insts] == [tickwork.State.SUCCEEDED] * 30, insts[0].error
+    assert len(receiver.connections) <= 2

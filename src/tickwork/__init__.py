@@ -33,6 +33,7 @@ from tickwork.model import NewInstance as NewInstance
 from tickwork.model import RunOutput as RunOutput
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
+from tickwork.notify import Notify as Notify
 from tickwork.scheduler import open_scheduler as open_scheduler
 from tickwork.scheduler_api import Scheduler as Scheduler
 from tickwork.scheduler_api import SchedulerStatistics as SchedulerStatistics
@@ -74,6 +75,7 @@ __all__ = [
     "NodeInfo",
     "NotATickworkDatabase",
     "NotFound",
+    "Notify",
     "PostgresStore",
     "RunOutput",
     "SQLiteStore",

@@ -33,7 +33,9 @@ __all__ = ["MAILTO_WARNING", "CrontabEntry", "is_system_path", "parse_crontab"]
 
 #: What ``MAILTO=`` gets (tickwork sends no mail of its own).
 MAILTO_WARNING: Final = (
-    "tickwork sends no mail; failed runs are listed by `tickwork ls --state FAILED`"
+    "tickwork sends no mail; to hear of failed, missed or overdue runs, give the task a "
+    '`notify` setting (tickwork.Notify: a webhook, e.g. Slack; docs/tasks.md, "Failure '
+    'notifications"); failed runs are listed by `tickwork ls --state FAILED`'
 )
 
 _ENV: Final = re.compile(

@@ -24,12 +24,13 @@ from tickwork._cli_parse import (
     open_store,
     resolve_tasks,
 )
+from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
 from tickwork._sd_notify import ServiceNotifier
 from tickwork.errors import InvalidArgument
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES
 from tickwork.scheduler import open_scheduler
 from tickwork.stores.tokens import list_tokens
-from tickwork.tasks import builtin_tasks
+from tickwork.tasks import builtin_tasks, missing_builtin_tasks
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -142,8 +143,10 @@ def run(
     """Run a scheduler node on the database until SIGINT or SIGTERM.
 
     The first signal stops gracefully: no new instances start, running ones may finish
-    within --shutdown-grace, and what was claimed is given back. A second one stops at
-    once (running instances are cancelled; nothing durable is lost).
+    within --shutdown-grace, and what was claimed is given back. The same signal again
+    within 1 s is the same request (delivered twice, e.g. to the process and to its
+    group); a later one, or the other signal, stops at once (running instances are
+    cancelled; nothing durable is lost).
     """
     setup_cli_logging("INFO")
     if claim_horizon is not None and claim_horizon > window:
@@ -266,6 +269,8 @@ def _load_tasks(specs: Sequence[str]) -> list[Task]:
         builtin = [task for task in builtin_tasks(settings) if task.name not in names]
     except InvalidArgument as exc:  # e.g. a TICKWORK_WEBHOOK_SECRET that is not whsec_...
         raise click.UsageError(str(exc)) from None
+    for name in missing_builtin_tasks():
+        log.info("task %s is not available: install tickwork[%s] to use it", name, name)
     return builtin + loaded
 
 
@@ -297,16 +302,25 @@ async def _serve(
 
     async def watch(signals: AsyncIterator[int]) -> None:
         nonlocal hurried
+        requests = ShutdownRequests()
         async for signum in signals:
             name = signal.Signals(signum).name
-            if not stop.is_set():
+            verdict = requests.receive(signum, trio.current_time())
+            if verdict is Verdict.STOP:
                 log.info(
-                    "%s: shutting down (running instances get %s to finish; "
-                    "send it again to stop at once)",
+                    "%s: shutting down (running instances get %s to finish; send a "
+                    "signal again after %g s to stop at once)",
                     name,
                     format_duration(shutdown_grace),
+                    DUPLICATE_WINDOW_S,
                 )
                 stop.set()
+            elif verdict is Verdict.DUPLICATE:
+                log.info(
+                    "%s again within %g s: the same shutdown request, still stopping gracefully",
+                    name,
+                    DUPLICATE_WINDOW_S,
+                )
             else:
                 log.warning("%s again: stopping at once, cancelling running instances", name)
                 hurried = True

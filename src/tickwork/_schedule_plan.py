@@ -48,6 +48,7 @@ __all__ = [
     "due_at",
     "first_plan",
     "in_flight",
+    "iso",
 ]
 
 #: MISSED rows one catch-up writes one by one (beyond: one summary row).
@@ -120,7 +121,8 @@ def first_plan(s: Schedule, now_us: int) -> Plan:
     return Plan([_row(s, fire)], [], fire, ended=False)
 
 
-def _iso(us: int) -> str:
+def iso(us: int) -> str:
+    """A UTC time as ISO 8601 with a ``Z`` (the form of every reason's times)."""
     return from_us(us).isoformat().replace("+00:00", "Z")
 
 
@@ -183,13 +185,13 @@ def _late_after(
 
 def _reason(s: Schedule, run_us: int, now_us: int, kept: int | None) -> str:
     base = (
-        f"misfire={s.misfire.value}: due {_iso(run_us)}, but no node ran it before "
-        f"{_iso(now_us)} (more than grace={s.grace} late)"
+        f"misfire={s.misfire.value}: due {iso(run_us)}, but no node ran it before "
+        f"{iso(now_us)} (more than grace={s.grace} late)"
     )
     if s.misfire is Misfire.RUN_ONCE:
         if kept is None:
             return base + "; coalesced into the occurrence that ran on time"
-        return base + f"; coalesced into the run of the occurrence of {_iso(kept)}"
+        return base + f"; coalesced into the run of the occurrence of {iso(kept)}"
     if s.misfire is Misfire.RUN_ALL:
         return base + f"; beyond catchup_limit={s.catchup_limit}"
     return base
@@ -254,7 +256,7 @@ def claim_plan(
         more = "more" if skipped.count is None else str(skipped.count - 1)
         text = (
             f"misfire={s.misfire.value}: this and {more} later occurrences up to "
-            f"{_iso(skipped.last)} were missed (no node ran them before {_iso(now_us)}); a "
+            f"{iso(skipped.last)} were missed (no node ran them before {iso(now_us)}); a "
             f"catch-up records at most {MISSED_ROWS_LIMIT} missed occurrences one by one"
         )
         insert.append(_row(s, skipped.first, State.MISSED, text))
@@ -360,6 +362,9 @@ class OccurrenceCheck:
     overlap: Overlap = Overlap.ALLOW
     catchup: bool = False
     in_flight: InFlight | None = None
+    #: the schedule's misfire policy: it decides about occurrences that come due together
+    #: before the first of them started (a backlog, e.g. after a restart)
+    misfire: Misfire = Misfire.RUN_ONCE
 
 
 def check(
@@ -376,4 +381,6 @@ def check(
     if s.paused:
         return OccurrenceCheck(instance_id, run=False, state=State.MISSED, reason=PAUSED)
     catchup = s.misfire is Misfire.RUN_ALL and info.run_us < now_us - s.grace_us
-    return OccurrenceCheck(instance_id, run=True, overlap=s.overlap, catchup=catchup)
+    return OccurrenceCheck(
+        instance_id, run=True, overlap=s.overlap, catchup=catchup, misfire=s.misfire
+    )

@@ -63,6 +63,7 @@ from tickwork._cli_parse import (
     bash_params,
 )
 from tickwork._cli_run import run
+from tickwork._cli_status import status
 from tickwork._time import from_us
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
@@ -372,6 +373,7 @@ cli.add_command(cron)  # tickwork cron ... (_cli_cron.py)
 cli.add_command(list_instances)  # tickwork ls (_cli_list.py)
 cli.add_command(show)  # tickwork show ID (_cli_list.py)
 cli.add_command(logs)  # tickwork logs ID (_cli_logs.py)
+cli.add_command(status)  # tickwork status (_cli_status.py)
 cli.add_command(token)  # tickwork token ... (_cli_http.py)
 
 

@@ -28,7 +28,8 @@ from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster import ClusterLink
 from tickwork.actors.executor import Executor
 from tickwork.actors.janitor import Janitor
-from tickwork.actors.messages import Outcome
+from tickwork.actors.leases import Leases
+from tickwork.actors.messages import Outcome, PullerMsg
 from tickwork.actors.puller import Puller, TimekeeperMsg
 from tickwork.actors.recorder import Recorder
 from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
@@ -36,6 +37,7 @@ from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub, TransitionEvent
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, Instance, check_max_params_bytes
+from tickwork.notify import notify_settings, run_notifier
 from tickwork.scheduler_api import Scheduler
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -47,6 +49,7 @@ log = logging.getLogger("tickwork")
 __all__ = ["Scheduler", "open_scheduler"]
 
 _CHANNEL_BATCHES = 4  # batches buffered between two actors; bounded, so backpressure
+_PULLER_INBOX = 16  # wake-ups from the Leases actor (each one re-aims the Puller)
 
 
 def default_node_id() -> str:
@@ -77,6 +80,14 @@ def _poll_us(poll_interval: object) -> int:
     return poll_us
 
 
+async def _record_node(store: Store, node: str, registry: TaskRegistry, limit: int) -> None:
+    """Make the node's params limit the store's (the built-in stores have one) and record
+    the node's tasks and limit: what the CLI checks `add --task` against."""
+    _set_params_limit(store, limit)
+    if isinstance(store, NodeRegistry):
+        await store.record_node(node, tasks=sorted(registry), max_params_bytes=limit)
+
+
 def _set_params_limit(store: Store, limit: int) -> None:
     """Check the node's params limit and make it the store's (the built-in stores have one)."""
     check_max_params_bytes(limit)
@@ -90,7 +101,7 @@ MIN_POLL_INTERVAL: Final = timedelta(milliseconds=10)
 
 
 @asynccontextmanager
-async def open_scheduler(
+async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one line each
     store: Store,
     *,
     tasks: Iterable[Task] = (),
@@ -178,18 +189,20 @@ async def open_scheduler(
     if isinstance(tasks, Task):
         raise InvalidArgument("tasks must be a list of tasks, e.g. tasks=[Greet()]")
     registry = TaskRegistry(tasks)
+    notify_settings(registry.values())  # a bad Task.notify is refused before the store opens
     clock = clock or SystemClock()
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
-    _set_params_limit(store, max_params_bytes)
+    check_max_params_bytes(max_params_bytes)
     node = node_id or default_node_id()
     batch_size = min(batch_size, max_in_memory)
 
     await store.open(node_id=node)
     resilient = ResilientStore(store, give_up_after=outage_limit)
+    running: Scheduler | None = None
+    given_back = 0
     try:
-        if isinstance(store, NodeRegistry):  # what the CLI checks `add --task` against
-            await store.record_node(node, tasks=sorted(registry), max_params_bytes=max_params_bytes)
+        await _record_node(store, node, registry, max_params_bytes)
         recovered = await resilient.recover(clock.now_us())
         if recovered:
             log.info("recovered %d instances left claimed by a previous run", recovered)
@@ -214,15 +227,28 @@ async def open_scheduler(
                 horizon_us=mode.horizon_us,
                 max_params_bytes=max_params_bytes,
             ) as scheduler,
+            run_notifier(scheduler, registry.values()),
         ):
+            running = scheduler
             yield scheduler
     finally:
         with trio.CancelScope(shield=True):
             try:
-                await resilient.release(node, clock.now_us())
+                given_back = await resilient.release(node, clock.now_us())
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
+        if running is not None:
+            _log_stopped(running, given_back)
+
+
+def _log_stopped(scheduler: Scheduler, given_back: int) -> None:
+    recorded = scheduler.statistics().recorder.recorded
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(recorded.items())) or "none"
+    log.info(
+        "node %s stopped (outcomes recorded: %s; %d claims given back)",
+        scheduler.node_id, counts, given_back,
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -264,6 +290,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     to_tk, tk_in = trio.open_memory_channel[TimekeeperMsg](_CHANNEL_BATCHES)
     to_ex, ex_in = trio.open_memory_channel[ExecutorMsg](_CHANNEL_BATCHES)
     to_rec, rec_in = trio.open_memory_channel[list[Outcome]](_CHANNEL_BATCHES)
+    to_puller, puller_in = trio.open_memory_channel[PullerMsg](_PULLER_INBOX)
     aborts_out = to_tk.clone()
 
     def publish(inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
@@ -319,9 +346,18 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
         window_us=horizon_us or window_us,  # the Puller claims only within the horizon
         batch_size=batch_size,
         lease_us=lease_us,
-        poll_interval_us=poll_us,
-        on_remote_aborts=on_remote_aborts,
+        inbox=puller_in,
         on_claimed=on_claimed,
+        cluster=link,
+    )
+    leases = Leases(
+        store=store,
+        clock=clock,
+        owner=node,
+        lease_us=lease_us,
+        poll_interval_us=poll_us,
+        to_puller=to_puller,
+        on_remote_aborts=on_remote_aborts,
         cluster=link,
     )
     timekeeper = Timekeeper(
@@ -367,45 +403,59 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
         if retention_us is None
         else Janitor(store=store, clock=clock, retention_us=retention_us)
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(recorder.run)
-        await nursery.start(executor.run)
-        await nursery.start(timekeeper.run)
-        await nursery.start(puller.run)
-        if janitor is not None:
-            await nursery.start(janitor.run)
-        scheduler = Scheduler(
-            store=store,
-            registry=registry,
-            clock=clock,
-            node_id=node,
-            window_us=window_us,
-            puller=puller,
-            timekeeper=timekeeper,
-            executor=executor,
-            recorder=recorder,
-            capacity=capacity,
-            hub=hub,
-            abort_marks=abort_marks,
-            aborts_out=aborts_out,
-            publish=publish,
-            janitor=janitor,
-            cluster=link,
-            max_params_bytes=max_params_bytes,
-        )
-        log.debug("node %s started", node)
-        try:
-            yield scheduler
-        finally:
-            # Graceful stop, in pipeline order: the Puller stops claiming and closes its
-            # channel; the Timekeeper then ends and closes its own; the Executor lets
-            # running instances finish (grace) and closes its; the Recorder records the
-            # rest and ends. Nothing is dropped on the way: what was claimed but not run
-            # is given back by store.release afterwards.
-            scheduler._close()  # noqa: SLF001
-            puller.stop()
+    # The Leases actor lives in a nursery of its own around the pipeline's: started
+    # first, it renews what the node holds until the pipeline has drained and every
+    # outcome is written; only then does it stop, and open_scheduler gives back the rest.
+    async with trio.open_nursery() as lifespan:
+        await lifespan.start(leases.run)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(recorder.run)
+            await nursery.start(executor.run)
+            await nursery.start(timekeeper.run)
+            await nursery.start(puller.run)
             if janitor is not None:
-                janitor.stop()
-            await aborts_out.aclose()
-            hub.close()
-    log.debug("node %s stopped", node)
+                await nursery.start(janitor.run)
+            scheduler = Scheduler(
+                store=store,
+                registry=registry,
+                clock=clock,
+                node_id=node,
+                window_us=window_us,
+                puller=puller,
+                timekeeper=timekeeper,
+                executor=executor,
+                recorder=recorder,
+                capacity=capacity,
+                hub=hub,
+                abort_marks=abort_marks,
+                aborts_out=aborts_out,
+                publish=publish,
+                janitor=janitor,
+                cluster=link,
+                max_params_bytes=max_params_bytes,
+            )
+            log.info(
+                "node %s started (lease %g s, up to %d running, %d held, window %g s)",
+                node, lease_us / 1e6, max_concurrency, max_in_memory, window_us / 1e6,
+            )  # fmt: skip
+            try:
+                yield scheduler
+            finally:
+                log.info(
+                    "node %s stopping: claiming nothing more; %d running get up to %g s "
+                    "to finish",
+                    node, executor.statistics().running, grace,
+                )  # fmt: skip
+                # Graceful stop, in pipeline order: the Puller stops claiming and closes
+                # its channel; the Timekeeper then ends and closes its own; the Executor
+                # lets running instances finish (grace) and closes its; the Recorder
+                # records the rest and ends. Nothing is dropped on the way: what was
+                # claimed but not run is given back by store.release afterwards.
+                scheduler._close()  # noqa: SLF001
+                puller.stop()
+                if janitor is not None:
+                    janitor.stop()
+                await aborts_out.aclose()
+                hub.close()
+        # Everything the node ran is recorded: its leases may lapse now.
+        leases.stop()

@@ -14,6 +14,7 @@ from tickwork.errors import DuplicateTask, InvalidArgument, TickworkError, Unkno
 
 if TYPE_CHECKING:
     from tickwork.model import Instance
+    from tickwork.notify import Notify
 
 Delivery = Literal["at_least_once", "at_most_once"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
@@ -48,7 +49,8 @@ class Task:
 
     Class attributes tune how the task runs (an instance may override some at schedule
     time): ``max_attempts`` (retries are opt-in: None runs once), ``timeout``,
-    ``max_concurrent`` (a per-task concurrency limit), ``delivery``.
+    ``max_concurrent`` (a per-task concurrency limit), ``delivery``, ``notify``
+    (failure notifications, :class:`tickwork.Notify`).
     """
 
     name: ClassVar[str] = ""
@@ -59,6 +61,9 @@ class Task:
     timeout: ClassVar[timedelta | None] = None
     max_concurrent: ClassVar[int | None] = None
     delivery: ClassVar[Delivery] = "at_least_once"
+    #: post a message to a webhook when an instance fails, is missed or runs overdue
+    #: (``tickwork.Notify``); None: no notices
+    notify: ClassVar[Notify | None] = None
 
     async def run(self, params: bytes) -> Any:
         """Do the work (or hand it off). Override this."""

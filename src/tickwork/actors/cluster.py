@@ -1,7 +1,9 @@
 """A node's link to its cluster: which claims are still its own, heartbeats, change notices.
 
 Only a node on a :class:`~tickwork.stores.cluster.ClusterStore` has one. It gives the
-Puller three things (see ``docs/clustering.md``):
+node three things (see ``docs/clustering.md``); the Leases actor
+(``actors/leases.py``) runs its heartbeats and reads its change notices, the Puller
+uses its lease bookkeeping and pull slots:
 
 * **Leases, seen from the node.** A lease runs on the database clock, which the node
   cannot read; what it knows is when it *asked*. A claim or renewal sent at ``t`` (on
@@ -9,7 +11,7 @@ Puller three things (see ``docs/clustering.md``):
   the database, so the node treats the claim as its own until ``t + lease - margin``.
   A renewal extends a claim only if it *came back* before that deadline: then it
   committed before the lease lapsed, and no other node can have taken the claim over.
-  The Executor asks :meth:`Leases.valid` before it starts an instance, so a node that
+  The Executor asks :meth:`LeaseBook.valid` before it starts an instance, so a node that
   cannot renew (its database session cut, its process stalled) stops starting
   instances before any other node may take them: at-least-once instances run twice only
   if they were already running when the lease was lost.
@@ -42,7 +44,7 @@ _RETRY_S: Final = 0.25
 #: Wait this much past the moment a lease lapses before trying to take it over: the
 #: database clock decides, and a claim a little early finds nothing to take.
 _LAPSE_SLACK_S: Final = 0.05
-#: The most a lease's deadline is shortened by on the node (see Leases).
+#: The most a lease's deadline is shortened by on the node (see LeaseBook).
 _MAX_MARGIN_S: Final = 1.0
 
 
@@ -58,7 +60,7 @@ class LeaseStatistics:
 
 
 @final
-class Leases:
+class LeaseBook:
     """Per claim token: until when (trio time) this node may start instances of it."""
 
     def __init__(self, lease_s: float) -> None:
@@ -157,7 +159,7 @@ class ClusterLink:
         self._lease_us = lease_us
         self._held = held
         self._running = running
-        self.leases = Leases(lease_us / 1e6)
+        self.leases = LeaseBook(lease_us / 1e6)
         self.nodes = 1
         self.rank = 0
         #: trio time at which another node's lease lapses (its work becomes takeable)

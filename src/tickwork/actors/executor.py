@@ -129,6 +129,7 @@ class Executor:
         self._last_lateness = 0
         self._mean_lateness = 0.0
         self._slot_wait = 0.0
+        self._debug = False
         # Schedule occurrences: still wanted when due, and the overlap policy (overlap.py).
         self._overlap = OverlapGuard(
             store=store,
@@ -177,6 +178,8 @@ class Executor:
             self._abort(msg.instance_id)
 
     async def _admit(self, due: list[Instance]) -> None:
+        # once per batch, not per start: with DEBUG off a start builds no log message
+        self._debug = log.isEnabledFor(logging.DEBUG)
         due = await self._overlap.admit(due)
         if self._lease_ok is not None:
             due = self._keep_leased(due, self._lease_ok)
@@ -313,6 +316,13 @@ class Executor:
         self._last_lateness = lateness
         self._mean_lateness += (lateness - self._mean_lateness) * 0.01
         self._started += 1
+        if inst.schedule_id is not None:
+            self._overlap.started(inst, started)
+        if self._debug:
+            log.debug(
+                "instance %d (task %r): started, %.3f s after its time",
+                inst.id, inst.task, lateness / 1e6,
+            )  # fmt: skip
         if self._on_running is not None:
             self._on_running(inst, started)
         return started

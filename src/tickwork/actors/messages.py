@@ -27,6 +27,28 @@ class Evict:
 
 
 @attrs.frozen(slots=True)
+class Wake:
+    """Pull again as soon as possible: something changed elsewhere (Leases -> Puller)."""
+
+
+@attrs.frozen(slots=True)
+class PendingAt:
+    """Another process stored an instance due at ``run_at_us`` (Leases -> Puller)."""
+
+    run_at_us: int
+
+
+@attrs.frozen(slots=True)
+class Rearm:
+    """Work out again when to pull: another node's lease lapses at a new time
+    (Leases -> Puller)."""
+
+
+#: What the Leases actor tells the Puller.
+PullerMsg = Wake | PendingAt | Rearm
+
+
+@attrs.frozen(slots=True)
 class Due:
     """A batch of instances whose time has come (Timekeeper -> Executor)."""
 

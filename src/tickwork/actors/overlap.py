@@ -18,6 +18,13 @@ A late occurrence that ``misfire="run_all"`` catches up waits its turn whatever 
 policy (except ``allow``), so a catch-up runs its occurrences one after another, in
 order.
 
+**An overlap needs a run in flight.** An occurrence overlaps only an occurrence of its
+schedule that had *started* here by the time it came due (its due time). Occurrences that
+come due before the previous one started - several due at once after a restart, or behind
+a full executor - are a backlog, not an overlap: the schedule's misfire policy decides
+(``run_all``: each runs, in order, one at a time; ``run_once`` and ``skip``: the first
+runs, the others are recorded MISSED, coalesced into it).
+
 **Across nodes.** Each schedule has one *admitted occurrence* in the store (see
 :class:`tickwork._schedule_plan.Slot`). The batch's store call also *admits*, for every
 schedule that has nothing running or waiting here, the first of its occurrences: under
@@ -56,7 +63,8 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 import trio
 
-from tickwork._schedules import Overlap
+from tickwork._schedule_plan import iso
+from tickwork._schedules import Misfire, Overlap
 from tickwork.actors.messages import Kind, Outcome
 from tickwork.state import State
 
@@ -118,6 +126,8 @@ class OverlapGuard:
         self._recheck_us = recheck_us
         #: schedule id -> ids admitted (ready or running) and not yet ended
         self._active: dict[str, set[int]] = {}
+        #: admitted occurrence id -> when its run started (clock µs), once it started
+        self._starts: dict[int, int] = {}
         #: schedule id -> occurrences waiting for the active ones to end, in due order
         self._waiting: dict[str, deque[Instance]] = {}
         #: ids taken out of a waiting line, on their way back through admit()
@@ -233,7 +243,11 @@ class OverlapGuard:
             self._waiting[sid] = deque([inst])  # asked at the next recheck
             self._wake.set()
             return "held"
-        self._local(inst, sid, check, active)
+        running = self._in_flight(inst, active)
+        if active and not running and not (check is not None and check.catchup):
+            self._backlog(inst, sid, check, min(active))
+        else:
+            self._local(inst, sid, check, running or active)
         if not active:
             del self._active[sid]
         return "held"
@@ -258,6 +272,31 @@ class OverlapGuard:
             del self._active[sid]
         self._remote(inst, sid, check, other, aborts, again=released)
         return "held"
+
+    def started(self, inst: Instance, at_us: int) -> None:
+        """The Executor started ``inst``'s run at ``at_us`` (an admitted occurrence)."""
+        sid = inst.schedule_id
+        if sid is not None and inst.id in self._active.get(sid, ()):
+            self._starts[inst.id] = at_us
+
+    def _in_flight(self, inst: Instance, active: set[int]) -> set[int]:
+        """The occurrences of ``active`` whose run had started when ``inst`` came due."""
+        due = inst.run_at_us
+        return {i for i in active if self._starts.get(i, due + 1) <= due}
+
+    def _backlog(self, inst: Instance, sid: str, check: OccurrenceCheck | None, first: int) -> None:
+        """``inst`` came due before ``first`` (admitted here) had started: the misfire
+        policy decides, not the overlap policy."""
+        misfire = Misfire.RUN_ONCE if check is None else check.misfire
+        if misfire is Misfire.RUN_ALL:
+            self._waiting.setdefault(sid, deque()).append(inst)  # in order, one at a time
+            return
+        self._skip(
+            inst,
+            f"misfire={misfire.value}: due {iso(inst.run_at_us)} while occurrence {first} "
+            "of this schedule, due earlier, had not started yet (they came due together, "
+            "e.g. after a restart); coalesced into its run",
+        )
 
     def _local(
         self, inst: Instance, sid: str, check: OccurrenceCheck | None, active: set[int]
@@ -362,6 +401,7 @@ class OverlapGuard:
         if sid is None or active is None or inst.id not in active:
             return None
         active.discard(inst.id)
+        self._starts.pop(inst.id, None)
         if active:
             return None
         waiting = self._waiting.get(sid)

@@ -5,27 +5,27 @@ allows, and sends each claimed batch to the Timekeeper as one message. Between p
 sleeps until the earliest unclaimed instance enters the window, and wakes earlier for:
 
 * ``wake()`` - an instance was just scheduled inside the window, or capacity was freed;
-* a change committed by another process (the CLI), noticed by polling the store's cheap
-  ``change_token`` every ``poll_interval``; aborts requested from elsewhere are found the
-  same way.
+* a message from the Leases actor (``actors/leases.py``) on its inbox: a change
+  committed by another process (the CLI, another node), or, in cluster mode, a new time
+  at which another node's lease lapses.
 
-It also renews the leases of what the node holds (heartbeat).
+It renews no lease: the Leases actor does, from before the Puller starts until after the
+node's last outcome is written (so a graceful stop keeps its claims).
 
 In cluster mode (a :class:`~tickwork.actors.cluster.ClusterLink` given) the window it
-claims into is the short claim horizon, and it differs in four ways (see
-``docs/clustering.md``): the link's heartbeats replace the plain renewals; change notices
-pushed by the store replace polling; pulls that the horizon's advance alone calls for
-happen in the node's own time slots (``horizon / 4`` apart, the nodes' slots interleaved:
-see ``ClusterLink.slot_at``), so each node in turn takes what became due since the
-previous one pulled, an equal share; and a claim takes the node's fair share of a
-batch, then comes back for more, so nodes woken together interleave. It also pulls when
-another node's lease lapses, to take that node's work over.
+claims into is the short claim horizon, and it differs in three ways (see
+``docs/clustering.md``): pulls that the horizon's advance alone calls for happen in the
+node's own time slots (``horizon / 4`` apart, the nodes' slots interleaved: see
+``ClusterLink.slot_at``), so each node in turn takes what became due since the previous
+one pulled, an equal share; a claim takes the node's fair share of a batch, then comes
+back for more, so nodes woken together interleave; and it pulls when another node's
+lease lapses, to take that node's work over.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import final
 
 import attrs
@@ -33,7 +33,7 @@ import trio
 
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster import ClusterLink
-from tickwork.actors.messages import Abort, Evict
+from tickwork.actors.messages import Abort, Evict, PendingAt, PullerMsg, Rearm
 from tickwork.clock import Clock
 from tickwork.model import Instance
 from tickwork.stores.base import Store
@@ -70,8 +70,7 @@ class Puller:
         window_us: int,
         batch_size: int,
         lease_us: int,
-        poll_interval_us: int,
-        on_remote_aborts: Callable[[list[int]], Awaitable[None]],
+        inbox: trio.MemoryReceiveChannel[PullerMsg] | None = None,
         on_claimed: Callable[[list[Instance]], None] | None = None,
         cluster: ClusterLink | None = None,
     ) -> None:
@@ -83,8 +82,7 @@ class Puller:
         self._window_us = window_us
         self._batch_size = batch_size
         self._lease_us = lease_us
-        self._poll_us = poll_interval_us
-        self._on_remote_aborts = on_remote_aborts
+        self._inbox = inbox
         self._on_claimed = on_claimed
         self._cluster = cluster
         self._last_pull_us: int | None = None  # cluster mode only
@@ -96,8 +94,6 @@ class Puller:
         # earliest run_at scheduled inside the window since the last pull
         self._urgent_us: int | None = None
         self._next_pull_us: int | None = None
-        self._change_token: int | None = None
-        self._polling = True
         self._pulls = 0
         self._claimed = 0
         capacity.on_room = self.wake
@@ -141,16 +137,8 @@ class Puller:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with self._send, trio.open_nursery() as nursery:
-            self._change_token = await self._store.change_token()
-            if self._cluster is None:
-                nursery.start_soon(self._heartbeat)
-                # A store that nothing else can write to (None) needs no polling.
-                self._polling = self._change_token is not None
-            else:  # notices are pushed; the first beat tells how many nodes share the work
-                self._polling = False
-                await self._cluster.beat()
-                nursery.start_soon(self._cluster.run_heartbeats, self.rearm)
-                nursery.start_soon(self._listen, self._cluster)
+            if self._inbox is not None:
+                nursery.start_soon(self._read_inbox, self._inbox)
             task_status.started()
             while True:
                 self._woken = False
@@ -213,16 +201,14 @@ class Puller:
 
     async def _sleep(self, *, limited: bool) -> None:
         """Sleep until the next reason to pull: the window reaches the next pending
-        instance, a wake-up, or a change committed elsewhere (polled)."""
+        instance, or a wake-up (from the node, or a change elsewhere: see the inbox)."""
         while not self._woken:
             now = self._clock.now_us()
             due = self._due_us(limited=limited)
             if due is not None and due <= now:
                 self._slot_us = due if self._cluster is not None else None
                 return
-            until = now + self._poll_us if self._polling else None
-            if due is not None:
-                until = due if until is None else min(until, due)
+            until = due
             self._next_pull_us = until
             with trio.CancelScope() as scope:
                 self._sleep_scope = scope
@@ -231,11 +217,16 @@ class Puller:
                 else:
                     await self._clock.sleep_until_us(until)
             self._sleep_scope = None
-            if self._woken or (self._polling and await self._changed_elsewhere()):
+            if self._was_woken():
                 return
             if due is not None and self._clock.now_us() >= due:
                 self._slot_us = due if self._cluster is not None else None
                 return
+
+    def _was_woken(self) -> bool:
+        """Whether ``wake()`` came during the sleep (a call, so the type checker does not
+        take ``_woken`` for the value it had before the sleep)."""
+        return self._woken
 
     def _due_us(self, *, limited: bool) -> int | None:
         """When to pull without a wake-up: when the window reaches the next pending
@@ -259,34 +250,14 @@ class Puller:
             return None
         return self._clock.now_us() + int((cluster.takeover_at - trio.current_time()) * 1e6)
 
-    async def _listen(self, cluster: ClusterLink) -> None:
-        """Act on the change notices other nodes send (cluster mode)."""
-        while True:
-            changes = await cluster.next_changes()
-            if changes.aborts or changes.lost:
-                aborts = await self._store.abort_requests(self._owner)
-                if aborts:
-                    await self._on_remote_aborts(aborts)
-            if changes.lost:
-                self.wake()
-            elif changes.pending_us is not None:
-                self.note_pending(changes.pending_us)
-
-    async def _changed_elsewhere(self) -> bool:
-        token = await self._store.change_token()
-        if token == self._change_token:
-            return False
-        self._change_token = token
-        aborts = await self._store.abort_requests(self._owner)
-        if aborts:
-            await self._on_remote_aborts(aborts)
-        return True
-
-    async def _heartbeat(self) -> None:
-        period = max(self._lease_us // 3, 1) / 1e6
-        while True:
-            # On trio's monotonic clock, not the wall clock: a lease is a duration, and a
-            # wall-clock jump back must not stop the renewals for as long as the jump
-            # (after a jump forward, claim never takes over the node's own rows).
-            await trio.sleep(period)
-            await self._store.renew(self._owner, self._clock.now_us(), self._lease_us)
+    async def _read_inbox(self, inbox: trio.MemoryReceiveChannel[PullerMsg]) -> None:
+        """Act on what the Leases actor tells (closed when the Puller stops, so the
+        Leases actor, which outlives it, knows nobody is listening)."""
+        async with inbox:
+            async for msg in inbox:
+                if isinstance(msg, PendingAt):
+                    self.note_pending(msg.run_at_us)
+                elif isinstance(msg, Rearm):
+                    self.rearm()
+                else:
+                    self.wake()

@@ -22,6 +22,7 @@ from typing import Any, final
 import attrs
 import trio
 
+from tickwork._time import from_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.messages import Kind, Outcome
 from tickwork.actors.overlap import SUPERSEDED
@@ -79,6 +80,35 @@ def backoff_us(task: Task, attempt: int, rng: random.Random) -> int:
     # 2**63 s is past any cap; a larger power would not convert to float (attempt > 1024).
     ceiling = min(cap, base * (2 ** min(attempt - 1, 63)))
     return int(rng.uniform(0, ceiling) * 1e6)
+
+
+def _log_outcome(outcome: Outcome, fin: Finish, *, warn: bool, debug: bool) -> None:
+    """One line per recorded outcome: a failed run (final, or to be retried) at WARNING,
+    every other outcome at DEBUG."""
+    inst = outcome.instance
+    failed = fin.state is State.FAILED or (
+        fin.state is State.PENDING and outcome.kind is Kind.ERROR
+    )
+    if failed and warn:
+        if fin.state is State.PENDING:
+            log.warning(
+                "instance %d (task %r) failed, attempt %d, retried at %s: %s",
+                inst.id, inst.task, fin.attempts, _iso(fin.run_at_us), fin.error,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "instance %d (task %r) failed, attempt %d: %s",
+                inst.id, inst.task, fin.attempts, fin.error,
+            )  # fmt: skip
+    elif debug and not failed:
+        took = ""
+        if outcome.started_us is not None and outcome.finished_us is not None:
+            took = f" after {(outcome.finished_us - outcome.started_us) / 1e6:.3f} s"
+        log.debug("instance %d (task %r): %s%s", inst.id, inst.task, fin.state.name, took)
+
+
+def _iso(at_us: int | None) -> str:
+    return "?" if at_us is None else from_us(at_us).isoformat()
 
 
 @final
@@ -204,6 +234,9 @@ class Recorder:
         accepted = await self._store.finish(self._owner, finishes, self._clock.now_us())
         self._batches += 1
         now = self._clock.now_us()
+        # Decided once per batch: with the level off, no message is built per outcome.
+        warn = log.isEnabledFor(logging.WARNING)
+        debug = log.isEnabledFor(logging.DEBUG)
         for outcome, written, ok in zip(outcomes, finishes, accepted, strict=True):
             inst = outcome.instance
             fin = written
@@ -224,6 +257,8 @@ class Recorder:
                 continue
             name = fin.state.name
             self._recorded[name] = self._recorded.get(name, 0) + 1
+            if debug or (warn and fin.state is not State.SUCCEEDED):
+                _log_outcome(outcome, fin, warn=warn, debug=debug)
             if fin.state is State.PENDING and fin.run_at_us is not None:
                 self._on_pending(fin.run_at_us)
             self._on_recorded(inst.id, fin.state)

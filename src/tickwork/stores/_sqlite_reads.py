@@ -36,6 +36,8 @@ STATES: Final = tuple(sorted(State))
 _MAX_ID: Final = 2**63 - 1
 #: Up to this many PENDING rows, list(state=PENDING) sorts them rather than walking ids.
 _SORT_PENDING_MAX: Final = 200_000
+#: A schedule's list walks at most this many of the newest ids before using its index.
+_SCHEDULE_SCAN: Final = 20_000
 
 
 def to_instance(r: Sequence[Any]) -> Instance:
@@ -126,6 +128,8 @@ class Reads:
             terms, values = where_also.sql(("run_at", "updated"), "?")
             where += terms
             params += values
+        if source == "instances" and where_also is not None and where_also.schedule_id:
+            return self._schedule_page(where, params, limit)
         params.append(limit)
         cur = self._c.execute(
             f"SELECT {LIST_COLS} FROM {source} WHERE {' AND '.join(where)} "
@@ -133,6 +137,33 @@ class Reads:
             params,
         )
         return [to_listed(r) for r in cur]
+
+    def _schedule_page(self, where: list[str], params: list[Any], limit: int) -> list[Instance]:
+        """One schedule's instances, newest first, in two bounded steps.
+
+        Walking ids down finds a busy schedule's rows at once, but walks the whole table
+        for a schedule with few; its (schedule_id, fire_at) index finds those, but sorts
+        every row of a busy one. So: the newest _SCHEDULE_SCAN ids first, then the rest
+        through the index. Every row with a schedule_id has a fire_at (the only writer of
+        schedule rows is the materialisation plan), so the index holds them all.
+        """
+        (newest,) = self._c.execute("SELECT coalesce(max(id), 0) FROM instances").fetchone()
+        below = min(int(params[0]), int(newest) + 1)
+        floor = max(below - _SCHEDULE_SCAN, 0)
+        terms = " AND ".join(where)
+        cur = self._c.execute(
+            f"SELECT {COLS} FROM instances WHERE {terms} AND id >= ? ORDER BY id DESC LIMIT ?",
+            [*params, floor, limit],
+        )
+        found = [to_instance(r) for r in cur]
+        if len(found) < limit and floor > 0:
+            cur = self._c.execute(
+                f"SELECT {COLS} FROM instances INDEXED BY ux_instances_fire WHERE {terms} "
+                "AND id < ? AND fire_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+                [*params, floor, limit - len(found)],
+            )
+            found += [to_instance(r) for r in cur]
+        return found
 
     def count(self, state: State | None, task: str | None) -> int:
         (n,) = self._c.execute(

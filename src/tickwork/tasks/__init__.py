@@ -7,6 +7,7 @@ so importing this package needs none of them; each library is in an extra of its
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -42,6 +43,7 @@ __all__ = [
     "RedisTask",
     "WebhookTask",
     "builtin_tasks",
+    "missing_builtin_tasks",
     "post_webhook",
     "validate_builtin_params",
 ]
@@ -56,16 +58,38 @@ _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
 }
 
 
+#: the library each hand-off task needs (None: none), checked without importing it
+_NEEDS: Final[Mapping[str, str | None]] = {
+    WebhookTask.name: "httpx",
+    RedisTask.name: "coredis",
+    NatsTask.name: None,
+    AmqpTask.name: "pika",
+    CeleryTask.name: "celery",
+}
+
+
 def builtin_tasks(settings: HandoffSettings | None = None) -> list[Task]:
-    """bash and every hand-off task, configured from ``settings`` (default: environment)."""
+    """bash and the hand-off tasks whose library is installed, configured from
+    ``settings`` (default: the environment). A task whose extra is missing is left out
+    (``missing_builtin_tasks`` names them), so a node without it still starts."""
     settings = settings or HandoffSettings.from_env()
-    return [
-        BashTask(),
+    every: list[Task] = [
         WebhookTask(settings=settings),
         RedisTask(settings=settings),
         NatsTask(settings=settings),
         AmqpTask(settings=settings),
         CeleryTask(settings=settings),
+    ]
+    missing = set(missing_builtin_tasks())
+    return [BashTask(), *(task for task in every if task.name not in missing)]
+
+
+def missing_builtin_tasks() -> list[str]:
+    """The hand-off tasks whose library is not installed (install ``tickwork[NAME]``)."""
+    return [
+        name
+        for name, module in _NEEDS.items()
+        if module is not None and importlib.util.find_spec(module) is None
     ]
 
 

@@ -221,7 +221,7 @@ class AmqpTask(Task):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
-        _pika()
+        # pika is imported on the thread by the first publish.
         publisher = _Publisher(self._url)
         thread = WorkerThread(f"tickwork-amqp-{self.name}")
 

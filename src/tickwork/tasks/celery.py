@@ -198,7 +198,8 @@ class CeleryTask(Task):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
-        _celery()
+        # Celery is imported on the thread by the first send: it takes a while, and a
+        # node that never sends one does not pay for it.
         sender = _Sender(self._broker)
         thread = WorkerThread(f"tickwork-celery-{self.name}")
         self._thread, self._sender = thread, sender

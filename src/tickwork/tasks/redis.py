@@ -146,40 +146,57 @@ class RedisTask(Task):
         self._max_batch = max_batch
         self._batcher: Batcher[_Request, dict[str, Any]] | None = None
         self._client: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._starting = trio.Lock()
 
     def validate_params(self, params: bytes) -> None:
         RedisSend.from_params(params)
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """One client (connecting on first use) and the batch sender."""
+        """A nursery for the client and the batch sender, both started (and coredis
+        imported) by the first run."""
         return self._open()
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
-        coredis = _coredis()
-        client = coredis.Redis.from_url(self._url)
-        async with client, trio.open_nursery() as nursery:
-            self._client = client
-            batcher: Batcher[_Request, dict[str, Any]] = Batcher(
-                self._send_batch, max_batch=self._max_batch
-            )
-            await nursery.start(batcher.serve)
-            self._batcher = batcher
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             try:
                 yield
             finally:
-                self._batcher = None
+                self._nursery = self._batcher = None
                 nursery.cancel_scope.cancel()
 
-    async def run(self, params: bytes) -> dict[str, Any]:
-        """Hand the run off; see the module docstring."""
-        if self._batcher is None:
+    async def _sender(self) -> Batcher[_Request, dict[str, Any]]:
+        if self._nursery is None:
             raise TickworkError(
                 "RedisTask runs inside open_scheduler (or `async with task.lifespan()`)"
             )
+        async with self._starting:
+            if self._batcher is None:
+                await self._nursery.start(self._serve)
+        assert self._batcher is not None  # noqa: S101 - set by _serve before started()
+        return self._batcher
+
+    async def _serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        client = _coredis().Redis.from_url(self._url)  # connects on first use
+        async with client, trio.open_nursery() as nursery:
+            self._client = client
+            batcher: Batcher[_Request, dict[str, Any]]
+            batcher = Batcher(self._send_batch, max_batch=self._max_batch)
+            await nursery.start(batcher.serve)
+            self._batcher = batcher
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def run(self, params: bytes) -> dict[str, Any]:
+        """Hand the run off; see the module docstring."""
+        sender = await self._sender()
         send = RedisSend.from_params(params)
         inst = current_instance()
-        return await self._batcher.submit(_Request(send, inst.id, inst.attempts + 1))
+        return await sender.submit(_Request(send, inst.id, inst.attempts + 1))
 
     async def _send_batch(self, batch: list[_Request]) -> Sequence[dict[str, Any] | BaseException]:
         coredis = _coredis()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import attrs
+import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.task import Task, current_instance
@@ -280,7 +281,13 @@ class WebhookTask(Task):
             secret = (settings or HandoffSettings.from_env()).webhook_secret
         self._key = None if secret is None else parse_secret(secret)
         self._max_connections = max_connections
+        # Calls in flight are bounded by the pool's size here, before httpx: a run waiting
+        # for a connection must not spend its own timeout there (httpx counts the wait
+        # for a pooled connection against the call's timeout, and a node runs up to
+        # max_concurrency calls at once).
+        self._in_flight = trio.CapacityLimiter(max_connections)
         self._client: httpx.AsyncClient | None = None
+        self._live = False
 
     @property
     def signed(self) -> bool:
@@ -292,33 +299,44 @@ class WebhookTask(Task):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
-        httpx = _client_module()
-        limits = httpx.Limits(
-            max_connections=self._max_connections,
-            max_keepalive_connections=self._max_connections,
-        )
-        async with httpx.AsyncClient(limits=limits) as client:
-            self._client = client
-            try:
-                yield
-            finally:
-                self._client = None
+        self._live = True
+        try:
+            yield
+        finally:
+            self._live = False
+            client, self._client = self._client, None
+            if client is not None:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """An HTTP client with keep-alive connections, shared by the node's runs."""
+        """An HTTP client with keep-alive connections, shared by the node's runs (made,
+        and httpx imported, by the first run: a node that makes no call pays nothing)."""
         return self._open()
 
-    async def run(self, params: bytes) -> dict[str, Any]:
-        """Make the call; see the module docstring."""
-        if self._client is None:
+    def _http(self) -> httpx.AsyncClient:
+        if not self._live:
             raise TickworkError(
                 "WebhookTask runs inside open_scheduler (or `async with task.lifespan()`)"
             )
+        if self._client is None:
+            httpx = _client_module()
+            limits = httpx.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_connections,
+            )
+            self._client = httpx.AsyncClient(limits=limits)
+        return self._client
+
+    async def run(self, params: bytes) -> dict[str, Any]:
+        """Make the call; see the module docstring."""
+        client = self._http()
         call = WebhookCall.from_params(params)
-        return await send(
-            self._client,
-            call,
-            key=self._key,
-            message_id=handoff_id(current_instance()),
-            tail_bytes=self.tail_bytes,
-        )
+        async with self._in_flight:
+            return await send(
+                client,
+                call,
+                key=self._key,
+                message_id=handoff_id(current_instance()),
+                tail_bytes=self.tail_bytes,
+            )

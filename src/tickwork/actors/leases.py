@@ -1,0 +1,135 @@
+"""The Leases actor: keeps the node's claims valid for as long as anything of it runs.
+
+``open_scheduler`` starts it first and stops it last: after the Executor has drained and
+the Recorder has written every outcome, right before the node gives its claims back (as
+hypercorn keeps its lifespan nursery outside the nursery that serves and drains
+connections). So a graceful stop whose ``shutdown_grace`` is longer than the lease keeps
+renewing what its running instances hold: no other node takes them over and runs them
+again, and their outcomes are recorded. It does three things:
+
+* **Renewals**, every ``lease / 3`` on trio's monotonic clock (a lease is a duration: a
+  wall-clock jump must not stop them). A single node renews with ``Store.renew``; a
+  cluster node sends its :class:`~tickwork.actors.cluster.ClusterLink` heartbeat, which
+  also tells when another node's lease lapses (the Puller is told to re-aim: ``Rearm``).
+* **Changes made elsewhere**: a cluster store pushes notices (new work due soon:
+  ``PendingAt``; notices lost: ``Wake``); a single node polls the store's cheap
+  ``change_token`` every ``poll_interval`` (a store nothing else writes to, None, is not
+  polled) and wakes the Puller when it moved.
+* **Remote aborts**: on a notice or a change, the abort requests made elsewhere for what
+  the node holds are handed to ``on_remote_aborts`` (the node carries them out).
+
+What it tells the Puller travels on a channel (``messages.PullerMsg``); once the Puller
+has stopped (shutdown), there is nobody to tell and the messages are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import final
+
+import trio
+
+from tickwork.actors.cluster import ClusterLink
+from tickwork.actors.messages import PendingAt, PullerMsg, Rearm, Wake
+from tickwork.clock import Clock
+from tickwork.stores.base import Store
+
+log = logging.getLogger("tickwork.leases")
+
+
+@final
+class Leases:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        owner: str,
+        lease_us: int,
+        poll_interval_us: int,
+        to_puller: trio.MemorySendChannel[PullerMsg],
+        on_remote_aborts: Callable[[list[int]], Awaitable[None]],
+        cluster: ClusterLink | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._owner = owner
+        self._lease_us = lease_us
+        self._poll_us = poll_interval_us
+        self._send = to_puller
+        self._on_remote_aborts = on_remote_aborts
+        self._cluster = cluster
+        self._puller_gone = False
+        self.cancel_scope = trio.CancelScope()
+
+    def stop(self) -> None:
+        """Stop renewing (the node's last step before it gives its claims back)."""
+        self.cancel_scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.cancel_scope:
+            async with self._send, trio.open_nursery() as nursery:
+                if self._cluster is None:
+                    token = await self._store.change_token()
+                    nursery.start_soon(self._renew_forever)
+                    if token is not None:
+                        nursery.start_soon(self._poll_forever, token)
+                else:
+                    # The first beat, before the Puller starts, tells how many nodes
+                    # share the work.
+                    await self._cluster.beat()
+                    nursery.start_soon(self._cluster.run_heartbeats, self._rearm)
+                    nursery.start_soon(self._listen_forever, self._cluster)
+                task_status.started()
+
+    async def _renew_forever(self) -> None:
+        period = max(self._lease_us // 3, 1) / 1e6
+        while True:
+            await trio.sleep(period)
+            await self._store.renew(self._owner, self._clock.now_us(), self._lease_us)
+
+    async def _poll_forever(self, token: int) -> None:
+        while True:
+            await self._clock.sleep_until_us(self._clock.now_us() + self._poll_us)
+            current = await self._store.change_token()
+            if current == token:
+                continue
+            token = current if current is not None else token
+            await self._remote_aborts()
+            await self._tell(Wake())
+
+    async def _listen_forever(self, cluster: ClusterLink) -> None:
+        while True:
+            changes = await cluster.next_changes()
+            if changes.aborts or changes.lost:
+                await self._remote_aborts()
+            if changes.lost:
+                await self._tell(Wake())
+            elif changes.pending_us is not None:
+                await self._tell(PendingAt(changes.pending_us))
+
+    async def _remote_aborts(self) -> None:
+        aborts = await self._store.abort_requests(self._owner)
+        if aborts:
+            await self._on_remote_aborts(aborts)
+
+    async def _tell(self, msg: PullerMsg) -> None:
+        if self._puller_gone:
+            return
+        try:
+            await self._send.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._puller_gone = True  # the Puller stopped (shutdown): nothing to wake
+
+    def _rearm(self) -> None:
+        """A heartbeat learnt when another node's lease lapses: the Puller re-aims.
+        Dropped when the channel is full: every message there re-aims it anyway."""
+        if self._puller_gone:
+            return
+        try:
+            self._send.send_nowait(Rearm())
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._puller_gone = True
