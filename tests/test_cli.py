@@ -295,7 +295,12 @@ class Node:
     """
 
     def __init__(
-        self, db: Path | None, *args: str, cwd: Path, env: dict[str, str] | None = None
+        self,
+        db: Path | None,
+        *args: str,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
     ) -> None:
         argv = [sys.executable, "-m", "tickwork", "run"]
         argv += ["--db", str(db)] if db is not None else []
@@ -306,6 +311,7 @@ class Node:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            start_new_session=new_session,  # a process group of its own, to signal whole
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -15,16 +15,13 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from contextlib import closing
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
-import psutil
 import pytest
 
+import test_cli
 from test_cli import show, tw
 from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
 
@@ -34,65 +31,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
-class Node:
+class Node(test_cli.Node):
     """``tickwork run`` in a session (process group) of its own, stderr collected."""
 
     def __init__(self, db: Path, *args: str, cwd: Path) -> None:
-        argv = [sys.executable, "-m", "tickwork", "run", "--db", str(db), *args]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            assert self.proc.poll() is None, self.log
-            assert time.monotonic() < deadline, self.log
-            time.sleep(0.02)
-
-    def wait_running(self, cmd: str, timeout: float = 10.0) -> None:
-        """Until the node runs the bash command ``cmd`` (a descendant process)."""
-        deadline = time.monotonic() + timeout
-        node = psutil.Process(self.proc.pid)
-        while True:
-            lines = []
-            for child in node.children(recursive=True):
-                try:
-                    lines.append(" ".join(child.cmdline()))
-                except psutil.Error:
-                    continue
-            if any(cmd in line for line in lines):
-                return
-            assert time.monotonic() < deadline, self.log
-            time.sleep(0.02)
+        super().__init__(db, *args, cwd=cwd, new_session=True)
 
     def signal_group(self, sig: signal.Signals) -> None:
         """``sig`` to the node's whole process group (its bash runs are in sessions of
