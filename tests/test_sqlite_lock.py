@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import tickwork
+from test_sqlite_store import _HOLDER  # a process that holds the node lock until killed
 from tickwork.errors import StoreLocked
 from tickwork.model import NewRow
 from tickwork.stores import SQLiteStore
@@ -166,20 +167,6 @@ async def test_clients_through_any_name_work_while_a_node_runs(tmp_path: Path) -
         await node.aclose()
     again = await opened(link, "node-3")  # the lock went with aclose
     await again.aclose()
-
-
-_HOLDER = """
-import sys, time, trio
-from tickwork.stores import SQLiteStore
-
-async def main():
-    store = SQLiteStore(sys.argv[1])
-    await store.open(node_id="doomed")
-    print("ready", flush=True)
-    time.sleep(3600)
-
-trio.run(main)
-"""
 
 
 async def test_kill_9_releases_the_lock_on_every_name(tmp_path: Path) -> None:
