@@ -27,9 +27,9 @@ import trio
 
 import tickwork
 from _common import Stat, base_parser, emit_json, print_table, temp_dir, write_result
-from tickwork._schedules import new_schedule
 from tickwork._time import to_us
 from tickwork.model import Finish, NewRow
+from tickwork.schedules.schedule import new_schedule
 from tickwork.state import State
 
 S = 1_000_000

@@ -109,7 +109,9 @@ def photograph(base: str, ids: dict[str, int]) -> None:
             if name == "dashboard":
                 # the chart draws a sample every 2 s while the page is open
                 page.wait_for_timeout(CHART_SECONDS * 1000)
-            page.screenshot(path=str(OUT / f"ui-{name}.png"), full_page=name not in {"instances", "upcoming"})
+            page.screenshot(
+                path=str(OUT / f"ui-{name}.png"), full_page=name not in {"instances", "upcoming"}
+            )
             sys.stdout.write(f"docs/img/ui-{name}.png\n")
         browser.close()
 

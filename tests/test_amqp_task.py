@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import tickwork
-from handoff_support import require_service, wait_all
+from tests.support.handoff_support import require_service, wait_all
 from tickwork.state import State
 from tickwork.tasks import AmqpTask
 from tickwork.tasks.amqp import AmqpPublish

@@ -16,7 +16,7 @@ import trio
 import trio.abc
 
 import tickwork
-from helpers import settle
+from tests.support.helpers import settle
 from tickwork import State
 from tickwork.testing import VirtualClock
 

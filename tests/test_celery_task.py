@@ -17,12 +17,12 @@ import pytest
 import trio
 
 import tickwork
-from handoff_support import Receiver, require_service, wait_ended
+from tests.support.handoff_support import Receiver, require_service, wait_ended
 from tickwork.state import State
 from tickwork.tasks import CeleryTask
 from tickwork.tasks.celery import CelerySend
 
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 BROKERS = {
     "amqp": (os.environ.get("TICKWORK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"), 5672),
@@ -83,11 +83,11 @@ def worker(request):
     require_service({"amqp": "RabbitMQ", "redis": "Redis"}[kind], url, port)
     queue = f"tickwork-test-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool=solo",
+        [sys.executable, "-m", "celery", "-A", "tests.support.celery_app", "worker", "--pool=solo",
          "--concurrency=1", "-Q", queue, "--loglevel=WARNING", "--without-gossip",
          "--without-mingle", "--without-heartbeat"],
-        cwd=TESTS,
-        env={**os.environ, "TICKWORK_TEST_CELERY_BROKER": url, "PYTHONPATH": str(TESTS)},
+        cwd=ROOT,
+        env={**os.environ, "TICKWORK_TEST_CELERY_BROKER": url, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

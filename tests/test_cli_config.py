@@ -22,10 +22,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import tickwork._cli_run
-from test_cli import Node, error_line
-from tickwork._cli_config import HANDOFF_SETTINGS, ConfiguredCommand, env_name, file_key
+import tickwork.cli._run
+from tests.test_cli import Node, error_line
 from tickwork.cli import cli
+from tickwork.cli._config import HANDOFF_SETTINGS, ConfiguredCommand, env_name, file_key
 from tickwork.task import Task
 from tickwork.tasks import HandoffSettings, WebhookTask, builtin_tasks
 
@@ -43,8 +43,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen.update(kwargs, db=db, tasks=tasks, meta=dict(click.get_current_context().meta))
         return 0
 
-    monkeypatch.setattr(tickwork._cli_run, "_serve", fake_serve)
-    monkeypatch.setattr(tickwork._cli_run, "setup_cli_logging", lambda _level: None)
+    monkeypatch.setattr(tickwork.cli._run, "_serve", fake_serve)
+    monkeypatch.setattr(tickwork.cli._run, "setup_cli_logging", lambda _level: None)
     monkeypatch.setattr(gc, "freeze", lambda: None)  # the test process's heap is not the node's
     for name in list(os.environ):
         if name.startswith("TICKWORK_"):
@@ -134,7 +134,7 @@ def test_handoff_table_fills_the_settings(
         given.append(settings)
         return builtin_tasks(settings)
 
-    monkeypatch.setattr(tickwork._cli_run, "builtin_tasks", builtin)
+    monkeypatch.setattr(tickwork.cli._run, "builtin_tasks", builtin)
     secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
     config = write(
         tmp_path / "tickwork.toml",
@@ -175,7 +175,7 @@ def test_new_options_are_covered_without_more_code() -> None:
 def test_every_option_is_documented() -> None:
     """docs/operations.md names each option's variable and key (new options too)."""
     text = DOCS.read_text()
-    for param in tickwork._cli_run.run.params:
+    for param in tickwork.cli._run.run.params:
         if isinstance(param, click.Option):
             assert f"`{param.envvar}`" in text, param.envvar
             if param.name != "config":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tickwork._cli_crontab import parse_crontab
+from tickwork.cli._crontab import parse_crontab
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from test_cli import Node, tw
-from test_cli_cron import error_line
+from tests.test_cli import Node, tw
+from tests.test_cli_cron import error_line
 
 if TYPE_CHECKING:
     from pathlib import Path

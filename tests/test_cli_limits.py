@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tickwork import Cron, Interval, NewInstance, Task
-from tickwork._schedules import new_schedule
 from tickwork._time import MAX_DURATION, MAX_US, td_us
 from tickwork.actors.recorder import backoff_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import validate_new
+from tickwork.schedules.schedule import new_schedule
 
 if TYPE_CHECKING:
     from collections.abc import Callable

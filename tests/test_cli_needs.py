@@ -11,7 +11,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import tickwork
-from test_cli import Node, concurrently, error_line, tw
+from tests.test_cli import Node, concurrently, error_line, tw
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -264,7 +264,7 @@ def test_status_on_sqlite_with_and_without_a_node(tmp_path: Path) -> None:
 
 
 def test_status_on_postgresql_lists_the_live_nodes(tmp_path: Path) -> None:
-    from pg_support import drop_schema, fresh_schema, require_pg
+    from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 
     dsn, schema = require_pg(), fresh_schema()
     uri = f"{dsn}?schema={schema}"

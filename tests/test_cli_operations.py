@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_cli import tw
-from test_cli_cron import error_line
-from test_cli_cron import tw as tw_cron
+from tests.test_cli import tw
+from tests.test_cli_cron import error_line
+from tests.test_cli_cron import tw as tw_cron
 
 
 def test_retry_an_aborted_instance(tmp_path: Path) -> None:

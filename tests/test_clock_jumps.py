@@ -14,8 +14,8 @@ import pytest
 import trio
 
 import tickwork
-from faults import FaultyStore
-from helpers import Recording, settle, wait_until
+from tests.support.faults import FaultyStore
+from tests.support.helpers import Recording, settle, wait_until
 from tickwork import State
 from tickwork._time import from_us
 from tickwork.testing import VirtualClock

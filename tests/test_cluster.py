@@ -1,4 +1,4 @@
-"""Clustering over PostgreSQL with real node processes (``tests/cluster_node.py``).
+"""Clustering over PostgreSQL with real node processes (``tests/support/cluster_node.py``).
 
 Real processes, the real clock and a real server: these tests are about processes dying,
 sessions being cut and nodes talking through the database. Leases are short (2 s) so a
@@ -24,7 +24,7 @@ import trio
 from psycopg import conninfo
 
 import tickwork
-from pg_support import drop_schema, fresh_schema, require_pg
+from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 from tickwork._time import from_us
 from tickwork.model import NewRow
 from tickwork.state import State
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-NODE = Path(__file__).with_name("cluster_node.py")
+NODE = Path(__file__).parent / "support" / "cluster_node.py"
 LEASE = 2.0
 S = 1_000_000
 
@@ -61,10 +61,8 @@ class Node:
         argv += ["--node-id", node_id, "--log", str(self.log), "--lease", str(LEASE)]
         for key, value in opts.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
-        path = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
     def wait_ready(self, timeout: float = 20) -> None:

@@ -9,13 +9,13 @@ import pytest
 import trio
 
 from tickwork import MemoryStore
-from tickwork._cluster_mode import CLUSTER_HORIZON, SINGLE_LEASE, node_mode
 from tickwork._time import td_us
-from tickwork.actors.cluster import ClusterLink, LeaseBook
+from tickwork.actors.cluster_link import ClusterLink, LeaseBook
 from tickwork.errors import InvalidArgument
-from tickwork.stores import _pg_cluster
-from tickwork.stores._pg_listen import Heard
+from tickwork.node.mode import CLUSTER_HORIZON, SINGLE_LEASE, node_mode
 from tickwork.stores.cluster import Changes
+from tickwork.stores.postgres import _cluster as _pg_cluster
+from tickwork.stores.postgres._listen import Heard
 
 HOUR = td_us(timedelta(hours=1))
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import tickwork
-from helpers import Recording, settle, wait_until
+from tests.support.helpers import Recording, settle, wait_until
 from tickwork import State
 from tickwork.testing import VirtualClock
 

@@ -29,11 +29,11 @@ from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import tickwork
-from faults import FaultyStore, Node
+from tests.support.faults import FaultyStore, Node
+from tests.support.trio_portal import TrioPortal
 from tickwork import State
 from tickwork.stores.base import INTERRUPTED
 from tickwork.testing import VirtualClock
-from trio_portal import TrioPortal
 
 S = 1_000_000
 

@@ -21,9 +21,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import cron_like
+from tests.support.strategies import cron_like
 from tickwork import BashTask, pack, unpack
-from tickwork._cli_crontab import MAILTO_WARNING, is_system_path, parse_crontab
+from tickwork.cli._crontab import MAILTO_WARNING, is_system_path, parse_crontab
 from tickwork.errors import InvalidArgument
 
 if TYPE_CHECKING:

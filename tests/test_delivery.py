@@ -18,8 +18,8 @@ import trio
 import trio.testing
 
 import tickwork
-from faults import FaultyStore, Node
-from helpers import wait_until
+from tests.support.faults import FaultyStore, Node
+from tests.support.helpers import wait_until
 from tickwork import State
 from tickwork.stores.base import INTERRUPTED
 from tickwork.testing import VirtualClock

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from handoff_support import require_service
+from tests.support.handoff_support import require_service
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

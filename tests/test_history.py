@@ -19,14 +19,14 @@ import trio
 import trio.testing
 
 import tickwork
-from faults import FaultyStore
-from helpers import settle, wait_until
-from test_cli import tw
+from tests.support.faults import FaultyStore
+from tests.support.helpers import settle, wait_until
+from tests.test_cli import tw
 from tickwork import State
 from tickwork.actors import janitor as janitor_mod
 from tickwork.errors import InvalidArgument
 from tickwork.model import Attempt, Finish, NewRow
-from tickwork.stores._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from tickwork.stores.sqlite._schema import MIGRATIONS, SCHEMA_VERSION
 from tickwork.testing import VirtualClock
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import tickwork
-from http_support import Boom, Quiet, in_process
+from tests.support.http_support import Boom, Quiet, in_process
 from tickwork.http import create_app
 from tickwork.testing import VirtualClock
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import tickwork
-from http_support import Quiet, in_process
+from tests.support.http_support import Quiet, in_process
 from tickwork.testing import VirtualClock
 
 if TYPE_CHECKING:

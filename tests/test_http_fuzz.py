@@ -18,7 +18,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 
 import tickwork
-from http_support import Boom, Quiet, served
+from tests.support.http_support import Boom, Quiet, served
 from tickwork.http._openapi import openapi_document
 
 EXAMPLES = 25

@@ -13,7 +13,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import tickwork
-from http_support import Boom, Quiet, in_process, served
+from tests.support.http_support import Boom, Quiet, in_process, served
 from tickwork.http import serve
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 import tickwork
-from helpers import wait_until
+from tests.support.helpers import wait_until
 from tickwork import State
 from tickwork.testing import VirtualClock
 
@@ -135,7 +135,7 @@ async def test_renewals_go_on_through_the_drain_and_end_before_the_release(
 ) -> None:
     """The Leases actor stops last: it renews all through the drain, up to the outcome,
     and never after the node gave its claims back."""
-    from faults import FaultyStore
+    from tests.support.faults import FaultyStore
 
     clock = VirtualClock()
     task = Sleeps()
@@ -173,7 +173,7 @@ async def test_renewals_go_on_through_the_drain_and_end_before_the_release(
 
 @pytest.fixture
 def pg() -> Iterator[tuple[str, str]]:
-    from pg_support import drop_schema, fresh_schema, require_pg
+    from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 
     dsn = require_pg()
     schema = fresh_schema()

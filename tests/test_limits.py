@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import tickwork
-from helpers import Recording
+from tests.support.helpers import Recording
 from tickwork.errors import InvalidArgument
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES
 from tickwork.testing import VirtualClock

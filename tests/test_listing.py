@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import tickwork
-from tickwork._listing import list_instances
 from tickwork._time import to_us
 from tickwork.model import Finish, InstanceFilter, NewRow
+from tickwork.node.listing import list_instances
 from tickwork.state import State
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ async def test_sqlite_schedule_list_is_the_same_across_its_two_steps(
 ) -> None:
     """A schedule's page walks the newest ids, then its index: the rows on either side of
     the boundary come out once each, newest first, with every other filter applied."""
-    from tickwork.stores import _sqlite_reads
+    from tickwork.stores.sqlite import _reads as _sqlite_reads
 
     monkeypatch.setattr(_sqlite_reads, "_SCHEDULE_SCAN", 7)
     store = tickwork.SQLiteStore(tmp_path / "s.db")

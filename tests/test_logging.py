@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import tickwork
-from helpers import Recording, settle
+from tests.support.helpers import Recording, settle
 from tickwork.testing import VirtualClock
 
 

@@ -12,8 +12,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import tickwork
-from handoff_support import wait_all
-from nats_support import URL, create_stream, delete_stream, require_nats, stream_messages
+from tests.support.handoff_support import wait_all
+from tests.support.nats_support import (
+    URL,
+    create_stream,
+    delete_stream,
+    require_nats,
+    stream_messages,
+)
 from tickwork.state import State
 from tickwork.task import CURRENT_INSTANCE
 from tickwork.tasks import HandoffRejected, HandoffRetryable, NatsTask

@@ -13,10 +13,10 @@ import pytest
 import trio
 
 import tickwork
-from helpers import settle, wait_until
+from tests.support.helpers import settle, wait_until
 from tickwork import Notify, State
+from tickwork.schedules.triggers import Cron
 from tickwork.testing import VirtualClock
-from tickwork.triggers import Cron
 
 
 class Receiver:

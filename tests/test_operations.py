@@ -47,7 +47,7 @@ async def node(kind: str, tmp_path: Path) -> AsyncIterator[tickwork.Scheduler]:
     elif kind == "sqlite":
         s = tickwork.SQLiteStore(tmp_path / "ops.db")
     else:
-        from pg_support import drop_schema, fresh_schema, require_pg
+        from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 
         dsn = require_pg()
         schema = fresh_schema()

@@ -24,7 +24,7 @@ import pytest
 import trio
 
 import tickwork
-from helpers import Recording, wait_until
+from tests.support.helpers import Recording, wait_until
 from tickwork import Interval, State
 from tickwork.actors.overlap import RECHECK_US
 from tickwork.model import Finish
@@ -268,7 +268,7 @@ class Hold(tickwork.Task):
 
 @pytest.fixture
 def pg() -> Any:
-    from pg_support import drop_schema, fresh_schema, require_pg
+    from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 
     dsn = require_pg()
     schema = fresh_schema()

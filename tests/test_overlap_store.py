@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from tickwork._schedule_plan import PAUSED, InFlight
-from tickwork._schedules import Schedule, new_schedule
 from tickwork._time import to_us
 from tickwork.model import Finish, Instance
+from tickwork.schedules.plan import PAUSED, InFlight
+from tickwork.schedules.schedule import Schedule, new_schedule
+from tickwork.schedules.triggers import Interval
 from tickwork.state import State
 from tickwork.stores import Store
-from tickwork.triggers import Interval
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -203,7 +203,7 @@ async def test_two_owners_asking_at_once_admit_one(store: Store) -> None:
 
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[Store, Store, str, str]]:
-    from pg_support import drop_schema, fresh_schema, require_pg
+    from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
 
     dsn = require_pg()
@@ -313,8 +313,8 @@ def _waiting_for_a_lock(dsn: str, schema: str) -> bool:
 async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tickwork.stores import _sqlite_schema
     from tickwork.stores.sqlite import SQLiteStore
+    from tickwork.stores.sqlite import _schema as _sqlite_schema
 
     db = tmp_path / "old.db"
     full = _sqlite_schema.MIGRATIONS
@@ -340,9 +340,9 @@ async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
 async def test_postgres_schema_of_the_previous_version_is_migrated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pg_support import drop_schema, fresh_schema, require_pg
-    from tickwork.stores import _pg_migrations
+    from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
+    from tickwork.stores.postgres import _migrations as _pg_migrations
 
     dsn = require_pg()
     schema = fresh_schema()

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import cron_like
-from tickwork import _cron
+from tests.support.strategies import cron_like
 from tickwork.errors import InvalidArgument
-from tickwork.triggers import Cron
+from tickwork.schedules import cron as _cron
+from tickwork.schedules.triggers import Cron
 
 FUZZ = settings(
     max_examples=300,

@@ -12,12 +12,12 @@ import psycopg
 import pytest
 import trio
 
-from pg_support import drop_schema, fresh_schema, require_pg
+from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import _pg_migrations
 from tickwork.stores.cluster import Changes, ClusterStore
 from tickwork.stores.postgres import PostgresStore
+from tickwork.stores.postgres import _migrations as _pg_migrations
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import trio
 
-from pg_support import drop_schema, fresh_schema, require_pg
+from tests.support.pg_support import drop_schema, fresh_schema, require_pg
 from tickwork.errors import (
     InvalidArgument,
     NotATickworkDatabase,
@@ -29,8 +29,9 @@ from tickwork.errors import (
 )
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import _pg_migrations, _pg_schema
 from tickwork.stores.postgres import PostgresStore
+from tickwork.stores.postgres import _migrations as _pg_migrations
+from tickwork.stores.postgres import _schema as _pg_schema
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import tickwork
-from helpers import Recording, settle
+from tests.support.helpers import Recording, settle
 from tickwork import State
 from tickwork.errors import InvalidArgument
 from tickwork.testing import VirtualClock

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import tickwork
-from handoff_support import require_service, wait_all, wait_ended
+from tests.support.handoff_support import require_service, wait_all, wait_ended
 from tickwork.tasks import RedisTask
 from tickwork.tasks.redis import RedisSend
 

@@ -16,8 +16,8 @@ import pytest
 import trio
 
 import tickwork
-from faults import FaultyStore
-from helpers import Recording, settle, wait_until
+from tests.support.faults import FaultyStore
+from tests.support.helpers import Recording, settle, wait_until
 from tickwork import State
 from tickwork.actors.recorder import backoff_us
 from tickwork.testing import VirtualClock

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import trio
 
 import tickwork
-from test_cli import error_line, tw
+from tests.test_cli import error_line, tw
 from tickwork import RunOutput, State
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def open_store(kind: str, tmp_path: Path) -> tuple[tickwork.Store, tuple[str, st
         return tickwork.MemoryStore(), None
     if kind == "sqlite":
         return tickwork.SQLiteStore(tmp_path / "out.db"), None
-    from pg_support import fresh_schema, require_pg
+    from tests.support.pg_support import fresh_schema, require_pg
 
     dsn, schema = require_pg(), fresh_schema()
     return tickwork.PostgresStore(dsn, schema=schema), (dsn, schema)
@@ -66,7 +66,7 @@ async def test_bash_output_reaches_history_on_every_store(kind: str, tmp_path: P
             assert (await sched.get(bad)).state is State.FAILED
     finally:
         if pg is not None:
-            from pg_support import drop_schema
+            from tests.support.pg_support import drop_schema
 
             drop_schema(*pg)
     assert success.output == RunOutput(stdout="x" * 5000 + "\ndone\n", stderr="", exit_code=0)

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import test_cli
-from test_cli import show, tw
-from tickwork._cli_signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
+from tests import test_cli
+from tests.test_cli import show, tw
+from tickwork.cli._signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
 
 if TYPE_CHECKING:
     from pathlib import Path

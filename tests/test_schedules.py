@@ -13,10 +13,10 @@ import pytest
 import trio
 
 import tickwork
-from helpers import Recording
+from tests.support.helpers import Recording
 from tickwork import Cron, Interval, State
+from tickwork.schedules.triggers import jitter_us
 from tickwork.testing import VirtualClock
-from tickwork.triggers import jitter_us
 
 S = 1_000_000
 MIN = 60 * S

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 
-from tickwork._schedule_plan import (
+from tickwork._time import to_us
+from tickwork.errors import InvalidArgument, TickworkError
+from tickwork.schedules.plan import (
     MISSED_ROWS_LIMIT,
     PAUSED,
     REMOVED,
@@ -18,7 +20,7 @@ from tickwork._schedule_plan import (
     due_at,
     first_plan,
 )
-from tickwork._schedules import (
+from tickwork.schedules.schedule import (
     Misfire,
     Overlap,
     Schedule,
@@ -27,10 +29,8 @@ from tickwork._schedules import (
     trigger_fields,
     trigger_from_fields,
 )
-from tickwork._time import to_us
-from tickwork.errors import InvalidArgument, TickworkError
+from tickwork.schedules.triggers import Cron, Interval
 from tickwork.state import State
-from tickwork.triggers import Cron, Interval
 
 S = 1_000_000
 MIN = 60 * S

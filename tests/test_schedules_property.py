@@ -17,16 +17,16 @@ from hypothesis import strategies as st
 from trio.testing import MockClock
 
 import tickwork
-from helpers import Recording
-from strategies import aware_datetimes, cron_expressions, zones
-from tickwork._schedules import new_schedule
+from tests.support.helpers import Recording
+from tests.support.strategies import aware_datetimes, cron_expressions, zones
 from tickwork._time import to_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import Finish, Instance
+from tickwork.schedules.schedule import new_schedule
+from tickwork.schedules.triggers import Cron
 from tickwork.state import State
 from tickwork.stores import MemoryStore
 from tickwork.testing import VirtualClock
-from tickwork.triggers import Cron
 
 S = 1_000_000
 HOUR = 3600 * S

@@ -23,7 +23,7 @@ import trio
 import trio.testing
 
 import tickwork
-from helpers import Recording
+from tests.support.helpers import Recording
 from tickwork import Cron, State
 from tickwork.testing import VirtualClock
 

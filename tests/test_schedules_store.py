@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tickwork._schedule_plan import MISSED_ROWS_LIMIT, PAUSED, REMOVED, REPLACED
-from tickwork._schedules import Misfire, Overlap, Schedule, new_schedule
 from tickwork._time import to_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import Finish, Instance, NewRow
+from tickwork.schedules.plan import MISSED_ROWS_LIMIT, PAUSED, REMOVED, REPLACED
+from tickwork.schedules.schedule import Misfire, Overlap, Schedule, new_schedule
+from tickwork.schedules.triggers import Cron, Interval
 from tickwork.state import State
 from tickwork.stores import Store
-from tickwork.triggers import Cron, Interval
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -458,8 +458,8 @@ async def test_sqlite_schedule_statements_use_indexes(tmp_path: Path) -> None:
 async def test_sqlite_file_of_an_older_schema_gets_the_schedules_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tickwork.stores import _sqlite_schema
     from tickwork.stores.sqlite import SQLiteStore
+    from tickwork.stores.sqlite import _schema as _sqlite_schema
 
     db = tmp_path / "old.db"
     full = _sqlite_schema.MIGRATIONS

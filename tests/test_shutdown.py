@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import tickwork
-from faults import FaultyStore
-from helpers import Recording, wait_until
-from test_kill9 import runs, states, wait
+from tests.support.faults import FaultyStore
+from tests.support.helpers import Recording, wait_until
+from tests.test_kill9 import runs, states, wait
 from tickwork import State
 from tickwork.stores.base import INTERRUPTED
 from tickwork.testing import VirtualClock

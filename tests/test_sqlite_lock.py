@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import tickwork
-from test_sqlite_store import _HOLDER  # a process that holds the node lock until killed
+from tests.test_sqlite_store import _HOLDER  # a process that holds the node lock until killed
 from tickwork.errors import StoreLocked
 from tickwork.model import NewRow
 from tickwork.stores import SQLiteStore

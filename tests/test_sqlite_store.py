@@ -31,8 +31,10 @@ from tickwork.errors import (
 )
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
-from tickwork.stores import MemoryStore, SQLiteStore, _sqlite_open, _sqlite_reads
-from tickwork.stores._sqlite_schema import SCHEMA_VERSION
+from tickwork.stores import MemoryStore, SQLiteStore
+from tickwork.stores.sqlite import _open as _sqlite_open
+from tickwork.stores.sqlite import _reads as _sqlite_reads
+from tickwork.stores.sqlite._schema import SCHEMA_VERSION
 
 NOW = 1_900_000_000_000_000
 S = 1_000_000

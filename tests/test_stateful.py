@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import tickwork
+from tests.support.trio_portal import TrioPortal
 from tickwork import State
 from tickwork.testing import VirtualClock
-from trio_portal import TrioPortal
 
 
 class Counting(tickwork.Task):

@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from store_fixtures import NODE
-from tickwork._schedules import new_schedule
+from tests.support.store_fixtures import NODE
 from tickwork._time import to_us
 from tickwork.errors import IllegalTransition, InvalidArgument
 from tickwork.model import (
@@ -25,10 +24,11 @@ from tickwork.model import (
     NewRow,
     RunOutput,
 )
+from tickwork.schedules.schedule import new_schedule
+from tickwork.schedules.triggers import Interval
 from tickwork.state import State
 from tickwork.stores import INTERRUPTED, Store
 from tickwork.stores.cluster import NodeRegistry
-from tickwork.triggers import Interval
 
 S = 1_000_000  # one second in µs
 LEASE = 60 * S

@@ -1,7 +1,7 @@
 """Store faults: failing calls are retried with backoff; a store that stays broken stops
 the node with a clear StoreError instead of a hang.
 
-Faults come from FaultyStore (``tests/faults.py``), raised before the call reaches the
+Faults come from FaultyStore (``tests/support/faults.py``), raised before the call reaches the
 store (as a failed one-transaction call changes nothing): ``StoreUnavailable`` and the raw
 errors a SQLite store or the OS raise. One test locks a real SQLite file instead.
 """
@@ -19,9 +19,9 @@ import pytest
 import trio
 
 import tickwork
-import tickwork.stores._sqlite_open
-from faults import FaultyStore
-from helpers import Recording, settle, wait_until
+import tickwork.stores.sqlite._open
+from tests.support.faults import FaultyStore
+from tests.support.helpers import Recording, settle, wait_until
 from tickwork import State
 from tickwork.errors import StoreError, StoreUnavailable
 from tickwork.testing import VirtualClock
@@ -210,7 +210,7 @@ async def test_a_locked_sqlite_database_is_waited_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     # another process holds the write lock longer than the busy timeout: SQLITE_BUSY
-    monkeypatch.setattr(tickwork.stores._sqlite_open, "BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(tickwork.stores.sqlite._open, "BUSY_TIMEOUT_MS", 20)
     db = tmp_path / "locked.db"
     task = Recording(VirtualClock())  # its clock is only for the run records
     async with tickwork.open_scheduler(

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from test_cli import Node
-from tickwork._sd_notify import ServiceNotifier
+from tests.test_cli import Node
+from tickwork.cli._sd_notify import ServiceNotifier
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 TICKWORK = Path(sys.executable).parent / "tickwork"

@@ -55,8 +55,9 @@ async def test_token_refusals(store):
 async def test_a_sqlite_file_from_before_tokens_gets_the_tokens_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tickwork.stores import _sqlite_schema, _sqlite_tokens
     from tickwork.stores.sqlite import SQLiteStore
+    from tickwork.stores.sqlite import _schema as _sqlite_schema
+    from tickwork.stores.sqlite import _tokens as _sqlite_tokens
 
     db = tmp_path / "old.db"
     full = _sqlite_schema.MIGRATIONS
@@ -82,9 +83,9 @@ async def test_a_sqlite_file_from_before_tokens_gets_the_tokens_table(
 async def test_a_postgres_schema_from_before_tokens_gets_the_tokens_table(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pg_support import drop_schema, fresh_schema, require_pg
-    from tickwork.stores import _pg_migrations
+    from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
+    from tickwork.stores.postgres import _migrations as _pg_migrations
 
     dsn = require_pg()
     schema = fresh_schema()

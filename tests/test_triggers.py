@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from tickwork.errors import InvalidArgument, TickworkError
-from tickwork.triggers import Cron, Interval, jitter_us
+from tickwork.schedules.triggers import Cron, Interval, jitter_us
 
 
 def utc(*args: int) -> datetime:

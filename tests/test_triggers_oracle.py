@@ -26,9 +26,9 @@ from cronsim import CronSim
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from strategies import aware_datetimes, cron_expressions, zones
+from tests.support.strategies import aware_datetimes, cron_expressions, zones
 from tickwork.errors import InvalidArgument
-from tickwork.triggers import Cron
+from tickwork.schedules.triggers import Cron
 
 SHORTCUTS = {
     "@yearly": "0 0 1 1 *",

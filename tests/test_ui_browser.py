@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import tickwork
-from pg_support import unavailable
-from ui_support import LiveNode
+from tests.support.pg_support import unavailable
+from tests.support.ui_support import LiveNode
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -16,8 +16,8 @@ import trio
 import trio.testing
 
 import tickwork
+from tests.support.ui_support import TASKS, make_app
 from tickwork import State
-from ui_support import TASKS, make_app
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 import tickwork
-from handoff_support import Receiver, wait_all, wait_ended
+from tests.support.handoff_support import Receiver, wait_all, wait_ended
 from tickwork.tasks import HandoffRejected, HandoffRetryable, WebhookTask, post_webhook
 from tickwork.tasks.webhook import WebhookCall
 

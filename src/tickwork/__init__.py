@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tickwork._schedules import Schedule as Schedule
 from tickwork.clock import Clock as Clock
 from tickwork.clock import SystemClock as SystemClock
 from tickwork.errors import DuplicateTask as DuplicateTask
@@ -33,10 +32,13 @@ from tickwork.model import NewInstance as NewInstance
 from tickwork.model import RunOutput as RunOutput
 from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
+from tickwork.node.scheduler import Scheduler as Scheduler
+from tickwork.node.scheduler import SchedulerStatistics as SchedulerStatistics
+from tickwork.node.wiring import open_scheduler as open_scheduler
 from tickwork.notify import Notify as Notify
-from tickwork.scheduler import open_scheduler as open_scheduler
-from tickwork.scheduler_api import Scheduler as Scheduler
-from tickwork.scheduler_api import SchedulerStatistics as SchedulerStatistics
+from tickwork.schedules.schedule import Schedule as Schedule
+from tickwork.schedules.triggers import Cron as Cron
+from tickwork.schedules.triggers import Interval as Interval
 from tickwork.state import State as State
 from tickwork.stores.base import Store as Store
 from tickwork.stores.cluster import NodeInfo as NodeInfo
@@ -47,8 +49,6 @@ from tickwork.task import current_instance as current_instance
 from tickwork.tasks.bash import BashFailed as BashFailed
 from tickwork.tasks.bash import BashTask as BashTask
 from tickwork.tasks.bash import BashTimeout as BashTimeout
-from tickwork.triggers import Cron as Cron
-from tickwork.triggers import Interval as Interval
 
 if TYPE_CHECKING:
     from tickwork.stores.postgres import PostgresStore as PostgresStore

@@ -31,7 +31,7 @@ from tickwork.events import EventsLost, TransitionEvent
 from tickwork.state import State
 
 if TYPE_CHECKING:
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
     from tickwork.task import Task
 
 __all__ = ["Notify", "NotifyEvent"]

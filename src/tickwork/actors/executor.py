@@ -107,7 +107,7 @@ class Executor:
         self._abort_marks = abort_marks
         self._on_running = on_running
         # Cluster mode: whether the claim of an instance may still be counted on; one that
-        # may have lapsed is given back instead of started (actors/cluster.py).
+        # may have lapsed is given back instead of started (actors/cluster_link.py).
         self._lease_ok = lease_ok
         self._ready: deque[Instance] = deque()
         # per task name: instances waiting for a per-task slot, and runs in progress

@@ -9,7 +9,7 @@ again, and their outcomes are recorded. It does three things:
 
 * **Renewals**, every ``lease / 3`` on trio's monotonic clock (a lease is a duration: a
   wall-clock jump must not stop them). A single node renews with ``Store.renew``; a
-  cluster node sends its :class:`~tickwork.actors.cluster.ClusterLink` heartbeat, which
+  cluster node sends its :class:`~tickwork.actors.cluster_link.ClusterLink` heartbeat, which
   also tells when another node's lease lapses (the Puller is told to re-aim: ``Rearm``).
 * **Changes made elsewhere**: a cluster store pushes notices (new work due soon:
   ``PendingAt``; notices lost: ``Wake``); a single node polls the store's cheap
@@ -30,7 +30,7 @@ from typing import final
 
 import trio
 
-from tickwork.actors.cluster import ClusterLink
+from tickwork.actors.cluster_link import ClusterLink
 from tickwork.actors.messages import PendingAt, PullerMsg, Rearm, Wake
 from tickwork.clock import Clock
 from tickwork.stores.base import Store

@@ -26,7 +26,7 @@ a full executor - are a backlog, not an overlap: the schedule's misfire policy d
 runs, the others are recorded MISSED, coalesced into it).
 
 **Across nodes.** Each schedule has one *admitted occurrence* in the store (see
-:class:`tickwork._schedule_plan.Slot`). The batch's store call also *admits*, for every
+:class:`tickwork.schedules.plan.Slot`). The batch's store call also *admits*, for every
 schedule that has nothing running or waiting here, the first of its occurrences: under
 the schedule's row lock, the store records it as admitted unless an occurrence held by
 another node is (CLAIMED or RUNNING under the claim it was admitted with), or an older
@@ -63,15 +63,15 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 import trio
 
-from tickwork._schedule_plan import iso
-from tickwork._schedules import Misfire, Overlap
 from tickwork.actors.messages import Kind, Outcome
+from tickwork.schedules.plan import iso
+from tickwork.schedules.schedule import Misfire, Overlap
 from tickwork.state import State
 
 if TYPE_CHECKING:
-    from tickwork._schedule_plan import InFlight, OccurrenceCheck
     from tickwork.clock import Clock
     from tickwork.model import Instance
+    from tickwork.schedules.plan import InFlight, OccurrenceCheck
     from tickwork.stores.base import Store
 
 __all__ = ["RECHECK_US", "SUPERSEDED", "OverlapGuard"]

@@ -12,7 +12,7 @@ sleeps until the earliest unclaimed instance enters the window, and wakes earlie
 It renews no lease: the Leases actor does, from before the Puller starts until after the
 node's last outcome is written (so a graceful stop keeps its claims).
 
-In cluster mode (a :class:`~tickwork.actors.cluster.ClusterLink` given) the window it
+In cluster mode (a :class:`~tickwork.actors.cluster_link.ClusterLink` given) the window it
 claims into is the short claim horizon, and it differs in three ways (see
 ``docs/clustering.md``): pulls that the horizon's advance alone calls for happen in the
 node's own time slots (``horizon / 4`` apart, the nodes' slots interleaved: see
@@ -32,7 +32,7 @@ import attrs
 import trio
 
 from tickwork.actors.capacity import Capacity
-from tickwork.actors.cluster import ClusterLink
+from tickwork.actors.cluster_link import ClusterLink
 from tickwork.actors.messages import Abort, Evict, PendingAt, PullerMsg, Rearm
 from tickwork.clock import Clock
 from tickwork.model import Instance

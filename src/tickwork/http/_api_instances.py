@@ -19,7 +19,7 @@ from tickwork.state import State
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["MAX_BATCH", "routes"]
 

@@ -18,7 +18,7 @@ from tickwork.http._json import node_doc
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["routes"]
 

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tickwork._schedules import check_schedule_id
 from tickwork.errors import InvalidArgument, NotFound
 from tickwork.http._api_instances import scheduler_of
 from tickwork.http._body import check_keys, field, json_body, parse_time, query_int
 from tickwork.http._errors import ApiError
 from tickwork.http._json import instance_doc, iso, schedule_doc
-from tickwork.triggers import Cron, Interval
+from tickwork.schedules.schedule import check_schedule_id
+from tickwork.schedules.triggers import Cron, Interval
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -24,7 +24,7 @@ from tickwork.http._openapi import openapi_document
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["create_app"]
 

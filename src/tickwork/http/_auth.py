@@ -39,7 +39,7 @@ from tickwork.http._errors import error_response
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["COOKIE", "AuthConfig", "Guard", "Session", "Sessions"]
 

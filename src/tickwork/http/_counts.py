@@ -10,7 +10,7 @@ import trio
 from tickwork._time import from_us
 
 if TYPE_CHECKING:
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
     from tickwork.state import State
 
 __all__ = ["CachedCounts"]

@@ -14,12 +14,12 @@ from typing import Any
 
 import cronsim
 
-from tickwork._schedules import Schedule
 from tickwork._time import from_us
 from tickwork.events import TransitionEvent
 from tickwork.model import Attempt, Instance, unpack
+from tickwork.schedules.schedule import Schedule
+from tickwork.schedules.triggers import Cron
 from tickwork.stores.cluster import NodeInfo
-from tickwork.triggers import Cron
 
 __all__ = [
     "attempt_doc",

@@ -29,16 +29,16 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tickwork._resilient import LATENCY_BUCKETS
 from tickwork.events import EventsLost, TransitionEvent
+from tickwork.node.resilience import LATENCY_BUCKETS
 from tickwork.state import State
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from tickwork._schedules import Schedule
     from tickwork.http._counts import CachedCounts
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
+    from tickwork.schedules.schedule import Schedule
 
 __all__ = ["MAX_SCHEDULES", "EventCounters", "NodeCollector", "routes"]
 

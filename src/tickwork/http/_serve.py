@@ -16,7 +16,7 @@ from tickwork.errors import InvalidArgument
 from tickwork.http._app import create_app
 
 if TYPE_CHECKING:
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["is_loopback", "serve"]
 

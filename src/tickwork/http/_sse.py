@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from tickwork.events import Subscription
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["routes"]
 

@@ -12,9 +12,9 @@ import builtins
 from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
-from tickwork._schedule_plan import OccurrenceCheck
-from tickwork._schedules import Schedule, ScheduleWrite
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, NewRow, check_params_size
+from tickwork.schedules.plan import OccurrenceCheck
+from tickwork.schedules.schedule import Schedule, ScheduleWrite
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_ops import ScheduleTx
 

@@ -4,7 +4,7 @@ A store provides a :class:`ScheduleTx`: primitive reads and writes of the schedu
 table and of occurrence rows, valid inside one of its transactions (a MemoryStore call,
 a SQLite ``BEGIN IMMEDIATE``, a PostgreSQL transaction in which ``load`` locks the
 schedule rows). The functions below decide what to write with the pure planner
-(:mod:`tickwork._schedule_plan`), so the three stores cannot disagree.
+(:mod:`tickwork.schedules.plan`), so the three stores cannot disagree.
 
 Invariants they keep:
 
@@ -17,7 +17,7 @@ Invariants they keep:
   recorded ABORTED by their node when they come due. Detached rows free their fire
   times, so a re-added schedule can use them again.
 * A schedule whose overlap policy is not ``allow`` has at most one *admitted occurrence*
-  cluster-wide (:class:`~tickwork._schedule_plan.Slot`): :func:`check_occurrences`
+  cluster-wide (:class:`~tickwork.schedules.plan.Slot`): :func:`check_occurrences`
   records the occurrence a node is about to start only when no occurrence held by another
   node is admitted and no older occurrence already due is held by another node (the
   oldest goes first), deciding under the schedule's row lock (:meth:`ScheduleTx.slots`),
@@ -33,7 +33,9 @@ from typing import Any, Protocol, final
 
 import attrs
 
-from tickwork._schedule_plan import (
+from tickwork.errors import InvalidArgument
+from tickwork.model import Instance, NewRow
+from tickwork.schedules.plan import (
     PAUSED,
     REMOVED,
     REPLACED,
@@ -48,7 +50,7 @@ from tickwork._schedule_plan import (
     first_plan,
     in_flight,
 )
-from tickwork._schedules import (
+from tickwork.schedules.schedule import (
     Misfire,
     Overlap,
     Schedule,
@@ -56,8 +58,6 @@ from tickwork._schedules import (
     trigger_fields,
     trigger_from_fields,
 )
-from tickwork.errors import InvalidArgument
-from tickwork.model import Instance, NewRow
 from tickwork.state import State
 
 __all__ = [
@@ -121,11 +121,11 @@ class ScheduleTx(Protocol):
 
     def detach(self, ids: Sequence[int], error: str) -> None:
         """Clear ``fire_at`` of held rows and note ``error``: their node records them at
-        due time (see :func:`tickwork._schedule_plan.check`)."""
+        due time (see :func:`tickwork.schedules.plan.check`)."""
         ...
 
     def info(self, ids: Sequence[int]) -> dict[int, OccurrenceInfo]:
-        """What :func:`tickwork._schedule_plan.check` needs of these rows."""
+        """What :func:`tickwork.schedules.plan.check` needs of these rows."""
         ...
 
     def slots(self, schedule_ids: Sequence[str]) -> dict[str, Slot]:

@@ -30,9 +30,9 @@ import builtins
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from tickwork._schedule_plan import OccurrenceCheck
-from tickwork._schedules import Schedule, ScheduleWrite
 from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
+from tickwork.schedules.plan import OccurrenceCheck
+from tickwork.schedules.schedule import Schedule, ScheduleWrite
 from tickwork.state import State
 
 #: The error text of an at-most-once instance that was RUNNING when its node died.

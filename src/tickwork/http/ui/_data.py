@@ -13,7 +13,7 @@ from tickwork.state import State
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from tickwork.scheduler_api import Scheduler
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["Sample", "counts", "scheduler_of", "take_sample"]
 

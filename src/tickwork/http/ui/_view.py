@@ -11,15 +11,15 @@ import cronsim
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.templating import Jinja2Templates
 
-from tickwork._cli_format import format_duration
 from tickwork._time import from_us
+from tickwork.cli._format import format_duration
 from tickwork.model import unpack
-from tickwork.triggers import Cron
+from tickwork.schedules.triggers import Cron
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from tickwork._schedules import Schedule
+    from tickwork.schedules.schedule import Schedule
 
 __all__ = ["templates", "write_allowed"]
 

@@ -1,0 +1,460 @@
+"""``tickwork cron ...``: recurring schedules from the command line (import: _cli_cron_import).
+
+Like the rest of the CLI, these commands open the SQLite database as a client (no node
+lock), so they work while a node runs on it; the node notices the change by polling.
+``cron next`` needs no database at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import click
+import trio
+
+from tickwork._time import from_us, to_us
+from tickwork.cli._common import (
+    checked_params,
+    client,
+    db_option,
+    force_option,
+    json_option,
+    log_options,
+    packed,
+    require_db,
+    setup_cli_logging,
+)
+from tickwork.cli._format import dump_json, short, table
+from tickwork.cli._nodes import admit, check_params
+from tickwork.cli._parse import (
+    DURATION,
+    JSON,
+    TASK_NAME_TYPE,
+    TIME,
+    DbTarget,
+    bash_params,
+)
+from tickwork.clock import SystemClock
+from tickwork.errors import InvalidArgument
+from tickwork.model import unpack
+from tickwork.node import operations as _operations
+from tickwork.schedules.plan import due_at
+from tickwork.schedules.schedule import (
+    DEFAULT_CATCHUP_LIMIT,
+    MAX_CATCHUP_LIMIT,
+    Misfire,
+    Overlap,
+    Schedule,
+    ScheduleWrite,
+    new_schedule,
+)
+from tickwork.schedules.triggers import Cron
+from tickwork.tasks.bash import BashTask
+
+__all__ = ["cron", "cron_trigger", "policy_options", "schedule_dict", "tz_option"]
+
+log = logging.getLogger("tickwork.cli")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_HOW_TO_START = "add a schedule with `tickwork cron add` or start a node with `tickwork run`"
+_MISFIRES = [m.value for m in Misfire]
+_OVERLAPS = [o.value for o in Overlap]
+
+
+def tz_option(f: F) -> F:
+    return click.option(
+        "--tz",
+        "zone",
+        metavar="ZONE",
+        default="UTC",
+        show_default=True,
+        help="IANA time zone the expression is read in (e.g. Europe/Berlin).",
+    )(f)
+
+
+def policy_options(f: F) -> F:
+    f = click.option(
+        "--overlap",
+        type=click.Choice(_OVERLAPS),
+        default=Overlap.SKIP.value,
+        show_default=True,
+        help="When an occurrence comes due while the previous one still runs.",
+    )(f)
+    f = click.option(
+        "--misfire",
+        type=click.Choice(_MISFIRES),
+        default=Misfire.RUN_ONCE.value,
+        show_default=True,
+        help="What a catch-up after downtime does with missed occurrences.",
+    )(f)
+    f = click.option(
+        "--grace",
+        type=DURATION,
+        default="1m",
+        show_default=True,
+        help="How late an occurrence may start and still count as on time.",
+    )(f)
+    f = click.option(
+        "--catchup-limit",
+        type=click.IntRange(1, MAX_CATCHUP_LIMIT),
+        metavar="N",
+        default=DEFAULT_CATCHUP_LIMIT,
+        show_default=True,
+        help="misfire=run_all runs at most N missed occurrences per catch-up.",
+    )(f)
+    return click.option(
+        "--replace",
+        is_flag=True,
+        help="Replace a schedule with the same id and another definition.",
+    )(f)
+
+
+def cron_trigger(expr: str, zone: str) -> Cron:
+    """The trigger of ``EXPR --tz ZONE``, or a usage error naming the bad one."""
+    try:
+        return Cron(expr, zone)
+    except InvalidArgument as exc:
+        hint = "'--tz'" if "time zone" in str(exc) else "'EXPR'"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def _next_fire(s: Schedule, now_us: int) -> int | None:
+    if s.paused or s.ended:
+        return None
+    fire = s.next_fire_after(now_us)
+    return None if fire is None else due_at(s, fire)
+
+
+def _local(us: int, zone: str) -> str:
+    return from_us(us).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _utc(us: int) -> str:
+    return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _zone(s: Schedule) -> str:
+    return s.trigger.timezone if isinstance(s.trigger, Cron) else "UTC"
+
+
+def _rule(s: Schedule) -> str:
+    if isinstance(s.trigger, Cron):
+        return s.trigger.expr
+    return s.trigger.describe()
+
+
+def _command(s: Schedule) -> str:
+    try:
+        params = unpack(s.params) if s.params else None
+    except Exception:  # noqa: BLE001 - params a user stored as raw bytes
+        return "<bytes>"
+    if s.task == BashTask.name and isinstance(params, dict) and "cmd" in params:
+        user = params.get("user")
+        return str(params["cmd"]) if user is None else f"(as {user}) {params['cmd']}"
+    return f"{s.task} {dump_json(params, indent=None)}"
+
+
+def _state(s: Schedule) -> str:
+    return "paused" if s.paused else "ended" if s.ended else "active"
+
+
+def schedule_dict(s: Schedule, now_us: int) -> dict[str, Any]:
+    """One schedule as ``--json`` prints it (times ISO-8601 with offset)."""
+    trigger: dict[str, Any]
+    if isinstance(s.trigger, Cron):
+        trigger = {"kind": "cron", "expr": s.trigger.expr, "timezone": s.trigger.timezone}
+    else:
+        trigger = {
+            "kind": "interval",
+            "every_seconds": s.trigger.every.total_seconds(),
+            "start": None if s.trigger.start is None else s.trigger.start.isoformat(),
+        }
+    try:
+        params: Any = unpack(s.params) if s.params else None
+    except Exception:  # noqa: BLE001 - raw bytes
+        params = {"bytes": len(s.params)}
+    nxt = _next_fire(s, now_us)
+
+    def iso(us: int | None) -> str | None:
+        return None if us is None else from_us(us).isoformat()
+
+    return {
+        "id": s.id,
+        "task": s.task,
+        "trigger": trigger,
+        "describe": s.trigger.describe(),
+        "params": params,
+        "state": _state(s),
+        "next_fire_at": iso(nxt),
+        "next_fire_local": None if nxt is None else from_us(nxt).astimezone(ZoneInfo(_zone(s))),
+        "misfire": s.misfire.value,
+        "overlap": s.overlap.value,
+        "grace_seconds": s.grace.total_seconds(),
+        "catchup_limit": s.catchup_limit,
+        "jitter_seconds": s.jitter.total_seconds(),
+        "start_at": iso(s.start_at_us),
+        "end_at": iso(s.end_at_us),
+        "last_fire_at": iso(s.last_fire_us),
+        "created_at": iso(s.created_us),
+        "updated_at": iso(s.updated_us),
+    }
+
+
+def _table(schedules: list[Schedule], now_us: int) -> str:
+    rows = []
+    for s in schedules:
+        nxt = _next_fire(s, now_us)
+        rows.append(
+            (
+                s.id,
+                _rule(s),
+                _zone(s),
+                "-" if nxt is None else _local(nxt, _zone(s)),
+                "-" if nxt is None else _utc(nxt),
+                _state(s),
+                s.misfire.value,
+                s.overlap.value,
+                short(_command(s), 50),
+            )
+        )
+    headers = ("ID", "SCHEDULE", "ZONE", "NEXT (ZONE)", "NEXT (UTC)", "STATE", "MISFIRE")
+    return table((*headers, "OVERLAP", "COMMAND"), rows)
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+@click.group()
+@log_options
+def cron() -> None:
+    """Recurring schedules: add, list, pause, resume, remove, import a crontab.
+
+    Each schedule keeps its next occurrence stored as an instance (see `tickwork ls`);
+    a node runs them. Times are read in the schedule's zone (--tz), with cron's
+    daylight-saving rules; see docs/schedules.md.
+    """
+
+
+@cron.command(name="add")
+@click.argument("expr")
+@tz_option
+@click.option("--id", "schedule_id", metavar="NAME", help="Schedule id.  [default: derived]")
+@click.option(
+    "--task", "task_name", type=TASK_NAME_TYPE, metavar="NAME", help="Task.  [default: bash]"
+)
+@click.option("--params", type=JSON, help="Params as JSON (packed with msgpack).")
+@click.option("--jitter", type=DURATION, help="Delay each occurrence by up to this much.")
+@click.option("--start", "start_at", type=TIME, help="No fire time before this time.")
+@click.option("--end", "end_at", type=TIME, help="No fire time after this time.")
+@click.option("--paused", is_flag=True, help="Add it paused.")
+@policy_options
+@force_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@db_option
+@json_option
+@log_options
+def add(
+    *,
+    expr: str,
+    zone: str,
+    schedule_id: str | None,
+    task_name: str | None,
+    params: Any,
+    jitter: timedelta | None,
+    start_at: datetime | None,
+    end_at: datetime | None,
+    paused: bool,
+    overlap: str,
+    misfire: str,
+    grace: timedelta,
+    catchup_limit: int,
+    replace: bool,
+    force: bool,
+    command: tuple[str, ...],
+    db: DbTarget,
+    as_json: bool,
+) -> None:
+    """Add a recurring schedule: `tickwork cron add "*/5 * * * *" -- CMD ...`.
+
+    EXPR is a cron expression (5 fields, 6 with leading seconds, or @daily etc.). The
+    words after `--` are a bash command (the default task); give another task's params
+    with --task and --params. Adding the same schedule again changes nothing.
+    """
+    setup_cli_logging("WARNING")
+    trigger = cron_trigger(expr, zone)
+    task = task_name or BashTask.name
+    if command and task != BashTask.name:
+        raise click.UsageError(
+            f"words after -- are a bash command, but --task is {task!r}; "
+            "give that task's params with --params JSON"
+        )
+    data = bash_params(command, params) if task == BashTask.name else packed(params)
+    data = checked_params(task, data)
+    try:
+        schedule = new_schedule(
+            task,
+            trigger,
+            params=data,
+            schedule_id=schedule_id,
+            start_at=start_at,
+            end_at=end_at,
+            jitter=jitter,
+            misfire=misfire,
+            grace=grace,
+            catchup_limit=catchup_limit,
+            overlap=overlap,
+            paused=paused,
+        )
+    except InvalidArgument as exc:
+        raise click.UsageError(str(exc)) from None
+    now_us = SystemClock().now_us()
+
+    async def write() -> ScheduleWrite:
+        async with client(db) as store:
+            check_params(len(schedule.params), await admit(store, [task], force=force))
+            return await store.add_schedule(schedule, now_us, replace=replace)
+
+    done = trio.run(write)
+    s = done.schedule
+    if as_json:
+        click.echo(dump_json({**schedule_dict(s, now_us), "change": done.change}))
+        return
+    nxt = _next_fire(s, now_us)
+    when = "paused" if nxt is None else f"next {_local(nxt, _zone(s))} ({_utc(nxt)})"
+    click.echo(f"{done.change} {s.id}: {_rule(s)} in {_zone(s)}, {when}")
+
+
+@cron.command(name="ls")
+@db_option
+@json_option
+@log_options
+def list_schedules(*, db: DbTarget, as_json: bool) -> None:
+    """List schedules with their next fire time, in their zone and in UTC."""
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
+
+    async def fetch() -> list[Schedule]:
+        out: list[Schedule] = []
+        async with client(db, read_only=True) as store:
+            while True:
+                page = await store.list_schedules(limit=1000, after_id=out[-1].id if out else None)
+                out.extend(page)
+                if len(page) < 1000:
+                    return out
+
+    schedules = trio.run(fetch)
+    now_us = SystemClock().now_us()
+    if as_json:
+        click.echo(dump_json([schedule_dict(s, now_us) for s in schedules]))
+        return
+    click.echo(_table(schedules, now_us) if schedules else "no schedules")
+
+
+def _one(name: str, verb: str, doc: str) -> None:
+    """Register ``cron pause|resume|rm ID``."""
+
+    @cron.command(name=name, help=doc)
+    @click.argument("schedule_id", metavar="ID")
+    @db_option
+    @json_option
+    @log_options
+    def command(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
+        setup_cli_logging("WARNING")
+        require_db(db, _HOW_TO_START)
+        now_us = SystemClock().now_us()
+
+        async def call() -> Schedule | bool | None:
+            async with client(db) as store:
+                if name == "pause":
+                    return await store.pause_schedule(schedule_id, now_us)
+                if name == "resume":
+                    write = await store.resume_schedule(schedule_id, now_us)
+                    return None if write is None else write.schedule
+                return await store.remove_schedule(schedule_id, now_us) or None
+
+        found = trio.run(call)
+        if found is None:
+            raise click.ClickException(f"no schedule with id {schedule_id!r} in {db}")
+        if as_json:
+            doc = {"id": schedule_id, "done": verb}
+            if isinstance(found, Schedule):
+                doc.update(schedule_dict(found, now_us))
+            click.echo(dump_json(doc))
+        else:
+            click.echo(f"{verb} {schedule_id}")
+
+
+_one("pause", "paused", "Pause a schedule: nothing runs until it is resumed.")
+_one("resume", "resumed", "Resume a paused schedule from its next fire time after now.")
+_one(
+    "rm",
+    "removed",
+    "Remove a schedule: its pending occurrences are aborted, a running one finishes.",
+)
+
+
+@cron.command(name="run-now")
+@click.argument("schedule_id", metavar="ID")
+@db_option
+@json_option
+@log_options
+def run_now(*, schedule_id: str, db: DbTarget, as_json: bool) -> None:
+    """Run a schedule's command once now, outside its fire times (its next fire times
+    and policies stay as they are; a paused schedule can be run this way too)."""
+    setup_cli_logging("WARNING")
+    require_db(db, _HOW_TO_START)
+    now_us = SystemClock().now_us()
+
+    async def call() -> int | None:
+        async with client(db) as store:
+            found = await store.get_schedule(schedule_id)
+            return None if found is None else await _operations.run_now(store, found, now_us)
+
+    iid = trio.run(call)
+    if iid is None:
+        raise click.ClickException(f"no schedule with id {schedule_id!r} in {db}")
+    doc = {"id": iid, "schedule_id": schedule_id}
+    click.echo(dump_json(doc) if as_json else f"running {schedule_id} now as instance {iid}")
+
+
+@cron.command(name="next")
+@click.argument("expr")
+@tz_option
+@click.option(
+    "-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many."
+)
+@click.option("--after", type=TIME, help="Start after this time.  [default: now]")
+@json_option
+@log_options
+def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_json: bool) -> None:
+    """Print the next fire times of a cron expression, in its zone and in UTC."""
+    setup_cli_logging("WARNING")
+    trigger = cron_trigger(expr, zone)
+    at = SystemClock().now_us() if after is None else to_us(after)
+    fires: list[int] = []
+    while len(fires) < count:
+        nxt = trigger.next_after_us(at)
+        if nxt is None:
+            break
+        fires.append(nxt)
+        at = nxt
+    if as_json:
+        doc = [{"utc": from_us(f).isoformat(), "local": _local_iso(f, zone)} for f in fires]
+        click.echo(dump_json(doc))
+        return
+    if not fires:
+        click.echo("no fire time in the next 50 years")
+    for f in fires:
+        click.echo(f"{_local(f, zone)} ({_local_iso(f, zone)[-6:]})  {_utc(f)}")
+
+
+def _local_iso(us: int, zone: str) -> str:
+    return from_us(us).astimezone(ZoneInfo(zone)).isoformat()

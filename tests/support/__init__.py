@@ -1,0 +1,1 @@
+"""Helpers the tests share: fixtures, fault injection, real-service support, node processes."""
