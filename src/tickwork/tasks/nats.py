@@ -147,6 +147,11 @@ class NatsTask(Task):
             raise TickworkError(
                 "NatsTask runs inside open_scheduler (or `async with task.lifespan()`)"
             )
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            # no lock on the common path: a trio.Lock is held across a checkpoint, so a
+            # thousand runs taking it in turn hand off one per pass of the scheduler
+            return conn
         async with self._connecting:
             if self._conn is None or self._conn.closed:
                 self._conn = await connect(self._url, self._nursery)

@@ -172,6 +172,9 @@ class RedisTask(Task):
             raise TickworkError(
                 "RedisTask runs inside open_scheduler (or `async with task.lifespan()`)"
             )
+        ready = self._batcher
+        if ready is not None:
+            return ready  # no lock on the common path (see NatsTask._connection)
         async with self._starting:
             if self._batcher is None:
                 await self._nursery.start(self._serve)

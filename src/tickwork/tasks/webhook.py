@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import attrs
-import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.task import Task, current_instance
@@ -40,7 +39,7 @@ from tickwork.tasks._settings import HandoffSettings
 from tickwork.tasks._signing import parse_secret, signed_headers
 
 if TYPE_CHECKING:
-    import httpx
+    from tickwork.tasks._http import HttpClient
 
 __all__ = ["WebhookCall", "WebhookTask", "post_webhook"]
 
@@ -58,10 +57,10 @@ _TAIL = 4096
 
 def _client_module() -> Any:
     try:
-        import httpx  # noqa: PLC0415 - the webhook extra, imported on first use
+        from tickwork.tasks import _http  # noqa: PLC0415 - needs h11 (the webhook extra)
     except ImportError:
-        raise missing_extra("httpx", "webhook") from None
-    return httpx
+        raise missing_extra("h11", "webhook") from None
+    return _http
 
 
 @attrs.frozen
@@ -170,7 +169,7 @@ def _json_bytes(value: object) -> bytes:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     call: WebhookCall,
     *,
     key: bytes | None,
@@ -183,35 +182,31 @@ async def send(
         HandoffRetryable: a 5xx, a timeout, a connection that failed.
         HandoffRejected: any other status outside ``call.expect`` (default: 2xx).
     """
-    httpx = _client_module()
+    http = _client_module()
     headers = {
         **call.headers,
         **signed_headers(key, message_id, int(time.time()), call.content),
     }
-    tail = bytearray()
     try:
-        async with client.stream(
+        response = await client.request(
             call.method,
             call.url,
-            content=call.content,
             headers=headers,
+            content=call.content,
             timeout=call.timeout,
             follow_redirects=call.follow_redirects,
-        ) as response:
-            async for chunk in response.aiter_bytes():
-                tail += chunk
-                if len(tail) > 2 * tail_bytes:
-                    del tail[: len(tail) - tail_bytes]
-    except httpx.TimeoutException as exc:
+            tail_bytes=tail_bytes,
+        )
+    except http.TimeoutError as exc:
         raise HandoffRetryable(
-            f"webhook {call.method} {call.url} timed out after {call.timeout:g} s ({exc!r})"
-        ) from exc
-    except httpx.TooManyRedirects as exc:
-        raise HandoffRejected(f"webhook {call.method} {call.url}: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise HandoffRetryable(f"webhook {call.method} {call.url} failed: {exc!r}") from exc
-    status = response.status_code
-    text = bytes(tail[-tail_bytes:]).decode("utf-8", errors="replace")
+            f"webhook {call.method} {call.url} timed out after {call.timeout:g} s ({exc})"
+        ) from None
+    except http.TooManyRedirects as exc:
+        raise HandoffRejected(f"webhook {call.method} {call.url}: {exc}") from None
+    except http.HttpError as exc:
+        raise HandoffRetryable(f"webhook {call.method} {call.url} failed: {exc!r}") from None
+    status = response.status
+    text = response.tail.decode("utf-8", errors="replace")
     if call.expect is not None and status in call.expect:
         return {"status": status, "body": text}
     if call.expect is None and 200 <= status < 300:
@@ -230,13 +225,14 @@ async def post_webhook(
     secret: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the HTTP call's own timeout
-    client: httpx.AsyncClient | None = None,
+    client: HttpClient | None = None,
 ) -> dict[str, Any]:
     """POST ``payload`` as JSON to ``url``, signed with ``secret`` (``whsec_...``) or not.
 
     For code that is not a scheduled run (failure notifications): the same checks, headers
     and failures as :class:`WebhookTask`. ``message_id`` is the ``webhook-id`` (the
-    receiver's idempotency key). Pass ``client`` to reuse connections.
+    receiver's idempotency key). Pass ``client`` (a :class:`tickwork.tasks._http.HttpClient`)
+    to reuse connections.
 
     Raises:
         InvalidArgument: a bad URL, header, payload or secret.
@@ -251,8 +247,11 @@ async def post_webhook(
     key = None if secret is None else parse_secret(secret)
     if client is not None:
         return await send(client, call, key=key, message_id=message_id)
-    async with _client_module().AsyncClient() as own:
+    own = _client_module().HttpClient(max_connections=1)
+    try:
         return await send(own, call, key=key, message_id=message_id)
+    finally:
+        await own.aclose()
 
 
 class WebhookTask(Task):
@@ -281,12 +280,7 @@ class WebhookTask(Task):
             secret = (settings or HandoffSettings.from_env()).webhook_secret
         self._key = None if secret is None else parse_secret(secret)
         self._max_connections = max_connections
-        # Calls in flight are bounded by the pool's size here, before httpx: a run waiting
-        # for a connection must not spend its own timeout there (httpx counts the wait
-        # for a pooled connection against the call's timeout, and a node runs up to
-        # max_concurrency calls at once).
-        self._in_flight = trio.CapacityLimiter(max_connections)
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
         self._live = False
 
     @property
@@ -306,37 +300,32 @@ class WebhookTask(Task):
             self._live = False
             client, self._client = self._client, None
             if client is not None:
-                with trio.CancelScope(shield=True):
-                    await client.aclose()
+                await client.aclose()  # cancel-safe: idle connections close at once
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """An HTTP client with keep-alive connections, shared by the node's runs (made,
-        and httpx imported, by the first run: a node that makes no call pays nothing)."""
+        and h11 imported, by the first run: a node that makes no call pays nothing)."""
         return self._open()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> HttpClient:
         if not self._live:
             raise TickworkError(
                 "WebhookTask runs inside open_scheduler (or `async with task.lifespan()`)"
             )
         if self._client is None:
-            httpx = _client_module()
-            limits = httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections,
-            )
-            self._client = httpx.AsyncClient(limits=limits)
+            # Calls beyond max_connections wait for a connection before their timeout
+            # starts: a node runs up to max_concurrency calls at once.
+            self._client = _client_module().HttpClient(max_connections=self._max_connections)
         return self._client
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Make the call; see the module docstring."""
         client = self._http()
         call = WebhookCall.from_params(params)
-        async with self._in_flight:
-            return await send(
-                client,
-                call,
-                key=self._key,
-                message_id=handoff_id(current_instance()),
-                tail_bytes=self.tail_bytes,
-            )
+        return await send(
+            client,
+            call,
+            key=self._key,
+            message_id=handoff_id(current_instance()),
+            tail_bytes=self.tail_bytes,
+        )
