@@ -7,53 +7,21 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import trio
 
+from tests.support.bash_pids import SPAWN, assert_gone, gone, wait_for_pids
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.model import RunOutput, pack
 from tickwork.task import TaskRegistry
 from tickwork.tasks import BashFailed, BashTask
 from tickwork.tasks.bash import BashTimeout, _Tail
 
-# A command that leaves a background grandchild in its group and waits: the pids of
-# both are written atomically (tmp + mv) so a poller never reads half a file.
-SPAWN = (
-    "sleep 1000 & echo $! > child.tmp && mv child.tmp child.pid; "
-    "echo $$ > bash.tmp && mv bash.tmp bash.pid; echo started >&2; wait"
-)
-
 
 class QuickBash(BashTask):
     """Short grace so the SIGTERM-ignoring test stays fast."""
 
     kill_grace = 0.3
-
-
-def gone(pid: int) -> bool:
-    """The process no longer runs (a zombie counts as gone: the pid 1 of a container
-    may never reap orphans, and a zombie runs nothing)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def assert_gone(pid: int) -> None:
-    """``pid`` is gone within a moment: a killed process closes its pipes (which ends the
-    run) a little before it has finished exiting."""
-    with trio.fail_after(1):
-        while not gone(pid):
-            await trio.sleep(0.01)
-
-
-async def wait_for_pids(directory: Path) -> tuple[int, int]:
-    """(bash pid, grandchild pid) once the command has written both."""
-    with trio.fail_after(3):
-        while not (directory / "bash.pid").exists():
-            await trio.sleep(0.01)
-    return int((directory / "bash.pid").read_text()), int((directory / "child.pid").read_text())
 
 
 async def run(cmd: str, *, tail_bytes: int | None = None, **kwargs: Any) -> RunOutput:

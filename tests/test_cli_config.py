@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import tickwork.cli._run
-from tests.test_cli import Node, error_line
+from tests.support.cli import Node, error_line
 from tickwork.cli import cli
 from tickwork.cli._config import HANDOFF_SETTINGS, ConfiguredCommand, env_name, file_key
 from tickwork.task import Task

@@ -15,29 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.cli import error_line
+from tests.support.cli import tw_cmd as tw
 from tickwork.cli._crontab import parse_crontab
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def tw(*args: str, db: Path | None = None, code: int = 0) -> subprocess.CompletedProcess[str]:
-    """Run ``tickwork CMD [--db DB] ARGS`` and check its exit status."""
-    argv = [sys.executable, "-m", "tickwork", *args]
-    if db is not None:  # right after the command's name, before any `--`
-        at = 4 + (args[0] == "cron")
-        argv[at:at] = ["--db", str(db)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
-
-def error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 def ls(db: Path) -> list[dict[str, Any]]:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.test_cli import Node, tw
-from tests.test_cli_cron import error_line
+from tests.support.cli import Node, error_line, tw
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -11,7 +11,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import tickwork
-from tests.test_cli import Node, concurrently, error_line, tw
+from tests.support.cli import Node, concurrently, error_line, tw
 
 if TYPE_CHECKING:
     from pathlib import Path

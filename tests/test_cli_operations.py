@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_cli import tw
-from tests.test_cli_cron import error_line
-from tests.test_cli_cron import tw as tw_cron
+from tests.support.cli import error_line, tw
+from tests.support.cli import tw_cmd as tw_cron
 
 
 def test_retry_an_aborted_instance(tmp_path: Path) -> None:

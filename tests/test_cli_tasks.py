@@ -14,7 +14,7 @@ import signal
 import textwrap
 from typing import TYPE_CHECKING
 
-from tests.test_cli import Node, error_line, tw
+from tests.support.cli import Node, error_line, tw
 
 if TYPE_CHECKING:
     from pathlib import Path

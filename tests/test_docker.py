@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_cli import Node
+from tests.support.cli import Node
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 ENTRYPOINT = DEPLOY / "docker-entrypoint.sh"

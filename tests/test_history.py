@@ -19,9 +19,9 @@ import trio
 import trio.testing
 
 import tickwork
+from tests.support.cli import tw
 from tests.support.faults import FaultyStore
 from tests.support.helpers import settle, wait_until
-from tests.test_cli import tw
 from tickwork import State
 from tickwork.actors import janitor as janitor_mod
 from tickwork.errors import InvalidArgument

@@ -7,13 +7,8 @@ is at-least-once, so the only instances that may run twice are those that were i
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import textwrap
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +16,7 @@ from pathlib import Path
 import trio
 
 import tickwork
+from tests.support.node_process import CONCURRENCY, runs, start_node, states, wait
 
 TASKS = textwrap.dedent(
     """
@@ -39,47 +35,6 @@ TASKS = textwrap.dedent(
 )
 
 N = 400
-CONCURRENCY = 8
-
-
-def start_node(db: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "RUNS_FILE": str(tmp_path / "runs")}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tickwork",
-            "run",
-            "--db",
-            str(db),
-            "--tasks",
-            "killtasks:TASKS",
-            "--max-concurrency",
-            str(CONCURRENCY),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def runs(tmp_path: Path) -> Counter[int]:
-    path = tmp_path / "runs"
-    if not path.exists():
-        return Counter()
-    return Counter(int(line.split()[0]) for line in path.read_text().splitlines() if line)
-
-
-def states(db: Path) -> Counter[int]:
-    with sqlite3.connect(db) as conn:
-        return Counter(dict(conn.execute("SELECT state, count(*) FROM instances GROUP BY state")))
-
-
-def wait(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_killed_node_leaves_nothing_behind(tmp_path: Path) -> None:

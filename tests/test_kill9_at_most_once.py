@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 import tickwork
-from tests.test_kill9 import CONCURRENCY, runs, start_node, states, wait
+from tests.support.node_process import CONCURRENCY, runs, start_node, states, wait
 from tickwork.stores.base import INTERRUPTED
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import trio
 
 import tickwork
-from tests.test_cli import error_line, tw
+from tests.support.cli import error_line, tw
 from tickwork import RunOutput, State
 
 if TYPE_CHECKING:

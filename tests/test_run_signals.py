@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import test_cli
-from tests.test_cli import show, tw
+from tests.support import cli
+from tests.support.cli import show, tw
 from tickwork.cli._signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
-class Node(test_cli.Node):
+class Node(cli.Node):
     """``tickwork run`` in a session (process group) of its own, stderr collected."""
 
     def __init__(self, db: Path, *args: str, cwd: Path) -> None:

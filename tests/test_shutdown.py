@@ -24,7 +24,7 @@ import trio
 import tickwork
 from tests.support.faults import FaultyStore
 from tests.support.helpers import Recording, wait_until
-from tests.test_kill9 import runs, states, wait
+from tests.support.node_process import runs, states, wait
 from tickwork import State
 from tickwork.stores.base import INTERRUPTED
 from tickwork.testing import VirtualClock

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import tickwork
-from tests.test_sqlite_store import _HOLDER  # a process that holds the node lock until killed
+from tests.support.lock_holder import LOCK_HOLDER
 from tickwork.errors import StoreLocked
 from tickwork.model import NewRow
 from tickwork.stores import SQLiteStore
@@ -174,7 +174,7 @@ async def test_kill_9_releases_the_lock_on_every_name(tmp_path: Path) -> None:
     link = tmp_path / "link.db"
     link.symlink_to(real)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(link)], stdout=subprocess.PIPE, text=True, env=_ENV
+        [sys.executable, "-c", LOCK_HOLDER, str(link)], stdout=subprocess.PIPE, text=True, env=_ENV
     )
     try:
         assert proc.stdout is not None

@@ -22,6 +22,7 @@ import trio
 import trio.testing
 
 import tickwork
+from tests.support.lock_holder import LOCK_HOLDER
 from tickwork.errors import (
     NotATickworkDatabase,
     SchemaTooNew,
@@ -212,24 +213,10 @@ async def test_only_a_node_may_recover(db: Path) -> None:
         await client.aclose()
 
 
-_HOLDER = """
-import sys, time, trio
-from tickwork.stores import SQLiteStore
-
-async def main():
-    store = SQLiteStore(sys.argv[1])
-    await store.open(node_id="doomed")
-    print("ready", flush=True)
-    time.sleep(3600)
-
-trio.run(main)
-"""
-
-
 async def test_the_lock_dies_with_its_process(db: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(tickwork.__file__).parents[1]))
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(db)], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", LOCK_HOLDER, str(db)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert proc.stdout is not None

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.test_cli import Node
+from tests.support.cli import Node
 from tickwork.cli._sd_notify import ServiceNotifier
 
 DEPLOY = Path(__file__).parent.parent / "deploy"

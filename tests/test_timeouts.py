@@ -14,8 +14,8 @@ import pytest
 import trio
 
 import tickwork
+from tests.support.bash_pids import SPAWN, assert_gone, wait_for_pids
 from tests.support.helpers import Recording, settle, wait_until
-from tests.test_bash_task import SPAWN, assert_gone, wait_for_pids
 from tickwork import State
 from tickwork.testing import VirtualClock
 
