@@ -234,3 +234,29 @@ async def test_a_retry_gets_its_own_overdue_deadline(autojump_clock, nursery):
         await trio.sleep(60 * 60)
         assert (await s.get(iid)).state is State.SUCCEEDED
     assert receiver.bodies == []
+
+
+class FailsLater(tickwork.Task):
+    name = "fails-later"
+
+    async def run(self, params: bytes) -> object:
+        await trio.sleep(60)
+        raise RuntimeError("failed while the node stopped")
+
+
+async def test_a_failure_recorded_while_the_node_stops_is_still_posted(autojump_clock, nursery):
+    """The run ends during the node's drain (shutdown_grace): the Recorder's last write
+    comes after the block was left, and its notice is posted before open_scheduler ends."""
+    receiver = await start_receiver(nursery)
+    task = FailsLater()
+    task.notify = Notify(url=receiver.url)  # type: ignore[misc]
+    clock = VirtualClock()
+    store = tickwork.MemoryStore()
+    async with tickwork.open_scheduler(
+        store, tasks=[task], clock=clock, shutdown_grace=timedelta(minutes=5)
+    ) as s:
+        iid = await s.schedule("fails-later", at=clock.now())
+        await wait_until(lambda: s.statistics().executor.running == 1)
+    [body] = receiver.bodies
+    assert (body["event"], body["instance_id"], body["state"]) == ("failed", iid, "FAILED")
+    assert body["error"] == "RuntimeError: failed while the node stopped"

@@ -4,6 +4,8 @@ when an instance of the task fails for good, is MISSED, or runs longer than expe
 The node's notifier is a small actor of its own, subscribed to the node's event stream
 (``scheduler.subscribe()``): it never blocks the Recorder or any other actor (a full
 subscription buffer drops events, a full outbox drops messages, both counted and logged).
+It outlives the node's drain: the notices of what the node records while it stops are
+posted before the node's ``open_scheduler`` block ends (for at most :data:`DRAIN_LIMIT`).
 Each instance is notified at most once, and each task at most once per ``min_interval``
 (the messages it held back are counted in the next one). The message is Slack-compatible
 (``text``) and carries the generic fields beside it; it is posted with the webhook task's
@@ -13,9 +15,6 @@ code (Standard Webhooks signature when ``TICKWORK_WEBHOOK_SECRET`` is set, ``web
 
 from __future__ import annotations
 
-import heapq
-import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -25,26 +24,19 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from tickwork._time import from_us
-from tickwork.errors import InvalidArgument, TickworkError
-from tickwork.events import EventsLost, TransitionEvent
-from tickwork.state import State
+from tickwork.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from tickwork.node.scheduler import Scheduler
+    from tickwork.stores.base import Store
     from tickwork.task import Task
 
-__all__ = ["Notify", "NotifyEvent"]
-
-log = logging.getLogger("tickwork.notify")
+__all__ = ["DRAIN_LIMIT", "Notify", "NotifyEvent", "open_notifier"]
 
 NotifyEvent = Literal["failed", "missed", "overdue"]
 _EVENTS: Final = ("failed", "missed", "overdue")
-_TERMINAL: Final = frozenset({State.SUCCEEDED, State.FAILED, State.ABORTED, State.MISSED})
-#: instances remembered as notified (at most once each); older ones are forgotten
-_REMEMBERED: Final = 100_000
-#: messages waiting to be posted; more are dropped (and counted)
-_OUTBOX: Final = 100
+#: seconds the notices still being posted may hold up the end of a node's stop
+DRAIN_LIMIT: Final = 10.0
 
 
 def _check_url(_self: object, _attr: object, url: Any) -> None:
@@ -111,171 +103,43 @@ def _notify_of(task: Task) -> Notify | None:
     return setting
 
 
-@attrs.frozen
-class _Message:
-    event: NotifyEvent
-    notify: Notify
-    inst: TransitionEvent
-    suppressed: int
+@final
+class NotifierHost:
+    """Where the notifier runs: opened around the node, so it outlives the node's drain."""
 
+    def __init__(self, nursery: trio.Nursery, settings: dict[str, Notify], store: Store) -> None:
+        self._nursery = nursery
+        self._settings = settings
+        self._store = store
+        self.done = trio.Event()
+        self.done.set()  # nothing to wait for until a notifier runs
 
-@attrs.define
-class _Limit:
-    next_at: float = 0.0  # trio time before which this key posts nothing
-    held: int = 0
+    def watch(self, scheduler: Scheduler) -> None:
+        """Start notifying about ``scheduler``'s events (nothing if no task asks)."""
+        if not self._settings:
+            return
+        from tickwork._notifier import Notifier  # noqa: PLC0415 - a cycle at import time
+
+        # subscribed here, before the caller runs anything, so no event is missed
+        notifier = Notifier(scheduler.subscribe(), self._settings, self._store)
+        self.done = trio.Event()
+        self._nursery.start_soon(notifier.run, self.done)
 
 
 @asynccontextmanager
-async def run_notifier(scheduler: Scheduler, tasks: Iterable[Task]) -> AsyncIterator[None]:
-    """Run the notifier beside the node while the block runs (nothing if no task asks)."""
+async def open_notifier(tasks: Iterable[Task], store: Store) -> AsyncIterator[NotifierHost]:
+    """The notifier's host; :meth:`NotifierHost.watch` starts it on a node. Leave the block
+    after the node has stopped: the notices of its last outcomes are posted first (for at
+    most :data:`DRAIN_LIMIT` seconds), unless the block ends with an exception."""
     settings = notify_settings(tasks)
-    if not settings:
-        yield
-        return
-    notifier = _Notifier(scheduler, settings)
     async with trio.open_nursery() as nursery:
-        await nursery.start(notifier.run)
+        host = NotifierHost(nursery, settings, store)
         try:
-            yield
-        finally:
+            yield host
+        except BaseException:
             nursery.cancel_scope.cancel()
-
-
-class _Notifier:
-    def __init__(self, scheduler: Scheduler, settings: dict[str, Notify]) -> None:
-        self._scheduler = scheduler
-        self._settings = settings
-        self._notified: OrderedDict[int, None] = OrderedDict()
-        self._limits: dict[str, _Limit] = {}
-        self._running: dict[int, tuple[float, TransitionEvent]] = {}  # (deadline, start)
-        self._overdue: list[tuple[float, int]] = []  # (trio deadline, instance id)
-        self._wake = trio.Event()
-        self._outbox, self._inbox = trio.open_memory_channel[_Message](_OUTBOX)
-        self.dropped = 0
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with self._scheduler.subscribe() as events:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._post_loop)
-                nursery.start_soon(self._overdue_loop)
-                task_status.started()
-                async for item in events:
-                    if isinstance(item, EventsLost):
-                        log.warning("notifier fell behind: %d events not seen", item.count)
-                    else:
-                        self._see(item)
-
-    def _see(self, ev: TransitionEvent) -> None:
-        notify = self._settings.get(ev.task)
-        if notify is None:
-            return
-        if ev.to_state is State.RUNNING:
-            if notify.overdue_after is not None and "overdue" in notify.on:
-                deadline = trio.current_time() + notify.overdue_after.total_seconds()
-                self._running[ev.instance_id] = (deadline, ev)
-                heapq.heappush(self._overdue, (deadline, ev.instance_id))
-                self._wake.set()
-            return
-        if ev.to_state in _TERMINAL or ev.to_state is State.PENDING:
-            self._running.pop(ev.instance_id, None)
-        if ev.to_state is State.FAILED and "failed" in notify.on:
-            self._queue("failed", notify, ev)
-        elif ev.to_state is State.MISSED and "missed" in notify.on:
-            self._queue("missed", notify, ev)
-
-    async def _overdue_loop(self) -> None:
-        while True:
-            while self._overdue and self._overdue[0][0] <= trio.current_time():
-                deadline, iid = heapq.heappop(self._overdue)
-                # only this run's own deadline: a retry of the instance has a later one
-                if self._running.get(iid, (None,))[0] == deadline:
-                    _, ev = self._running.pop(iid)
-                    self._queue("overdue", self._settings[ev.task], ev)
-            self._wake = trio.Event()
-            deadline = self._overdue[0][0] if self._overdue else float("inf")
-            with trio.move_on_at(deadline):
-                await self._wake.wait()
-
-    def _queue(self, event: NotifyEvent, notify: Notify, ev: TransitionEvent) -> None:
-        if ev.instance_id in self._notified:
-            return  # at most once per instance
-        self._notified[ev.instance_id] = None
-        if len(self._notified) > _REMEMBERED:
-            self._notified.popitem(last=False)
-        # per schedule; one-off instances share their task's limit
-        key = f"schedule:{ev.schedule_id}" if ev.schedule_id else f"task:{ev.task}"
-        limit = self._limits.setdefault(key, _Limit())
-        now = trio.current_time()
-        if now < limit.next_at:
-            limit.held += 1
-            return
-        limit.next_at = now + notify.min_interval.total_seconds()
-        message = _Message(event, notify, ev, limit.held)
-        limit.held = 0
-        try:
-            self._outbox.send_nowait(message)
-        except trio.WouldBlock:
-            self.dropped += 1
-            log.warning("notice outbox full: dropped the %s notice of %d", event, ev.instance_id)
-
-    async def _post_loop(self) -> None:
-        from tickwork.tasks.webhook import post_webhook  # noqa: PLC0415 - needs httpx
-
-        secret = _secret()
-        async for message in self._inbox:
-            payload = await self._payload(message)
-            try:
-                await post_webhook(
-                    message.notify.url,
-                    payload,
-                    message_id=f"tickwork-notify-{message.inst.instance_id}",
-                    secret=secret,
-                    timeout=message.notify.timeout,
-                )
-            except (TickworkError, OSError) as exc:
-                log.warning(
-                    "could not post the %s notice of instance %d to %s: %s",
-                    message.event,
-                    message.inst.instance_id,
-                    message.notify.url,
-                    exc,
-                )
-
-    async def _payload(self, message: _Message) -> dict[str, Any]:
-        ev = message.inst
-        error = None
-        if message.event == "failed":
-            try:
-                error = (await self._scheduler.get(ev.instance_id)).error
-            except TickworkError:
-                error = None
-        what = {
-            "failed": "failed",
-            "missed": "was missed",
-            "overdue": f"is still running after {message.notify.overdue_after}",
-        }[message.event]
-        origin = f" (schedule {ev.schedule_id!r})" if ev.schedule_id else ""
-        text = f"tickwork: instance {ev.instance_id} of task {ev.task!r}{origin} {what}"
-        if error:
-            text += f": {error[:500]}"
-        if message.suppressed:
-            text += f" ({message.suppressed} more notices of this task held back)"
-        return {
-            "text": text,
-            "event": message.event,
-            "instance_id": ev.instance_id,
-            "task": ev.task,
-            "schedule_id": ev.schedule_id,
-            "state": ev.to_state.name,
-            "error": error,
-            "run_at": from_us(ev.run_at_us).isoformat() if ev.run_at_us else None,
-            "at": from_us(ev.at_us).isoformat(),
-            "node": ev.node,
-            "suppressed": message.suppressed,
-        }
-
-
-def _secret() -> str | None:
-    from tickwork.tasks import HandoffSettings  # noqa: PLC0415 - a cycle at import time
-
-    return HandoffSettings.from_env().webhook_secret
+            raise
+        # the node's event stream ended with the Recorder's last write: post what is left
+        with trio.move_on_after(DRAIN_LIMIT):
+            await host.done.wait()
+        nursery.cancel_scope.cancel()

@@ -38,7 +38,7 @@ from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, Instance, check_max_params_
 from tickwork.node.mode import CLUSTER_LINGER, node_mode
 from tickwork.node.resilience import ResilientStore
 from tickwork.node.scheduler import Scheduler
-from tickwork.notify import notify_settings, run_notifier
+from tickwork.notify import notify_settings, open_notifier
 from tickwork.state import State
 from tickwork.stores.base import Store
 from tickwork.stores.cluster import ClusterStore, NodeRegistry
@@ -208,6 +208,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
             log.info("recovered %d instances left claimed by a previous run", recovered)
         async with (
             _task_lifespans(registry),
+            open_notifier(registry.values(), resilient) as notices,  # outlives the drain
             _run_node(
                 store=resilient,
                 registry=registry,
@@ -227,8 +228,8 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
                 horizon_us=mode.horizon_us,
                 max_params_bytes=max_params_bytes,
             ) as scheduler,
-            run_notifier(scheduler, registry.values()),
         ):
+            notices.watch(scheduler)
             running = scheduler
             yield scheduler
     finally:
@@ -456,6 +457,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
                 if janitor is not None:
                     janitor.stop()
                 await aborts_out.aclose()
-                hub.close()
-        # Everything the node ran is recorded: its leases may lapse now.
+        # Everything the node ran is recorded: its leases may lapse now, and the event
+        # stream ends after the Recorder's last write (subscribers see the drain).
+        hub.close()
         leases.stop()
