@@ -143,3 +143,24 @@ async def test_a_broker_that_is_down_is_retryable():
     assert insts[0].state is State.FAILED
     assert insts[0].attempts == 2
     assert "amqp 127.0.0.1:1" in (insts[0].error or "")
+
+
+async def test_confirms_are_awaited_together_and_each_run_waits_for_its_own(queue, monkeypatch):
+    """A burst of due runs is published back to back (many unconfirmed at once); every run
+    succeeds only once its own message is confirmed, and each message arrives once."""
+    from tickwork.tasks import _amqp_confirms
+
+    in_flight: list[int] = []
+    send = _amqp_confirms.ConfirmingPublisher._send
+
+    def counting(self, job, index):
+        send(self, job, index)
+        in_flight.append(len(self._pending))
+
+    monkeypatch.setattr(_amqp_confirms.ConfirmingPublisher, "_send", counting)
+    params = [{"routing_key": queue, "body": f"m{n}"} for n in range(200)]
+    insts, _ = await _run(AmqpTask(URL), params)
+    assert [i.state for i in insts] == [State.SUCCEEDED] * 200, insts[0].error
+    assert max(in_flight) > 1  # published before the previous ones were confirmed
+    received = await trio.to_thread.run_sync(_drain, queue)
+    assert sorted(props.message_id for props, _ in received) == sorted(f"{i.id}-1" for i in insts)

@@ -11,20 +11,20 @@ A connection that fails or a broker nack is :class:`HandoffRetryable`; a message
 queue takes, or an exchange that does not exist, is :class:`HandoffRejected`. The
 broker is the node's (``TICKWORK_AMQP_URL``), never the params'.
 
-The client is pika on a thread of the task's own (:class:`._thread.WorkerThread`): pika
-is the reference AMQP 0-9-1 client for Python, well kept, and its blocking connection
-does publisher confirms without an event loop. No maintained AMQP client runs on trio
-(aio-pika and aiormq are asyncio-only; trio-asyncio would put a second loop on the path
-of every hand-off, see benchmarks/nats_clients.py for what that costs). Concurrent runs
-are handed to the thread as batches (:class:`._batch.Batcher`), one crossing per batch.
+The client is pika, the reference AMQP 0-9-1 client for Python, its asynchronous
+connection running on a thread of the task's own (:mod:`._amqp_confirms`). No maintained
+AMQP client runs on trio (aio-pika and aiormq are asyncio-only; trio-asyncio would put a
+second loop on the path of every hand-off, see benchmarks/nats_clients.py for what that
+costs). Concurrent runs are handed to the thread as batches (:class:`._batch.Batcher`):
+a batch is published back to back and confirmed together (``multiple`` acks), one
+crossing and one round trip per batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar
 
@@ -33,9 +33,9 @@ import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.task import Task, current_instance
+from tickwork.tasks._amqp_confirms import ConfirmingPublisher, Outgoing
 from tickwork.tasks._batch import Batcher
 from tickwork.tasks._handoff import (
-    HandoffRejected,
     HandoffRetryable,
     check_name,
     check_str_map,
@@ -44,7 +44,6 @@ from tickwork.tasks._handoff import (
     params_map,
 )
 from tickwork.tasks._settings import HandoffSettings
-from tickwork.tasks._thread import WorkerThread
 from tickwork.tasks.redis import server_of
 
 __all__ = ["AmqpPublish", "AmqpTask"]
@@ -122,72 +121,6 @@ def _body(raw: Mapping[str, Any]) -> tuple[bytes, str | None]:
     return (value.encode() if isinstance(value, str) else value), content_type
 
 
-@attrs.frozen
-class _Message:
-    publish: AmqpPublish
-    message_id: str
-
-
-class _Publisher:
-    """The pika connection; used only on the task's thread."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._connection: Any = None
-        self._channel: Any = None
-
-    def publish_batch(self, batch: list[_Message]) -> list[dict[str, Any] | BaseException]:
-        pika = _pika()
-        answers: list[dict[str, Any] | BaseException] = []
-        for message in batch:
-            try:
-                answers.append(self._publish(pika, message))
-            except pika.exceptions.UnroutableError:
-                answers.append(HandoffRejected(f"amqp: no queue took {_describe(message)}"))
-            except pika.exceptions.NackError:
-                answers.append(HandoffRetryable(f"amqp: the broker refused {_describe(message)}"))
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                self._channel = None
-                answers.append(HandoffRejected(f"amqp: {_describe(message)}: {exc.reply_text}"))
-            except (pika.exceptions.AMQPError, OSError) as exc:
-                self.close()
-                answers.append(
-                    HandoffRetryable(f"amqp {server_of(self._url)}: {type(exc).__name__} {exc}")
-                )
-        return answers
-
-    def _publish(self, pika: Any, message: _Message) -> dict[str, Any]:
-        if self._connection is None or not self._connection.is_open:
-            self._connection = pika.BlockingConnection(pika.URLParameters(self._url))
-            self._channel = None
-        if self._channel is None or not self._channel.is_open:
-            self._channel = self._connection.channel()
-            self._channel.confirm_delivery()
-        spec = message.publish
-        properties = pika.BasicProperties(
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message.message_id,
-            content_type=spec.content_type,
-            headers=dict(spec.headers) or None,
-        )
-        # In confirm mode this returns once the broker confirmed (or raises).
-        self._channel.basic_publish(
-            spec.exchange, spec.routing_key, spec.body, properties, mandatory=True
-        )
-        return {"exchange": spec.exchange, "routing_key": spec.routing_key, "confirmed": True}
-
-    def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(Exception):  # it is going away either way
-                connection.close()
-
-
-def _describe(message: _Message) -> str:
-    spec = message.publish
-    return f"message {message.message_id} to exchange {spec.exchange!r} key {spec.routing_key!r}"
-
-
 class AmqpTask(Task):
     """Publish to RabbitMQ per run (see the module docstring).
 
@@ -210,7 +143,7 @@ class AmqpTask(Task):
     ) -> None:
         self._url = url or (settings or HandoffSettings.from_env()).amqp_url
         self._max_batch = max_batch
-        self._batcher: Batcher[_Message, dict[str, Any]] | None = None
+        self._batcher: Batcher[Outgoing, dict[str, Any]] | None = None
 
     def validate_params(self, params: bytes) -> None:
         AmqpPublish.from_params(params)
@@ -221,17 +154,14 @@ class AmqpTask(Task):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
-        # pika is imported on the thread by the first publish.
-        publisher = _Publisher(self._url)
-        thread = WorkerThread(f"tickwork-amqp-{self.name}")
-
-        async def send(batch: list[_Message]) -> Sequence[dict[str, Any] | BaseException]:
-            return await thread.run(lambda: publisher.publish_batch(batch))
-
+        _pika()  # the extra is there (a clear error otherwise); connecting waits for a run
+        publisher = ConfirmingPublisher(
+            self._url, server_of(self._url), name=f"tickwork-amqp-{self.name}"
+        )
         try:
             async with trio.open_nursery() as nursery:
-                batcher: Batcher[_Message, dict[str, Any]] = Batcher(
-                    send, max_batch=self._max_batch
+                batcher: Batcher[Outgoing, dict[str, Any]] = Batcher(
+                    publisher.publish, max_batch=self._max_batch
                 )
                 await nursery.start(batcher.serve)
                 self._batcher = batcher
@@ -242,7 +172,7 @@ class AmqpTask(Task):
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await thread.close(publisher.close)
+                await publisher.close()
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Publish and wait for the broker's confirm; see the module docstring."""
@@ -251,4 +181,12 @@ class AmqpTask(Task):
                 "AmqpTask runs inside open_scheduler (or `async with task.lifespan()`)"
             )
         spec = AmqpPublish.from_params(params)
-        return await self._batcher.submit(_Message(spec, handoff_id(current_instance())))
+        message = Outgoing(
+            spec.exchange,
+            spec.routing_key,
+            spec.body,
+            handoff_id(current_instance()),
+            dict(spec.headers) or None,
+            spec.content_type,
+        )
+        return await self._batcher.submit(message)
