@@ -61,7 +61,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[bytes], object]]] = {
 #: the library each hand-off task needs (None: none), checked without importing it
 _NEEDS: Final[Mapping[str, str | None]] = {
     WebhookTask.name: "h11",
-    RedisTask.name: "coredis",
+    RedisTask.name: None,
     NatsTask.name: None,
     AmqpTask.name: "pika",
     CeleryTask.name: "celery",

@@ -14,6 +14,7 @@ call got no byte of an answer on it, the call is made once more on a new connect
 
 from __future__ import annotations
 
+import functools
 import select
 import ssl
 from collections import deque
@@ -148,12 +149,7 @@ class HttpClient:
                 await trio.aclose_forcefully(conn.stream)
 
     async def _once(self, call: _Call, tail_bytes: int) -> tuple[Response, str | None]:
-        parts = urlsplit(call.url)
-        scheme, host = parts.scheme, parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        origin = (scheme, host, port)
-        netloc = parts.netloc.rpartition("@")[2]
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin, netloc, target = _where(call.url)
         request = _request_events(call, target, netloc)
         conn = self._take_idle(origin)
         if conn is not None:
@@ -212,6 +208,18 @@ class HttpClient:
                 return answer
         await trio.aclose_forcefully(conn.stream)
         return answer
+
+
+@functools.lru_cache(maxsize=1024)
+def _where(url: str) -> tuple[_Origin, str, str]:
+    """``((scheme, host, port), host header, request target)`` of a URL (remembered: the
+    runs of a webhook call the same URL)."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    netloc = parts.netloc.rpartition("@")[2]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, host, port), netloc, target
 
 
 def _close_now(conn: _Conn) -> None:

@@ -1,10 +1,11 @@
-"""RedisTask: ``XADD`` to a stream, or ``PUBLISH`` to a channel, with coredis.
+"""RedisTask: ``XADD`` to a stream, or ``PUBLISH`` to a channel.
 
 params: ``{"stream": name, "fields": {...}, "maxlen"?: n}`` appends an entry whose fields
 are ``fields`` plus ``tickwork-instance`` (the instance id: a consumer drops an entry whose
 instance it already handled) and ``tickwork-attempt``; ``{"channel": name, "message":
 text or bytes}`` publishes. The server is the node's (``TICKWORK_REDIS_URL``), never the
-params'. Concurrent runs share one connection and are sent as pipelined batches.
+params'. Concurrent runs share one connection and are sent as pipelined batches, by a
+small trio client of the Redis protocol (:mod:`._resp`; why not coredis is said there).
 
 A connection that fails or a timeout is :class:`HandoffRetryable`; an error answer
 (``WRONGTYPE``: the key is not a stream) is :class:`HandoffRejected`. The result is
@@ -29,9 +30,9 @@ from tickwork.tasks._handoff import (
     HandoffRejected,
     HandoffRetryable,
     check_name,
-    missing_extra,
     params_map,
 )
+from tickwork.tasks._resp import RespClosed, RespConnection, RespError, connect, encode
 from tickwork.tasks._settings import HandoffSettings
 
 __all__ = ["RedisSend", "RedisTask"]
@@ -45,12 +46,8 @@ INSTANCE_FIELD = "tickwork-instance"
 ATTEMPT_FIELD = "tickwork-attempt"
 
 
-def _coredis() -> Any:
-    try:
-        import coredis  # noqa: PLC0415 - the redis extra, imported on first use
-    except ImportError:
-        raise missing_extra("coredis", "redis") from None
-    return coredis
+#: seconds a pipelined batch may take before its runs are retryable failures
+BATCH_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -145,82 +142,58 @@ class RedisTask(Task):
         self._url = url or (settings or HandoffSettings.from_env()).redis_url
         self._max_batch = max_batch
         self._batcher: Batcher[_Request, dict[str, Any]] | None = None
-        self._client: Any = None
-        self._nursery: trio.Nursery | None = None
-        self._starting = trio.Lock()
+        self._conn: RespConnection | None = None
 
     def validate_params(self, params: bytes) -> None:
         RedisSend.from_params(params)
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """A nursery for the client and the batch sender, both started (and coredis
-        imported) by the first run."""
+        """The batch sender; it connects on the first batch (and again after a failure)."""
         return self._open()
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                yield
-            finally:
-                self._nursery = self._batcher = None
-                nursery.cancel_scope.cancel()
-
-    async def _sender(self) -> Batcher[_Request, dict[str, Any]]:
-        if self._nursery is None:
-            raise TickworkError(
-                "RedisTask runs inside open_scheduler (or `async with task.lifespan()`)"
-            )
-        ready = self._batcher
-        if ready is not None:
-            return ready  # no lock on the common path (see NatsTask._connection)
-        async with self._starting:
-            if self._batcher is None:
-                await self._nursery.start(self._serve)
-        assert self._batcher is not None  # noqa: S101 - set by _serve before started()
-        return self._batcher
-
-    async def _serve(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        client = _coredis().Redis.from_url(self._url)  # connects on first use
-        async with client, trio.open_nursery() as nursery:
-            self._client = client
             batcher: Batcher[_Request, dict[str, Any]]
             batcher = Batcher(self._send_batch, max_batch=self._max_batch)
             await nursery.start(batcher.serve)
             self._batcher = batcher
-            task_status.started()
-            await trio.sleep_forever()
+            try:
+                yield
+            finally:
+                self._batcher = None
+                nursery.cancel_scope.cancel()
+                if self._conn is not None:
+                    await self._conn.aclose()  # cancel-safe: closes at once
+                    self._conn = None
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Hand the run off; see the module docstring."""
-        sender = await self._sender()
+        if self._batcher is None:
+            raise TickworkError(
+                "RedisTask runs inside open_scheduler (or `async with task.lifespan()`)"
+            )
         send = RedisSend.from_params(params)
         inst = current_instance()
-        return await sender.submit(_Request(send, inst.id, inst.attempts + 1))
+        return await self._batcher.submit(_Request(send, inst.id, inst.attempts + 1))
 
     async def _send_batch(self, batch: list[_Request]) -> Sequence[dict[str, Any] | BaseException]:
-        coredis = _coredis()
-        errors = coredis.exceptions
         try:
-            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                pending = [_queue(pipe, request) for request in batch]
-        except Exception as exc:  # noqa: BLE001 - a connection failure, maybe in a group
+            with trio.fail_after(BATCH_TIMEOUT):
+                if self._conn is None or self._conn.closed:
+                    self._conn = await connect(self._url)
+                replies = await self._conn.pipeline([_command(request) for request in batch])
+        except (RespClosed, trio.TooSlowError) as exc:
             # Whether the server applied none, some or all of the batch is unknown: each run
             # is retryable, and its consumer drops what it already had by instance id.
-            return [HandoffRetryable(f"redis {self._where()}: {exc!r}") for _ in batch]
+            why = str(exc) or f"no answer within {BATCH_TIMEOUT:g} s"
+            return [HandoffRetryable(f"redis {self._where()}: {why}") for _ in batch]
         answers: list[dict[str, Any] | BaseException] = []
-        for request, reply in zip(batch, pending, strict=True):
-            try:
-                value = await reply
-            except (errors.ConnectionError, TimeoutError) as exc:
-                answers.append(HandoffRetryable(f"redis {self._where()}: {exc!r}"))
-            except errors.RedisError as exc:
-                answers.append(HandoffRejected(f"redis refused {_describe(request.send)}: {exc}"))
+        for request, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, RespError):
+                answers.append(HandoffRejected(f"redis refused {_describe(request.send)}: {reply}"))
             else:
-                answers.append(_result(request.send, value))
+                answers.append(_result(request.send, reply))
         return answers
 
     def _where(self) -> str:
@@ -233,25 +206,18 @@ def server_of(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-def _queue(pipe: Any, request: _Request) -> Any:
+def _command(request: _Request) -> bytes:
     send = request.send
     if send.channel is not None:
-        return pipe.publish(send.channel, send.message)
-    fields: dict[str, str | bytes] = {
-        **send.fields,
-        INSTANCE_FIELD: str(request.instance_id),
-        ATTEMPT_FIELD: str(request.attempt),
-    }
-    if send.maxlen is None:
-        return pipe.xadd(send.stream, fields)
-    coredis = _coredis()
-    return pipe.xadd(
-        send.stream,
-        fields,
-        trim_strategy=coredis.PureToken.MAXLEN,
-        threshold=send.maxlen,
-        trim_operator=coredis.PureToken.APPROXIMATELY,
-    )
+        return encode(["PUBLISH", send.channel, send.message])
+    args: list[str | bytes] = ["XADD", send.stream or ""]
+    if send.maxlen is not None:
+        args += ["MAXLEN", "~", str(send.maxlen)]
+    args.append("*")
+    for key, value in send.fields.items():
+        args += [key, value]
+    args += [INSTANCE_FIELD, str(request.instance_id), ATTEMPT_FIELD, str(request.attempt)]
+    return encode(args)
 
 
 def _result(send: RedisSend, value: Any) -> dict[str, Any]:

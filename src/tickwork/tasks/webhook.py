@@ -14,6 +14,7 @@ retry policy applies); any other status outside ``expect`` (default: 2xx) is
 
 from __future__ import annotations
 
+import functools
 import json as jsonlib
 import re
 import time
@@ -115,6 +116,13 @@ class WebhookCall:
             expect=_check_expect(raw.get("expect")),
             follow_redirects=follow,
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _call_of(params: bytes) -> WebhookCall:
+    """:meth:`WebhookCall.from_params`, remembered: a schedule's runs (and a burst of
+    instances) share their params, and checking them costs more than the call's framing."""
+    return WebhookCall.from_params(params)
 
 
 def check_url(url: object) -> str:
@@ -321,7 +329,7 @@ class WebhookTask(Task):
     async def run(self, params: bytes) -> dict[str, Any]:
         """Make the call; see the module docstring."""
         client = self._http()
-        call = WebhookCall.from_params(params)
+        call = _call_of(params)
         return await send(
             client,
             call,
