@@ -21,6 +21,7 @@ from typing import Final
 
 import trio
 
+from tickwork._groups import lone_exceptions_unwrapped
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster_link import ClusterLink
@@ -100,6 +101,7 @@ def _set_params_limit(store: Store, limit: int) -> None:
 MIN_POLL_INTERVAL: Final = timedelta(milliseconds=10)
 
 
+@lone_exceptions_unwrapped
 @asynccontextmanager
 async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one line each
     store: Store,
@@ -456,7 +458,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
                 puller.stop()
                 if janitor is not None:
                     janitor.stop()
-                await aborts_out.aclose()
+                aborts_out.close()  # no checkpoint: a cancelled stop would lose the error
         # Everything the node ran is recorded: its leases may lapse now, and the event
         # stream ends after the Recorder's last write (subscribers see the drain).
         hub.close()
