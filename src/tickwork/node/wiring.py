@@ -14,13 +14,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Final
 
 import trio
 
+from tickwork._groups import lone_exceptions_unwrapped
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster_link import ClusterLink
@@ -34,6 +35,15 @@ from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
 from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub, TransitionEvent
+from tickwork.extend._plugins import Plugin, check_plugins, running_plugins
+from tickwork.extend._run import (
+    Dispatcher,
+    RunMiddleware,
+    Runner,
+    build_runner,
+    check_dispatcher,
+    check_middleware,
+)
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, Instance, check_max_params_bytes
 from tickwork.node.mode import CLUSTER_LINGER, node_mode
 from tickwork.node.resilience import ResilientStore
@@ -100,6 +110,7 @@ def _set_params_limit(store: Store, limit: int) -> None:
 MIN_POLL_INTERVAL: Final = timedelta(milliseconds=10)
 
 
+@lone_exceptions_unwrapped
 @asynccontextmanager
 async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one line each
     store: Store,
@@ -120,6 +131,9 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     claim_horizon: timedelta | None = None,
     record_linger: timedelta | None = None,
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+    middleware: Sequence[RunMiddleware] = (),
+    dispatcher: Dispatcher | None = None,
+    plugins: Sequence[Plugin] = (),
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
 
@@ -158,6 +172,12 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
             ones with ``InvalidArgument``, and so does the store (this sets the built-in
             stores' own limit). Default 1 MiB. It is recorded in the store's nodes table
             with the node's tasks, where the CLI finds it.
+        middleware: async callables ``(run, call_next) -> result`` wrapped around every
+            run, the first outermost (``docs/extending.md``).
+        dispatcher: where runs go (a ``tickwork.Dispatcher``); default: each task's
+            ``run`` in this node.
+        plugins: ``tickwork.Plugin`` instances started in the node's nursery once it is
+            ready, cancelled first when it stops.
 
     Raises:
         InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
@@ -194,6 +214,8 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
     check_max_params_bytes(max_params_bytes)
+    chain, dispatcher = check_middleware(middleware), check_dispatcher(dispatcher)
+    plugins = check_plugins(plugins)
     node = node_id or default_node_id()
     batch_size = min(batch_size, max_in_memory)
 
@@ -207,6 +229,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
         async with (
             _task_lifespans(registry),
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
+            dispatcher.lifespan() if dispatcher is not None else nullcontext(),
             _run_node(
                 store=resilient,
                 registry=registry,
@@ -225,7 +248,9 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
                 cluster=mode.cluster,
                 horizon_us=mode.horizon_us,
                 max_params_bytes=max_params_bytes,
+                runner=build_runner(chain, dispatcher, node),
             ) as scheduler,
+            running_plugins(plugins, scheduler, clock),  # started last, stopped first
         ):
             notices.watch(scheduler)
             running = scheduler
@@ -280,6 +305,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     cluster: ClusterStore | None = None,
     horizon_us: int | None = None,
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+    runner: Runner | None = None,
 ) -> AsyncIterator[Scheduler]:
     hub = EventHub()
     abort_marks: set[int] = set()
@@ -380,6 +406,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
         shutdown_grace=grace,
         abort_marks=abort_marks,
         on_running=on_running,
+        runner=runner,
         lease_ok=None if link is None else (lambda inst: link.leases.valid(inst.claim_token)),
     )
     recorder = Recorder(
@@ -454,7 +481,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
                 puller.stop()
                 if janitor is not None:
                     janitor.stop()
-                await aborts_out.aclose()
+                aborts_out.close()  # no checkpoint: a cancelled stop would lose the error
         # Everything the node ran is recorded: its leases may lapse now, and the event
         # stream ends after the Recorder's last write (subscribers see the drain).
         hub.close()
