@@ -81,4 +81,3 @@ def release_event(kind: Event, abort_requested: bool) -> Event:
     ABORTED. Otherwise a CLAIMED row goes back to PENDING and a durable RUNNING one
     (at-most-once) cannot be repeated, so it fails as interrupted (see the table)."""
     return _RELEASES[kind] if abort_requested else kind
-
