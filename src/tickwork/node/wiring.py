@@ -27,7 +27,7 @@ from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster_link import ClusterLink
 from tickwork.actors.executor import Executor
 from tickwork.actors.janitor import Janitor
-from tickwork.actors.leases import Leases
+from tickwork.actors.leases import Leases, give_back_claims, recover_claims
 from tickwork.actors.messages import Outcome, PullerMsg
 from tickwork.actors.puller import Puller, TimekeeperMsg
 from tickwork.actors.recorder import Recorder
@@ -236,9 +236,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     given_back = 0
     try:
         await _record_node(store, node, registry, max_params_bytes)
-        recovered = await resilient.recover(clock.now_us())
-        if recovered:
-            log.info("recovered %d instances left claimed by a previous run", recovered)
+        await recover_claims(resilient, clock)
         async with (
             _task_lifespans(registry),
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
@@ -271,7 +269,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     finally:
         with trio.CancelScope(shield=True):
             try:
-                given_back = await resilient.release(node, clock.now_us())
+                given_back = await give_back_claims(resilient, clock, node)
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
