@@ -152,7 +152,6 @@ class ResilientStore(StoreWrapper):
         # The outage is tracked per call being retried: a call that keeps failing while
         # others succeed still gives up after the limit (it is not reset by them), and the
         # node is degraded for as long as any call is.
-        outage = self._outage
         delay = self._base
         key = object()
         since: float | None = None
@@ -162,45 +161,53 @@ class ResilientStore(StoreWrapper):
                 try:
                     result = await fn()
                 except TRANSIENT as exc:
-                    now = trio.current_time()
-                    outage.failures += 1
-                    outage.last_error = f"{what}: {type(exc).__name__}: {exc}"
-                    user_limit = self._user_limit
-                    if user_limit is not None and (
-                        outage.gave_up or now - (since if since is not None else now) >= user_limit
-                    ):
-                        msg = (
-                            f"the store is unavailable ({outage.last_error}); the node keeps "
-                            "retrying its own calls: try again later"
-                        )
-                        raise StoreUnavailable(msg) from exc
-                    if since is None:
-                        since = now
-                        if not outage.failing:
-                            log.warning(
-                                "store call %s failed (%s); retrying with backoff", what, exc
-                            )
-                        outage.failing[key] = since
-                    if outage.gave_up or now - since > self._give_up_after:
-                        # Once given up, every later failing call (the release on the
-                        # way out) gives up at once instead of waiting out a new limit.
-                        outage.gave_up = True
-                        msg = (
-                            f"the store has been failing for {now - since:.0f} s "
-                            f"(last: {outage.last_error}); stopping the node. Fix the store "
-                            "(disk space, permissions, database server) and start it again"
-                        )
-                        raise StoreError(msg) from exc
+                    since = self._failed(what, exc, key, since)
                     await trio.sleep(self._rng.uniform(0, delay))
                     delay = min(self._cap, delay * 2)
                 else:
-                    hist = outage.latency.get(what)
+                    hist = self._outage.latency.get(what)
                     if hist is None:
-                        hist = outage.latency[what] = CallLatency()
+                        hist = self._outage.latency[what] = CallLatency()
                     hist.add(trio.current_time() - started)
                     return result
         finally:
-            if since is not None:
-                del outage.failing[key]
-                if not outage.failing:
-                    log.warning("store recovered after %.1f s", trio.current_time() - since)
+            failing = self._outage.failing
+            first = failing.pop(key, None)
+            if first is not None and not failing:
+                log.warning("store recovered after %.1f s", trio.current_time() - first)
+
+    def _failed(self, what: str, exc: BaseException, key: object, since: float | None) -> float:
+        """Note a transient failure of the call ``key``, failing since ``since`` (None: this
+        is its first failure), and return since when it fails.
+
+        Raises:
+            StoreUnavailable: a user call that has retried long enough (at once by default).
+            StoreError: the call has failed for longer than ``give_up_after``: the node
+                stops.
+        """
+        outage = self._outage
+        now = trio.current_time()
+        outage.failures += 1
+        outage.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        first = now if since is None else since
+        if self._user_limit is not None and (outage.gave_up or now - first >= self._user_limit):
+            msg = (
+                f"the store is unavailable ({outage.last_error}); the node keeps retrying "
+                "its own calls: try again later"
+            )
+            raise StoreUnavailable(msg) from exc
+        if since is None:
+            if not outage.failing:
+                log.warning("store call %s failed (%s); retrying with backoff", what, exc)
+            outage.failing[key] = now
+        if outage.gave_up or now - first > self._give_up_after:
+            # Once given up, every later failing call (the release on the way out) gives
+            # up at once instead of waiting out a new limit.
+            outage.gave_up = True
+            msg = (
+                f"the store has been failing for {now - first:.0f} s "
+                f"(last: {outage.last_error}); stopping the node. Fix the store "
+                "(disk space, permissions, database server) and start it again"
+            )
+            raise StoreError(msg) from exc
+        return first
