@@ -46,6 +46,7 @@ PUBLIC = {
     "Store",
     "StoreError",
     "StoreLocked",
+    "StoreUnavailable",
     "Subscription",
     "SystemClock",
     "TaskTimeout",
