@@ -14,8 +14,9 @@ no-op limit (N tasks at once), then N no-op instances due at once on a fresh SQL
 Variants: ``thread`` (the store as shipped), ``inline`` (every store call on the trio
 thread, no hand-off: an upper bound for that option), ``switch`` (``sys.setswitchinterval``
 0.5 ms instead of 5 ms), ``rows=K`` (calls of at most K rows on the trio thread when
-the store thread is idle, as shipped with ``INLINE_ROWS``), ``onecpu`` (the process pinned to one CPU: no cross-core
-wake-ups), and any variant given with ``--variants``.
+the store thread is idle, as shipped with ``INLINE_ROWS``), ``onecpu`` (the process
+pinned to one CPU: no cross-core wake-ups). ``--lateness RATE`` measures lateness.py's
+chunked feed instead of the burst.
 
     python benchmarks/store_thread_ab.py [-n 50000] [--repeat 3] [--variants thread,inline]
 """
@@ -52,12 +53,12 @@ class _Timings:
         self.back = 0.0
 
 
-_timings = _Timings()
+_timings = [_Timings()]  # the current run's (replaced per run)
 _original_call = _worker.Worker.call
 
 
 async def _timed_call(self: _worker.Worker, fn: Callable[[], Any]) -> Any:
-    t = _timings
+    t = _timings[0]
     marks: list[float] = []
 
     def run() -> Any:
@@ -80,9 +81,9 @@ async def _timed_call(self: _worker.Worker, fn: Callable[[], Any]) -> Any:
     return result
 
 
-async def _inline_call(self: _worker.Worker, fn: Callable[[], Any]) -> Any:
+async def _inline_call(_self: _worker.Worker, fn: Callable[[], Any]) -> Any:
     await trio.lowlevel.checkpoint_if_cancelled()
-    t = _timings
+    t = _timings[0]
     t.calls += 1
     t0, c0 = time.perf_counter(), time.thread_time()
     try:
@@ -133,19 +134,18 @@ def variant(name: str) -> Iterator[None]:
 
 
 async def fire(path: Path, n: int) -> dict[str, float]:
-    global _timings
-    _timings = _Timings()
+    _timings[0] = _Timings()
     out: dict[str, Any] = {}
     store = tickwork.SQLiteStore(path)
     async with open_node(store, out) as scheduler:
         news = [tickwork.NewInstance("noop", datetime.now(UTC), b"") for _ in range(n)]
         gc.collect()
-        _timings = _Timings()
+        _timings[0] = _Timings()
         t0, c0 = time.perf_counter(), time.process_time()
         await scheduler.schedule_many(news)
         await wait_recorded(scheduler, n)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    t = _timings
+    t = _timings[0]
     return {
         "rate": n / wall,
         "cpu_us": cpu / n * 1e6,
@@ -160,7 +160,7 @@ async def fire(path: Path, n: int) -> dict[str, float]:
 
 async def lateness(path: Path, rate: int, duration: float) -> dict[str, float]:
     """``lateness.py``'s chunked feed at ``rate`` (default GC settings)."""
-    import lateness as lt  # noqa: PLC0415 - only this mode needs it
+    import lateness as lt
 
     r = await lt.run_rate(path, rate, duration, "chunks", chunk=1.0, ahead=2.0)
     return {k: r[k] for k in ("p50_ms", "p99_ms", "max_ms")}
@@ -210,8 +210,10 @@ def main() -> None:
         ["variant", *keys],
         rows,
         [
-            f"N = {args.n:,} no-op instances due at once, SQLiteStore, {args.repeat} reps, "
-            "variants interleaved in one process",
+            (
+                f"N = {args.n:,} no-op instances due at once, SQLiteStore, "
+                f"{args.repeat} reps, variants interleaved in one process"
+            ),
             "cpu_us: process CPU per instance; calls_per_k: store calls per 1,000 instances",
             "queue/run/wait/back: per store call (see the module docstring)",
         ],

@@ -31,7 +31,7 @@ async def test_a_small_call_runs_on_the_trio_thread_when_the_store_thread_is_idl
     try:
         assert sqlite_store.INLINE_ROWS >= 1
         seen: list[int] = []
-        conn = store._conn  # noqa: SLF001 - the test watches which thread runs SQL
+        conn = store._conn
         assert conn is not None
         conn.set_trace_callback(lambda _sql: seen.append(threading.get_ident()))
         await store.insert([NewRow(task="t", run_at_us=NOW, params=b"")], NOW)
