@@ -9,6 +9,9 @@ the pipeline: the Timekeeper drops it if it still waits, else hands it to the Ex
 which cancels the run. It stops with the Puller (the first of a graceful stop), so the
 pipeline's channels close in order; aborts that come later are dropped, as the
 instances are given back or recorded anyway.
+
+It also carries the ``PendingAborted`` of an instance the API aborted while PENDING to
+the Recorder, which runs its ``on_abort`` hook under ``hook_concurrency``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from typing import final
 
 import trio
 
-from tickwork.actors.messages import Abort, AbortRequested, RecorderMsg, TimekeeperMsg
+from tickwork.actors.messages import (
+    Abort,
+    AbortsMsg,
+    PendingAborted,
+    RecorderMsg,
+    TimekeeperMsg,
+)
 
 
 @final
@@ -25,7 +34,7 @@ class Aborts:
     def __init__(
         self,
         *,
-        receive: trio.MemoryReceiveChannel[AbortRequested],
+        receive: trio.MemoryReceiveChannel[AbortsMsg],
         to_recorder: trio.MemorySendChannel[RecorderMsg],
         to_timekeeper: trio.MemorySendChannel[TimekeeperMsg],
     ) -> None:
@@ -49,6 +58,8 @@ class Aborts:
                 task_status.started()
                 async for msg in self._receive:
                     await self._to_recorder.send(msg)
+                    if isinstance(msg, PendingAborted):
+                        continue  # nothing held: only its hook is left to run
                     for iid in msg.instance_ids:
                         await self._to_timekeeper.send(Abort(iid))
                         self._carried += 1

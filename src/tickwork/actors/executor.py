@@ -37,6 +37,7 @@ from tickwork.actors.overlap import OverlapGuard
 from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
 from tickwork.errors import TaskTimeout
+from tickwork.extend._run import Runner
 from tickwork.model import Instance
 from tickwork.state import State
 from tickwork.stores.base import Store
@@ -102,6 +103,7 @@ class Executor:
         outbox_limit: int,
         shutdown_grace: float,
         events: Transitions | None = None,
+        runner: Runner | None = None,
         leases: LeaseBook | None = None,
     ) -> None:
         self._clock = clock
@@ -117,6 +119,8 @@ class Executor:
         # its durable start in flight); it does not start when it gets here.
         self._aborted: set[int] = set()
         self._events = events
+        # Extensions (middleware, a dispatcher): what a run awaits instead of task.run.
+        self._runner = runner
         # Cluster mode: whether the claim of an instance may still be counted on; one that
         # may have lapsed is given back instead of started (actors/cluster_link.py).
         self._leases = leases
@@ -348,7 +352,10 @@ class Executor:
         cancelled: trio.Cancelled | None = None
         current = CURRENT_INSTANCE.set(inst)
         try:
-            result = await task.run(inst.params)
+            if self._runner is None:
+                result = await task.run(inst.params)
+            else:
+                result = await self._runner(inst, task, started)
         except trio.Cancelled as exc:
             if not scope.cancel_called:
                 raise  # not this run's cancel: the node itself is being torn down

@@ -4,6 +4,7 @@ Who sends what (see ``docs/architecture.md``)::
 
     API, Leases --AbortRequested--> Aborts --AbortRequested--> Recorder
                                            --Abort-----------> Timekeeper
+    API --PendingAborted--> Aborts --PendingAborted--> Recorder (runs on_abort)
     Puller --Claimed, Evict--> Timekeeper --Due, Cancelled, Abort--> Executor
     Executor --Outcomes--> Recorder --AbortRecorded--> the API's abort waiters
     API, Leases, Timekeeper, Recorder --Wake, PendingAt, Rearm, RoomFreed--> Puller
@@ -163,8 +164,20 @@ class AbortRequested:
     instance_ids: tuple[int, ...]
 
 
+@attrs.frozen(slots=True)
+class PendingAborted:
+    """The API aborted ``instance`` while it was PENDING (no actor held it): its task's
+    ``on_abort`` hook runs on the node, under ``hook_concurrency`` like every hook (API ->
+    the Aborts actor -> Recorder)."""
+
+    instance: Instance
+
+
+#: What the Aborts actor receives.
+AbortsMsg = AbortRequested | PendingAborted
+
 #: What the Recorder receives.
-RecorderMsg = Outcomes | AbortRequested
+RecorderMsg = Outcomes | AbortRequested | PendingAborted
 
 # -- from the Recorder --------------------------------------------------------------
 

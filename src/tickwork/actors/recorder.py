@@ -32,6 +32,7 @@ from tickwork.actors.messages import (
     AbortRequested,
     Kind,
     Outcome,
+    Outcomes,
     PendingAt,
     PullerMsg,
     RecorderMsg,
@@ -176,6 +177,8 @@ class Recorder:
         self._hook_limiter = trio.CapacityLimiter(hook_concurrency)
         #: held instances whose abort was requested (AbortRequested), until recorded
         self._abort_requested: set[int] = set()
+        #: instances the API aborted while PENDING, whose on_abort hook is to run
+        self._abort_hooks: list[Instance] = []
         self._to_waiters = to_abort_waiters
         self._events = events
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -201,12 +204,13 @@ class Recorder:
                 async for first in self._receive:
                     outcomes: list[Outcome] = []
                     self._take(first, outcomes)
-                    if not outcomes:
-                        continue
-                    self._take_waiting(outcomes)
-                    if self._may_linger(outcomes):
-                        await self._gather(outcomes)
-                    await self._record(outcomes, hooks)
+                    if outcomes:
+                        self._take_waiting(outcomes)
+                        if self._may_linger(outcomes):
+                            await self._gather(outcomes)
+                        await self._record(outcomes, hooks)
+                    if self._abort_hooks:
+                        await self._run_abort_hooks(hooks)
         for channel in (self._to_puller, self._to_waiters):
             if channel is not None:
                 await channel.aclose()
@@ -214,11 +218,26 @@ class Recorder:
     def _take(self, msg: RecorderMsg, outcomes: list[Outcome]) -> list[Outcome]:
         """Add the outcomes of ``msg`` to ``outcomes``, or note the aborts it requests;
         returns the outcomes it carried."""
+        if isinstance(msg, Outcomes):
+            outcomes.extend(msg.outcomes)
+            return msg.outcomes
         if isinstance(msg, AbortRequested):
             self._abort_requested.update(msg.instance_ids)
-            return []
-        outcomes.extend(msg.outcomes)
-        return msg.outcomes
+        else:
+            self._abort_hooks.append(msg.instance)
+        return []
+
+    async def _run_abort_hooks(self, hooks: trio.Nursery) -> None:
+        """Run ``on_abort`` of the instances the API aborted while PENDING: in the hook
+        nursery, under ``hook_concurrency`` like every hook."""
+        todo, self._abort_hooks = self._abort_hooks, []
+        for inst in todo:
+            task = self._tasks.get(inst.task)
+            if task is None or type(task).on_abort is Task.on_abort:
+                continue
+            token = object()
+            await self._hook_limiter.acquire_on_behalf_of(token)
+            hooks.start_soon(self._run_hook, task, "on_abort", inst, None, token)
 
     def _take_waiting(self, outcomes: list[Outcome]) -> None:
         """Add what already waits in the channel, up to a full batch."""
@@ -402,10 +421,12 @@ class Recorder:
         hooks.start_soon(self._run_hook, task, hook, inst, outcome, token)
 
     async def _run_hook(
-        self, task: Task, hook: str, inst: Instance, outcome: Outcome, token: object
+        self, task: Task, hook: str, inst: Instance, outcome: Outcome | None, token: object
     ) -> None:
         try:
-            if hook == "on_success":
+            if outcome is None:  # a PENDING instance aborted by the API
+                await task.on_abort(inst)
+            elif hook == "on_success":
                 await task.on_success(inst, outcome.result)
             elif hook == "on_fail":
                 assert outcome.error is not None or inst.error is not None  # noqa: S101

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from tickwork.actors.messages import AbortRecorded
+from tickwork.actors.messages import AbortRecorded, PendingAborted
 from tickwork.errors import NotFound
 from tickwork.node.resilience import ResilientStore
 from tickwork.state import State
@@ -88,14 +88,19 @@ class AbortWaiters:
 
 
 async def aborted_pending(node: NodeContext, instance_id: int) -> None:
-    """The API aborted a PENDING instance (no actor held it): publish the transition and
-    call the task's ``on_abort`` hook."""
+    """The API aborted a PENDING instance (no actor held it): publish the transition; its
+    task's ``on_abort`` hook runs on the node, in the Recorder's hook nursery (under
+    ``hook_concurrency``), or here if the node stopped meanwhile (still once)."""
     inst = await node.store.get(instance_id)
     if inst is None:
         return
     node.events.publish(inst, State.PENDING, State.ABORTED, node.clock.now_us())
     task = node.registry.get(inst.task)
-    if task is not None and type(task).on_abort is not Task.on_abort:
+    if task is None or type(task).on_abort is Task.on_abort:
+        return
+    try:
+        await node.actors.to_aborts.send(PendingAborted(inst))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
         try:
             await task.on_abort(inst)
         except Exception:

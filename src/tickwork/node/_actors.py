@@ -20,7 +20,7 @@ from tickwork.actors.janitor import Janitor
 from tickwork.actors.leases import Leases
 from tickwork.actors.messages import (
     AbortRecorded,
-    AbortRequested,
+    AbortsMsg,
     ExecutorMsg,
     PullerMsg,
     RecorderMsg,
@@ -31,6 +31,7 @@ from tickwork.actors.recorder import Recorder
 from tickwork.actors.timekeeper import Timekeeper
 from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
+from tickwork.extend._run import Runner
 from tickwork.node._abort_waiters import AbortWaiters
 from tickwork.node.resilience import ResilientStore
 from tickwork.node.settings import NodeSettings
@@ -60,7 +61,7 @@ class NodeActors:
     #: the API tells the Puller of instances it stored due soon (``PendingAt``)
     to_puller: trio.MemorySendChannel[PullerMsg]
     #: the API hands aborts of instances this node holds to the Aborts actor
-    to_aborts: trio.MemorySendChannel[AbortRequested]
+    to_aborts: trio.MemorySendChannel[AbortsMsg]
 
     def pipeline(self) -> list[Actor]:
         """The actors in the node's nursery, in start order (consumers first)."""
@@ -94,6 +95,8 @@ def build_actors(
     registry: TaskRegistry,
     clock: Clock,
     events: Transitions,
+    *,
+    runner: Runner | None = None,
 ) -> NodeActors:
     s = settings
     node = s.node_id
@@ -101,7 +104,7 @@ def build_actors(
     to_ex, ex_in = trio.open_memory_channel[ExecutorMsg](_CHANNEL_BATCHES)
     to_rec, rec_in = trio.open_memory_channel[RecorderMsg](_CHANNEL_BATCHES)
     to_puller, puller_in = trio.open_memory_channel[PullerMsg](_INBOX)
-    to_aborts, aborts_in = trio.open_memory_channel[AbortRequested](_INBOX)
+    to_aborts, aborts_in = trio.open_memory_channel[AbortsMsg](_INBOX)
     to_waiters, waiters_in = trio.open_memory_channel[AbortRecorded](_INBOX)
     capacity = Capacity(s.max_in_memory, s.low_water)
     cluster_store = store.inner if isinstance(store.inner, ClusterStore) else None
@@ -117,6 +120,7 @@ def build_actors(
         outbox_limit=max(s.batch_size, s.max_concurrency),
         shutdown_grace=s.grace,
         events=events,
+        runner=runner,
         leases=lease_book,
     )
     link = None

@@ -143,7 +143,8 @@ class Scheduler:
         Returns the state after the abort: ABORTED, or the terminal state it had already
         reached. An instance held by another node (cluster) is aborted by that node; then
         the state returned is its current one (CLAIMED or RUNNING) and the abort follows.
-        The task's ``on_abort`` hook is called once.
+        The task's ``on_abort`` hook is called once, on the node (under
+        ``hook_concurrency``, like every hook): ``abort`` does not wait for it.
 
         Raises ``NotFound`` if no instance has this id.
         """

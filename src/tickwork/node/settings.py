@@ -101,6 +101,8 @@ class NodeSettings:
     hook_concurrency: int = attrs.field(validator=_at_least_one)
     #: seconds store calls may keep failing before the node stops
     outage_limit: float = attrs.field(validator=_not_negative)
+    #: seconds a call of the API retries a failing store before StoreUnavailable
+    user_call_retry: float = attrs.field(default=0.0, validator=_not_negative)
     retention_us: int | None = attrs.field(default=None, validator=_optional_at_least_one)
     #: seconds outcomes may wait to share a commit
     linger: float = attrs.field(default=0.0, validator=_not_negative)
@@ -135,6 +137,7 @@ class NodeSettings:
         shutdown_grace: timedelta,
         hook_concurrency: int,
         store_outage_limit: timedelta,
+        user_call_retry: timedelta,
         retention: timedelta | None,
         claim_horizon: timedelta | None,
         record_linger: timedelta | None,
@@ -157,6 +160,10 @@ class NodeSettings:
         ):
             _positive_int(name, value)
         outage_limit = _positive_td("store_outage_limit", store_outage_limit) / 1e6
+        if not isinstance(user_call_retry, timedelta) or user_call_retry < timedelta(0):
+            raise InvalidArgument(
+                f"user_call_retry must be a timedelta >= 0, got {user_call_retry!r}"
+            )
         retention_us = None if retention is None else _positive_td("retention", retention)
         if record_linger is None:
             record_linger = timedelta(0) if mode.cluster is None else CLUSTER_LINGER
@@ -174,6 +181,7 @@ class NodeSettings:
             batch_size=min(batch_size, max_in_memory),
             hook_concurrency=hook_concurrency,
             outage_limit=outage_limit,
+            user_call_retry=user_call_retry.total_seconds(),
             retention_us=retention_us,
             linger=linger,
             max_params_bytes=max_params_bytes,

@@ -11,16 +11,27 @@ of the block. No threads of its own beyond the store's; no global state.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from datetime import timedelta
 
 import trio
 
+from tickwork._groups import lone_exceptions_unwrapped
+from tickwork.actors.leases import give_back_claims, recover_claims
 from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub
+from tickwork.extend._plugins import Plugin, check_plugins, running_plugins
+from tickwork.extend._run import (
+    Dispatcher,
+    RunMiddleware,
+    Runner,
+    build_runner,
+    check_dispatcher,
+    check_middleware,
+)
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_max_params_bytes
 from tickwork.node._actors import build_actors
 from tickwork.node.context import NodeContext
@@ -52,6 +63,7 @@ def _set_params_limit(store: Store, limit: int) -> None:
         store.max_params_bytes = limit
 
 
+@lone_exceptions_unwrapped
 @asynccontextmanager
 async def open_scheduler(
     store: Store,
@@ -68,10 +80,14 @@ async def open_scheduler(
     shutdown_grace: timedelta = timedelta(seconds=30),
     hook_concurrency: int = 100,
     store_outage_limit: timedelta = timedelta(minutes=2),
+    user_call_retry: timedelta = timedelta(0),
     retention: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     record_linger: timedelta | None = None,
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+    middleware: Sequence[RunMiddleware] = (),
+    dispatcher: Dispatcher | None = None,
+    plugins: Sequence[Plugin] = (),
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
 
@@ -93,6 +109,10 @@ async def open_scheduler(
         hook_concurrency: task hooks (on_success, ...) running at once.
         store_outage_limit: how long store calls may keep failing (retried with backoff)
             before the node stops with a ``StoreError``.
+        user_call_retry: how long a call of the scheduler's API (``schedule``, ``get``,
+            ``abort``, ``list``...) retries a failing store before it raises
+            ``StoreUnavailable``; the default 0 fails at once, so that a caller hears of an
+            outage instead of hanging. The actors keep retrying regardless.
         retention: prune ended instances and run history older than this (in batches,
             see ``docs/operations.md``); None (the default) keeps them forever.
         claim_horizon: how far ahead the node claims instances: by default the whole
@@ -110,6 +130,12 @@ async def open_scheduler(
             ones with ``InvalidArgument``, and so does the store (this sets the built-in
             stores' own limit). Default 1 MiB. It is recorded in the store's nodes table
             with the node's tasks, where the CLI finds it.
+        middleware: async callables ``(run, call_next) -> result`` wrapped around every
+            run, the first outermost (``docs/extending.md``).
+        dispatcher: where runs go (a ``tickwork.Dispatcher``); default: each task's
+            ``run`` in this node.
+        plugins: ``tickwork.Plugin`` instances started in the node's nursery once it is
+            ready, cancelled first when it stops.
 
     Raises:
         InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
@@ -131,6 +157,7 @@ async def open_scheduler(
         shutdown_grace=shutdown_grace,
         hook_concurrency=hook_concurrency,
         store_outage_limit=store_outage_limit,
+        user_call_retry=user_call_retry,
         retention=retention,
         claim_horizon=claim_horizon,
         record_linger=record_linger,
@@ -143,21 +170,27 @@ async def open_scheduler(
     clock = clock or SystemClock()
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
+    chain, dispatcher = check_middleware(middleware), check_dispatcher(dispatcher)
+    plugins = check_plugins(plugins)
     node = settings.node_id
 
     await store.open(node_id=node)
-    resilient = ResilientStore(store, give_up_after=settings.outage_limit)
+    resilient = ResilientStore(
+        store, give_up_after=settings.outage_limit, user_call_retry=settings.user_call_retry
+    )
     running: Scheduler | None = None
     given_back = 0
     try:
         await _record_node(store, node, registry, settings.max_params_bytes)
-        recovered = await resilient.recover(clock.now_us())
-        if recovered:
-            log.info("recovered %d instances left claimed by a previous run", recovered)
+        await recover_claims(resilient, clock)
         async with (
             _task_lifespans(registry),
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
-            run_node(settings, resilient, registry, clock) as scheduler,
+            dispatcher.lifespan() if dispatcher is not None else nullcontext(),
+            run_node(
+                settings, resilient, registry, clock, build_runner(chain, dispatcher, node)
+            ) as scheduler,
+            running_plugins(plugins, scheduler, clock),  # started last, stopped first
         ):
             notices.watch(scheduler)
             running = scheduler
@@ -165,7 +198,7 @@ async def open_scheduler(
     finally:
         with trio.CancelScope(shield=True):
             try:
-                given_back = await resilient.release(node, clock.now_us())
+                given_back = await give_back_claims(resilient, clock, node)
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
@@ -194,7 +227,11 @@ async def _task_lifespans(registry: TaskRegistry) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def run_node(
-    settings: NodeSettings, store: ResilientStore, registry: TaskRegistry, clock: Clock
+    settings: NodeSettings,
+    store: ResilientStore,
+    registry: TaskRegistry,
+    clock: Clock,
+    runner: Runner | None = None,
 ) -> AsyncIterator[Scheduler]:
     """Run the actors of one node on an open store; yields the Scheduler over them.
 
@@ -204,15 +241,15 @@ async def run_node(
     """
     hub = EventHub()
     events = Transitions(hub, settings.node_id)
-    actors = build_actors(settings, store, registry, clock, events)
+    actors = build_actors(settings, store, registry, clock, events, runner=runner)
     async with trio.open_nursery() as lifespan:
         await lifespan.start(actors.leases.run)
         async with trio.open_nursery() as nursery:
             for actor in actors.pipeline():
                 await nursery.start(actor.run)
             context = NodeContext(
-                settings=settings, store=store, registry=registry, clock=clock, hub=hub,
-                events=events, actors=actors,
+                settings=settings, store=store.user_calls, registry=registry, clock=clock,
+                hub=hub, events=events, actors=actors,
             )  # fmt: skip
             scheduler = Scheduler(context)
             _log_started(settings)
