@@ -96,4 +96,3 @@ def test_crashes_were_exercised(machine_class: type[CrashMachine]) -> None:
         assert sum(states.values()) == 6
     finally:
         machine.teardown()
-
