@@ -21,6 +21,7 @@ from tickwork.errors import SchedulerClosed as SchedulerClosed
 from tickwork.errors import SchemaTooNew as SchemaTooNew
 from tickwork.errors import StoreError as StoreError
 from tickwork.errors import StoreLocked as StoreLocked
+from tickwork.errors import StoreUnavailable as StoreUnavailable
 from tickwork.errors import TaskTimeout as TaskTimeout
 from tickwork.errors import TickworkError as TickworkError
 from tickwork.errors import UnknownTask as UnknownTask
@@ -104,6 +105,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreLocked",
+    "StoreUnavailable",
     "Subscription",
     "SystemClock",
     "TaskTimeout",

@@ -21,12 +21,13 @@ from typing import Final
 
 import trio
 
+from tickwork._groups import lone_exceptions_unwrapped
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster_link import ClusterLink
 from tickwork.actors.executor import Executor
 from tickwork.actors.janitor import Janitor
-from tickwork.actors.leases import Leases
+from tickwork.actors.leases import Leases, give_back_claims, recover_claims
 from tickwork.actors.messages import Outcome, PullerMsg
 from tickwork.actors.puller import Puller, TimekeeperMsg
 from tickwork.actors.recorder import Recorder
@@ -109,6 +110,7 @@ def _set_params_limit(store: Store, limit: int) -> None:
 MIN_POLL_INTERVAL: Final = timedelta(milliseconds=10)
 
 
+@lone_exceptions_unwrapped
 @asynccontextmanager
 async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one line each
     store: Store,
@@ -125,6 +127,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     shutdown_grace: timedelta = timedelta(seconds=30),
     hook_concurrency: int = 100,
     store_outage_limit: timedelta = timedelta(minutes=2),
+    user_call_retry: timedelta = timedelta(0),
     retention: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     record_linger: timedelta | None = None,
@@ -153,6 +156,10 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
         hook_concurrency: task hooks (on_success, ...) running at once.
         store_outage_limit: how long store calls may keep failing (retried with backoff)
             before the node stops with a ``StoreError``.
+        user_call_retry: how long a call of the scheduler's API (``schedule``, ``get``,
+            ``abort``, ``list``...) retries a failing store before it raises
+            ``StoreUnavailable``; the default 0 fails at once, so that a caller hears of an
+            outage instead of hanging. The actors keep retrying regardless.
         retention: prune ended instances and run history older than this (in batches,
             see ``docs/operations.md``); None (the default) keeps them forever.
         claim_horizon: how far ahead the node claims instances: by default the whole
@@ -196,6 +203,8 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     _positive_int("batch_size", batch_size)
     _positive_int("hook_concurrency", hook_concurrency)
     outage_limit = _positive_td("store_outage_limit", store_outage_limit) / 1e6
+    if not isinstance(user_call_retry, timedelta) or user_call_retry < timedelta(0):
+        raise InvalidArgument(f"user_call_retry must be a timedelta >= 0, got {user_call_retry!r}")
     retention_us = None if retention is None else _positive_td("retention", retention)
     if record_linger is None:
         record_linger = timedelta(0) if mode.cluster is None else CLUSTER_LINGER
@@ -218,14 +227,16 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     batch_size = min(batch_size, max_in_memory)
 
     await store.open(node_id=node)
-    resilient = ResilientStore(store, give_up_after=outage_limit)
+    resilient = ResilientStore(
+        store,
+        give_up_after=outage_limit,
+        user_call_retry=user_call_retry.total_seconds(),
+    )
     running: Scheduler | None = None
     given_back = 0
     try:
         await _record_node(store, node, registry, max_params_bytes)
-        recovered = await resilient.recover(clock.now_us())
-        if recovered:
-            log.info("recovered %d instances left claimed by a previous run", recovered)
+        await recover_claims(resilient, clock)
         async with (
             _task_lifespans(registry),
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
@@ -258,7 +269,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     finally:
         with trio.CancelScope(shield=True):
             try:
-                given_back = await resilient.release(node, clock.now_us())
+                given_back = await give_back_claims(resilient, clock, node)
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
@@ -442,7 +453,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
             if janitor is not None:
                 await nursery.start(janitor.run)
             scheduler = Scheduler(
-                store=store,
+                store=store.user_calls,  # the API's calls fail fast during an outage
                 registry=registry,
                 clock=clock,
                 node_id=node,
@@ -481,7 +492,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
                 puller.stop()
                 if janitor is not None:
                     janitor.stop()
-                await aborts_out.aclose()
+                aborts_out.close()  # no checkpoint: a cancelled stop would lose the error
         # Everything the node ran is recorded: its leases may lapse now, and the event
         # stream ends after the Recorder's last write (subscribers see the drain).
         hub.close()
