@@ -17,6 +17,8 @@ LEGAL = {
     (State.CLAIMED, State.PENDING),
     (State.CLAIMED, State.ABORTED),
     (State.CLAIMED, State.MISSED),
+    (State.CLAIMED, State.SUCCEEDED),  # RUNNING is durable only for at-most-once tasks
+    (State.CLAIMED, State.FAILED),
     (State.RUNNING, State.SUCCEEDED),
     (State.RUNNING, State.FAILED),
     (State.RUNNING, State.ABORTED),

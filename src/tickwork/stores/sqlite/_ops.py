@@ -1,4 +1,7 @@
-"""The SQL of every store operation, run synchronously on the store's own thread.
+"""The SQL of the claim life cycle (claim, start, finish, give back, renew, abort) and of
+retention, run synchronously on the store's own thread. :class:`Ops` is every operation of
+the store: inserts are :mod:`._inserts`', reads :mod:`._reads`', the write transaction
+:mod:`._write`'.
 
 Each public method of :class:`Ops` is one transaction (``BEGIN IMMEDIATE`` for writes),
 so a batch costs one commit whatever its size. Per-row work goes through ``executemany``
@@ -12,47 +15,77 @@ IMMEDIATE transaction makes read and write one atomic step.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
-from tickwork.errors import InvalidArgument
-from tickwork.model import AbortResult, Finish, Instance, NewRow
-from tickwork.state import TERMINAL, State
-from tickwork.stores._rules import (
-    HELD,
-    check_finish_state,
-    finish_allowed,
-    finished_state,
-    history_state,
-    released_state,
-)
+from tickwork.model import AbortResult, Finish, Instance
+from tickwork.state import HELD, Event, State, apply
+from tickwork.stores._rules import finish_event, finished_state, history_state, release_event
+from tickwork.stores._sql import states
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.sqlite import _schedules as _sqlite_schedules
-from tickwork.stores.sqlite._reads import COLS, STATES, ClaimedRows, Reads, to_instance
+from tickwork.stores.sqlite._inserts import InsertOps
+from tickwork.stores.sqlite._reads import COLS, STATES, ClaimedRows, to_instance
 from tickwork.stores.sqlite._tokens import TokenOps
+from tickwork.stores.sqlite._write import Deltas, ids_json
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
-_NEW_STATES: Final = TERMINAL | {State.PENDING}
-_INSERT: Final = (
-    "INSERT INTO instances (id, task, run_at, params, state, error, schedule_id, fire_at, "
-    "dedup_key, max_attempts, timeout_us, created, updated) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_CLAIM_PENDING: Final = (
-    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
-    "WHERE id IN (SELECT id FROM instances INDEXED BY ix_instances_pending "
-    "WHERE state = 0 AND run_at <= ? "
+_CLAIM_PENDING: Final = states(
+    "UPDATE instances SET state = {CLAIM}, owner = ?, claim_token = ?, lease_until = ?, "
+    "updated = ? WHERE id IN (SELECT id FROM instances INDEXED BY ix_instances_pending "
+    "WHERE state = {PENDING} AND run_at <= ? "
     f"ORDER BY run_at, id LIMIT ?) RETURNING {COLS}"
 )
-_CLAIM_IDS: Final = (
-    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
-    f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
+#: Claims PENDING rows and takes over CLAIMED ones (both events write CLAIMED).
+_CLAIM_IDS: Final = states(
+    "UPDATE instances SET state = {TAKE_OVER}, owner = ?, claim_token = ?, lease_until = ?, "
+    f"updated = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
+)
+_CLAIM_ABORTED: Final = states(
+    "SELECT id, task FROM instances INDEXED BY ix_instances_abort "
+    "WHERE abort_requested = 1 AND state = {PENDING}"
+)
+_CLAIM_ABORT: Final = states(
+    "UPDATE instances SET state = {CLAIM_ABORT@PENDING}, abort_requested = 0, updated = ? "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
+_PENDING_DUE: Final = states(
+    "SELECT run_at, id FROM instances INDEXED BY ix_instances_pending "
+    "WHERE state = {PENDING} AND run_at <= ? ORDER BY run_at, id LIMIT ?"
+)
+_OLDEST_LEASE: Final = states(
+    "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held WHERE state IN ({HELD})"
+)
+_LAPSED: Final = states(
+    "SELECT id, state, abort_requested, task, run_at FROM instances "
+    "INDEXED BY ix_instances_held WHERE state IN ({HELD}) AND lease_until < ? "
+    "AND owner IS NOT ?"
+)
+#: The rows a start may make RUNNING (the fence is checked in Python: see Ops.start).
+_START: Final = states("UPDATE instances SET state = {START}, updated = ? WHERE id = ?")
+_HELD_BY: Final = states(
+    "SELECT id, state, abort_requested, task FROM instances WHERE owner = ? AND state IN ({HELD})"
+)
+_HELD_IDS: Final = states(
+    "SELECT id, state, abort_requested, task FROM instances "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND owner = ? AND state IN ({HELD})"
+)
+_RENEW: Final = states("UPDATE instances SET lease_until = ? WHERE owner = ? AND state IN ({HELD})")
+_ALL_HELD: Final = states(
+    "SELECT id, state, abort_requested, task FROM instances WHERE state IN ({HELD})"
+)
+_ABORT: Final = states(
+    "UPDATE instances SET state = {ABORT}, abort_requested = 0, updated = ? WHERE id = ?"
+)
+_PRUNABLE: Final = states(
+    "SELECT id, task, state, last_started IS NOT NULL FROM instances "
+    "INDEXED BY ix_instances_ended_at "
+    "WHERE state >= {SUCCEEDED} AND updated < ? ORDER BY updated LIMIT ?"
 )
 #: The ended rows of a finish, ?2 a JSON array of [id, state, attempts, error, started,
 #: finished, error_type, result, output]: one statement, the last attempt kept in the row.
@@ -69,13 +102,13 @@ _FINISH_ENDED: Final = (
     "FROM json_each(?2)) AS j "
     "WHERE instances.id = j.id"
 )
-_FINISH_PENDING: Final = (
-    "UPDATE instances SET state = 0, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
+_FINISH_PENDING: Final = states(
+    "UPDATE instances SET state = {RETRY}, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
     "owner = NULL, claim_token = NULL, lease_until = NULL, updated = ? WHERE id = ?"
 )
-_RELEASE: Final = (
+_RELEASE: Final = states(
     "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
-    "owner = CASE WHEN ?1 = 0 THEN NULL ELSE owner END, claim_token = NULL, "
+    "owner = CASE WHEN ?1 = {PENDING} THEN NULL ELSE owner END, claim_token = NULL, "
     "lease_until = NULL, abort_requested = 0, updated = ?4 WHERE id = ?5"
 )
 _HISTORY_MANY: Final = (
@@ -85,71 +118,6 @@ _HISTORY_MANY: Final = (
     "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
     "json_extract(value, '$[8]'), json_extract(value, '$[9]') FROM json_each(?)"
 )
-_COUNT: Final = (
-    "INSERT INTO counts (task, state, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (task, state) DO UPDATE SET n = n + excluded.n"
-)
-
-#: (task, stored state) -> change in the number of rows.
-_Deltas = Counter[tuple[str, int]]
-
-
-#: Plain rows, one step each (see Ops._insert_plain).
-_INSERT_PLAIN: Final = (
-    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "VALUES (?, ?, ?, ?, 0, ?, ?)"
-)
-#: Plain rows sharing task and params at least this many times take one statement.
-_GROUP_MIN: Final = 16
-#: Plain rows of one task and params with consecutive ids: ?5 is the JSON array of their
-#: run times, the first id ?1.
-_INSERT_RUN: Final = (
-    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "SELECT ?1 + key, ?2, value, ?3, 0, ?4, ?4 FROM json_each(?5)"
-)
-#: Plain rows of one task and params: ?4 is the JSON array of their [id, run_at].
-_INSERT_PAIRS: Final = (
-    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "SELECT json_extract(value, '$[0]'), ?1, json_extract(value, '$[1]'), ?2, 0, ?3, ?3 "
-    "FROM json_each(?4)"
-)
-
-
-def _is_plain(r: NewRow) -> bool:
-    """A PENDING row with none of the optional columns (what schedule_many mostly makes)."""
-    return (
-        r.state is State.PENDING
-        and r.error is None
-        and r.schedule_id is None
-        and r.fire_at_us is None
-        and r.dedup_key is None
-        and r.max_attempts is None
-        and r.timeout_us is None
-    )
-
-
-def _insert_params(iid: int, r: NewRow, now: int) -> tuple[object, ...]:
-    return (
-        iid, r.task, r.run_at_us, r.params, r.state, r.error, r.schedule_id, r.fire_at_us,
-        r.dedup_key, r.max_attempts, r.timeout_us, now, now,
-    )  # fmt: skip
-
-
-#: What makes a new row a duplicate: ("key", dedup_key) or ("fire", schedule_id, fire_at_us).
-_Identity = tuple[str, ...] | tuple[str, str, int]
-
-
-def _identities(r: NewRow) -> list[_Identity]:
-    out: list[_Identity] = []
-    if r.dedup_key is not None:
-        out.append(("key", r.dedup_key))
-    if r.schedule_id is not None and r.fire_at_us is not None:
-        out.append(("fire", r.schedule_id, r.fire_at_us))
-    return out
-
-
-def _ids_json(ids: Iterable[int]) -> str:
-    return json.dumps(list(ids))
 
 
 def _place(
@@ -169,7 +137,7 @@ def _place(
         finished = now if f.finished_us is None else f.finished_us
     if f.state is not State.PENDING:
         ended.append(
-            (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
+            (f.id, int(target), f.attempts, f.error, f.started_us, finished,
              f.error_type if ran else None, f.result if ran else None,
              f.output if ran else None)
         )  # fmt: skip
@@ -186,148 +154,8 @@ def _place(
         )  # fmt: skip
 
 
-class Ops(TokenOps, Reads):
+class Ops(InsertOps, TokenOps):
     """The store operations on one connection (autocommit mode, used from one thread)."""
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[_Deltas]:
-        """One write transaction; yields the row-count deltas to apply before commit."""
-        self._c.execute("BEGIN IMMEDIATE")
-        try:
-            deltas: _Deltas = Counter()
-            yield deltas
-            if deltas:
-                self._c.executemany(_COUNT, [(t, int(s), n) for (t, s), n in deltas.items() if n])
-            self._c.execute("COMMIT")
-        except BaseException:
-            if self._c.in_transaction:  # SQLite may have rolled back already (disk full...)
-                self._c.execute("ROLLBACK")
-            raise
-
-    def _next(self, key: str, n: int) -> int:
-        """Add ``n`` to the counter ``key`` in tickwork_meta; returns the new value."""
-        (value,) = self._c.execute(
-            "UPDATE tickwork_meta SET value = value + ? WHERE key = ? RETURNING value", (n, key)
-        ).fetchone()
-        return int(value)
-
-    def insert(self, rows: Sequence[NewRow], now: int) -> list[int]:
-        for r in rows:
-            if r.state not in _NEW_STATES:
-                raise InvalidArgument(
-                    f"a new instance starts PENDING or terminal, not {r.state.name}"
-                )
-        if not rows:
-            return []
-        with self._write() as deltas:
-            if any(r.dedup_key is not None or r.schedule_id is not None for r in rows):
-                ids, new, repeats = self._dedup(rows)
-            else:  # the bulk path: every row is new
-                ids, new, repeats = [0] * len(rows), list(range(len(rows))), {}
-            if new:
-                first = self._next("last_id", len(new)) - len(new) + 1
-                for k, pos in enumerate(new):
-                    ids[pos] = first + k
-                plain = [p for p in new if _is_plain(rows[p])]
-                if plain:  # the common bulk case: a few statements, no step per row
-                    self._insert_plain(ids, rows, plain, now)
-                if len(plain) < len(new):
-                    self._c.executemany(
-                        _INSERT,
-                        [
-                            _insert_params(ids[p], rows[p], now)
-                            for p in new
-                            if not _is_plain(rows[p])
-                        ],
-                    )
-                deltas.update((rows[pos].task, int(rows[pos].state)) for pos in new)
-            for pos, earlier in repeats.items():
-                ids[pos] = ids[earlier]
-        return ids
-
-    def _insert_plain(
-        self, ids: list[int], rows: Sequence[NewRow], plain: list[int], now: int
-    ) -> None:
-        """Insert the plain rows at positions ``plain``. Rows sharing their task and params
-        (a burst of one job, say) go in one statement per group, ids and run times as
-        JSON: every step of an ``executemany`` re-takes the GIL, which the trio thread
-        holds most of the time, and one statement for 100,000 rows takes it once. Params
-        differ per row otherwise (a JSON document cannot hold bytes), so the rest go
-        through one ``executemany``. No container is made per row: this runs while the
-        trio thread fires instances, and every list made here would outlive a young
-        collection and add to the next full one (a tuple of plain values is untracked by
-        the first collection it meets)."""
-        sizes = Counter((rows[p].task, rows[p].params) for p in plain)
-        groups: dict[tuple[str, bytes], list[int]] = {
-            key: [] for key, size in sizes.items() if size >= _GROUP_MIN
-        }
-        single: list[tuple[int, str, int, bytes, int, int]] = []
-        for p in plain:
-            r = rows[p]
-            members = groups.get((r.task, r.params)) if groups else None
-            if members is None:
-                single.append((ids[p], r.task, r.run_at_us, r.params, now, now))
-            else:
-                members.append(p)
-        for (task, params), members in groups.items():
-            first = ids[members[0]]
-            if ids[members[-1]] - first == len(members) - 1:  # consecutive ids (a batch)
-                run_ats = json.dumps([rows[p].run_at_us for p in members])
-                self._c.execute(_INSERT_RUN, (first, task, params, now, run_ats))
-            else:
-                pairs = json.dumps([[ids[p], rows[p].run_at_us] for p in members])
-                self._c.execute(_INSERT_PAIRS, (task, params, now, pairs))
-        if single:
-            self._c.executemany(_INSERT_PLAIN, single)
-
-    def _dedup(self, rows: Sequence[NewRow]) -> tuple[list[int], list[int], dict[int, int]]:
-        """Find duplicates: returns ``ids`` (the existing id, or 0 for a row to insert),
-        the positions of the rows to insert, and ``{position: earlier position}`` for rows
-        that repeat an earlier row of this batch."""
-        # As if the rows were inserted one by one: each is checked against what is stored
-        # and the new rows before it, its dedup key first. Values: a stored id (> 0) or
-        # -(position + 1) of an earlier new row of this batch.
-        known = self._stored(rows)
-        ids: list[int] = []
-        new: list[int] = []
-        repeats: dict[int, int] = {}
-        for pos, r in enumerate(rows):
-            idents = _identities(r)
-            found = next((known[i] for i in idents if i in known), None)
-            if found is None:
-                ids.append(0)
-                new.append(pos)
-                known.update((i, -(pos + 1)) for i in idents)
-            elif found > 0:
-                ids.append(found)
-            else:
-                ids.append(0)
-                repeats[pos] = -found - 1
-        return ids, new, repeats
-
-    def _stored(self, rows: Sequence[NewRow]) -> dict[_Identity, int]:
-        """The ids of stored instances that rows of the batch would duplicate."""
-        keys = [r.dedup_key for r in rows if r.dedup_key is not None]
-        out: dict[_Identity, int] = {}
-        if keys:
-            cur = self._c.execute(
-                "SELECT dedup_key, id FROM instances "
-                "WHERE dedup_key IN (SELECT value FROM json_each(?))",
-                (json.dumps(keys),),
-            )
-            out.update((("key", str(k)), int(i)) for k, i in cur)
-        fires = {
-            (r.schedule_id, r.fire_at_us)
-            for r in rows
-            if r.schedule_id is not None and r.fire_at_us is not None
-        }
-        for fire in fires:
-            found = self._c.execute(
-                "SELECT id FROM instances WHERE schedule_id = ? AND fire_at = ?", fire
-            ).fetchone()
-            if found is not None:
-                out[("fire", *fire)] = int(found[0])
-        return out
 
     def claim(
         self, owner: str, due_before: int, limit: int, now: int, lease: int
@@ -337,19 +165,13 @@ class Ops(TokenOps, Reads):
         if limit <= 0:
             return []
         with self._write() as deltas:
-            aborted = self._c.execute(
-                "SELECT id, task FROM instances INDEXED BY ix_instances_abort "
-                "WHERE abort_requested = 1 AND state = 0"
-            ).fetchall()
+            aborted = self._c.execute(_CLAIM_ABORTED).fetchall()
             if aborted:
-                self._c.execute(
-                    "UPDATE instances SET state = 5, abort_requested = 0, updated = ? "
-                    "WHERE id IN (SELECT value FROM json_each(?))",
-                    (now, _ids_json(i for i, _ in aborted)),
-                )
+                self._c.execute(_CLAIM_ABORT, (now, ids_json(i for i, _ in aborted)))
+                ended = apply(State.PENDING, Event.CLAIM_ABORT)
                 for _, task in aborted:
                     deltas[(task, State.PENDING)] -= 1
-                    deltas[(task, State.ABORTED)] += 1
+                    deltas[(task, ended)] += 1
             takeable = self._expired(owner, due_before, limit, now, deltas)
             token = self._next("last_token", 1)
             head = (owner, token, now + lease, now)
@@ -357,18 +179,13 @@ class Ops(TokenOps, Reads):
                 got = self._c.execute(_CLAIM_PENDING, (*head, due_before, limit)).fetchall()
                 taken: set[int] = set()
             else:
-                pending = self._c.execute(
-                    "SELECT run_at, id FROM instances INDEXED BY ix_instances_pending "
-                    "WHERE state = 0 AND run_at <= ? "
-                    "ORDER BY run_at, id LIMIT ?",
-                    (due_before, limit),
-                ).fetchall()
+                pending = self._c.execute(_PENDING_DUE, (due_before, limit)).fetchall()
                 chosen = [i for _, i in itertools.islice(heapq.merge(pending, takeable), limit)]
                 taken = {i for _, i in takeable}
-                got = self._c.execute(_CLAIM_IDS, (*head, _ids_json(chosen))).fetchall()
+                got = self._c.execute(_CLAIM_IDS, (*head, ids_json(chosen))).fetchall()
             for task, n in Counter(r[1] for r in got if r[0] not in taken).items():
                 deltas[(task, State.PENDING)] -= n
-                deltas[(task, State.CLAIMED)] += n
+                deltas[(task, apply(State.PENDING, Event.CLAIM))] += n
             if all(r[10] is None for r in got):  # no schedule occurrence among them
                 return ClaimedRows(got)
             out = sorted(map(to_instance, got), key=lambda i: (i.run_at_us, i.id))
@@ -376,33 +193,26 @@ class Ops(TokenOps, Reads):
             return _sqlite_schedules.after_claim(self, deltas, out, now)
 
     def _expired(
-        self, owner: str, due_before: int, limit: int, now: int, deltas: _Deltas
+        self, owner: str, due_before: int, limit: int, now: int, deltas: Deltas
     ) -> list[Any]:
         """Deal with held rows whose lease expired before ``now``; returns the CLAIMED
         ones that may be taken over, as sorted ``(run_at, id)``, at most ``limit``."""
-        (oldest,) = self._c.execute(
-            "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held "
-            "WHERE state IN (1, 2)"
-        ).fetchone()
+        (oldest,) = self._c.execute(_OLDEST_LEASE).fetchone()
         if oldest is None or oldest >= now:
             return []
         # Never the claimer's own rows: it still holds them (see MemoryStore.claim).
-        rows = self._c.execute(
-            "SELECT id, state, abort_requested, task, run_at FROM instances "
-            "INDEXED BY ix_instances_held WHERE state IN (1, 2) AND lease_until < ? "
-            "AND owner IS NOT ?",
-            (now, owner),
-        ).fetchall()
+        rows = self._c.execute(_LAPSED, (now, owner)).fetchall()
         ended = [r for r in rows if r[1] == State.RUNNING or r[2]]
-        self._release_rows(ended, now, deltas)
+        self._release_rows(ended, now, deltas, Event.LAPSE)
         takeable = sorted((r[4], r[0]) for r in rows if r not in ended and r[4] <= due_before)
         return takeable[:limit]
 
-    def _release_rows(self, rows: Sequence[Any], now: int, deltas: _Deltas) -> None:
-        """Give back held rows given as ``(id, state, abort_requested, task, ...)``."""
+    def _release_rows(self, rows: Sequence[Any], now: int, deltas: Deltas, kind: Event) -> None:
+        """Give back held rows given as ``(id, state, abort_requested, task, ...)``; ``kind``
+        is GIVE_BACK, EVICT or LAPSE (see ``_rules.release_event``)."""
         params = []
         for iid, state, abort, task, *_ in rows:
-            target = released_state(STATES[state], bool(abort))
+            target = apply(STATES[state], release_event(kind, bool(abort)))
             ran = int(state == State.RUNNING)
             error = INTERRUPTED if target is State.FAILED else None
             params.append((int(target), error, ran, now, iid))
@@ -419,7 +229,7 @@ class Ops(TokenOps, Reads):
             "SELECT json_group_array(json_array(id, owner, claim_token, state, task, "
             "abort_requested)) "
             "FROM instances WHERE id IN (SELECT value FROM json_each(?))",
-            (_ids_json(ids),),
+            (ids_json(ids),),
         ).fetchone()
         return {r[0]: r[1:] for r in json.loads(doc)}
 
@@ -434,17 +244,17 @@ class Ops(TokenOps, Reads):
                 v = view.get(iid)
                 ok = v is not None and v[0] == owner and v[1] == token and v[2] in HELD
                 if ok and v is not None and v[2] == State.CLAIMED:
-                    v[2] = State.RUNNING
+                    v[2] = apply(State.CLAIMED, Event.START)
                     started.append((now, iid))
                     deltas[(v[3], State.CLAIMED)] -= 1
-                    deltas[(v[3], State.RUNNING)] += 1
+                    deltas[(v[3], v[2])] += 1
                 out.append(ok)
-            self._c.executemany("UPDATE instances SET state = 2, updated = ? WHERE id = ?", started)
+            self._c.executemany(_START, started)
         return out
 
     def finish(self, owner: str, finishes: Sequence[Finish], now: int) -> list[bool]:
         for f in finishes:
-            check_finish_state(f.state)
+            finish_event(f.state, abort_requested=False)  # a target no finish may write
         if not finishes:
             return []
         with self._write() as deltas:
@@ -455,17 +265,12 @@ class Ops(TokenOps, Reads):
             history: list[tuple[Any, ...]] = []
             for f in finishes:
                 v = view.get(f.id)
-                ok = (
-                    v is not None
-                    and v[0] == owner
-                    and v[1] == f.claim_token
-                    and v[2] in HELD
-                    and finish_allowed(STATES[v[2]], f.state)
-                )
-                out.append(ok)
-                if not ok or v is None:
+                target = None
+                if v is not None and v[0] == owner and v[1] == f.claim_token and v[2] in HELD:
+                    target = finished_state(STATES[v[2]], f.state, bool(v[4]))
+                out.append(target is not None)
+                if target is None or v is None:
                     continue
-                target = finished_state(f.state, bool(v[4]))
                 deltas[(v[3], v[2])] -= 1
                 deltas[(v[3], int(target))] += 1
                 v[2] = target  # a second finish of this row in the batch is refused
@@ -479,33 +284,23 @@ class Ops(TokenOps, Reads):
 
     def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
         with self._write() as deltas:
-            sql = "SELECT id, state, abort_requested, task FROM instances "
             if ids is None:
-                rows = self._c.execute(sql + "WHERE owner = ? AND state IN (1, 2)", (owner,))
+                rows = self._c.execute(_HELD_BY, (owner,))
             else:
-                rows = self._c.execute(
-                    sql + "WHERE id IN (SELECT value FROM json_each(?)) "
-                    "AND owner = ? AND state IN (1, 2)",
-                    (_ids_json(ids), owner),
-                )
+                rows = self._c.execute(_HELD_IDS, (ids_json(ids), owner))
             held = rows.fetchall()
-            self._release_rows(held, now, deltas)
+            self._release_rows(held, now, deltas, Event.GIVE_BACK if ids is None else Event.EVICT)
         return len(held)
 
     def renew(self, owner: str, now: int, lease: int) -> int:
         with self._write():
-            cur = self._c.execute(
-                "UPDATE instances SET lease_until = ? WHERE owner = ? AND state IN (1, 2)",
-                (now + lease, owner),
-            )
+            cur = self._c.execute(_RENEW, (now + lease, owner))
         return cur.rowcount
 
     def recover(self, now: int) -> int:
         with self._write() as deltas:
-            held = self._c.execute(
-                "SELECT id, state, abort_requested, task FROM instances WHERE state IN (1, 2)"
-            ).fetchall()
-            self._release_rows(held, now, deltas)
+            held = self._c.execute(_ALL_HELD).fetchall()
+            self._release_rows(held, now, deltas, Event.GIVE_BACK)
         return len(held)
 
     def request_abort(self, instance_id: int, now: int) -> AbortResult:
@@ -518,15 +313,12 @@ class Ops(TokenOps, Reads):
                 return AbortResult(found=False)
             state, owner, task = STATES[found[0]], found[1], found[2]
             if state is State.PENDING:
-                self._c.execute(
-                    "UPDATE instances SET state = 5, abort_requested = 0, updated = ? WHERE id = ?",
-                    (now, instance_id),
-                )
+                self._c.execute(_ABORT, (now, instance_id))
                 deltas[(task, State.PENDING)] -= 1
-                deltas[(task, State.ABORTED)] += 1
+                deltas[(task, apply(state, Event.ABORT))] += 1
                 if found[3] is not None and found[4] is not None:  # its schedule goes on
                     _sqlite_schedules.after_abort(self, deltas, found[3], found[4], now)
-                return AbortResult(found=True, state=State.ABORTED, previous=state)
+                return AbortResult(found=True, state=apply(state, Event.ABORT), previous=state)
             if state in HELD:
                 self._c.execute(
                     "UPDATE instances SET abort_requested = 1 WHERE id = ?", (instance_id,)
@@ -540,16 +332,11 @@ class Ops(TokenOps, Reads):
         if limit <= 0:
             return 0
         with self._write() as deltas:
-            old = self._c.execute(
-                "SELECT id, task, state, last_started IS NOT NULL FROM instances "
-                "INDEXED BY ix_instances_ended_at "
-                "WHERE state >= 3 AND updated < ? ORDER BY updated LIMIT ?",
-                (before, limit),
-            ).fetchall()
+            old = self._c.execute(_PRUNABLE, (before, limit)).fetchall()
             if old:
                 self._c.execute(
                     "DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?))",
-                    (_ids_json(i for i, _, _, _ in old),),
+                    (ids_json(i for i, _, _, _ in old),),
                 )
                 for _, task, state, _ in old:
                     deltas[(task, state)] -= 1
