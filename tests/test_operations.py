@@ -127,6 +127,13 @@ async def test_users_cannot_forge_the_retry_link(node):
         await node.schedule("quiet", at=FAR, dedup_key="retry-of:1")
 
 
+async def test_users_cannot_forge_the_run_now_link(node):
+    with pytest.raises(tickwork.InvalidArgument, match="run-now:"):
+        await node.schedule("quiet", at=FAR, dedup_key="run-now:x:nightly")
+    iid = await node.schedule("quiet", at=FAR, dedup_key="mine")
+    assert (await node.get(iid)).run_now_of is None
+
+
 async def test_run_schedule_now_leaves_the_schedule_as_it_was(node):
     sid = await node.add_schedule("quiet", Cron("0 0 1 1 *"), params=b"p", start_at=FAR)
     before = await node.get_schedule(sid)
@@ -135,10 +142,13 @@ async def test_run_schedule_now_leaves_the_schedule_as_it_was(node):
         assert await ended(node, sub, iid) is State.SUCCEEDED
     inst = await node.get(iid)
     assert (inst.task, inst.params, inst.schedule_id) == ("quiet", b"p", None)
+    assert inst.run_now_of == sid  # recorded, though not one of its occurrences
     after = await node.get_schedule(sid)
     assert after.last_fire_us == before.last_fire_us
     await node.pause_schedule(sid)
-    assert await node.run_schedule_now(sid) > iid  # paused: still runs on demand
+    again = await node.run_schedule_now(sid)
+    assert again > iid  # paused: still runs on demand, a new instance each time
+    assert (await node.get(again)).run_now_of == sid
     with pytest.raises(tickwork.NotFound):
         await node.run_schedule_now("nope")
 
