@@ -28,8 +28,7 @@ from tickwork.errors import StoreError
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_max_params_bytes
 from tickwork.stores.sqlite import _lock as _sqlite_lock
 from tickwork.stores.sqlite import _nodes as _sqlite_nodes
-from tickwork.stores.sqlite import _open
-from tickwork.stores.sqlite._open import Opened, connect, store_error
+from tickwork.stores.sqlite._open import BUSY_TIMEOUT_MS, Opened, connect, store_error
 from tickwork.stores.sqlite._ops import Ops
 from tickwork.stores.sqlite._reads import ClaimedRows, to_instance
 from tickwork.stores.sqlite._schedules import SQLiteScheduleMethods
@@ -190,8 +189,7 @@ class SQLiteStore(SQLiteScheduleMethods):
                 except sqlite3.Error as exc:
                     raise store_error(self._path, exc) from exc
                 finally:
-                    # the module's value now (tests lower it), not the one at import
-                    conn.execute(f"PRAGMA busy_timeout = {_open.BUSY_TIMEOUT_MS}")
+                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
             got = await worker.run_here(here)
             if not busy:
