@@ -186,6 +186,13 @@ CREATE TABLE nodes (
 ) WITHOUT ROWID;
 """
 
+# Listing one task's instances (``list(task=...)``, the API's and UI's task filter):
+# without it a rare task's page walks every id. ``task`` never changes, so the index is
+# written once per row (insert and delete), not on each state change.
+_V9_TASK: Final = """
+CREATE INDEX ix_instances_task ON instances (task);
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -196,6 +203,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V6_OUTPUT,
     V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores.sqlite._tokens)
     _V8_NODES,
+    _V9_TASK,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
