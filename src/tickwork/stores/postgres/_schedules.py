@@ -36,7 +36,8 @@ from tickwork.stores.postgres import _cluster as _pg_cluster
 if TYPE_CHECKING:
     from tickwork.schedules.schedule import Schedule
     from tickwork.stores.postgres import PostgresStore
-    from tickwork.stores.postgres._schema import Queries, Session
+    from tickwork.stores.postgres._rows import Session
+    from tickwork.stores.postgres._schema import Queries
 
 __all__ = ["V4_SCHEDULES", "V5_ADMITTED", "PgScheduleMethods", "after_abort", "after_claim"]
 
