@@ -443,7 +443,8 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     # The Leases actor lives in a nursery of its own around the pipeline's: started
     # first, it renews what the node holds until the pipeline has drained and every
     # outcome is written; only then does it stop, and open_scheduler gives back the rest.
-    async with trio.open_nursery() as lifespan:
+    # ``async with hub``: the event stream ends however the node does (cancelled too).
+    async with hub, trio.open_nursery() as lifespan:
         await lifespan.start(leases.run)
         async with trio.open_nursery() as nursery:
             await nursery.start(recorder.run)
