@@ -242,7 +242,8 @@ async def run_node(
     hub = EventHub()
     events = Transitions(hub, settings.node_id)
     actors = build_actors(settings, store, registry, clock, events, runner=runner)
-    async with trio.open_nursery() as lifespan:
+    # ``async with hub``: the event stream ends however the node does (cancelled too).
+    async with hub, trio.open_nursery() as lifespan:
         await lifespan.start(actors.leases.run)
         async with trio.open_nursery() as nursery:
             for actor in actors.pipeline():
