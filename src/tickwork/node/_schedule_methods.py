@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tickwork.actors.puller import Puller
     from tickwork.clock import Clock
     from tickwork.node.resilience import ResilientStore
+    from tickwork.notify import Notify
     from tickwork.task import TaskRegistry
 
 __all__ = ["ScheduleMethods"]
@@ -68,6 +69,7 @@ class ScheduleMethods:
         overlap: Overlap | str = "skip",
         paused: bool = False,
         replace: bool = False,
+        notify: Notify | None = None,
     ) -> str:
         """Store a recurring schedule of ``task`` and its next occurrence; returns its id.
 
@@ -86,6 +88,9 @@ class ScheduleMethods:
             paused: store it paused (no occurrence until ``resume_schedule``).
             replace: replace a schedule with this id and another definition (its pending
                 occurrences are aborted) instead of refusing.
+            notify: ``tickwork.Notify(url=...)``: post a notice when an occurrence fails
+                for good, is missed or runs overdue; stored with the schedule, and used
+                instead of the task's ``notify`` for its occurrences.
 
         Raises:
             InvalidArgument: a bad argument (the message names it and the accepted forms),
@@ -106,6 +111,7 @@ class ScheduleMethods:
             catchup_limit=catchup_limit,
             overlap=overlap,
             paused=paused,
+            notify=notify,
         )
         if not isinstance(replace, bool):
             raise InvalidArgument(f"replace must be True or False, got {replace!r}")

@@ -35,6 +35,7 @@ import attrs
 
 from tickwork.errors import InvalidArgument
 from tickwork.model import Instance, NewRow
+from tickwork.notify import notify_from_json, notify_to_json
 from tickwork.schedules.plan import (
     PAUSED,
     REMOVED,
@@ -407,7 +408,7 @@ def _admit(
 SCHEDULE_COLUMNS = (
     "id, task, trigger_kind, cron_expr, cron_tz, every_us, interval_start_us, params, "
     "start_at_us, end_at_us, jitter_us, misfire, grace_us, catchup_limit, overlap, paused, "
-    "last_fire_us, ended, created_us, updated_us"
+    "last_fire_us, ended, created_us, updated_us, notify"
 )
 
 
@@ -417,6 +418,7 @@ def schedule_row(s: Schedule) -> tuple[object, ...]:
         s.id, s.task, *trigger_fields(s.trigger), s.params, s.start_at_us, s.end_at_us,
         s.jitter_us, s.misfire.value, s.grace_us, s.catchup_limit, s.overlap.value,
         s.paused, s.last_fire_us, s.ended, s.created_us, s.updated_us,
+        None if s.notify is None else notify_to_json(s.notify),
     )  # fmt: skip
 
 
@@ -439,4 +441,5 @@ def schedule_from_row(r: Sequence[Any]) -> Schedule:
         ended=bool(r[17]),
         created_us=r[18],
         updated_us=r[19],
+        notify=None if r[20] is None else notify_from_json(r[20]),
     )

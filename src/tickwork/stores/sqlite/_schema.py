@@ -186,6 +186,11 @@ CREATE TABLE nodes (
 ) WITHOUT ROWID;
 """
 
+# A schedule's own failure notifications (tickwork.Notify as JSON text, NULL: none; #14).
+_V9_SCHEDULE_NOTIFY: Final = """
+ALTER TABLE schedules ADD COLUMN notify TEXT;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -196,6 +201,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V6_OUTPUT,
     V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores.sqlite._tokens)
     _V8_NODES,
+    _V9_SCHEDULE_NOTIFY,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
