@@ -186,8 +186,15 @@ CREATE TABLE nodes (
 ) WITHOUT ROWID;
 """
 
+# Listing one task's instances (``list(task=...)``, the API's and UI's task filter):
+# without it a rare task's page walks every id. ``task`` never changes, so the index is
+# written once per row (insert and delete), not on each state change.
+_V9_TASK: Final = """
+CREATE INDEX ix_instances_task ON instances (task);
+"""
+
 # A schedule's own failure notifications (tickwork.Notify as JSON text, NULL: none; #14).
-_V9_SCHEDULE_NOTIFY: Final = """
+_V10_SCHEDULE_NOTIFY: Final = """
 ALTER TABLE schedules ADD COLUMN notify TEXT;
 """
 
@@ -201,7 +208,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V6_OUTPUT,
     V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores.sqlite._tokens)
     _V8_NODES,
-    _V9_SCHEDULE_NOTIFY,
+    _V9_TASK,
+    _V10_SCHEDULE_NOTIFY,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
