@@ -122,12 +122,12 @@ async def test_a_node_whose_tasks_do_not_notify_runs_the_notifier_for_a_stored_s
     clock = VirtualClock()
     db = tmp_path / "t.db"
     async with tickwork.open_scheduler(SQLiteStore(db), tasks=[Failing()], clock=clock) as s:
-        assert not s._hub.active  # nothing asks yet: no subscription
+        assert not s._node.hub.active  # nothing asks yet: no subscription
         await s.add_schedule(
             "failing", Cron("*/10 * * * *"), schedule_id="s", notify=Notify(url=receiver.url)
         )
     async with tickwork.open_scheduler(SQLiteStore(db), tasks=[Failing()], clock=clock) as s:
-        assert s._hub.active
+        assert s._node.hub.active
         with trio.fail_after(3600):
             await wait_until(lambda: receiver.bodies)
     [body] = receiver.bodies

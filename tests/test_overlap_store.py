@@ -359,7 +359,7 @@ async def test_postgres_schema_of_the_previous_version_is_migrated(
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="a")
-        # the column this code writes (schema 9), dropped again before the migration
+        # the column this code writes (PostgreSQL schema 9), dropped again before the migration
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(f'ALTER TABLE "{schema}".schedules ADD COLUMN notify text')
         await old.add_schedule(every10(), T0)
