@@ -121,7 +121,9 @@ class RecorderStatistics:
     hooks_failed: int
 
 
-Publish = Callable[[Instance, State, State, int], None]
+#: Publishes a recorded batch's transitions together: instances, the state each left,
+#: the state each reached, each one's error, and the time they were recorded.
+Publish = Callable[[list[Instance], list[State], list[State], list[str | None], int], None]
 
 
 @final
@@ -255,6 +257,13 @@ class Recorder:
         # Decided once per batch: with the level off, no message is built per outcome.
         warn = log.isEnabledFor(logging.WARNING)
         debug = log.isEnabledFor(logging.DEBUG)
+        # the batch's events, as parallel lists (the EventHub builds events only for a
+        # subscriber that reads them)
+        insts: list[Instance] = []
+        froms: list[State] = []
+        tos: list[State] = []
+        errors: list[str | None] = []
+        hooked: list[tuple[Outcome, Finish]] = []
         for outcome, written, ok in zip(outcomes, finishes, accepted, strict=True):
             inst = outcome.instance
             fin = written
@@ -280,11 +289,16 @@ class Recorder:
             if fin.state is State.PENDING and fin.run_at_us is not None:
                 self._on_pending(fin.run_at_us)
             self._on_recorded(inst.id, fin.state)
-            if self._publish is not None:
-                from_state = State.CLAIMED if outcome.started_us is None else State.RUNNING
-                self._publish(inst, from_state, fin.state, now)
+            insts.append(inst)
+            froms.append(State.CLAIMED if outcome.started_us is None else State.RUNNING)
+            tos.append(fin.state)
+            errors.append(fin.error)
             if inst.task in self._hooked:
-                await self._call_hook(outcome, fin, hooks)
+                hooked.append((outcome, fin))
+        if insts and self._publish is not None:
+            self._publish(insts, froms, tos, errors, now)  # the batch's events together
+        for outcome, fin in hooked:
+            await self._call_hook(outcome, fin, hooks)
         self._capacity.give(len(outcomes))
 
     def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind

@@ -34,7 +34,7 @@ from tickwork.actors.recorder import Recorder
 from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
 from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
-from tickwork.events import EventHub, TransitionEvent
+from tickwork.events import EventHub
 from tickwork.extend._plugins import Plugin, check_plugins, running_plugins
 from tickwork.extend._run import (
     Dispatcher,
@@ -318,7 +318,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
     runner: Runner | None = None,
 ) -> AsyncIterator[Scheduler]:
-    hub = EventHub()
+    hub = EventHub(node)
     abort_marks: set[int] = set()
     low_water = max_in_memory - min(batch_size, max(max_in_memory // 2, 1))
     capacity = Capacity(max_in_memory, low_water)
@@ -330,29 +330,14 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     aborts_out = to_tk.clone()
 
     def publish(inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
-        if hub.active:
-            hub.publish(
-                TransitionEvent(
-                    inst.id,
-                    inst.task,
-                    from_state,
-                    to_state,
-                    at_us,
-                    node,
-                    inst.run_at_us,
-                    inst.schedule_id,
-                )
-            )
+        hub.moved(inst, from_state, to_state, at_us)
 
     def on_claimed(batch: list[Instance]) -> None:
         if hub.active:
-            now = clock.now_us()
-            for inst in batch:
-                publish(inst, State.PENDING, State.CLAIMED, now)
+            hub.moved_together(batch, State.PENDING, State.CLAIMED, clock.now_us())
 
     def on_running(inst: Instance, at_us: int) -> None:
-        if hub.active:
-            publish(inst, State.CLAIMED, State.RUNNING, at_us)
+        hub.moved(inst, State.CLAIMED, State.RUNNING, at_us)
 
     scheduler: Scheduler | None = None
 
@@ -433,7 +418,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
         abort_marks=abort_marks,
         on_pending=puller.note_pending,
         on_recorded=on_recorded,
-        publish=publish,
+        publish=hub.recorded,
     )
     janitor = (
         None
