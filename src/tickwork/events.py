@@ -115,11 +115,21 @@ class _Chunk:
 
 
 @final
-class Subscription:
-    """A bounded stream of :class:`TransitionEvent` (and :class:`EventsLost`) items.
+class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
+    """A bounded stream of :class:`TransitionEvent` (and :class:`EventsLost`) items: a
+    ``trio.abc.ReceiveChannel``.
 
-    Iterate it with ``async for``, or call :meth:`receive`. Close it (or leave its
-    ``with`` block) to unsubscribe.
+    Read it with ``async for``, :meth:`receive` or :meth:`receive_nowait`, or take
+    everything waiting at once with :meth:`receive_batch`; any number of tasks may read
+    one subscription (each item goes to one of them, as with a trio memory channel).
+    When the node stops, the stream ends: what is buffered can still be read, then
+    ``trio.EndOfChannel`` (``async for`` ends) -- also when the node was cancelled or
+    crashed. Close it (:meth:`aclose`, :meth:`close`, or leave its ``async with`` /
+    ``with`` block) to unsubscribe: reading a closed subscription, or waiting to read
+    when another task closes it, raises ``trio.ClosedResourceError``.
+
+    Like trio's memory channels, :meth:`receive` is a cancellation point; it yields to
+    other tasks only when it has to wait, so a reader keeps up with a burst of events.
     """
 
     def __init__(self, hub: EventHub, buffer: int) -> None:
@@ -130,9 +140,16 @@ class Subscription:
         self._skip = 0
         self._waiting = 0  # events in _chunks, less _skip
         self._lost = 0
-        self._ready = trio.Event()
+        self._readers = trio.lowlevel.ParkingLot()
+        #: events dropped since subscribing because this subscriber fell behind
         self.total_lost = 0
-        self.closed = False
+        self._closed = False  # by a reader: ClosedResourceError
+        self._ended = False  # by the node: EndOfChannel once drained
+
+    @property
+    def closed(self) -> bool:
+        """Whether nothing more will arrive (closed by a reader, or the node stopped)."""
+        return self._closed or self._ended
 
     def _put(self, chunk: _Chunk) -> None:
         self._chunks.append(chunk)
@@ -140,7 +157,11 @@ class Subscription:
         over = self._waiting - self._buffer
         if over > 0:  # full: the oldest events are dropped and counted
             self._drop(over)
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._readers:
+            self._readers.unpark_all()
 
     def _drop(self, n: int) -> None:
         self._lost += n
@@ -156,19 +177,9 @@ class Subscription:
             self._skip = 0
             n -= left
 
-    def _something(self) -> bool:
-        return bool(self._lost or self._waiting)
-
-    async def _wait(self) -> None:
-        """Return once there is something to take; EndOfChannel when closed and drained."""
-        while True:
-            self._hub.flush()  # the single moves published so far are waiting too
-            if self._something():
-                return
-            if self.closed:
-                raise trio.EndOfChannel
-            self._ready = trio.Event()
-            await self._ready.wait()
+    def _end(self) -> None:
+        self._ended = True
+        self._readers.unpark_all()
 
     def _take(self, max_items: int) -> list[TransitionEvent]:
         out: list[TransitionEvent] = []
@@ -186,36 +197,70 @@ class Subscription:
         self._waiting -= len(out)
         return out
 
-    async def receive(self) -> TransitionEvent | EventsLost:
-        """The next item; raises ``trio.EndOfChannel`` once closed and drained."""
-        await self._wait()
+    def _next(self, max_items: int) -> list[TransitionEvent] | EventsLost:
+        """Up to ``max_items`` events waiting, or the count lost before them.
+
+        Raises:
+            trio.WouldBlock: nothing is waiting. trio.EndOfChannel: the node stopped and
+            everything was read. trio.ClosedResourceError: this subscription was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("this subscription was closed")
+        self._hub.flush()  # the single moves published so far are waiting too
         if self._lost:
             lost, self._lost = self._lost, 0
             return EventsLost(lost)
-        head = self._chunks[0]
-        (event,) = head.events(self._skip, self._skip + 1)
-        self._skip += 1
-        self._waiting -= 1
-        if self._skip == len(head):
-            self._chunks.popleft()
-            self._skip = 0
-        return event
+        if self._waiting:
+            return self._take(max_items)
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    def receive_nowait(self) -> TransitionEvent | EventsLost:
+        """The next item if one is waiting.
+
+        Raises:
+            trio.WouldBlock: nothing is waiting. trio.EndOfChannel: the node stopped and
+            everything was read. trio.ClosedResourceError: this subscription was closed.
+        """
+        got = self._next(1)
+        return got if isinstance(got, EventsLost) else got[0]
+
+    async def receive(self) -> TransitionEvent | EventsLost:
+        """The next item, waiting for one if need be (raises as :meth:`receive_nowait`,
+        except that it waits instead of raising ``trio.WouldBlock``)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                await self._readers.park()
 
     async def receive_batch(self, max_items: int = 10_000) -> list[TransitionEvent] | EventsLost:
-        """Every event waiting, oldest first (at most ``max_items``), after waiting for one;
-        or an :class:`EventsLost` when events were dropped before them. Raises
-        ``trio.EndOfChannel`` once closed and drained."""
-        await self._wait()
-        if self._lost:
-            lost, self._lost = self._lost, 0
-            return EventsLost(lost)
-        return self._take(max(max_items, 1))
+        """Every event waiting, oldest first (at most ``max_items``), waiting for one if
+        need be; or an :class:`EventsLost` when events were dropped before them. Raises
+        as :meth:`receive`."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                return self._next(max(max_items, 1))
+            except trio.WouldBlock:
+                await self._readers.park()
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
+        """Unsubscribe (idempotent); tasks waiting in :meth:`receive` get
+        ``trio.ClosedResourceError``."""
+        if not self._closed:
+            self._closed = True
             self._hub.remove(self)
-            self._ready.set()
+            self._chunks.clear()
+            self._waiting = self._skip = 0
+            self._readers.unpark_all()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, as ``trio.abc.AsyncResource`` asks (a checkpoint)."""
+        self.close()
+        await trio.lowlevel.checkpoint()
 
     def __enter__(self) -> Subscription:
         return self
@@ -223,23 +268,21 @@ class Subscription:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> TransitionEvent | EventsLost:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
 
 @final
 class EventHub:
-    """Fans transition events out to the subscriptions, a chunk per batch."""
+    """Fans transition events out to the subscriptions, a chunk per batch; the node's end
+    of the stream.
+
+    ``async with hub`` (or :meth:`close`) ends every subscription, however the node
+    stops, so that readers in other tasks see ``EndOfChannel`` instead of waiting for
+    ever.
+    """
 
     def __init__(self, node: str = "") -> None:
         self._node = node
         self._subs: list[Subscription] = []
+        self._closed = False
         # single moves published since the last flush (the runs' starts), kept as
         # parallel lists: no object per event until a subscriber reads them
         self._insts: list[Instance] = []
@@ -254,7 +297,10 @@ class EventHub:
     def subscribe(self, buffer: int) -> Subscription:
         self.flush()  # a new subscriber sees only what is published from now on
         sub = Subscription(self, buffer)
-        self._subs.append(sub)
+        if self._closed:
+            sub._end()  # noqa: SLF001 - the hub is the subscription's only producer
+        else:
+            self._subs.append(sub)
         return sub
 
     def remove(self, sub: Subscription) -> None:
@@ -278,7 +324,7 @@ class EventHub:
             self._ats.append(at_us)
             if len(self._insts) == 1:
                 for sub in self._subs:
-                    sub._ready.set()  # noqa: SLF001 - the hub is the subscription's producer
+                    sub._wake()  # noqa: SLF001
 
     def moved_together(
         self, instances: list[Instance], from_state: State, to_state: State, at_us: int
@@ -301,10 +347,9 @@ class EventHub:
             self._send(_Chunk(instances, froms, tos, at_us, self._node, errors=errors))
 
     def _send(self, chunk: _Chunk) -> None:
-        if self._subs:
-            self.flush()
-            for sub in self._subs:
-                sub._put(chunk)  # noqa: SLF001
+        self.flush()
+        for sub in self._subs:
+            sub._put(chunk)  # noqa: SLF001
 
     def flush(self) -> None:
         """Hand the moves published one at a time since the last flush to every
@@ -316,6 +361,17 @@ class EventHub:
                 sub._put(chunk)  # noqa: SLF001
 
     def close(self) -> None:
+        """End every subscription (idempotent): readers drain, then ``EndOfChannel``."""
         self.flush()
-        for sub in list(self._subs):
-            sub.close()
+        self._closed = True
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            sub._end()  # noqa: SLF001
+
+    async def __aenter__(self) -> EventHub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # No checkpoint here: when the node stops by an error, a Cancelled raised on the
+        # way out would replace it.
+        self.close()
