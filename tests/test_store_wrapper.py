@@ -91,6 +91,20 @@ def test_the_signature_check_can_fail() -> None:
     ]
     assert protocol_mismatches(object()) == [f"{name}: missing" for name in STORE_METHODS]
 
+    class Backwards(StoreWrapper):
+        async def granted_lease_us(self, requested_us: int) -> int:
+            return requested_us
+
+    from tickwork.stores.cluster import ClusterStore
+
+    assert protocol_mismatches(Backwards(MemoryStore()), ClusterStore) == [
+        "record_node: missing",
+        "nodes: missing",
+        "heartbeat: missing",
+        "granted_lease_us: an async method",
+        "wait_changed: missing",
+    ]
+
 
 async def test_every_protocol_call_goes_through_the_override_point() -> None:
     """Each protocol method (but ``open``/``aclose``) reaches ``_call`` under its own name,

@@ -45,6 +45,7 @@ from tickwork.cli._task_specs import bash_params
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
 from tickwork.node import operations as _operations
+from tickwork.notify import Notify
 from tickwork.schedules.schedule import (
     DEFAULT_CATCHUP_LIMIT,
     MAX_CATCHUP_LIMIT,
@@ -116,6 +117,16 @@ def policy_options(f: F) -> F:
     )(f)
 
 
+def _notify(url: str | None, on: str, overdue: timedelta | None) -> Notify | None:
+    """``--notify-url/--notify-on/--notify-overdue`` as a Notify (InvalidArgument if bad)."""
+    if url is None:
+        if overdue is not None:
+            raise InvalidArgument("--notify-overdue needs --notify-url")
+        return None
+    events = tuple(e.strip() for e in on.split(",") if e.strip())
+    return Notify(url=url, on=events, overdue_after=overdue)  # type: ignore[arg-type]
+
+
 def cron_trigger(expr: str, zone: str) -> Cron:
     """The trigger of ``EXPR --tz ZONE``, or a usage error naming the bad one."""
     try:
@@ -154,6 +165,21 @@ def cron() -> None:
 @click.option("--start", "start_at", type=TIME, help="No fire time before this time.")
 @click.option("--end", "end_at", type=TIME, help="No fire time after this time.")
 @click.option("--paused", is_flag=True, help="Add it paused.")
+@click.option(
+    "--notify-url",
+    metavar="URL",
+    help="Post a JSON notice of failed, missed or overdue occurrences to this webhook.",
+)
+@click.option(
+    "--notify-on",
+    metavar="EVENTS",
+    default="failed,missed,overdue",
+    show_default=True,
+    help="With --notify-url: which events notify (comma-separated).",
+)
+@click.option(
+    "--notify-overdue", type=DURATION, help="With --notify-url: a run longer than this is overdue."
+)
 @policy_options
 @force_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -171,6 +197,9 @@ def add(
     start_at: datetime | None,
     end_at: datetime | None,
     paused: bool,
+    notify_url: str | None,
+    notify_on: str,
+    notify_overdue: timedelta | None,
     overlap: str,
     misfire: str,
     grace: timedelta,
@@ -211,6 +240,7 @@ def add(
             catchup_limit=catchup_limit,
             overlap=overlap,
             paused=paused,
+            notify=_notify(notify_url, notify_on, notify_overdue),
         )
     except InvalidArgument as exc:
         raise click.UsageError(str(exc)) from None

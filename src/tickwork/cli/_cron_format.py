@@ -3,12 +3,14 @@ table of ``cron ls``, and fire times in the schedule's zone."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tickwork._time import from_us
 from tickwork.cli._format import dump_json, short, table
 from tickwork.model import unpack
+from tickwork.notify import notify_to_json
 from tickwork.schedules.plan import due_at
 from tickwork.schedules.schedule import Schedule
 from tickwork.schedules.triggers import Cron
@@ -105,6 +107,7 @@ def schedule_dict(s: Schedule, now_us: int) -> dict[str, Any]:
         "last_fire_at": iso(s.last_fire_us),
         "created_at": iso(s.created_us),
         "updated_at": iso(s.updated_us),
+        "notify": None if s.notify is None else json.loads(notify_to_json(s.notify)),
     }
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, LiteralString, cast
 
 from tickwork.model import AbortResult, Finish, Instance
-from tickwork.state import Event, State, apply
+from tickwork.state import Event, State, apply, target
+from tickwork.stores._rules import finish_event, finish_fence
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.postgres import _cluster as _pg_cluster
 from tickwork.stores.postgres import _schedules as _pg_schedules
@@ -61,11 +62,23 @@ _START: Final = """
     RETURNING i.id
 """
 
-# Fenced as _START, and the table: a RUNNING row cannot become MISSED (no (RUNNING, SKIP) row).
-# A PENDING finish (retry or give-back) of a row with an abort requested aborts it, as
+#: The (current state, finish target) pairs the table allows a finish (_rules.finish_fence),
+#: as a SQL list of rows: e.g. a RUNNING row cannot become MISSED (no (RUNNING, SKIP) row).
+_FINISH_FENCE: Final = ", ".join(f"({c:d}, {t:d})" for c, t in sorted(finish_fence()))
+
+#: The state a finish to each target writes, from the table (an abort requested turns a
+#: retry into a CANCEL in the statement itself).
+_FINISH_WRITES: Final = {
+    requested: int(target(finish_event(requested, abort_requested=False)))
+    for _, requested in finish_fence()
+}
+
+# Fenced as _START, and by the table (_FINISH_FENCE). A PENDING finish (retry or
+# give-back) of a row with an abort requested is a CANCEL (_rules.finish_event), as
 # release does; history records FAILED for it (_rules.history_state). One statement
 # writes the outcomes and the history rows of the finishes that applied.
-_FINISH: Final = """
+_FINISH: Final = (
+    """
     WITH f AS (
         SELECT * FROM unnest(
             %(ids)s::bigint[], %(tokens)s::bigint[], %(states)s::smallint[],
@@ -89,7 +102,10 @@ _FINISH: Final = """
             updated_us = %(now)s
         FROM f
         WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
-          AND i.state + 0 IN ({HELD}) AND NOT (i.state = {RUNNING} AND f.state = {SKIP})
+          AND i.state + 0 IN ({HELD})
+          AND (i.state + 0, f.state) IN ("""
+    + _FINISH_FENCE
+    + """)
         RETURNING i.id
     ),
     h AS (
@@ -104,6 +120,7 @@ _FINISH: Final = """
     )
     SELECT id FROM u
 """
+)
 
 # release and renew: see _pg_cluster (leases live on claims).
 
@@ -194,7 +211,7 @@ class ClaimQueries:
             {
                 "ids": int_array(f.id for f in batch),
                 "tokens": int_array(f.claim_token for f in batch),
-                "states": int_array(int(f.state) for f in batch),
+                "states": int_array(_FINISH_WRITES[f.state] for f in batch),
                 "attempts": int_array(f.attempts for f in batch),
                 "errors": [f.error for f in batch],
                 "run_ats": int_array(f.run_at_us for f in batch),
