@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from tests.support.faults import FaultyStore
+import pytest
+
+from tests.support.faults import Crashed, FaultyStore
 from tests.support.protocol_check import STORE_METHODS, protocol_mismatches
 from tickwork.model import Finish, NewRow
 from tickwork.node.resilience import ResilientStore
@@ -136,3 +138,14 @@ async def test_list_without_where_reaches_a_store_that_predates_it() -> None:
     await store.open()
     await store.insert([NewRow("t", NOW, b"p")], NOW)
     assert [i.task for i in await store.list()] == ["t"]
+
+
+async def test_faulty_store_passes_other_methods_through_its_gate() -> None:
+    from tickwork.stores.postgres import PostgresStore
+
+    store = FaultyStore(PostgresStore("postgresql://unused", lease=timedelta(seconds=2)))
+    assert store.granted_lease_us(5 * S) == 2 * S  # a plain method stays plain
+    store.crash_now()
+    with pytest.raises(Crashed):
+        await store.heartbeat("me", S, held=0, running=0)  # an async one meets the gate
+    assert store.calls["heartbeat"] == 1
