@@ -162,8 +162,17 @@ async def lateness(path: Path, rate: int, duration: float) -> dict[str, float]:
     """``lateness.py``'s chunked feed at ``rate`` (default GC settings)."""
     import lateness as lt
 
+    _timings[0] = _Timings()
     r = await lt.run_rate(path, rate, duration, "chunks", chunk=1.0, ahead=2.0)
-    return {k: r[k] for k in ("p50_ms", "p99_ms", "max_ms")}
+    t = _timings[0]
+    calls = max(t.calls, 1)
+    return {
+        **{k: r[k] for k in ("p50_ms", "p99_ms", "max_ms")},
+        "handed_off": t.calls,
+        "queue_ms": t.queue / calls * 1e3,
+        "run_ms": t.run / calls * 1e3,
+        "back_ms": t.back / calls * 1e3,
+    }
 
 
 async def measure(
@@ -189,20 +198,23 @@ async def measure(
 
 def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=50_000)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("-n", type=int, default=None, help="default 50,000; --quick 2,000")
+    parser.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)}")
     parser.add_argument(
         "--lateness", type=int, default=None, help="instead: lateness.py's chunked feed, /s"
     )
     parser.add_argument("--duration", type=float, default=5.0, help="with --lateness, s")
     args = parser.parse_args()
-    names = [v for v in args.variants.split(",") if v]
+    args.n = args.n or (2_000 if args.quick else 50_000)
+    variants = args.variants or ("thread,inline" if args.quick else ",".join(VARIANTS))
+    names = [v for v in variants.split(",") if v]
     late = None if args.lateness is None else (args.lateness, args.duration)
     per = trio.run(measure, names, args.n, args.repeat, args.tmpdir, late)
     keys = ["rate", "limit", "ratio", "cpu_us", "calls_per_k", "queue_ms", "run_ms", "wait_ms"]
     keys += ["back_ms", "handoff_share"]
     if late is not None:
-        keys = ["p50_ms", "p99_ms", "max_ms", "limit"]
+        keys = ["p50_ms", "p99_ms", "max_ms", "handed_off", "queue_ms", "run_ms", "back_ms"]
+        keys += ["limit"]
     med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in per.items()}
     rows = [[v, *(f"{med[v][k]:,.3g}" for k in keys)] for v in names]
     print_table(

@@ -10,6 +10,7 @@ row lock exists for.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,12 @@ HOUR = 3600 * S
 T0 = to_us(datetime(2031, 6, 2, tzinfo=UTC))
 #: the fire times of the schedule below: every 10 minutes after T0
 N1, N2, N3 = T0 + 10 * MIN, T0 + 20 * MIN, T0 + 30 * MIN
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "dict"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Every store, and a store of one's own (``tests/support/dict_store.py``)."""
+    return str(request.param)
 
 
 def every10(overlap: str = "skip", **kw: Any) -> Schedule:
@@ -203,6 +210,7 @@ async def test_two_owners_asking_at_once_admit_one(store: Store) -> None:
 
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[Store, Store, str, str]]:
+
     from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
 
@@ -322,9 +330,13 @@ async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
     monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 3)
     old = SQLiteStore(db)
     await old.open()
+    with sqlite3.connect(db) as c:  # the column this code writes, dropped again below
+        c.execute("ALTER TABLE schedules ADD COLUMN notify TEXT")
     await old.add_schedule(every10(), T0)
     first = await take(old, "a", N1)
     await old.aclose()
+    with sqlite3.connect(db) as c:
+        c.execute("ALTER TABLE schedules DROP COLUMN notify")
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full)
     monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", len(full))
     new = SQLiteStore(db)
@@ -340,6 +352,8 @@ async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
 async def test_postgres_schema_of_the_previous_version_is_migrated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import psycopg
+
     from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
     from tickwork.stores.postgres import _migrations as _pg_migrations
@@ -351,9 +365,14 @@ async def test_postgres_schema_of_the_previous_version_is_migrated(
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="a")
+        # the column this code writes (PostgreSQL schema 9), dropped again before the migration
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f'ALTER TABLE "{schema}".schedules ADD COLUMN notify text')
         await old.add_schedule(every10(), T0)
         first = await take(old, "a", N1)
         await old.aclose()
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f'ALTER TABLE "{schema}".schedules DROP COLUMN notify')
         monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full)
         new = PostgresStore(dsn, schema=schema)
         await new.open(node_id="b")

@@ -17,19 +17,29 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import final
 
 import attrs
 import trio
 
-from tickwork.actors.messages import Cancelled, Due, Kind, Outcome
+from tickwork.actors._runs import DurableStarts, timeout_error, timeout_us_of
+from tickwork.actors.cluster_link import LeaseBook
+from tickwork.actors.messages import (
+    Cancelled,
+    Due,
+    ExecutorMsg,
+    Kind,
+    Outcome,
+    Outcomes,
+    RecorderMsg,
+)
 from tickwork.actors.overlap import OverlapGuard
-from tickwork.actors.timekeeper import ExecutorMsg
+from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
-from tickwork.errors import TaskTimeout
 from tickwork.extend._run import Runner
 from tickwork.model import Instance
+from tickwork.state import State
 from tickwork.stores.base import Store
 from tickwork.task import CURRENT_INSTANCE, Task
 
@@ -38,18 +48,6 @@ log = logging.getLogger("tickwork.executor")
 #: a worker yields to the scheduler at least this often, so a run of quick tasks that
 #: never block cannot starve the other actors
 _YIELD_EVERY = 64
-
-
-def _timeout_us(inst: Instance, task: Task) -> int | None:
-    """The run's timeout: the instance's own, else its task's, else none."""
-    if inst.timeout_us is not None:
-        return inst.timeout_us
-    return None if task.timeout is None else int(task.timeout.total_seconds() * 1e6)
-
-
-def _timeout_error(task: Task, timeout_us: int | None) -> TaskTimeout:
-    timeout_s = (timeout_us or 0) / 1e6
-    return TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
 
 
 @final
@@ -69,15 +67,6 @@ class ExecutorStatistics:
     slot_wait_us: int
 
 
-@attrs.define
-class _StartBatch:
-    """One group commit of durable starts (see ``Executor._start_durably``)."""
-
-    items: list[tuple[int, int]] = attrs.Factory(list)
-    accepted: list[bool] | None = None
-    done: trio.Event = attrs.Factory(trio.Event)
-
-
 @final
 class Executor:
     def __init__(
@@ -88,14 +77,13 @@ class Executor:
         owner: str,
         tasks: Mapping[str, Task],
         receive: trio.MemoryReceiveChannel[ExecutorMsg],
-        to_recorder: trio.MemorySendChannel[list[Outcome]],
+        to_recorder: trio.MemorySendChannel[RecorderMsg],
         max_concurrency: int,
         outbox_limit: int,
         shutdown_grace: float,
-        abort_marks: set[int],
-        on_running: Callable[[Instance, int], None] | None = None,
+        events: Transitions | None = None,
         runner: Runner | None = None,
-        lease_ok: Callable[[Instance], bool] | None = None,
+        leases: LeaseBook | None = None,
     ) -> None:
         self._clock = clock
         self._store = store
@@ -106,13 +94,15 @@ class Executor:
         self._limiter = trio.CapacityLimiter(max_concurrency)
         self._outbox_limit = outbox_limit
         self._grace = shutdown_grace
-        self._abort_marks = abort_marks
-        self._on_running = on_running
+        # Aborts that found the instance nowhere here: on its way in (being admitted, or
+        # its durable start in flight); it does not start when it gets here.
+        self._aborted: set[int] = set()
+        self._events = events
         # Extensions (middleware, a dispatcher): what a run awaits instead of task.run.
         self._runner = runner
         # Cluster mode: whether the claim of an instance may still be counted on; one that
         # may have lapsed is given back instead of started (actors/cluster_link.py).
-        self._lease_ok = lease_ok
+        self._leases = leases
         self._ready: deque[Instance] = deque()
         # per task name: instances waiting for a per-task slot, and runs in progress
         self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
@@ -125,9 +115,8 @@ class Executor:
         self._outbox_nonempty = trio.Event()
         self._outbox_room = trio.Event()
         self._workers_done = trio.Event()
-        # at-most-once runs: the batch of durable starts gathering, the one in flight
-        self._start_batch: _StartBatch | None = None
-        self._start_inflight: trio.Event | None = None
+        # at-most-once runs: RUNNING made durable right before each starts (_runs.py)
+        self._durable = DurableStarts(store, owner, clock)
         self._draining = False
         self._started = 0
         self._last_lateness = 0
@@ -185,17 +174,15 @@ class Executor:
         # once per batch, not per start: with DEBUG off a start builds no log message
         self._debug = log.isEnabledFor(logging.DEBUG)
         due = await self._overlap.admit(due)
-        if self._lease_ok is not None:
-            due = self._keep_leased(due, self._lease_ok)
+        if self._leases is not None:
+            due = self._keep_leased(due, self._leases)
         self._ready.extend(due)
         self._spawn()
 
-    def _keep_leased(
-        self, due: list[Instance], lease_ok: Callable[[Instance], bool]
-    ) -> list[Instance]:
+    def _keep_leased(self, due: list[Instance], leases: LeaseBook) -> list[Instance]:
         kept = []
         for inst in due:
-            if lease_ok(inst):
+            if leases.valid(inst.claim_token):
                 kept.append(inst)
             else:
                 self._emit(Outcome(inst, Kind.LOST))
@@ -234,10 +221,10 @@ class Executor:
                 self._workers_done.set()
 
     async def _run_one(self, inst: Instance, ready_since: float, scope: trio.CancelScope) -> None:
-        if inst.id in self._abort_marks:
+        if self._aborted and inst.id in self._aborted:
             self._emit(Outcome(inst, Kind.ABORTED))
             return
-        if self._lease_ok is not None and not self._lease_ok(inst):
+        if self._leases is not None and not self._leases.valid(inst.claim_token):
             self._emit(Outcome(inst, Kind.LOST))
             return
         task = self._tasks.get(inst.task)
@@ -267,45 +254,14 @@ class Executor:
                     self._spawn()
 
     async def _start_durably(self, inst: Instance) -> bool:
-        """Make RUNNING durable right before an at-most-once run: after a crash the row is
-        FAILED "interrupted", never run again. Only what is about to run is started, so a
-        crash fails the runs in progress, not a whole due batch that had not begun.
-
-        Group commit: every worker that arrives while one ``Store.start`` is in flight
-        joins the next call. Returns False (the outcome already emitted) when the
-        instance must not run: the claim was lost, an abort came, or the node is stopping.
-        """
-        batch = self._start_batch
-        leader = batch is None
-        if batch is None:
-            batch = self._start_batch = _StartBatch()
-        index = len(batch.items)
-        batch.items.append((inst.id, inst.claim_token or 0))
-        if leader:
-            try:
-                previous = self._start_inflight
-                try:
-                    if previous is None:
-                        await trio.lowlevel.checkpoint()  # the workers of this tick join
-                    else:
-                        await previous.wait()  # gathers every worker that came meanwhile
-                finally:
-                    self._start_batch = None  # closed: later ones form the next batch
-                self._start_inflight = batch.done
-                batch.accepted = await self._store.start(
-                    self._owner, batch.items, self._clock.now_us()
-                )
-            finally:
-                if self._start_inflight is batch.done:
-                    self._start_inflight = None
-                batch.done.set()
-        else:
-            await batch.done.wait()
-        accepted = batch.accepted is not None and batch.accepted[index]
+        """Make RUNNING durable right before an at-most-once run (``DurableStarts``).
+        Returns False (the outcome already emitted) when the instance must not run: the
+        claim was lost, an abort came, or the node is stopping."""
+        accepted = await self._durable.start(inst)
         if not accepted:
             log.warning("instance %d: lost its claim before it started; not run", inst.id)
             self._emit(Outcome(inst, Kind.LOST))
-        elif inst.id in self._abort_marks:
+        elif inst.id in self._aborted:
             self._emit(Outcome(inst, Kind.ABORTED))
         elif self._draining:
             self._emit(Outcome(inst, Kind.INTERRUPTED))  # never ran: back to PENDING
@@ -327,12 +283,12 @@ class Executor:
                 "instance %d (task %r): started, %.3f s after its time",
                 inst.id, inst.task, lateness / 1e6,
             )  # fmt: skip
-        if self._on_running is not None:
-            self._on_running(inst, started)
+        if self._events is not None and self._events.active:
+            self._events.publish(inst, State.CLAIMED, State.RUNNING, started)
         return started
 
     async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
-        timeout_us = _timeout_us(inst, task)
+        timeout_us = timeout_us_of(inst, task)
         if timeout_us is not None:
             scope.deadline = trio.current_time() + timeout_us / 1e6
         started = self._started_now(inst)
@@ -363,7 +319,7 @@ class Executor:
         if reason is not None:  # aborted, superseded or interrupted by shutdown
             kind, error, result = reason, None, None
         elif hit:
-            kind, result, error = Kind.ERROR, None, _timeout_error(task, timeout_us)
+            kind, result, error = Kind.ERROR, None, timeout_error(task, timeout_us)
         self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
         if cancelled is not None:
             raise cancelled  # absorbed by the worker's scope, which is then replaced
@@ -398,10 +354,14 @@ class Executor:
         if waiting is not None:  # a schedule occurrence waiting for the previous one
             self._emit(Outcome(waiting, kind))
             return
-        # Not here: already recorded, or on its way to the Recorder. The abort mark
-        # still stops it if it comes back (e.g. as a retry).
+        # Not here: on its way in (being admitted, or its durable start in flight), or
+        # already on its way to the Recorder (which was told of the abort first).
+        if kind is Kind.ABORTED:
+            self._aborted.add(instance_id)
 
     def _emit(self, outcome: Outcome) -> None:
+        if self._aborted:
+            self._aborted.discard(outcome.instance.id)
         self._outbox.append(outcome)
         self._outbox_nonempty.set()
         if outcome.instance.schedule_id is not None:
@@ -423,7 +383,7 @@ class Executor:
             batch, self._outbox = self._outbox, []
             self._outbox_nonempty = trio.Event()
             self._outbox_room.set()
-            await self._send.send(batch)
+            await self._send.send(Outcomes(batch))
 
     async def _drain(self, nursery: trio.Nursery) -> None:
         """Shutdown: run nothing new, give running instances ``shutdown_grace`` to finish,

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import click
 import trio
@@ -28,21 +27,25 @@ from tickwork.cli._common import (
     require_db,
     setup_cli_logging,
 )
-from tickwork.cli._format import dump_json, short, table
-from tickwork.cli._nodes import admit, check_params
-from tickwork.cli._parse import (
-    DURATION,
-    JSON,
-    TASK_NAME_TYPE,
-    TIME,
-    DbTarget,
-    bash_params,
+from tickwork.cli._cron_format import (
+    local_iso,
+    local_time,
+    next_fire,
+    rule_text,
+    schedule_dict,
+    schedules_table,
+    utc_text,
+    zone_of,
 )
+from tickwork.cli._db import DbTarget
+from tickwork.cli._format import dump_json
+from tickwork.cli._nodes import admit, check_params
+from tickwork.cli._parse import DURATION, JSON, TASK_NAME_TYPE, TIME
+from tickwork.cli._task_specs import bash_params
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import unpack
 from tickwork.node import operations as _operations
-from tickwork.schedules.plan import due_at
+from tickwork.notify import Notify
 from tickwork.schedules.schedule import (
     DEFAULT_CATCHUP_LIMIT,
     MAX_CATCHUP_LIMIT,
@@ -55,7 +58,7 @@ from tickwork.schedules.schedule import (
 from tickwork.schedules.triggers import Cron
 from tickwork.tasks.bash import BashTask
 
-__all__ = ["cron", "cron_trigger", "policy_options", "schedule_dict", "tz_option"]
+__all__ = ["cron", "cron_trigger", "policy_options", "tz_option"]
 
 log = logging.getLogger("tickwork.cli")
 
@@ -114,6 +117,16 @@ def policy_options(f: F) -> F:
     )(f)
 
 
+def _notify(url: str | None, on: str, overdue: timedelta | None) -> Notify | None:
+    """``--notify-url/--notify-on/--notify-overdue`` as a Notify (InvalidArgument if bad)."""
+    if url is None:
+        if overdue is not None:
+            raise InvalidArgument("--notify-overdue needs --notify-url")
+        return None
+    events = tuple(e.strip() for e in on.split(",") if e.strip())
+    return Notify(url=url, on=events, overdue_after=overdue)  # type: ignore[arg-type]
+
+
 def cron_trigger(expr: str, zone: str) -> Cron:
     """The trigger of ``EXPR --tz ZONE``, or a usage error naming the bad one."""
     try:
@@ -124,109 +137,6 @@ def cron_trigger(expr: str, zone: str) -> Cron:
 
 
 # -- views ------------------------------------------------------------------------------------
-
-
-def _next_fire(s: Schedule, now_us: int) -> int | None:
-    if s.paused or s.ended:
-        return None
-    fire = s.next_fire_after(now_us)
-    return None if fire is None else due_at(s, fire)
-
-
-def _local(us: int, zone: str) -> str:
-    return from_us(us).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _utc(us: int) -> str:
-    return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _zone(s: Schedule) -> str:
-    return s.trigger.timezone if isinstance(s.trigger, Cron) else "UTC"
-
-
-def _rule(s: Schedule) -> str:
-    if isinstance(s.trigger, Cron):
-        return s.trigger.expr
-    return s.trigger.describe()
-
-
-def _command(s: Schedule) -> str:
-    try:
-        params = unpack(s.params) if s.params else None
-    except Exception:  # noqa: BLE001 - params a user stored as raw bytes
-        return "<bytes>"
-    if s.task == BashTask.name and isinstance(params, dict) and "cmd" in params:
-        user = params.get("user")
-        return str(params["cmd"]) if user is None else f"(as {user}) {params['cmd']}"
-    return f"{s.task} {dump_json(params, indent=None)}"
-
-
-def _state(s: Schedule) -> str:
-    return "paused" if s.paused else "ended" if s.ended else "active"
-
-
-def schedule_dict(s: Schedule, now_us: int) -> dict[str, Any]:
-    """One schedule as ``--json`` prints it (times ISO-8601 with offset)."""
-    trigger: dict[str, Any]
-    if isinstance(s.trigger, Cron):
-        trigger = {"kind": "cron", "expr": s.trigger.expr, "timezone": s.trigger.timezone}
-    else:
-        trigger = {
-            "kind": "interval",
-            "every_seconds": s.trigger.every.total_seconds(),
-            "start": None if s.trigger.start is None else s.trigger.start.isoformat(),
-        }
-    try:
-        params: Any = unpack(s.params) if s.params else None
-    except Exception:  # noqa: BLE001 - raw bytes
-        params = {"bytes": len(s.params)}
-    nxt = _next_fire(s, now_us)
-
-    def iso(us: int | None) -> str | None:
-        return None if us is None else from_us(us).isoformat()
-
-    return {
-        "id": s.id,
-        "task": s.task,
-        "trigger": trigger,
-        "describe": s.trigger.describe(),
-        "params": params,
-        "state": _state(s),
-        "next_fire_at": iso(nxt),
-        "next_fire_local": None if nxt is None else from_us(nxt).astimezone(ZoneInfo(_zone(s))),
-        "misfire": s.misfire.value,
-        "overlap": s.overlap.value,
-        "grace_seconds": s.grace.total_seconds(),
-        "catchup_limit": s.catchup_limit,
-        "jitter_seconds": s.jitter.total_seconds(),
-        "start_at": iso(s.start_at_us),
-        "end_at": iso(s.end_at_us),
-        "last_fire_at": iso(s.last_fire_us),
-        "created_at": iso(s.created_us),
-        "updated_at": iso(s.updated_us),
-    }
-
-
-def _table(schedules: list[Schedule], now_us: int) -> str:
-    rows = []
-    for s in schedules:
-        nxt = _next_fire(s, now_us)
-        rows.append(
-            (
-                s.id,
-                _rule(s),
-                _zone(s),
-                "-" if nxt is None else _local(nxt, _zone(s)),
-                "-" if nxt is None else _utc(nxt),
-                _state(s),
-                s.misfire.value,
-                s.overlap.value,
-                short(_command(s), 50),
-            )
-        )
-    headers = ("ID", "SCHEDULE", "ZONE", "NEXT (ZONE)", "NEXT (UTC)", "STATE", "MISFIRE")
-    return table((*headers, "OVERLAP", "COMMAND"), rows)
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -255,6 +165,21 @@ def cron() -> None:
 @click.option("--start", "start_at", type=TIME, help="No fire time before this time.")
 @click.option("--end", "end_at", type=TIME, help="No fire time after this time.")
 @click.option("--paused", is_flag=True, help="Add it paused.")
+@click.option(
+    "--notify-url",
+    metavar="URL",
+    help="Post a JSON notice of failed, missed or overdue occurrences to this webhook.",
+)
+@click.option(
+    "--notify-on",
+    metavar="EVENTS",
+    default="failed,missed,overdue",
+    show_default=True,
+    help="With --notify-url: which events notify (comma-separated).",
+)
+@click.option(
+    "--notify-overdue", type=DURATION, help="With --notify-url: a run longer than this is overdue."
+)
 @policy_options
 @force_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -272,6 +197,9 @@ def add(
     start_at: datetime | None,
     end_at: datetime | None,
     paused: bool,
+    notify_url: str | None,
+    notify_on: str,
+    notify_overdue: timedelta | None,
     overlap: str,
     misfire: str,
     grace: timedelta,
@@ -312,6 +240,7 @@ def add(
             catchup_limit=catchup_limit,
             overlap=overlap,
             paused=paused,
+            notify=_notify(notify_url, notify_on, notify_overdue),
         )
     except InvalidArgument as exc:
         raise click.UsageError(str(exc)) from None
@@ -327,9 +256,9 @@ def add(
     if as_json:
         click.echo(dump_json({**schedule_dict(s, now_us), "change": done.change}))
         return
-    nxt = _next_fire(s, now_us)
-    when = "paused" if nxt is None else f"next {_local(nxt, _zone(s))} ({_utc(nxt)})"
-    click.echo(f"{done.change} {s.id}: {_rule(s)} in {_zone(s)}, {when}")
+    nxt = next_fire(s, now_us)
+    when = "paused" if nxt is None else f"next {local_time(nxt, zone_of(s))} ({utc_text(nxt)})"
+    click.echo(f"{done.change} {s.id}: {rule_text(s)} in {zone_of(s)}, {when}")
 
 
 @cron.command(name="ls")
@@ -355,7 +284,7 @@ def list_schedules(*, db: DbTarget, as_json: bool) -> None:
     if as_json:
         click.echo(dump_json([schedule_dict(s, now_us) for s in schedules]))
         return
-    click.echo(_table(schedules, now_us) if schedules else "no schedules")
+    click.echo(schedules_table(schedules, now_us) if schedules else "no schedules")
 
 
 def _one(name: str, verb: str, doc: str) -> None:
@@ -447,14 +376,10 @@ def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_j
         fires.append(nxt)
         at = nxt
     if as_json:
-        doc = [{"utc": from_us(f).isoformat(), "local": _local_iso(f, zone)} for f in fires]
+        doc = [{"utc": from_us(f).isoformat(), "local": local_iso(f, zone)} for f in fires]
         click.echo(dump_json(doc))
         return
     if not fires:
         click.echo("no fire time in the next 50 years")
     for f in fires:
-        click.echo(f"{_local(f, zone)} ({_local_iso(f, zone)[-6:]})  {_utc(f)}")
-
-
-def _local_iso(us: int, zone: str) -> str:
-    return from_us(us).astimezone(ZoneInfo(zone)).isoformat()
+        click.echo(f"{local_time(f, zone)} ({local_iso(f, zone)[-6:]})  {utc_text(f)}")

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from datetime import timedelta
 
-    from tickwork.stores.postgres._schema import Session
+    from tickwork.stores.postgres._rows import Session
 
 #: Notice kinds (the second word of a payload).
 PENDING_WORK: Final = "p"
@@ -105,7 +105,7 @@ def released_set(kind: Event) -> str:
 #   claimer's own: it still holds those rows in memory, and taking them again would run
 #   them twice; a previous run of the node is recover's job).
 # * released: their rows that cannot or need not be taken now are released as if their
-#   owner had given them back (_rules.released_state): an abort requested wins, a
+#   owner had given them back (_rules.release_event): an abort requested wins, a
 #   durable RUNNING run (at-most-once) fails as interrupted, and a CLAIMED row due after
 #   the horizon goes back to PENDING for whoever's horizon reaches it.
 # * pend / lapsed: the two kinds of claimable rows, each through its own partial index

@@ -141,6 +141,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (6, _V6_OUTPUT),
     (7, _pg_tokens.V7_TOKENS),
     (8, _pg_cluster.V8_NODE_TASKS),
+    (9, _pg_schedules.V9_SCHEDULE_NOTIFY),
 )
 
 

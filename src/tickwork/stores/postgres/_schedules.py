@@ -23,22 +23,25 @@ from tickwork.schedules.plan import InFlight, OccurrenceInfo, Slot
 from tickwork.state import Event, State, sources, target
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_methods import ScheduleMethods
-from tickwork.stores._schedule_ops import (
-    SCHEDULE_COLUMNS,
-    LiveRow,
-    ScheduleTx,
-    schedule_from_row,
-    schedule_row,
-)
+from tickwork.stores._schedule_ops import LiveRow, ScheduleTx
+from tickwork.stores._schedule_rows import SCHEDULE_COLUMNS, schedule_from_row, schedule_row
 from tickwork.stores._sql import states
 from tickwork.stores.postgres import _cluster as _pg_cluster
 
 if TYPE_CHECKING:
     from tickwork.schedules.schedule import Schedule
     from tickwork.stores.postgres import PostgresStore
-    from tickwork.stores.postgres._schema import Queries, Session
+    from tickwork.stores.postgres._rows import Session
+    from tickwork.stores.postgres._schema import Queries
 
-__all__ = ["V4_SCHEDULES", "V5_ADMITTED", "PgScheduleMethods", "after_abort", "after_claim"]
+__all__ = [
+    "V4_SCHEDULES",
+    "V5_ADMITTED",
+    "V9_SCHEDULE_NOTIFY",
+    "PgScheduleMethods",
+    "after_abort",
+    "after_claim",
+]
 
 T = TypeVar("T")
 
@@ -80,13 +83,16 @@ V5_ADMITTED: Final[tuple[str, ...]] = (
     "ALTER TABLE {s}.schedules ADD COLUMN active_id bigint, ADD COLUMN active_token bigint",
 )
 
+# A schedule's own failure notifications (tickwork.Notify as JSON text, NULL: none; #14).
+V9_SCHEDULE_NOTIFY: Final[tuple[str, ...]] = ("ALTER TABLE {s}.schedules ADD COLUMN notify text",)
+
 _COLS: Final = SCHEDULE_COLUMNS
 _NAMES: Final = [c.strip() for c in SCHEDULE_COLUMNS.split(",")]
 #: The SQL type of each column of SCHEDULE_COLUMNS (save sends one array per column).
 _TYPES: Final = (
     "text", "text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint", "bigint",
     "bigint", "text", "bigint", "integer", "text", "boolean", "bigint", "boolean", "bigint",
-    "bigint",
+    "bigint", "text",
 )  # fmt: skip
 
 

@@ -193,6 +193,11 @@ _V9_TASK: Final = """
 CREATE INDEX ix_instances_task ON instances (task);
 """
 
+# A schedule's own failure notifications (tickwork.Notify as JSON text, NULL: none; #14).
+_V10_SCHEDULE_NOTIFY: Final = """
+ALTER TABLE schedules ADD COLUMN notify TEXT;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -204,6 +209,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores.sqlite._tokens)
     _V8_NODES,
     _V9_TASK,
+    _V10_SCHEDULE_NOTIFY,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
