@@ -337,6 +337,16 @@ async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
         await new.aclose()
 
 
+def _add_running_columns(dsn: str, schema: str, migrations: Any) -> None:
+    import psycopg
+
+    from tickwork.stores.postgres import _migrations as _pg_migrations
+
+    [statement] = dict(migrations)[9]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(_pg_migrations.render(statement, schema))
+
+
 async def test_postgres_schema_of_the_previous_version_is_migrated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -351,6 +361,7 @@ async def test_postgres_schema_of_the_previous_version_is_migrated(
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="a")
+        _add_running_columns(dsn, schema, full)  # what this version's claim statement reads
         await old.add_schedule(every10(), T0)
         first = await take(old, "a", N1)
         await old.aclose()

@@ -136,11 +136,19 @@ class Instance:
     #: params larger than :data:`LIST_PARAMS_BYTES`: ``params`` is then ``b""`` and this
     #: is their stored size; ``get()`` returns them whole.
     params_size: int | None = None
+    #: When the run in progress started, while the stored state is RUNNING (None otherwise;
+    #: always None in what ``claim`` returns).
+    started_us: int | None = None
 
     @property
     def run_at(self) -> datetime:
         """When the instance is (next) due, as an aware UTC datetime."""
         return from_us(self.run_at_us)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the run in progress started (RUNNING), as an aware UTC datetime, or None."""
+        return None if self.started_us is None else from_us(self.started_us)
 
     @property
     def fire_at(self) -> datetime | None:
@@ -333,7 +341,8 @@ class Finish:
     instance is still held by ``owner`` with ``claim_token``.
 
     ``state`` is a terminal state, or PENDING for a retry (``run_at_us`` moved, attempts
-    counted) or a release.
+    counted) or a release, or RUNNING: the start of an at-least-once run (``started_us``
+    set, nothing else written; see the Recorder), which keeps the claim.
     """
 
     id: int
@@ -343,7 +352,8 @@ class Finish:
     error: str | None = None
     run_at_us: int | None = None
     #: When the attempt started and finished (None: it never started, e.g. an abort while
-    #: claimed). A finish with ``started_us`` also writes one row of run history.
+    #: claimed). A finish with ``started_us`` also writes one row of run history (but
+    #: a finish to RUNNING, which only records the start).
     started_us: int | None = None
     finished_us: int | None = None
     #: Error type name (e.g. ``"ValueError"``) and a bounded summary of the result.

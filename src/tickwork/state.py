@@ -30,7 +30,8 @@ class State(enum.IntEnum):
     PENDING = 0
     #: Claimed by a node into its look-ahead window (durable, with owner and lease).
     CLAIMED = 1
-    #: Its task is running on a node (in memory; durable only for at-most-once tasks).
+    #: Its task is running on a node (durable before the run for at-most-once tasks; for
+    #: at-least-once ones with the Recorder's next batch, unless the outcome came first).
     RUNNING = 2
     #: The task returned normally. Terminal.
     SUCCEEDED = 3

@@ -3,8 +3,12 @@
 A store moves instances only along :data:`tickwork.state.TRANSITIONS`. Two facts make the
 durable view differ from the in-memory one, and both are decided here once:
 
-* RUNNING is durable only for at-most-once tasks, so a finish may find the row CLAIMED
-  while the node knows it RUNNING: the durable move is CLAIMED -> (RUNNING ->) outcome.
+* RUNNING is written at once (``Store.start``, its own commit) only for at-most-once tasks;
+  an at-least-once run's RUNNING rides on the Recorder's next group commit (a finish to
+  RUNNING), and a quick run's outcome usually arrives first. So a finish may find the row
+  CLAIMED while the node knows it RUNNING: the durable move is CLAIMED -> (RUNNING ->)
+  outcome. A RUNNING row is *repeatable* when it was written for an at-least-once run:
+  given back, it runs again; an at-most-once one never does.
 * A retry is written as PENDING, but the attempt that led to it failed: its history row
   says FAILED.
 """
@@ -24,10 +28,12 @@ def check_finish_state(target: State) -> None:
     """Refuse a finish whose target no held instance could ever move to.
 
     Raises:
-        IllegalTransition: ``target`` is neither terminal nor PENDING.
+        IllegalTransition: ``target`` is CLAIMED.
     """
-    if target not in TERMINAL and target is not State.PENDING:
-        msg = f"illegal finish to {target.name}: a finish writes a terminal state or PENDING"
+    if target not in TERMINAL and target not in {State.PENDING, State.RUNNING}:
+        msg = (
+            f"illegal finish to {target.name}: a finish writes a terminal state, PENDING or RUNNING"
+        )
         raise IllegalTransition(msg)
 
 
@@ -35,7 +41,11 @@ def finish_allowed(current: State, target: State) -> bool:
     """Whether a finish may move a held row from its durable ``current`` state to ``target``.
 
     A CLAIMED row may have been RUNNING in memory (at-least-once), so both hops count.
+    A finish to RUNNING (an at-least-once run's start) applies to a CLAIMED row, and to a
+    RUNNING one as a no-op.
     """
+    if target is State.RUNNING:
+        return current in HELD
     if current is State.RUNNING:
         return can_transition(State.RUNNING, target)
     if current is State.CLAIMED:
@@ -64,14 +74,15 @@ def history_state(target: State) -> State:
     return target if target in TERMINAL else State.FAILED
 
 
-def released_state(current: State, abort_requested: bool) -> State:
+def released_state(current: State, abort_requested: bool, repeatable: bool = False) -> State:
     """Where ``release`` (and ``recover``, and a lease takeover) moves a held row.
 
-    An abort requested wins; a durable RUNNING (at-most-once) run cannot be repeated, so it
-    fails as interrupted; a CLAIMED row goes back to PENDING.
+    An abort requested wins; a durable RUNNING at-most-once run cannot be repeated, so it
+    fails as interrupted; a CLAIMED row, and a RUNNING one that is ``repeatable`` (an
+    at-least-once run), go back to PENDING (not an attempt: the run is done again).
     """
     if abort_requested:
         return State.ABORTED
-    if current is State.RUNNING:
+    if current is State.RUNNING and not repeatable:
         return State.FAILED
     return State.PENDING

@@ -78,6 +78,8 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         self._last_id = 0
         self._last_token = 0
         self._abort: set[int] = set()
+        # RUNNING rows of at-least-once runs: given back, they run again (_rules)
+        self._repeatable: set[int] = set()
         self._pending: SortedList = SortedList()  # (run_at_us, id) of PENDING rows
         self._leases: SortedList = SortedList()  # (lease_until_us, id) of held rows
         self._held: dict[str, set[int]] = {}  # owner -> ids it holds
@@ -162,11 +164,13 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             self._held.setdefault(new.owner, set()).add(new.id)  # type: ignore[arg-type]
         elif new.state in TERMINAL:
             self._abort.discard(new.id)
+        if new.state is not State.RUNNING:
+            self._repeatable.discard(new.id)
         self._rows[new.id] = new
 
     def _release_one(self, row: Instance, now_us: int) -> None:
         """Give back one held row (release, recover, lease takeover): see released_state."""
-        target = released_state(row.state, row.id in self._abort)
+        target = released_state(row.state, row.id in self._abort, row.id in self._repeatable)
         if target is State.PENDING:
             new = attrs.evolve(
                 row,
@@ -175,9 +179,10 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                 claim_token=None,
                 lease_until_us=None,
                 updated_us=now_us,
+                started_us=None,
             )
         else:
-            ran = row.state is State.RUNNING
+            ran = row.state is State.RUNNING and row.id not in self._repeatable
             new = attrs.evolve(
                 row,
                 state=target,
@@ -186,6 +191,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                 claim_token=None,
                 lease_until_us=None,
                 updated_us=now_us,
+                started_us=None,
             )
         self._put(new)
 
@@ -254,8 +260,9 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             row = self._rows[iid]
             if row.state is State.PENDING:
                 self._put(attrs.evolve(row, state=State.ABORTED, updated_us=now_us))
-        # Expired leases: a dead (or stalled) node's rows. Durable RUNNING rows and rows
-        # with an abort requested end now; CLAIMED ones compete with PENDING ones by due time.
+        # Expired leases: a dead (or stalled) node's rows. At-most-once RUNNING rows and rows
+        # with an abort requested end now; CLAIMED ones and at-least-once RUNNING ones
+        # compete with PENDING ones by due time.
         # Never the claimer's own rows: it still holds them in memory (its lease only looks
         # expired, e.g. after a wall-clock jump), and taking them again would run them twice.
         takeable: list[tuple[int, int]] = []
@@ -263,7 +270,8 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             row = self._rows[iid]
             if row.owner == owner:
                 continue
-            if row.state is State.RUNNING or iid in self._abort:
+            ended = row.state is State.RUNNING and iid not in self._repeatable
+            if ended or iid in self._abort:
                 self._release_one(row, now_us)
             elif row.run_at_us <= due_before_us:
                 takeable.append((row.run_at_us, iid))
@@ -282,6 +290,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                 claim_token=token,
                 lease_until_us=lease_until,
                 updated_us=now_us,
+                started_us=None,
             )
             self._put(new)
             out.append(new)
@@ -304,7 +313,9 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         for iid, token in items:
             row = self._holds(owner, iid, token)
             if row is not None and row.state is State.CLAIMED:
-                self._put(attrs.evolve(row, state=State.RUNNING, updated_us=now_us))
+                self._put(
+                    attrs.evolve(row, state=State.RUNNING, updated_us=now_us, started_us=now_us)
+                )
             out.append(row is not None)
         return out
 
@@ -320,6 +331,16 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             if row is None or not finish_allowed(row.state, f.state):
                 out.append(False)
                 continue
+            if f.state is State.RUNNING:  # an at-least-once run started: keeps the claim
+                if row.state is State.CLAIMED:
+                    self._put(
+                        attrs.evolve(
+                            row, state=State.RUNNING, updated_us=now_us, started_us=f.started_us
+                        )
+                    )
+                    self._repeatable.add(f.id)
+                out.append(True)
+                continue
             target = finished_state(f.state, f.id in self._abort)
             if target is State.PENDING:
                 new = attrs.evolve(
@@ -332,6 +353,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                     claim_token=None,
                     lease_until_us=None,
                     updated_us=now_us,
+                    started_us=None,
                 )
             else:
                 new = attrs.evolve(
@@ -342,6 +364,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                     claim_token=None,
                     lease_until_us=None,
                     updated_us=now_us,
+                    started_us=None,
                 )
             self._put(new)
             if f.started_us is not None:

@@ -80,15 +80,20 @@ LEASE_OF_ROW: Final = (
 LEASE_GRANTED: Final = "(extract(epoch FROM lease_.until) * 1000000)::bigint"
 
 # _rules.released_state, the one place it is written for the cluster store: an abort
-# requested wins; a durable RUNNING run cannot be repeated and fails as interrupted (its
-# attempt counted); CLAIMED goes back to PENDING. {where} selects the rows.
+# requested wins; a durable RUNNING at-most-once run (not ``repeatable``) cannot be
+# repeated and fails as interrupted (its attempt counted); CLAIMED, and RUNNING
+# at-least-once, go back to PENDING. {where} selects the rows.
 _RELEASED_SET: Final = """
-        state = CASE WHEN abort_requested THEN 5 WHEN state = 2 THEN 4 ELSE 0 END,
-        error = CASE WHEN NOT abort_requested AND state = 2 THEN %(interrupted)s
-                ELSE error END,
-        attempts = attempts + CASE WHEN state = 2 THEN 1 ELSE 0 END,
-        owner = CASE WHEN abort_requested OR state = 2 THEN owner ELSE NULL END,
+        state = CASE WHEN abort_requested THEN 5 WHEN state = 2 AND NOT repeatable THEN 4
+                ELSE 0 END,
+        error = CASE WHEN NOT abort_requested AND state = 2 AND NOT repeatable
+                THEN %(interrupted)s ELSE error END,
+        attempts = attempts + CASE WHEN state = 2 AND NOT repeatable THEN 1 ELSE 0 END,
+        owner = CASE WHEN abort_requested OR (state = 2 AND NOT repeatable) THEN owner
+                ELSE NULL END,
         claim_token = NULL,
+        started_us = NULL,
+        repeatable = false,
         updated_us = %(now)s"""
 
 # claim, in one statement (the tentative ids are locked with SKIP LOCKED, so concurrent
@@ -98,8 +103,9 @@ _RELEASED_SET: Final = """
 #   them twice; a previous run of the node is recover's job).
 # * released: their rows that cannot or need not be taken now are released as if their
 #   owner had given them back (_rules.released_state): an abort requested wins, a
-#   durable RUNNING run (at-most-once) fails as interrupted, and a CLAIMED row due after
-#   the horizon goes back to PENDING for whoever's horizon reaches it.
+#   durable RUNNING at-most-once run fails as interrupted, and a CLAIMED row due after
+#   the horizon goes back to PENDING for whoever's horizon reaches it. A RUNNING
+#   at-least-once row (``repeatable``) is lapsed like a CLAIMED one: it runs again.
 # * pend / lapsed: the two kinds of claimable rows, each through its own partial index
 #   (one WHERE with an OR of both would defeat them): pend is an ordered range scan of
 #   instances_due that stops after ``limit`` rows, lapsed a lookup of instances_claim.
@@ -122,7 +128,7 @@ CLAIM: Final = (
         WHERE id IN (
             SELECT id FROM {s}.instances
             WHERE claim_token IN (SELECT token FROM expired) AND state IN (1, 2)
-              AND (state = 2 OR abort_requested OR run_at_us > %(due)s)
+              AND ((state = 2 AND NOT repeatable) OR abort_requested OR run_at_us > %(due)s)
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         )
@@ -135,8 +141,8 @@ CLAIM: Final = (
     ),
     lapsed AS (
         SELECT id, run_at_us FROM {s}.instances
-        WHERE claim_token IN (SELECT token FROM expired) AND state = 1
-          AND NOT abort_requested AND run_at_us <= %(due)s
+        WHERE claim_token IN (SELECT token FROM expired) AND state IN (1, 2)
+          AND (state = 1 OR repeatable) AND NOT abort_requested AND run_at_us <= %(due)s
         ORDER BY run_at_us, id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ),
@@ -159,6 +165,8 @@ CLAIM: Final = (
         state = CASE WHEN i.abort_requested THEN 5 ELSE 1 END,
         owner = CASE WHEN i.abort_requested THEN i.owner ELSE %(owner)s END,
         claim_token = CASE WHEN i.abort_requested THEN NULL ELSE token.t END,
+        started_us = NULL,
+        repeatable = false,
         updated_us = %(now)s
     FROM pick, token, lease_
     WHERE i.id = pick.id

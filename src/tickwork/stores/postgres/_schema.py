@@ -60,6 +60,8 @@ _LIST_COLS: Final = (
     )
     + ", CASE WHEN octet_length(params) > 4096 THEN octet_length(params) END"
 )
+#: What a read (not a claim) returns: the listing's columns and the run's start.
+_READ_COLS: Final = _LIST_COLS + ", started_us"
 _CLAIMED: Final = int(State.CLAIMED)
 _NEW_STATES: Final = TERMINAL | {State.PENDING}
 
@@ -96,7 +98,7 @@ _CLAIM: Final = _pg_cluster.CLAIM + _ICOLS.replace(
 )
 
 # Fenced: only rows held by owner with the pair's token. Starting a RUNNING row again
-# is accepted and changes nothing.
+# is accepted and changes nothing. (An at-most-once start: not ``repeatable``.)
 # ``state + 0`` (here and in _FINISH) hides the state test from the planner, which would
 # otherwise scan *all* the rows this owner holds through instances_held (its predicate
 # matches) instead of looking up the batch's ids by primary key: O(held) per batch. The
@@ -104,8 +106,24 @@ _CLAIM: Final = _pg_cluster.CLAIM + _ICOLS.replace(
 _START: Final = """
     UPDATE {s}.instances AS i SET
         state = 2,
+        started_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.started_us END,
         updated_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.updated_us END
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
+    WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
+      AND i.state + 0 IN (1, 2)
+    RETURNING i.id
+"""
+
+# An at-least-once run started (a finish to RUNNING, see _rules): fenced as _START, the
+# claim kept, ``repeatable`` (given back, it runs again). A RUNNING row stays as it is.
+_FINISH_RUNNING: Final = """
+    UPDATE {s}.instances AS i SET
+        state = 2,
+        started_us = CASE WHEN i.state = 1 THEN f.started_us ELSE i.started_us END,
+        repeatable = i.state = 1 OR i.repeatable,
+        updated_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.updated_us END
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(started)s::bigint[])
+        AS f(id, token, started_us)
     WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
       AND i.state + 0 IN (1, 2)
     RETURNING i.id
@@ -134,6 +152,8 @@ _FINISH: Final = """
                         ELSE i.run_at_us END,
             owner = CASE WHEN f.state = 0 AND NOT i.abort_requested THEN NULL ELSE i.owner END,
             claim_token = NULL,
+            started_us = NULL,
+            repeatable = false,
             updated_us = %(now)s
         FROM f
         WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
@@ -259,6 +279,7 @@ class Queries:
         self.claim_sql = r(_CLAIM)
         self.start_sql = r(_START)
         self.finish_sql = r(_FINISH)
+        self.finish_running_sql = r(_FINISH_RUNNING)
         self.release_sql = r(_RELEASE)
         self.renew_sql = r(_RENEW)
         self.insert_sql = r(_INSERT)
@@ -283,8 +304,10 @@ class Queries:
             "SELECT id FROM {s}.instances "
             "WHERE owner = %(owner)s AND state IN (1, 2) AND abort_requested ORDER BY id"
         )
-        self.get_sql = r("SELECT " + _COLS + " FROM {s}.instances WHERE id = %(id)s")
-        self.list_sql = r("SELECT " + _LIST_COLS + " FROM {s}.instances")
+        self.get_sql = r(
+            "SELECT " + _COLS + ", NULL, started_us FROM {s}.instances WHERE id = %(id)s"
+        )
+        self.list_sql = r("SELECT " + _READ_COLS + " FROM {s}.instances")
         self.count_sql = r("SELECT count(*) FROM {s}.instances")
         self.count_by_state_sql = r("SELECT state, count(*) FROM {s}.instances GROUP BY state")
         self.history_sql = r(
@@ -419,6 +442,34 @@ class Queries:
         return [iid in applied for iid, _ in items]
 
     def finish(
+        self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
+    ) -> list[bool]:
+        if any(f.state is State.RUNNING for f in finishes):
+            return self._finish_with_starts(owner, finishes, now_us, session)
+        return self._finish(owner, finishes, now_us, session)
+
+    def _finish_with_starts(
+        self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
+    ) -> list[bool]:
+        """Starts of at-least-once runs (finishes to RUNNING) first, then the outcomes:
+        one transaction."""
+        starts = [f for f in finishes if f.state is State.RUNNING]
+        cur = session.execute(
+            self.finish_running_sql,
+            {
+                "ids": int_array(f.id for f in starts),
+                "tokens": int_array(f.claim_token for f in starts),
+                "started": int_array(f.started_us for f in starts),
+                "owner": owner,
+                "now": now_us,
+            },
+        )
+        started = {row[0] for row in cur}
+        rest = [f for f in finishes if f.state is not State.RUNNING]
+        ended = iter(self._finish(owner, rest, now_us, session) if rest else [])
+        return [f.id in started if f.state is State.RUNNING else next(ended) for f in finishes]
+
+    def _finish(
         self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
     ) -> list[bool]:
         # A row matches one update per statement, so only an id's first finish may apply.
@@ -582,6 +633,7 @@ def _instance(row: tuple[Any, ...]) -> Instance:
         created_us=row[15],
         updated_us=row[16],
         params_size=row[17] if len(row) > 17 else None,  # listed: _LIST_COLS
+        started_us=row[18] if len(row) > 18 else None,  # read: _READ_COLS
     )
 
 

@@ -50,8 +50,11 @@ _CLAIM_PENDING: Final = (
     "WHERE state = 0 AND run_at <= ? "
     f"ORDER BY run_at, id LIMIT ?) RETURNING {COLS}"
 )
+#: Claim rows by id: due PENDING ones, and lapsed held ones taken over (an at-least-once
+#: RUNNING one among them is not running any more: no start time).
 _CLAIM_IDS: Final = (
-    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
+    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ?, "
+    "started_us = NULL, repeatable = 0 "
     f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
 )
 #: The ended rows of a finish, ?2 a JSON array of [id, state, attempts, error, started,
@@ -59,7 +62,8 @@ _CLAIM_IDS: Final = (
 _FINISH_ENDED: Final = (
     "UPDATE instances SET state = j.state, attempts = j.attempts, error = j.error, "
     "claim_token = NULL, lease_until = NULL, abort_requested = 0, updated = ?1, "
-    "last_started = j.started, last_finished = j.finished, last_error_type = j.error_type, "
+    "started_us = NULL, repeatable = 0, last_started = j.started, "
+    "last_finished = j.finished, last_error_type = j.error_type, "
     "last_result = j.result, last_output = j.output "
     "FROM (SELECT json_extract(value, '$[0]') AS id, "
     "json_extract(value, '$[1]') AS state, json_extract(value, '$[2]') AS attempts, "
@@ -71,12 +75,18 @@ _FINISH_ENDED: Final = (
 )
 _FINISH_PENDING: Final = (
     "UPDATE instances SET state = 0, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
-    "owner = NULL, claim_token = NULL, lease_until = NULL, updated = ? WHERE id = ?"
+    "owner = NULL, claim_token = NULL, lease_until = NULL, started_us = NULL, repeatable = 0, "
+    "updated = ? WHERE id = ?"
+)
+#: An at-least-once run started (a finish to RUNNING): the claim is kept.
+_FINISH_RUNNING: Final = (
+    "UPDATE instances SET state = 2, started_us = ?, repeatable = 1, updated = ? WHERE id = ?"
 )
 _RELEASE: Final = (
     "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
     "owner = CASE WHEN ?1 = 0 THEN NULL ELSE owner END, claim_token = NULL, "
-    "lease_until = NULL, abort_requested = 0, updated = ?4 WHERE id = ?5"
+    "lease_until = NULL, abort_requested = 0, started_us = NULL, repeatable = 0, updated = ?4 "
+    "WHERE id = ?5"
 )
 _HISTORY_MANY: Final = (
     "INSERT INTO history (instance_id, attempt, node, started, finished, state, error_type, "
@@ -350,7 +360,7 @@ class Ops(TokenOps, Reads):
                 for _, task in aborted:
                     deltas[(task, State.PENDING)] -= 1
                     deltas[(task, State.ABORTED)] += 1
-            takeable = self._expired(owner, due_before, limit, now, deltas)
+            takeable, running = self._expired(owner, due_before, limit, now, deltas)
             token = self._next("last_token", 1)
             head = (owner, token, now + lease, now)
             if not takeable:
@@ -369,6 +379,10 @@ class Ops(TokenOps, Reads):
             for task, n in Counter(r[1] for r in got if r[0] not in taken).items():
                 deltas[(task, State.PENDING)] -= n
                 deltas[(task, State.CLAIMED)] += n
+            for r in got:  # an at-least-once run taken over: it runs again
+                if r[0] in running:
+                    deltas[(r[1], State.RUNNING)] -= 1
+                    deltas[(r[1], State.CLAIMED)] += 1
             if all(r[10] is None for r in got):  # no schedule occurrence among them
                 return ClaimedRows(got)
             out = sorted(map(to_instance, got), key=lambda i: (i.run_at_us, i.id))
@@ -377,33 +391,36 @@ class Ops(TokenOps, Reads):
 
     def _expired(
         self, owner: str, due_before: int, limit: int, now: int, deltas: _Deltas
-    ) -> list[Any]:
-        """Deal with held rows whose lease expired before ``now``; returns the CLAIMED
-        ones that may be taken over, as sorted ``(run_at, id)``, at most ``limit``."""
+    ) -> tuple[list[Any], set[int]]:
+        """Deal with held rows whose lease expired before ``now``; returns the ones that
+        may be taken over (CLAIMED, or RUNNING at-least-once), as sorted ``(run_at, id)``,
+        at most ``limit``, and the ids of the RUNNING ones among them."""
         (oldest,) = self._c.execute(
             "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held "
             "WHERE state IN (1, 2)"
         ).fetchone()
         if oldest is None or oldest >= now:
-            return []
+            return [], set()
         # Never the claimer's own rows: it still holds them (see MemoryStore.claim).
         rows = self._c.execute(
-            "SELECT id, state, abort_requested, task, run_at FROM instances "
+            "SELECT id, state, abort_requested, task, repeatable, run_at FROM instances "
             "INDEXED BY ix_instances_held WHERE state IN (1, 2) AND lease_until < ? "
             "AND owner IS NOT ?",
             (now, owner),
         ).fetchall()
-        ended = [r for r in rows if r[1] == State.RUNNING or r[2]]
+        ended = [r for r in rows if (r[1] == State.RUNNING and not r[4]) or r[2]]
         self._release_rows(ended, now, deltas)
-        takeable = sorted((r[4], r[0]) for r in rows if r not in ended and r[4] <= due_before)
-        return takeable[:limit]
+        takeable = sorted((r[5], r[0]) for r in rows if r not in ended and r[5] <= due_before)
+        running = {r[0] for r in rows if r[1] == State.RUNNING and r not in ended}
+        return takeable[:limit], running
 
     def _release_rows(self, rows: Sequence[Any], now: int, deltas: _Deltas) -> None:
-        """Give back held rows given as ``(id, state, abort_requested, task, ...)``."""
+        """Give back held rows given as ``(id, state, abort_requested, task, repeatable,
+        ...)``."""
         params = []
-        for iid, state, abort, task, *_ in rows:
-            target = released_state(STATES[state], bool(abort))
-            ran = int(state == State.RUNNING)
+        for iid, state, abort, task, repeatable, *_ in rows:
+            target = released_state(STATES[state], bool(abort), bool(repeatable))
+            ran = int(state == State.RUNNING and not repeatable)  # an at-most-once attempt
             error = INTERRUPTED if target is State.FAILED else None
             params.append((int(target), error, ran, now, iid))
             deltas[(task, state)] -= 1
@@ -435,11 +452,13 @@ class Ops(TokenOps, Reads):
                 ok = v is not None and v[0] == owner and v[1] == token and v[2] in HELD
                 if ok and v is not None and v[2] == State.CLAIMED:
                     v[2] = State.RUNNING
-                    started.append((now, iid))
+                    started.append((now, now, iid))
                     deltas[(v[3], State.CLAIMED)] -= 1
                     deltas[(v[3], State.RUNNING)] += 1
                 out.append(ok)
-            self._c.executemany("UPDATE instances SET state = 2, updated = ? WHERE id = ?", started)
+            self._c.executemany(
+                "UPDATE instances SET state = 2, started_us = ?, updated = ? WHERE id = ?", started
+            )
         return out
 
     def finish(self, owner: str, finishes: Sequence[Finish], now: int) -> list[bool]:
@@ -453,6 +472,7 @@ class Ops(TokenOps, Reads):
             ended: list[tuple[Any, ...]] = []
             retried: list[tuple[Any, ...]] = []
             history: list[tuple[Any, ...]] = []
+            running: list[tuple[Any, ...]] = []
             for f in finishes:
                 v = view.get(f.id)
                 ok = (
@@ -465,11 +485,20 @@ class Ops(TokenOps, Reads):
                 out.append(ok)
                 if not ok or v is None:
                     continue
+                if f.state is State.RUNNING:  # an at-least-once run started
+                    if v[2] == State.CLAIMED:
+                        deltas[(v[3], v[2])] -= 1
+                        deltas[(v[3], State.RUNNING)] += 1
+                        v[2] = State.RUNNING
+                        running.append((f.started_us, now, f.id))
+                    continue
                 target = finished_state(f.state, bool(v[4]))
                 deltas[(v[3], v[2])] -= 1
                 deltas[(v[3], int(target))] += 1
                 v[2] = target  # a second finish of this row in the batch is refused
                 _place(f, target, owner, now, (ended, retried, history))
+            if running:
+                self._c.executemany(_FINISH_RUNNING, running)
             if ended:
                 self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
             self._c.executemany(_FINISH_PENDING, retried)
@@ -479,7 +508,7 @@ class Ops(TokenOps, Reads):
 
     def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
         with self._write() as deltas:
-            sql = "SELECT id, state, abort_requested, task FROM instances "
+            sql = "SELECT id, state, abort_requested, task, repeatable FROM instances "
             if ids is None:
                 rows = self._c.execute(sql + "WHERE owner = ? AND state IN (1, 2)", (owner,))
             else:
@@ -503,7 +532,8 @@ class Ops(TokenOps, Reads):
     def recover(self, now: int) -> int:
         with self._write() as deltas:
             held = self._c.execute(
-                "SELECT id, state, abort_requested, task FROM instances WHERE state IN (1, 2)"
+                "SELECT id, state, abort_requested, task, repeatable FROM instances "
+                "WHERE state IN (1, 2)"
             ).fetchall()
             self._release_rows(held, now, deltas)
         return len(held)
