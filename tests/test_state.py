@@ -17,10 +17,13 @@ LEGAL = {
     (State.CLAIMED, State.PENDING),
     (State.CLAIMED, State.ABORTED),
     (State.CLAIMED, State.MISSED),
+    (State.CLAIMED, State.SUCCEEDED),  # RUNNING is durable only for at-most-once tasks
+    (State.CLAIMED, State.FAILED),
     (State.RUNNING, State.SUCCEEDED),
     (State.RUNNING, State.FAILED),
     (State.RUNNING, State.ABORTED),
     (State.RUNNING, State.PENDING),
+    (State.RUNNING, State.CLAIMED),  # an at-least-once run whose node's lease lapsed: taken over
 }
 
 

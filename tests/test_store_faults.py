@@ -62,7 +62,13 @@ async def test_a_failing_call_is_retried_and_nothing_changes_twice(
     terminal: Counter[int] = Counter()
     async with (
         tickwork.open_scheduler(
-            store, tasks=[task], clock=clock, lease=timedelta(seconds=3), batch_size=10
+            store,
+            tasks=[task],
+            clock=clock,
+            lease=timedelta(seconds=3),
+            batch_size=10,
+            # insert and get are the API's calls (schedule_many, get): let them retry too
+            user_call_retry=timedelta(minutes=1),
         ) as sched,
         trio.open_nursery() as nursery,
     ):
@@ -117,6 +123,81 @@ async def test_an_outage_is_reported_while_it_lasts(autojump_clock):
         assert stats.store.degraded_for == 0
         assert [(await sched.get(i)).state for i in ids] == [State.SUCCEEDED] * 10
     assert len(task.runs) == 10
+
+
+@pytest.mark.parametrize("error", sorted(ERRORS))
+async def test_user_calls_fail_fast_while_the_actors_keep_retrying(autojump_clock, error):
+    clock = VirtualClock()
+    task = Recording(clock)
+    store = FaultyStore(tickwork.MemoryStore())
+    async with tickwork.open_scheduler(store, tasks=[task], clock=clock) as sched:
+        [iid] = await sched.schedule_many([tickwork.NewInstance("rec", clock.now())])
+        await settle(sched)
+        due = await sched.schedule("rec", at=clock.now() + timedelta(seconds=5))
+        store.break_("*", ERRORS[error]())
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "schedule": partial(sched.schedule, "rec", at=clock.now()),
+            "get": partial(sched.get, iid),
+            "abort": partial(sched.abort, due),
+            "list": sched.list,
+            "count": sched.count,
+            "history": partial(sched.history, iid),
+            "add_schedule": partial(
+                sched.add_schedule, "rec", tickwork.Interval(timedelta(hours=1))
+            ),
+        }
+        for name, call in calls.items():
+            before = trio.current_time()
+            with pytest.raises(StoreUnavailable, match="the store is unavailable") as info:
+                await call()
+            assert trio.current_time() == before, name  # at once, not after retries
+            assert isinstance(info.value.__cause__, type(ERRORS[error]())), name
+        await trio.sleep(30)
+        # meanwhile the actors retried (claiming the due instance), and the node runs on
+        health = sched.statistics().store
+        assert not health.healthy
+        assert health.degraded_for >= 25
+        assert store.failed["claim"] + store.failed["next_pending_at"] > 1
+        store.heal()  # the actors' next retry (within the 5 s backoff cap) goes through
+        await wait_until(lambda: sched.statistics().counts["SUCCEEDED"] == 2, timeout=10)
+        assert (await sched.get(due)).state is State.SUCCEEDED
+        await wait_until(lambda: sched.statistics().store.healthy, timeout=10)
+    assert [p for p, _ in task.runs] == [b"", b""]
+
+
+async def test_user_calls_retry_as_long_as_configured(autojump_clock):
+    clock = VirtualClock()
+    store = FaultyStore(tickwork.MemoryStore())
+    async with tickwork.open_scheduler(
+        store, tasks=[Recording(clock)], clock=clock, user_call_retry=timedelta(seconds=10)
+    ) as sched:
+        [iid] = await sched.schedule_many([tickwork.NewInstance("rec", clock.now())])
+        store.break_("get")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 4)
+            got = []
+            nursery.start_soon(lambda: _append(got, sched.get(iid)))
+            await trio.sleep(4)
+            store.heal()
+        assert [i.id for i in got] == [iid]  # an outage shorter than the setting is waited out
+        store.break_("get")
+        before = trio.current_time()
+        with pytest.raises(StoreUnavailable):
+            await sched.get(iid)
+        assert 10 <= trio.current_time() - before <= 15  # the setting plus one backoff step
+        store.heal()
+
+
+async def _append(out: list[Any], call: Awaitable[Any]) -> None:
+    out.append(await call)
+
+
+async def test_user_call_retry_is_checked():
+    with pytest.raises(tickwork.InvalidArgument, match="user_call_retry must be a timedelta"):
+        async with tickwork.open_scheduler(
+            tickwork.MemoryStore(), tasks=[], user_call_retry=timedelta(seconds=-1)
+        ):
+            pass
 
 
 async def test_a_store_broken_past_the_limit_stops_the_node(autojump_clock):
@@ -214,7 +295,10 @@ async def test_a_locked_sqlite_database_is_waited_out(
     db = tmp_path / "locked.db"
     task = Recording(VirtualClock())  # its clock is only for the run records
     async with tickwork.open_scheduler(
-        tickwork.SQLiteStore(db), tasks=[task], poll_interval=timedelta(milliseconds=50)
+        tickwork.SQLiteStore(db),
+        tasks=[task],
+        poll_interval=timedelta(milliseconds=50),
+        user_call_retry=timedelta(seconds=30),  # schedule() waits the lock out
     ) as sched:
         other = sqlite3.connect(db, isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")
@@ -234,3 +318,25 @@ async def test_a_locked_sqlite_database_is_waited_out(
         assert sched.statistics().store.healthy
     assert len(task.runs) == 1
     assert "retrying with backoff" in caplog.text
+
+
+async def test_a_locked_sqlite_database_fails_a_user_call_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tickwork.stores.sqlite._open, "BUSY_TIMEOUT_MS", 20)
+    db = tmp_path / "locked.db"
+    async with tickwork.open_scheduler(
+        tickwork.SQLiteStore(db), tasks=[Recording(VirtualClock())]
+    ) as sched:
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            with trio.fail_after(5), pytest.raises(StoreUnavailable, match="locked") as info:
+                await sched.schedule("rec", at=sched.now())
+            assert isinstance(info.value.__cause__, StoreUnavailable | sqlite3.OperationalError)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await sched.count() == 0
+        await sched.schedule("rec", at=sched.now())  # the lock gone, it works again
+        assert await sched.count() == 1

@@ -13,18 +13,27 @@ from tickwork.errors import DuplicateTask as DuplicateTask
 from tickwork.errors import IllegalTransition as IllegalTransition
 from tickwork.errors import InvalidArgument as InvalidArgument
 from tickwork.errors import InvalidState as InvalidState
+from tickwork.errors import MiddlewareFailed as MiddlewareFailed
 from tickwork.errors import NotATickworkDatabase as NotATickworkDatabase
 from tickwork.errors import NotFound as NotFound
+from tickwork.errors import PluginCrashed as PluginCrashed
 from tickwork.errors import SchedulerClosed as SchedulerClosed
 from tickwork.errors import SchemaTooNew as SchemaTooNew
 from tickwork.errors import StoreError as StoreError
 from tickwork.errors import StoreLocked as StoreLocked
+from tickwork.errors import StoreUnavailable as StoreUnavailable
 from tickwork.errors import TaskTimeout as TaskTimeout
 from tickwork.errors import TickworkError as TickworkError
 from tickwork.errors import UnknownTask as UnknownTask
 from tickwork.events import EventsLost as EventsLost
 from tickwork.events import Subscription as Subscription
 from tickwork.events import TransitionEvent as TransitionEvent
+from tickwork.extend import CallNext as CallNext
+from tickwork.extend import Dispatcher as Dispatcher
+from tickwork.extend import Plugin as Plugin
+from tickwork.extend import PluginContext as PluginContext
+from tickwork.extend import RunContext as RunContext
+from tickwork.extend import RunMiddleware as RunMiddleware
 from tickwork.model import Attempt as Attempt
 from tickwork.model import Instance as Instance
 from tickwork.model import InstanceFilter as InstanceFilter
@@ -60,8 +69,10 @@ __all__ = [
     "BashFailed",
     "BashTask",
     "BashTimeout",
+    "CallNext",
     "Clock",
     "Cron",
+    "Dispatcher",
     "DuplicateTask",
     "EventsLost",
     "IllegalTransition",
@@ -71,12 +82,18 @@ __all__ = [
     "InvalidArgument",
     "InvalidState",
     "MemoryStore",
+    "MiddlewareFailed",
     "NewInstance",
     "NodeInfo",
     "NotATickworkDatabase",
     "NotFound",
     "Notify",
+    "Plugin",
+    "PluginContext",
+    "PluginCrashed",
     "PostgresStore",
+    "RunContext",
+    "RunMiddleware",
     "RunOutput",
     "SQLiteStore",
     "Schedule",
@@ -88,6 +105,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreLocked",
+    "StoreUnavailable",
     "Subscription",
     "SystemClock",
     "TaskTimeout",

@@ -59,3 +59,15 @@ class TaskTimeout(TickworkError):
 class InvalidState(InvalidArgument):
     """The instance is not in a state that allows the operation (for example a retry of
     an instance that did not fail). The HTTP API answers it with 409."""
+
+
+class MiddlewareFailed(TickworkError):
+    """A run middleware raised an exception of its own (not the task's, which passes
+    through as itself): the run is recorded as failed with this error, which names the
+    middleware; the middleware's exception is its ``__cause__``."""
+
+
+class PluginCrashed(TickworkError):
+    """A plugin's ``run`` raised: the node stops (as when the ``async with`` body raises)
+    and ``open_scheduler`` raises this, naming the plugin; its ``__cause__`` is the
+    plugin's exception."""

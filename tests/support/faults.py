@@ -1,7 +1,8 @@
 """FaultyStore: a Store wrapper that fails chosen calls on demand, and can "crash".
 
-It forwards every call of the Store protocol to a real store (memory, SQLite, ...) and
-lets a test inject faults:
+A :class:`tickwork.stores.StoreWrapper` (the node's retrying wrapper is one too): every
+call of the Store protocol reaches a real store (memory, SQLite, ...) through one gate,
+:meth:`FaultyStore._call`, where a test injects faults:
 
 * ``fail(method, times, error)`` - the next ``times`` calls of ``method`` raise ``error``
   (a ``StoreUnavailable`` by default: what the node must retry) *before* reaching the
@@ -21,18 +22,19 @@ again: reopening it is a restart on the same database.
 
 from __future__ import annotations
 
-import builtins
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 import tickwork
 from tickwork.errors import StoreError, StoreUnavailable
-from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
-from tickwork.state import State
+from tickwork.model import Finish
+from tickwork.stores import StoreWrapper
 from tickwork.stores.base import Store
+
+T = TypeVar("T")
 
 #: Store calls that write (a crash point sits between any two of them).
 WRITES = frozenset(
@@ -47,11 +49,11 @@ class Crashed(StoreError):
     """
 
 
-class FaultyStore:
+class FaultyStore(StoreWrapper):
     """See the module docstring."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.writes = 0
@@ -110,7 +112,7 @@ class FaultyStore:
 
     # -- the gate every call goes through -----------------------------------------------
 
-    async def _call(self, method: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, method: str, fn: Callable[[], Awaitable[T]]) -> T:
         self.calls[method] += 1
         if self.crashed:
             await trio.lowlevel.checkpoint()
@@ -154,83 +156,16 @@ class FaultyStore:
         self._closed_inner = True
         await self.inner.aclose()
 
-    # -- the protocol -------------------------------------------------------------------
-
-    async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
-        return await self._call("insert", lambda: self.inner.insert(rows, now_us))  # type: ignore[no-any-return]
-
-    async def claim(
-        self, owner: str, due_before_us: int, limit: int, now_us: int, lease_us: int
-    ) -> list[Instance]:
-        return await self._call(  # type: ignore[no-any-return]
-            "claim", lambda: self.inner.claim(owner, due_before_us, limit, now_us, lease_us)
-        )
-
-    async def next_pending_at(self) -> int | None:
-        return await self._call("next_pending_at", self.inner.next_pending_at)  # type: ignore[no-any-return]
-
-    async def start(self, owner: str, items: Sequence[tuple[int, int]], now_us: int) -> list[bool]:
-        return await self._call("start", lambda: self.inner.start(owner, items, now_us))  # type: ignore[no-any-return]
+    # -- the protocol: StoreWrapper forwards every method through _call ----------------
 
     async def finish(self, owner: str, finishes: Sequence[Finish], now_us: int) -> list[bool]:
-        accepted = await self._call("finish", lambda: self.inner.finish(owner, finishes, now_us))
+        accepted = await super().finish(owner, finishes, now_us)
         self.finished.extend(f for f, ok in zip(finishes, accepted, strict=True) if ok)
-        return accepted  # type: ignore[no-any-return]
-
-    async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
-        return await self._call("release", lambda: self.inner.release(owner, now_us, ids))  # type: ignore[no-any-return]
-
-    async def renew(self, owner: str, now_us: int, lease_us: int) -> int:
-        return await self._call("renew", lambda: self.inner.renew(owner, now_us, lease_us))  # type: ignore[no-any-return]
-
-    async def recover(self, now_us: int) -> int:
-        return await self._call("recover", lambda: self.inner.recover(now_us))  # type: ignore[no-any-return]
-
-    async def request_abort(self, instance_id: int, now_us: int) -> AbortResult:
-        return await self._call(  # type: ignore[no-any-return]
-            "request_abort", lambda: self.inner.request_abort(instance_id, now_us)
-        )
-
-    async def abort_requests(self, owner: str) -> list[int]:
-        return await self._call("abort_requests", lambda: self.inner.abort_requests(owner))  # type: ignore[no-any-return]
-
-    async def get(self, instance_id: int) -> Instance | None:
-        return await self._call("get", lambda: self.inner.get(instance_id))  # type: ignore[no-any-return]
-
-    async def list(
-        self,
-        *,
-        state: State | None = None,
-        task: str | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-        where: InstanceFilter | None = None,
-    ) -> builtins.list[Instance]:
-        return await self._call(  # type: ignore[no-any-return]
-            "list",
-            lambda: self.inner.list(
-                state=state, task=task, limit=limit, before_id=before_id, where=where
-            ),
-        )
-
-    async def count(self, *, state: State | None = None, task: str | None = None) -> int:
-        return await self._call("count", lambda: self.inner.count(state=state, task=task))  # type: ignore[no-any-return]
-
-    async def count_by_state(self) -> dict[State, int]:
-        return await self._call("count_by_state", self.inner.count_by_state)  # type: ignore[no-any-return]
-
-    async def history(self, instance_id: int) -> builtins.list[Attempt]:
-        return await self._call("history", lambda: self.inner.history(instance_id))  # type: ignore[no-any-return]
-
-    async def change_token(self) -> int | None:
-        return await self._call("change_token", self.inner.change_token)  # type: ignore[no-any-return]
-
-    async def prune(self, before_us: int, limit: int) -> int:
-        return await self._call("prune", lambda: self.inner.prune(before_us, limit))  # type: ignore[no-any-return,attr-defined]
+        return accepted
 
     def __getattr__(self, name: str) -> Any:
-        # Methods other engineers add to the protocol (schedules, ...) pass through the
-        # same gate: treated as writes, so a crash stops them too.
+        # Methods beyond the Store protocol (the nodes table, a cluster store's heartbeat
+        # and change notices, tokens) pass through the same gate: a crash stops them too.
         attr = getattr(self.inner, name)
         if not callable(attr) or name.startswith("_"):
             return attr

@@ -35,6 +35,7 @@ from tickwork.actors.overlap import OverlapGuard
 from tickwork.actors.timekeeper import ExecutorMsg
 from tickwork.clock import Clock
 from tickwork.errors import TaskTimeout
+from tickwork.extend._run import Runner
 from tickwork.model import Instance
 from tickwork.stores.base import Store
 from tickwork.task import CURRENT_INSTANCE, Task
@@ -100,6 +101,7 @@ class Executor:
         shutdown_grace: float,
         abort_marks: set[int],
         on_running: Callable[[Instance, int], None] | None = None,
+        runner: Runner | None = None,
         lease_ok: Callable[[Instance], bool] | None = None,
     ) -> None:
         self._clock = clock
@@ -113,6 +115,8 @@ class Executor:
         self._grace = shutdown_grace
         self._abort_marks = abort_marks
         self._on_running = on_running
+        # Extensions (middleware, a dispatcher): what a run awaits instead of task.run.
+        self._runner = runner
         # Cluster mode: whether the claim of an instance may still be counted on; one that
         # may have lapsed is given back instead of started (actors/cluster_link.py).
         self._lease_ok = lease_ok
@@ -336,22 +340,29 @@ class Executor:
             self._on_running(inst, started)
         return started
 
+    def _report(self, inst: Instance, task: Task, started: int) -> None:
+        """An at-least-once run started: the next flush reports it, if it still runs."""
+        if task.delivery != "at_most_once":
+            self._unreported[inst.id] = (inst, started)
+            self._outbox_nonempty.set()
+
     async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
         timeout_us = _timeout_us(inst, task)
         if timeout_us is not None:
             scope.deadline = trio.current_time() + timeout_us / 1e6
         started = self._started_now(inst)
         self._running[inst.id] = (scope, inst)
-        if task.delivery != "at_most_once":  # reported to the Recorder by the next flush
-            self._unreported[inst.id] = (inst, started)
-            self._outbox_nonempty.set()
+        self._report(inst, task, started)
         kind = Kind.OK
         result: object = None
         error: BaseException | None = None
         cancelled: trio.Cancelled | None = None
         current = CURRENT_INSTANCE.set(inst)
         try:
-            result = await task.run(inst.params)
+            if self._runner is None:
+                result = await task.run(inst.params)
+            else:
+                result = await self._runner(inst, task, started)
         except trio.Cancelled as exc:
             if not scope.cancel_called:
                 raise  # not this run's cancel: the node itself is being torn down

@@ -133,3 +133,18 @@ class Leases:
             pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._puller_gone = True
+
+
+async def recover_claims(store: Store, clock: Clock) -> int:
+    """At node start, before any actor runs: give back the claims a previous run of this
+    node left (GIVE_BACK in the state table; see ``Store.recover``). Returns how many."""
+    recovered = await store.recover(clock.now_us())
+    if recovered:
+        log.info("recovered %d instances left claimed by a previous run", recovered)
+    return recovered
+
+
+async def give_back_claims(store: Store, clock: Clock, owner: str) -> int:
+    """The node's last store write, after every actor stopped: give back what ``owner``
+    still holds (GIVE_BACK in the state table). Returns how many claims went back."""
+    return await store.release(owner, clock.now_us())

@@ -8,6 +8,11 @@ degradation once, and reports it in ``statistics().store``. A store that stays b
 longer than ``give_up_after`` makes the call raise ``StoreError``, which stops the node
 with that message instead of hanging.
 
+The calls of the public API (``schedule``, ``get``, ``abort``...) go through
+:attr:`ResilientStore.user_calls` instead: they fail fast with ``StoreUnavailable``
+(after ``user_call_retry`` seconds of retrying; at once by default), so that a caller
+learns of an outage at once instead of hanging for minutes, while the actors retry.
+
 Retrying is safe because every store call is one transaction: a failed call changed
 nothing. Outcome writes are fenced, so a retried write can never overwrite another's.
 """
@@ -15,21 +20,18 @@ nothing. Outcome writes are fenced, so a retried write can never overwrite anoth
 from __future__ import annotations
 
 import bisect
-import builtins
+import copy
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TypeVar, final
 
 import attrs
 import trio
 
 from tickwork.errors import StoreError, StoreUnavailable
-from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
-from tickwork.schedules.plan import OccurrenceCheck
-from tickwork.schedules.schedule import Schedule, ScheduleWrite
-from tickwork.state import State
+from tickwork.stores._wrapper import StoreWrapper
 from tickwork.stores.base import Store
 
 log = logging.getLogger("tickwork.store")
@@ -75,50 +77,75 @@ class StoreHealth:
     """How the node's store calls are going."""
 
     healthy: bool
-    #: calls that failed and were retried, since the node started
+    #: calls that failed (and were retried, or refused a user call), since the node started
     failures: int
     #: seconds the current outage has lasted (0 when healthy)
     degraded_for: float
     last_error: str | None
 
 
+@attrs.define
+class _Outage:
+    """What the node's store calls have been through, shared by the actors' calls and the
+    user calls (:attr:`ResilientStore.user_calls`)."""
+
+    #: calls that failed (retried or not), since the node started
+    failures: int = 0
+    #: per call being retried: when it first failed
+    failing: dict[object, float] = attrs.field(factory=dict)
+    gave_up: bool = False
+    last_error: str | None = None
+    latency: dict[str, CallLatency] = attrs.field(factory=dict)
+
+
 @final
-class ResilientStore:
-    """A :class:`Store` wrapper that retries transient failures (see the module doc)."""
+class ResilientStore(StoreWrapper):
+    """A :class:`Store` wrapper that retries transient failures (see the module doc).
+
+    Every protocol call goes through :meth:`_call` (the forwarding is
+    :class:`~tickwork.stores.StoreWrapper`'s).
+    """
 
     def __init__(
         self,
         store: Store,
         *,
         give_up_after: float = 120.0,
+        user_call_retry: float = 0.0,
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.inner = store
+        super().__init__(store)
         self._give_up_after = give_up_after
         self._base = backoff_base
         self._cap = backoff_cap
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._failures = 0
-        #: per call being retried: when it first failed
-        self._failing: dict[object, float] = {}
-        self._gave_up = False
-        self._last_error: str | None = None
-        self._latency: dict[str, CallLatency] = {}
+        self._outage = _Outage()
+        #: None for the actors' calls (retried up to ``give_up_after``); for user calls,
+        #: how long a call retries before it raises StoreUnavailable
+        self._user_limit: float | None = None
+        #: The same store for the calls of the public API (``schedule``, ``get``,
+        #: ``abort``...): a transient failure raises ``StoreUnavailable`` once the call
+        #: has retried for ``user_call_retry`` seconds (at once with 0, the default),
+        #: while the actors' calls keep retrying. Health and latency are shared.
+        self.user_calls: ResilientStore = copy.copy(self)
+        self.user_calls._user_limit = user_call_retry  # noqa: SLF001 - its own twin
+        self.user_calls.user_calls = self.user_calls
 
     def latency(self) -> dict[str, CallLatency]:
         """Per kind of call (``"claim"``, ``"finish"``...): how long its calls took, read
         live (the metrics endpoint copies what it shows)."""
-        return self._latency
+        return self._outage.latency
 
     def health(self) -> StoreHealth:
-        failing = self._failing
+        outage = self._outage
+        failing = outage.failing
         return StoreHealth(
             healthy=not failing,
-            failures=self._failures,
+            failures=outage.failures,
             degraded_for=trio.current_time() - min(failing.values()) if failing else 0.0,
-            last_error=self._last_error,
+            last_error=outage.last_error,
         )
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -134,160 +161,53 @@ class ResilientStore:
                 try:
                     result = await fn()
                 except TRANSIENT as exc:
-                    now = trio.current_time()
-                    self._failures += 1
-                    self._last_error = f"{what}: {type(exc).__name__}: {exc}"
-                    if since is None:
-                        since = now
-                        if not self._failing:
-                            log.warning(
-                                "store call %s failed (%s); retrying with backoff", what, exc
-                            )
-                        self._failing[key] = since
-                    if self._gave_up or now - since > self._give_up_after:
-                        # Once given up, every later failing call (the release on the
-                        # way out) gives up at once instead of waiting out a new limit.
-                        self._gave_up = True
-                        msg = (
-                            f"the store has been failing for {now - since:.0f} s "
-                            f"(last: {self._last_error}); stopping the node. Fix the store "
-                            "(disk space, permissions, database server) and start it again"
-                        )
-                        raise StoreError(msg) from exc
+                    since = self._failed(what, exc, key, since)
                     await trio.sleep(self._rng.uniform(0, delay))
                     delay = min(self._cap, delay * 2)
                 else:
-                    hist = self._latency.get(what)
+                    hist = self._outage.latency.get(what)
                     if hist is None:
-                        hist = self._latency[what] = CallLatency()
+                        hist = self._outage.latency[what] = CallLatency()
                     hist.add(trio.current_time() - started)
                     return result
         finally:
-            if since is not None:
-                del self._failing[key]
-                if not self._failing:
-                    log.warning("store recovered after %.1f s", trio.current_time() - since)
+            failing = self._outage.failing
+            first = failing.pop(key, None)
+            if first is not None and not failing:
+                log.warning("store recovered after %.1f s", trio.current_time() - first)
 
-    # -- the Store protocol, each call through _call -------------------------------------
+    def _failed(self, what: str, exc: BaseException, key: object, since: float | None) -> float:
+        """Note a transient failure of the call ``key``, failing since ``since`` (None: this
+        is its first failure), and return since when it fails.
 
-    async def open(self, *, node_id: str | None = None) -> None:
-        await self.inner.open(node_id=node_id)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
-        return await self._call("insert", lambda: self.inner.insert(rows, now_us))
-
-    async def claim(
-        self, owner: str, due_before_us: int, limit: int, now_us: int, lease_us: int
-    ) -> list[Instance]:
-        return await self._call(
-            "claim", lambda: self.inner.claim(owner, due_before_us, limit, now_us, lease_us)
-        )
-
-    async def next_pending_at(self) -> int | None:
-        return await self._call("next_pending_at", self.inner.next_pending_at)
-
-    async def start(self, owner: str, items: Sequence[tuple[int, int]], now_us: int) -> list[bool]:
-        return await self._call("start", lambda: self.inner.start(owner, items, now_us))
-
-    async def finish(self, owner: str, finishes: Sequence[Finish], now_us: int) -> list[bool]:
-        return await self._call("finish", lambda: self.inner.finish(owner, finishes, now_us))
-
-    async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
-        return await self._call("release", lambda: self.inner.release(owner, now_us, ids))
-
-    async def renew(self, owner: str, now_us: int, lease_us: int) -> int:
-        return await self._call("renew", lambda: self.inner.renew(owner, now_us, lease_us))
-
-    async def recover(self, now_us: int) -> int:
-        return await self._call("recover", lambda: self.inner.recover(now_us))
-
-    async def request_abort(self, instance_id: int, now_us: int) -> AbortResult:
-        return await self._call(
-            "request_abort", lambda: self.inner.request_abort(instance_id, now_us)
-        )
-
-    async def abort_requests(self, owner: str) -> list[int]:
-        return await self._call("abort_requests", lambda: self.inner.abort_requests(owner))
-
-    async def get(self, instance_id: int) -> Instance | None:
-        return await self._call("get", lambda: self.inner.get(instance_id))
-
-    async def list(
-        self,
-        *,
-        state: State | None = None,
-        task: str | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-        where: InstanceFilter | None = None,
-    ) -> builtins.list[Instance]:
-        if where is None:  # a store written before ``where`` existed still lists
-            return await self._call(
-                "list",
-                lambda: self.inner.list(state=state, task=task, limit=limit, before_id=before_id),
+        Raises:
+            StoreUnavailable: a user call that has retried long enough (at once by default).
+            StoreError: the call has failed for longer than ``give_up_after``: the node
+                stops.
+        """
+        outage = self._outage
+        now = trio.current_time()
+        outage.failures += 1
+        outage.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        first = now if since is None else since
+        if self._user_limit is not None and (outage.gave_up or now - first >= self._user_limit):
+            msg = (
+                f"the store is unavailable ({outage.last_error}); the node keeps retrying "
+                "its own calls: try again later"
             )
-        return await self._call(
-            "list",
-            lambda: self.inner.list(
-                state=state, task=task, limit=limit, before_id=before_id, where=where
-            ),
-        )
-
-    async def count(self, *, state: State | None = None, task: str | None = None) -> int:
-        return await self._call("count", lambda: self.inner.count(state=state, task=task))
-
-    async def count_by_state(self) -> dict[State, int]:
-        return await self._call("count_by_state", self.inner.count_by_state)
-
-    async def history(self, instance_id: int) -> builtins.list[Attempt]:
-        return await self._call("history", lambda: self.inner.history(instance_id))
-
-    async def change_token(self) -> int | None:
-        return await self._call("change_token", self.inner.change_token)
-
-    async def prune(self, before_us: int, limit: int) -> int:
-        return await self._call("prune", lambda: self.inner.prune(before_us, limit))
-
-    async def add_schedule(
-        self, schedule: Schedule, now_us: int, *, replace: bool = False
-    ) -> ScheduleWrite:
-        return await self._call(
-            "add_schedule", lambda: self.inner.add_schedule(schedule, now_us, replace=replace)
-        )
-
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        return await self._call("get_schedule", lambda: self.inner.get_schedule(schedule_id))
-
-    async def list_schedules(
-        self, *, limit: int = 1000, after_id: str | None = None
-    ) -> builtins.list[Schedule]:
-        return await self._call(
-            "list_schedules", lambda: self.inner.list_schedules(limit=limit, after_id=after_id)
-        )
-
-    async def pause_schedule(self, schedule_id: str, now_us: int) -> Schedule | None:
-        return await self._call(
-            "pause_schedule", lambda: self.inner.pause_schedule(schedule_id, now_us)
-        )
-
-    async def resume_schedule(self, schedule_id: str, now_us: int) -> ScheduleWrite | None:
-        return await self._call(
-            "resume_schedule", lambda: self.inner.resume_schedule(schedule_id, now_us)
-        )
-
-    async def remove_schedule(self, schedule_id: str, now_us: int) -> bool:
-        return await self._call(
-            "remove_schedule", lambda: self.inner.remove_schedule(schedule_id, now_us)
-        )
-
-    async def check_occurrences(
-        self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
-    ) -> builtins.list[OccurrenceCheck]:
-        # Safe to repeat: admitting the same occurrence again changes nothing.
-        return await self._call(
-            "check_occurrences",
-            lambda: self.inner.check_occurrences(ids, now_us, admit=admit),
-        )
+            raise StoreUnavailable(msg) from exc
+        if since is None:
+            if not outage.failing:
+                log.warning("store call %s failed (%s); retrying with backoff", what, exc)
+            outage.failing[key] = now
+        if outage.gave_up or now - first > self._give_up_after:
+            # Once given up, every later failing call (the release on the way out) gives
+            # up at once instead of waiting out a new limit.
+            outage.gave_up = True
+            msg = (
+                f"the store has been failing for {now - first:.0f} s "
+                f"(last: {outage.last_error}); stopping the node. Fix the store "
+                "(disk space, permissions, database server) and start it again"
+            )
+            raise StoreError(msg) from exc
+        return first

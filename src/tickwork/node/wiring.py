@@ -14,19 +14,20 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Final
 
 import trio
 
+from tickwork._groups import lone_exceptions_unwrapped
 from tickwork._time import td_us
 from tickwork.actors.capacity import Capacity
 from tickwork.actors.cluster_link import ClusterLink
 from tickwork.actors.executor import Executor
 from tickwork.actors.janitor import Janitor
-from tickwork.actors.leases import Leases
+from tickwork.actors.leases import Leases, give_back_claims, recover_claims
 from tickwork.actors.messages import Outcome, PullerMsg
 from tickwork.actors.puller import Puller, TimekeeperMsg
 from tickwork.actors.recorder import Recorder
@@ -34,6 +35,15 @@ from tickwork.actors.timekeeper import ExecutorMsg, Timekeeper
 from tickwork.clock import Clock, SystemClock
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.events import EventHub, TransitionEvent
+from tickwork.extend._plugins import Plugin, check_plugins, running_plugins
+from tickwork.extend._run import (
+    Dispatcher,
+    RunMiddleware,
+    Runner,
+    build_runner,
+    check_dispatcher,
+    check_middleware,
+)
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, Instance, check_max_params_bytes
 from tickwork.node.mode import CLUSTER_LINGER, node_mode
 from tickwork.node.resilience import ResilientStore
@@ -100,6 +110,7 @@ def _set_params_limit(store: Store, limit: int) -> None:
 MIN_POLL_INTERVAL: Final = timedelta(milliseconds=10)
 
 
+@lone_exceptions_unwrapped
 @asynccontextmanager
 async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one line each
     store: Store,
@@ -116,10 +127,14 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     shutdown_grace: timedelta = timedelta(seconds=30),
     hook_concurrency: int = 100,
     store_outage_limit: timedelta = timedelta(minutes=2),
+    user_call_retry: timedelta = timedelta(0),
     retention: timedelta | None = None,
     claim_horizon: timedelta | None = None,
     record_linger: timedelta | None = None,
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+    middleware: Sequence[RunMiddleware] = (),
+    dispatcher: Dispatcher | None = None,
+    plugins: Sequence[Plugin] = (),
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler node on ``store`` for the duration of the ``async with`` block.
 
@@ -141,6 +156,10 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
         hook_concurrency: task hooks (on_success, ...) running at once.
         store_outage_limit: how long store calls may keep failing (retried with backoff)
             before the node stops with a ``StoreError``.
+        user_call_retry: how long a call of the scheduler's API (``schedule``, ``get``,
+            ``abort``, ``list``...) retries a failing store before it raises
+            ``StoreUnavailable``; the default 0 fails at once, so that a caller hears of an
+            outage instead of hanging. The actors keep retrying regardless.
         retention: prune ended instances and run history older than this (in batches,
             see ``docs/operations.md``); None (the default) keeps them forever.
         claim_horizon: how far ahead the node claims instances: by default the whole
@@ -158,6 +177,12 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
             ones with ``InvalidArgument``, and so does the store (this sets the built-in
             stores' own limit). Default 1 MiB. It is recorded in the store's nodes table
             with the node's tasks, where the CLI finds it.
+        middleware: async callables ``(run, call_next) -> result`` wrapped around every
+            run, the first outermost (``docs/extending.md``).
+        dispatcher: where runs go (a ``tickwork.Dispatcher``); default: each task's
+            ``run`` in this node.
+        plugins: ``tickwork.Plugin`` instances started in the node's nursery once it is
+            ready, cancelled first when it stops.
 
     Raises:
         InvalidArgument: a setting is out of range; StoreError: the store cannot be used.
@@ -178,6 +203,8 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     _positive_int("batch_size", batch_size)
     _positive_int("hook_concurrency", hook_concurrency)
     outage_limit = _positive_td("store_outage_limit", store_outage_limit) / 1e6
+    if not isinstance(user_call_retry, timedelta) or user_call_retry < timedelta(0):
+        raise InvalidArgument(f"user_call_retry must be a timedelta >= 0, got {user_call_retry!r}")
     retention_us = None if retention is None else _positive_td("retention", retention)
     if record_linger is None:
         record_linger = timedelta(0) if mode.cluster is None else CLUSTER_LINGER
@@ -194,21 +221,26 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     if not isinstance(clock, Clock):
         raise InvalidArgument(f"clock must have now_us() and sleep_until_us(), got {clock!r}")
     check_max_params_bytes(max_params_bytes)
+    chain, dispatcher = check_middleware(middleware), check_dispatcher(dispatcher)
+    plugins = check_plugins(plugins)
     node = node_id or default_node_id()
     batch_size = min(batch_size, max_in_memory)
 
     await store.open(node_id=node)
-    resilient = ResilientStore(store, give_up_after=outage_limit)
+    resilient = ResilientStore(
+        store,
+        give_up_after=outage_limit,
+        user_call_retry=user_call_retry.total_seconds(),
+    )
     running: Scheduler | None = None
     given_back = 0
     try:
         await _record_node(store, node, registry, max_params_bytes)
-        recovered = await resilient.recover(clock.now_us())
-        if recovered:
-            log.info("recovered %d instances left claimed by a previous run", recovered)
+        await recover_claims(resilient, clock)
         async with (
             _task_lifespans(registry),
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
+            dispatcher.lifespan() if dispatcher is not None else nullcontext(),
             _run_node(
                 store=resilient,
                 registry=registry,
@@ -227,7 +259,9 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
                 cluster=mode.cluster,
                 horizon_us=mode.horizon_us,
                 max_params_bytes=max_params_bytes,
+                runner=build_runner(chain, dispatcher, node),
             ) as scheduler,
+            running_plugins(plugins, scheduler, clock),  # started last, stopped first
         ):
             notices.watch(scheduler)
             running = scheduler
@@ -235,7 +269,7 @@ async def open_scheduler(  # noqa: PLR0915 - the checks of each setting, one lin
     finally:
         with trio.CancelScope(shield=True):
             try:
-                given_back = await resilient.release(node, clock.now_us())
+                given_back = await give_back_claims(resilient, clock, node)
             except StoreError:
                 log.exception("could not give back the claims of node %s", node)
             await store.aclose()
@@ -282,6 +316,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
     cluster: ClusterStore | None = None,
     horizon_us: int | None = None,
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+    runner: Runner | None = None,
 ) -> AsyncIterator[Scheduler]:
     hub = EventHub()
     abort_marks: set[int] = set()
@@ -382,6 +417,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
         shutdown_grace=grace,
         abort_marks=abort_marks,
         on_running=on_running,
+        runner=runner,
         lease_ok=None if link is None else (lambda inst: link.leases.valid(inst.claim_token)),
     )
     recorder = Recorder(
@@ -417,7 +453,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
             if janitor is not None:
                 await nursery.start(janitor.run)
             scheduler = Scheduler(
-                store=store,
+                store=store.user_calls,  # the API's calls fail fast during an outage
                 registry=registry,
                 clock=clock,
                 node_id=node,
@@ -456,7 +492,7 @@ async def _run_node(  # noqa: C901, PLR0915 - the wiring: many tiny callbacks, n
                 puller.stop()
                 if janitor is not None:
                     janitor.stop()
-                await aborts_out.aclose()
+                aborts_out.close()  # no checkpoint: a cancelled stop would lose the error
         # Everything the node ran is recorded: its leases may lapse now, and the event
         # stream ends after the Recorder's last write (subscribers see the drain).
         hub.close()

@@ -1,14 +1,17 @@
-"""The store-side rules every backend shares: which writes a store may apply.
+"""The store-side rules every backend shares: which event a store call applies to a row.
 
-A store moves instances only along :data:`tickwork.state.TRANSITIONS`. Two facts make the
-durable view differ from the in-memory one, and both are decided here once:
+A store moves instances only by :func:`tickwork.state.apply` (in SQL, through the
+constants of :mod:`tickwork.stores._sql`, generated from :data:`tickwork.state.TABLE`).
+What it decides is which :class:`~tickwork.state.Event` a call means for one row; the
+functions below say it once for the three stores. Two facts make the durable view differ
+from the in-memory one:
 
-* RUNNING is written at once (``Store.start``, its own commit) only for at-most-once tasks;
-  an at-least-once run's RUNNING rides on the Recorder's next group commit (a finish to
-  RUNNING), and a quick run's outcome usually arrives first. So a finish may find the row
-  CLAIMED while the node knows it RUNNING: the durable move is CLAIMED -> (RUNNING ->)
-  outcome. A RUNNING row is *repeatable* when it was written for an at-least-once run:
-  given back, it runs again; an at-most-once one never does.
+* RUNNING is written at once (``Store.start``) only for at-most-once tasks; an
+  at-least-once run's RUNNING rides on the Recorder's next group commit (a finish to
+  RUNNING: RUN), and a quick run's outcome usually comes first. So a finish may find the
+  row CLAIMED while the node knows it RUNNING: the table lists each outcome from CLAIMED
+  as well. A RUNNING row is *repeatable* when RUN wrote it: given back, it runs again
+  (RERUN, or TAKE_OVER by another node); an at-most-once one never does.
 * A retry is written as PENDING, but the attempt that led to it failed: its history row
   says FAILED.
 """
@@ -18,52 +21,48 @@ from __future__ import annotations
 from typing import Final
 
 from tickwork.errors import IllegalTransition
-from tickwork.state import TERMINAL, State, can_transition
+from tickwork.state import HELD, TERMINAL, Event, State, lookup
 
-#: States in which a node holds an instance (owner, claim token and lease set).
-HELD: Final = frozenset({State.CLAIMED, State.RUNNING})
+__all__ = ["HELD", "finish_event", "finished_state", "history_state", "release_event"]
+
+#: The event a finish to each target state means (PENDING: see :func:`finish_event`).
+_FINISH_EVENTS: Final = {
+    State.SUCCEEDED: Event.SUCCEED,
+    State.FAILED: Event.FAIL,
+    State.ABORTED: Event.CANCEL,
+    State.MISSED: Event.SKIP,
+    State.PENDING: Event.RETRY,
+    State.RUNNING: Event.RUN,
+}
 
 
-def check_finish_state(target: State) -> None:
-    """Refuse a finish whose target no held instance could ever move to.
+def finish_event(target: State, abort_requested: bool) -> Event:
+    """The event of a fenced finish to ``target`` (a :class:`~tickwork.model.Finish`).
+
+    An abort that was requested wins at once: a retry or a give-back (PENDING) of a row
+    with an abort requested is a CANCEL, written ABORTED by the finish itself, so that
+    every store answers ``get`` and ``count`` alike right after it (not only at the next
+    claim). The attempt that led to it is still recorded FAILED in the history
+    (:func:`history_state`).
 
     Raises:
         IllegalTransition: ``target`` is CLAIMED.
     """
-    if target not in TERMINAL and target not in {State.PENDING, State.RUNNING}:
+    event = _FINISH_EVENTS.get(target)
+    if event is None:
         msg = (
             f"illegal finish to {target.name}: a finish writes a terminal state, PENDING or RUNNING"
         )
         raise IllegalTransition(msg)
+    if event is Event.RETRY and abort_requested:
+        return Event.CANCEL
+    return event
 
 
-def finish_allowed(current: State, target: State) -> bool:
-    """Whether a finish may move a held row from its durable ``current`` state to ``target``.
-
-    A CLAIMED row may have been RUNNING in memory (at-least-once), so both hops count.
-    A finish to RUNNING (an at-least-once run's start) applies to a CLAIMED row, and to a
-    RUNNING one as a no-op.
-    """
-    if target is State.RUNNING:
-        return current in HELD
-    if current is State.RUNNING:
-        return can_transition(State.RUNNING, target)
-    if current is State.CLAIMED:
-        return can_transition(State.CLAIMED, target) or can_transition(State.RUNNING, target)
-    return False
-
-
-def finished_state(target: State, abort_requested: bool) -> State:
-    """The state a fenced finish to ``target`` writes.
-
-    An abort that was requested wins at once: a retry or a give-back (PENDING) of a row
-    with an abort requested is written ABORTED by the finish itself, so that every store
-    answers ``get`` and ``count`` alike right after it (not only at the next claim). The
-    attempt that led to it is still recorded FAILED in the history (:func:`history_state`).
-    """
-    if target is State.PENDING and abort_requested:
-        return State.ABORTED
-    return target
+def finished_state(current: State, target: State, abort_requested: bool) -> State | None:
+    """The state a fenced finish to ``target`` writes on a row now ``current``, or None
+    when the table has no such move (the finish is refused)."""
+    return lookup(current, finish_event(target, abort_requested))
 
 
 def history_state(target: State) -> State:
@@ -74,15 +73,24 @@ def history_state(target: State) -> State:
     return target if target in TERMINAL else State.FAILED
 
 
-def released_state(current: State, abort_requested: bool, repeatable: bool = False) -> State:
-    """Where ``release`` (and ``recover``, and a lease takeover) moves a held row.
+#: The events of a give-back, by who gives back: (plain, abort requested).
+_RELEASES: Final = {
+    Event.GIVE_BACK: Event.GIVE_BACK_ABORT,
+    Event.EVICT: Event.EVICT_ABORT,
+    Event.LAPSE: Event.CLAIM_ABORT,
+}
 
-    An abort requested wins; a durable RUNNING at-most-once run cannot be repeated, so it
-    fails as interrupted; a CLAIMED row, and a RUNNING one that is ``repeatable`` (an
-    at-least-once run), go back to PENDING (not an attempt: the run is done again).
-    """
+
+def release_event(kind: Event, abort_requested: bool, repeatable: bool = False) -> Event:
+    """The event with which a held row is given back: ``kind`` is GIVE_BACK (the node's
+    ``release`` of everything, ``recover``), EVICT (``release`` of some ids) or LAPSE
+    (another node's lease lapsed, in a claim). An abort requested wins: the row ends
+    ABORTED. Otherwise a CLAIMED row goes back to PENDING and a durable RUNNING one
+    (at-most-once) cannot be repeated, so it fails as interrupted (see the table); a
+    ``repeatable`` RUNNING one (an at-least-once run) goes back to PENDING to run again
+    (RERUN; a lapsed one is taken over instead, see the stores' claim)."""
     if abort_requested:
-        return State.ABORTED
-    if current is State.RUNNING and not repeatable:
-        return State.FAILED
-    return State.PENDING
+        return _RELEASES[kind]
+    if repeatable and kind is not Event.LAPSE:
+        return Event.RERUN
+    return kind

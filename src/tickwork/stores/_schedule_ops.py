@@ -58,7 +58,7 @@ from tickwork.schedules.schedule import (
     trigger_fields,
     trigger_from_fields,
 )
-from tickwork.state import State
+from tickwork.state import Event, State
 
 __all__ = [
     "SCHEDULE_COLUMNS",
@@ -114,8 +114,9 @@ class ScheduleTx(Protocol):
         """The schedule's attached rows that are PENDING, CLAIMED or RUNNING."""
         ...
 
-    def end(self, items: Sequence[tuple[int, str]], state: State, *, detach: bool) -> None:
-        """Make PENDING rows, or rows this transaction claimed, ``state`` (MISSED or
+    def end(self, items: Sequence[tuple[int, str]], event: Event, *, detach: bool) -> None:
+        """Apply ``event`` (MISFIRE, SKIP_LATE or DETACH) to PENDING rows, or to rows this
+        transaction claimed: they end MISSED or
         ABORTED) with the reason; ``detach`` also clears ``fire_at``."""
         ...
 
@@ -149,8 +150,9 @@ class ScheduleTx(Protocol):
 
 
 def _apply(tx: ScheduleTx, s: Schedule, plan: Plan, now_us: int) -> Schedule:
+    """Write ``plan`` for ``s`` on behalf of the API (a first plan ends nothing)."""
     if plan.end:
-        tx.end(plan.end, State.MISSED, detach=False)
+        tx.end(plan.end, Event.SKIP_LATE, detach=False)
     if plan.insert:
         tx.insert(plan.insert)
     new = attrs.evolve(s, last_fire_us=plan.last_fire_us, ended=plan.ended, updated_us=now_us)
@@ -162,7 +164,7 @@ def _detach_all(tx: ScheduleTx, schedule_id: str, reason: str) -> None:
     live = tx.live(schedule_id)
     pending = [(r.id, reason) for r in live if r.state is State.PENDING]
     if pending:
-        tx.end(pending, State.ABORTED, detach=True)
+        tx.end(pending, Event.DETACH, detach=True)
     held = [r.id for r in live if r.state is not State.PENDING]
     if held:
         tx.detach(held, reason)
@@ -232,7 +234,7 @@ def resume(tx: ScheduleTx, schedule_id: str, now_us: int) -> ScheduleWrite | Non
         threshold = now_us - s.grace_us
         stale = [r for r in upcoming if r.run_us < threshold]
         if stale:
-            tx.end([(r.id, PAUSED) for r in stale], State.MISSED, detach=False)
+            tx.end([(r.id, PAUSED) for r in stale], Event.SKIP_LATE, detach=False)
             upcoming = [r for r in upcoming if r not in stale]
     change = "resumed" if paused else "running"
     if any(r.fire_us == s.last_fire_us for r in upcoming):
@@ -303,7 +305,7 @@ def after_claim(tx: ScheduleTx, claimed: list[Instance], now_us: int) -> list[In
             attrs.evolve(s, last_fire_us=plan.last_fire_us, ended=plan.ended, updated_us=now_us)
         )
     if ends:
-        tx.end(ends, State.MISSED, detach=False)
+        tx.end(ends, Event.MISFIRE, detach=False)
     if inserts:
         tx.insert(inserts)
     if advanced:

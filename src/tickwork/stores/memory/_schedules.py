@@ -17,7 +17,7 @@ import trio
 
 from tickwork.model import Instance, NewRow
 from tickwork.schedules.plan import InFlight, OccurrenceInfo, Slot
-from tickwork.state import State
+from tickwork.state import Event, lookup
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._rules import HELD
 from tickwork.stores._schedule_methods import ScheduleMethods
@@ -31,7 +31,6 @@ __all__ = ["MemoryScheduleMethods"]
 
 T = TypeVar("T")
 
-_ENDABLE: Final = frozenset({State.PENDING, State.CLAIMED})
 #: Past this many tracked ids, a schedule's set of unfinished occurrences drops ended ones.
 _TIDY_AT: Final = 64
 
@@ -108,10 +107,11 @@ class _Tx:
         if row.schedule_id is not None and row.fire_at_us is not None:
             self._s._fires.pop((row.schedule_id, row.fire_at_us), None)
 
-    def end(self, items: Sequence[tuple[int, str]], state: State, *, detach: bool) -> None:
+    def end(self, items: Sequence[tuple[int, str]], event: Event, *, detach: bool) -> None:
         for iid, reason in items:
             row = self._s._rows.get(iid)
-            if row is None or row.state not in _ENDABLE:
+            state = None if row is None else lookup(row.state, event)
+            if row is None or state is None:
                 continue
             if detach:
                 self._unfire(row)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -29,15 +29,8 @@ from tickwork.model import (
     NewRow,
     check_max_params_bytes,
 )
-from tickwork.state import TERMINAL, State
-from tickwork.stores._rules import (
-    HELD,
-    check_finish_state,
-    finish_allowed,
-    finished_state,
-    history_state,
-    released_state,
-)
+from tickwork.state import HELD, NEW_STATES, TERMINAL, Event, State, apply
+from tickwork.stores._rules import finish_event, finished_state, history_state, release_event
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.memory._nodes import MemoryNodes
 from tickwork.stores.memory._schedules import MemoryScheduleMethods
@@ -51,8 +44,6 @@ if TYPE_CHECKING:
     from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["MemoryStore"]
-
-_NEW_STATES: Final = TERMINAL | {State.PENDING}
 
 
 def _listed(inst: Instance) -> Instance:
@@ -168,9 +159,10 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             self._repeatable.discard(new.id)
         self._rows[new.id] = new
 
-    def _release_one(self, row: Instance, now_us: int) -> None:
-        """Give back one held row (release, recover, lease takeover): see released_state."""
-        target = released_state(row.state, row.id in self._abort, row.id in self._repeatable)
+    def _release_one(self, row: Instance, now_us: int, kind: Event) -> None:
+        """Give back one held row (``kind``: GIVE_BACK, EVICT or LAPSE): see release_event."""
+        repeatable = row.id in self._repeatable
+        target = apply(row.state, release_event(kind, row.id in self._abort, repeatable))
         if target is State.PENDING:
             new = attrs.evolve(
                 row,
@@ -182,7 +174,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                 started_us=None,
             )
         else:
-            ran = row.state is State.RUNNING and row.id not in self._repeatable
+            ran = row.state is State.RUNNING and not repeatable
             new = attrs.evolve(
                 row,
                 state=target,
@@ -203,7 +195,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         self._check_open()
         self._check_params(rows)
         for row in rows:
-            if row.state not in _NEW_STATES:
+            if row.state not in NEW_STATES:
                 raise InvalidArgument(
                     f"a new instance starts PENDING or terminal, not {row.state.name}"
                 )
@@ -259,9 +251,11 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         for iid in sorted(self._abort):
             row = self._rows[iid]
             if row.state is State.PENDING:
-                self._put(attrs.evolve(row, state=State.ABORTED, updated_us=now_us))
+                self._put(
+                    attrs.evolve(row, state=apply(row.state, Event.CLAIM_ABORT), updated_us=now_us)
+                )
         # Expired leases: a dead (or stalled) node's rows. At-most-once RUNNING rows and rows
-        # with an abort requested end now; CLAIMED ones and at-least-once RUNNING ones
+        # with an abort requested end now; CLAIMED ones, and at-least-once RUNNING ones,
         # compete with PENDING ones by due time.
         # Never the claimer's own rows: it still holds them in memory (its lease only looks
         # expired, e.g. after a wall-clock jump), and taking them again would run them twice.
@@ -272,7 +266,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
                 continue
             ended = row.state is State.RUNNING and iid not in self._repeatable
             if ended or iid in self._abort:
-                self._release_one(row, now_us)
+                self._release_one(row, now_us, Event.LAPSE)
             elif row.run_at_us <= due_before_us:
                 takeable.append((row.run_at_us, iid))
         takeable.sort()
@@ -283,9 +277,11 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         lease_until = now_us + lease_us
         out = []
         for iid in chosen:
+            row = self._rows[iid]
+            event = Event.CLAIM if row.state is State.PENDING else Event.TAKE_OVER
             new = attrs.evolve(
-                self._rows[iid],
-                state=State.CLAIMED,
+                row,
+                state=apply(row.state, event),
                 owner=owner,
                 claim_token=token,
                 lease_until_us=lease_until,
@@ -314,7 +310,12 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             row = self._holds(owner, iid, token)
             if row is not None and row.state is State.CLAIMED:
                 self._put(
-                    attrs.evolve(row, state=State.RUNNING, updated_us=now_us, started_us=now_us)
+                    attrs.evolve(
+                        row,
+                        state=apply(row.state, Event.START),
+                        updated_us=now_us,
+                        started_us=now_us,
+                    )
                 )
             out.append(row is not None)
         return out
@@ -324,28 +325,28 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         await trio.lowlevel.checkpoint()
         self._check_open()
         for f in finishes:
-            check_finish_state(f.state)
+            finish_event(f.state, abort_requested=False)  # a target no finish may write
         out = []
         for f in finishes:
             row = self._holds(owner, f.id, f.claim_token)
-            if row is None or not finish_allowed(row.state, f.state):
+            target = None
+            if row is not None:
+                target = finished_state(row.state, f.state, f.id in self._abort)
+            if row is None or target is None:
                 out.append(False)
                 continue
-            if f.state is State.RUNNING:  # an at-least-once run started: keeps the claim
-                if row.state is State.CLAIMED:
+            if f.state is State.RUNNING:  # RUN: an at-least-once run started; the claim kept
+                if row.state is not State.RUNNING:
                     self._put(
-                        attrs.evolve(
-                            row, state=State.RUNNING, updated_us=now_us, started_us=f.started_us
-                        )
+                        attrs.evolve(row, state=target, updated_us=now_us, started_us=f.started_us)
                     )
                     self._repeatable.add(f.id)
                 out.append(True)
                 continue
-            target = finished_state(f.state, f.id in self._abort)
             if target is State.PENDING:
                 new = attrs.evolve(
                     row,
-                    state=State.PENDING,
+                    state=target,
                     attempts=f.attempts,
                     error=f.error,
                     run_at_us=row.run_at_us if f.run_at_us is None else f.run_at_us,
@@ -394,8 +395,9 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
     def _release(self, owner: str, now_us: int, ids: Iterable[int] | None) -> int:
         held = self._held.get(owner, set())
         targets = sorted(held if ids is None else held.intersection(ids))
+        kind = Event.GIVE_BACK if ids is None else Event.EVICT
         for iid in targets:
-            self._release_one(self._rows[iid], now_us)
+            self._release_one(self._rows[iid], now_us, kind)
         return len(targets)
 
     async def renew(self, owner: str, now_us: int, lease_us: int) -> int:
@@ -421,9 +423,10 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         if row is None:
             return AbortResult(found=False)
         if row.state is State.PENDING:
-            self._put(attrs.evolve(row, state=State.ABORTED, updated_us=now_us))
+            aborted = attrs.evolve(row, state=apply(row.state, Event.ABORT), updated_us=now_us)
+            self._put(aborted)
             self._after_abort(row, now_us)
-            return AbortResult(found=True, state=State.ABORTED, previous=State.PENDING)
+            return AbortResult(found=True, state=aborted.state, previous=row.state)
         if row.state in HELD:
             self._abort.add(instance_id)
             return AbortResult(

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Final, LiteralString
 import attrs
 
 from tickwork._time import td_us
+from tickwork.state import Event
+from tickwork.stores._rules import release_event
 from tickwork.stores.cluster import Heartbeat, NodeInfo
 
 if TYPE_CHECKING:
@@ -58,15 +60,15 @@ V3_CLAIMS: Final[tuple[str, ...]] = (
     """INSERT INTO {s}.claims (token, owner, lease_until)
         SELECT claim_token, min(owner), coalesce(max(lease_until), now())
         FROM {s}.instances
-        WHERE state IN (1, 2) AND claim_token IS NOT NULL AND owner IS NOT NULL
+        WHERE state IN ({HELD}) AND claim_token IS NOT NULL AND owner IS NOT NULL
         GROUP BY claim_token""",
     "DROP INDEX {s}.instances_held",
     "ALTER TABLE {s}.instances DROP COLUMN lease_until",
     # the rows of one claim: heartbeat's "any rows left?", takeover, release
-    "CREATE INDEX instances_claim ON {s}.instances (claim_token) WHERE state IN (1, 2)",
+    "CREATE INDEX instances_claim ON {s}.instances (claim_token) WHERE state IN ({HELD})",
     # abort_requests: held rows with an abort requested (normally none)
     """CREATE INDEX instances_abort ON {s}.instances (owner)
-        WHERE abort_requested AND state IN (1, 2)""",
+        WHERE abort_requested AND state IN ({HELD})""",
     """ALTER TABLE {s}.nodes ADD COLUMN lease_us bigint, ADD COLUMN held integer,
         ADD COLUMN running integer""",
 )
@@ -74,27 +76,37 @@ V3_CLAIMS: Final[tuple[str, ...]] = (
 #: An instance row's lease: its claim's (``{p}`` is the row's alias prefix).
 LEASE_OF_ROW: Final = (
     "(SELECT (extract(epoch FROM c.lease_until) * 1000000)::bigint FROM {s}.claims c "
-    "WHERE c.token = {p}claim_token AND {p}state IN (1, 2))"
+    "WHERE c.token = {p}claim_token AND {p}state IN ({HELD}))"
 )
 #: The lease a claim statement grants (the claim row is not visible to its own RETURNING).
 LEASE_GRANTED: Final = "(extract(epoch FROM lease_.until) * 1000000)::bigint"
 
-# _rules.released_state, the one place it is written for the cluster store: an abort
-# requested wins; a durable RUNNING at-most-once run (not ``repeatable``) cannot be
-# repeated and fails as interrupted (its attempt counted); CLAIMED, and RUNNING
-# at-least-once, go back to PENDING. {where} selects the rows.
-_RELEASED_SET: Final = """
-        state = CASE WHEN abort_requested THEN 5 WHEN state = 2 AND NOT repeatable THEN 4
-                ELSE 0 END,
-        error = CASE WHEN NOT abort_requested AND state = 2 AND NOT repeatable
-                THEN %(interrupted)s ELSE error END,
-        attempts = attempts + CASE WHEN state = 2 AND NOT repeatable THEN 1 ELSE 0 END,
-        owner = CASE WHEN abort_requested OR (state = 2 AND NOT repeatable) THEN owner
-                ELSE NULL END,
+
+def released_set(kind: Event) -> str:
+    """The SET list of a give-back (``kind``: LAPSE, GIVE_BACK or EVICT), generated from
+    the table through _rules.release_event, the one place it is written for the cluster
+    store: an abort requested wins; a durable RUNNING at-most-once run cannot be repeated
+    and fails as interrupted (its attempt counted); CLAIMED goes back to PENDING, and so
+    does a ``repeatable`` RUNNING row (an at-least-once run: RERUN) given back by its
+    owner (a lapsed one is taken over by the claim instead: never released here)."""
+    aborted, k = release_event(kind, abort_requested=True).name, kind.name
+    rerun = ""
+    if kind is not Event.LAPSE:
+        again = release_event(kind, abort_requested=False, repeatable=True).name
+        rerun = f"WHEN state = {{RUNNING}} AND repeatable THEN {{{again}@RUNNING}}"
+    once = "state = {RUNNING} AND NOT repeatable"
+    return f"""
+        state = CASE WHEN abort_requested THEN {{{aborted}}} {rerun}
+                WHEN state = {{RUNNING}} THEN {{{k}@RUNNING}} ELSE {{{k}@CLAIMED}} END,
+        error = CASE WHEN NOT abort_requested AND {once} THEN %(interrupted)s
+                ELSE error END,
+        attempts = attempts + CASE WHEN {once} THEN 1 ELSE 0 END,
+        owner = CASE WHEN abort_requested OR ({once}) THEN owner ELSE NULL END,
         claim_token = NULL,
         started_us = NULL,
         repeatable = false,
         updated_us = %(now)s"""
+
 
 # claim, in one statement (the tentative ids are locked with SKIP LOCKED, so concurrent
 # claimers on other nodes pass each other instead of queueing):
@@ -102,10 +114,11 @@ _RELEASED_SET: Final = """
 #   claimer's own: it still holds those rows in memory, and taking them again would run
 #   them twice; a previous run of the node is recover's job).
 # * released: their rows that cannot or need not be taken now are released as if their
-#   owner had given them back (_rules.released_state): an abort requested wins, a
+#   owner had given them back (_rules.release_event): an abort requested wins, a
 #   durable RUNNING at-most-once run fails as interrupted, and a CLAIMED row due after
 #   the horizon goes back to PENDING for whoever's horizon reaches it. A RUNNING
-#   at-least-once row (``repeatable``) is lapsed like a CLAIMED one: it runs again.
+#   at-least-once row (``repeatable``) is lapsed like a CLAIMED one: taken over, it runs
+#   again.
 # * pend / lapsed: the two kinds of claimable rows, each through its own partial index
 #   (one WHERE with an OR of both would defeat them): pend is an ordered range scan of
 #   instances_due that stops after ``limit`` rows, lapsed a lookup of instances_claim.
@@ -123,26 +136,27 @@ CLAIM: Final = (
     ),
     released AS (
         UPDATE {s}.instances SET"""
-    + _RELEASED_SET
+    + released_set(Event.LAPSE)
     + """
         WHERE id IN (
             SELECT id FROM {s}.instances
-            WHERE claim_token IN (SELECT token FROM expired) AND state IN (1, 2)
-              AND ((state = 2 AND NOT repeatable) OR abort_requested OR run_at_us > %(due)s)
+            WHERE claim_token IN (SELECT token FROM expired) AND state IN ({HELD})
+              AND ((state = {RUNNING} AND NOT repeatable) OR abort_requested
+                   OR (state = {CLAIMED} AND run_at_us > %(due)s))
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         )
     ),
     pend AS (
         SELECT id, run_at_us FROM {s}.instances
-        WHERE state = 0 AND run_at_us <= %(due)s
+        WHERE state = {PENDING} AND run_at_us <= %(due)s
         ORDER BY run_at_us, id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ),
     lapsed AS (
         SELECT id, run_at_us FROM {s}.instances
-        WHERE claim_token IN (SELECT token FROM expired) AND state IN (1, 2)
-          AND (state = 1 OR repeatable) AND NOT abort_requested AND run_at_us <= %(due)s
+        WHERE claim_token IN (SELECT token FROM expired) AND state IN ({HELD})
+          AND (state = {CLAIMED} OR repeatable) AND NOT abort_requested AND run_at_us <= %(due)s
         ORDER BY run_at_us, id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ),
@@ -162,7 +176,7 @@ CLAIM: Final = (
         SELECT t, %(owner)s, until FROM token, lease_ WHERE EXISTS (SELECT FROM pick)
     )
     UPDATE {s}.instances AS i SET
-        state = CASE WHEN i.abort_requested THEN 5 ELSE 1 END,
+        state = CASE WHEN i.abort_requested THEN {CLAIM_ABORT} ELSE {CLAIM} END,
         owner = CASE WHEN i.abort_requested THEN i.owner ELSE %(owner)s END,
         claim_token = CASE WHEN i.abort_requested THEN NULL ELSE token.t END,
         started_us = NULL,
@@ -173,19 +187,26 @@ CLAIM: Final = (
     RETURNING """
 )
 
-#: release: everything ``owner`` holds (its claims' rows); ``AND id = ANY(...)`` may follow.
-RELEASE: Final = (
-    "UPDATE {s}.instances SET"
-    + _RELEASED_SET
-    + """
+
+def release(kind: Event) -> str:
+    """release: everything ``owner`` holds (its claims' rows) for GIVE_BACK; the rows of
+    ``%(ids)s`` among them for EVICT. Returns the due time of each row made PENDING."""
+    ids = " AND id = ANY(%(ids)s::bigint[])" if kind is Event.EVICT else ""
+    return (
+        "UPDATE {s}.instances SET"
+        + released_set(kind)
+        + """
     WHERE claim_token IN (SELECT token FROM {s}.claims WHERE owner = %(owner)s)
-      AND state IN (1, 2)"""
-)
+      AND state IN ({HELD})"""
+        + ids
+        + " RETURNING CASE WHEN state = {PENDING} THEN run_at_us END"
+    )
+
 
 #: After a release of everything: the owner's claims have no rows left.
 FORGET_EMPTY_CLAIMS: Final = """
     DELETE FROM {s}.claims c WHERE c.owner = %(owner)s AND NOT EXISTS (
-        SELECT FROM {s}.instances i WHERE i.claim_token = c.token AND i.state IN (1, 2))
+        SELECT FROM {s}.instances i WHERE i.claim_token = c.token AND i.state IN ({HELD}))
 """
 
 # Store.renew: every claim of the owner, lapsed or not (a lapsed one nobody took over is
@@ -199,7 +220,7 @@ RENEW: Final = """
         RETURNING token
     )
     SELECT count(*) FROM {s}.instances
-    WHERE claim_token IN (SELECT token FROM renewed) AND state IN (1, 2)
+    WHERE claim_token IN (SELECT token FROM renewed) AND state IN ({HELD})
 """
 
 # The cluster heartbeat, three statements in one transaction:
@@ -211,7 +232,7 @@ RENEW: Final = """
 HEARTBEAT_FORGET: Final = """
     DELETE FROM {s}.claims c
     WHERE (c.owner = %(owner)s OR c.lease_until < now()) AND NOT EXISTS (
-        SELECT FROM {s}.instances i WHERE i.claim_token = c.token AND i.state IN (1, 2))
+        SELECT FROM {s}.instances i WHERE i.claim_token = c.token AND i.state IN ({HELD}))
 """
 HEARTBEAT_RENEW: Final = """
     UPDATE {s}.claims SET lease_until = now() + %(lease)s
@@ -259,7 +280,7 @@ NODES: Final = """
             AND n.last_heartbeat + coalesce(n.lease_us, 60000000) * interval '1 microsecond'
                 >= now(),
         (SELECT count(*) FROM {s}.claims c JOIN {s}.instances i
-            ON i.claim_token = c.token AND i.state IN (1, 2)
+            ON i.claim_token = c.token AND i.state IN ({HELD})
          WHERE c.owner = n.node_id),
         n.running, n.host, n.pid, n.version, n.tasks, n.max_params_bytes
     FROM {s}.nodes n

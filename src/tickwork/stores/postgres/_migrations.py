@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, LiteralString
 from psycopg import sql
 
 from tickwork.errors import InvalidArgument, NotATickworkDatabase, SchemaTooNew
+from tickwork.stores._sql import states
 from tickwork.stores.postgres import _cluster as _pg_cluster
 from tickwork.stores.postgres import _schedules as _pg_schedules
 from tickwork.stores.postgres import _tokens as _pg_tokens
@@ -64,7 +65,7 @@ _V1: Final[tuple[str, ...]] = (
         task text NOT NULL,
         run_at_us bigint NOT NULL,
         params bytea NOT NULL,
-        state smallint NOT NULL CHECK (state BETWEEN 0 AND 6),
+        state smallint NOT NULL CHECK (state BETWEEN {PENDING} AND {MISSED}),
         attempts integer NOT NULL DEFAULT 0,
         error text,
         owner text,
@@ -81,11 +82,11 @@ _V1: Final[tuple[str, ...]] = (
     ) WITH (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.02)""",
     "ALTER SEQUENCE {s}.instance_ids OWNED BY {s}.instances.id",
     # claim's pending branch and next_pending_at: an ordered range scan of due rows.
-    "CREATE INDEX instances_due ON {s}.instances (run_at_us, id) WHERE state = 0",
+    "CREATE INDEX instances_due ON {s}.instances (run_at_us, id) WHERE state = {PENDING}",
     # renew, release, abort_requests: everything one node holds.
-    "CREATE INDEX instances_held ON {s}.instances (owner) WHERE state IN (1, 2)",
+    "CREATE INDEX instances_held ON {s}.instances (owner) WHERE state IN ({HELD})",
     # claim's takeover branch: held rows whose lease lapsed (normally none).
-    "CREATE INDEX instances_lease ON {s}.instances (lease_until) WHERE state IN (1, 2)",
+    "CREATE INDEX instances_lease ON {s}.instances (lease_until) WHERE state IN ({HELD})",
     """CREATE UNIQUE INDEX instances_dedup ON {s}.instances (dedup_key)
         WHERE dedup_key IS NOT NULL""",
     """CREATE UNIQUE INDEX instances_occurrence ON {s}.instances (schedule_id, fire_at_us)
@@ -123,7 +124,7 @@ _V1: Final[tuple[str, ...]] = (
 # Retention (Store.prune): the oldest ended instances and history rows first, as range
 # scans. Both keys grow with time, so inserts land at the right edge of the index.
 _V2_RETENTION: Final[tuple[str, ...]] = (
-    "CREATE INDEX instances_ended ON {s}.instances (updated_us) WHERE state >= 3",
+    "CREATE INDEX instances_ended ON {s}.instances (updated_us) WHERE state >= {SUCCEEDED}",
     "CREATE INDEX history_finished ON {s}.history (finished_us)",
 )
 
@@ -179,13 +180,14 @@ def check_schema_name(schema: str) -> str:
 
 
 def render(template: str, schema: str) -> LiteralString:
-    """``template`` with ``{s}`` replaced by the quoted schema name.
+    """``template`` with ``{s}`` replaced by the quoted schema name, and its states filled
+    in (:func:`tickwork.stores._sql.states`).
 
     The result is built from constant fragments and a checked identifier only, which is
     why it may be typed as a literal query string.
     """
     quoted = sql.Identifier(schema).as_string()
-    return template.replace("{s}", quoted)
+    return states(template).replace("{s}", quoted)
 
 
 def migrate(conn: psycopg.Connection[Any], schema: str) -> int:

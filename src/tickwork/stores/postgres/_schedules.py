@@ -20,7 +20,7 @@ from psycopg import sql
 
 from tickwork.model import Instance, NewRow
 from tickwork.schedules.plan import InFlight, OccurrenceInfo, Slot
-from tickwork.state import State
+from tickwork.state import Event, State, sources, target
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_methods import ScheduleMethods
 from tickwork.stores._schedule_ops import (
@@ -30,6 +30,7 @@ from tickwork.stores._schedule_ops import (
     schedule_from_row,
     schedule_row,
 )
+from tickwork.stores._sql import states
 from tickwork.stores.postgres import _cluster as _pg_cluster
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ V4_SCHEDULES: Final[tuple[str, ...]] = (
         updated_us bigint NOT NULL
     )""",
     """CREATE INDEX instances_schedule_live ON {s}.instances (schedule_id, fire_at_us)
-        WHERE state IN (0, 1, 2) AND schedule_id IS NOT NULL""",
+        WHERE state IN ({LIVE}) AND schedule_id IS NOT NULL""",
 )
 
 #: Schema version 5: overlap policies across nodes (tickwork.actors.overlap). Each schedule's
@@ -91,7 +92,7 @@ _TYPES: Final = (
 
 def _render(template: str, schema: str) -> LiteralString:
     # As _pg_migrations.render: constant fragments and a quoted identifier only.
-    return template.replace("{s}", sql.Identifier(schema).as_string())
+    return states(template).replace("{s}", sql.Identifier(schema).as_string())
 
 
 @final
@@ -125,7 +126,7 @@ class _Statements:
         )
         self.live = r(
             "SELECT id, state, fire_at_us, run_at_us FROM {s}.instances "
-            "WHERE schedule_id = %(sid)s AND state IN (0, 1, 2) AND fire_at_us IS NOT NULL"
+            "WHERE schedule_id = %(sid)s AND state IN ({LIVE}) AND fire_at_us IS NOT NULL"
         )
         self.end = r(
             """UPDATE {s}.instances AS i SET
@@ -133,16 +134,16 @@ class _Statements:
                 abort_requested = false, updated_us = %(now)s,
                 fire_at_us = CASE WHEN %(detach)s THEN NULL ELSE i.fire_at_us END
             FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
-            WHERE i.id = f.id AND i.state IN (0, 1)"""
+            WHERE i.id = f.id AND i.state = ANY(%(sources)s::smallint[])"""
         )
         self.detach = r(
             "UPDATE {s}.instances SET fire_at_us = NULL, error = %(error)s, "
-            "updated_us = %(now)s WHERE id = ANY(%(ids)s) AND state IN (1, 2)"
+            "updated_us = %(now)s WHERE id = ANY(%(ids)s) AND state IN ({HELD})"
         )
         self.info = r(
             "SELECT id, schedule_id, fire_at_us, run_at_us, error, "
-            "CASE WHEN state IN (1, 2) THEN owner END, "
-            "CASE WHEN state IN (1, 2) THEN claim_token END FROM {s}.instances "
+            "CASE WHEN state IN ({HELD}) THEN owner END, "
+            "CASE WHEN state IN ({HELD}) THEN claim_token END FROM {s}.instances "
             "WHERE id = ANY(%(ids)s) AND schedule_id IS NOT NULL"
         )
         # Admission (ScheduleTx.slots): lock the schedule rows first, in id order as every
@@ -165,7 +166,7 @@ class _Statements:
                  AS w(sid, fire, owner)
             CROSS JOIN LATERAL (
                 SELECT i.id, i.owner, i.fire_at_us FROM {s}.instances i
-                WHERE i.schedule_id = w.sid AND i.state IN (1, 2)
+                WHERE i.schedule_id = w.sid AND i.state IN ({HELD})
                   AND i.fire_at_us < w.fire AND i.run_at_us <= %(now)s
                   AND i.owner IS DISTINCT FROM w.owner
                 ORDER BY i.fire_at_us LIMIT 1) AS h"""
@@ -240,13 +241,14 @@ class _Tx:
         out = [LiveRow(r[0], State(r[1]), r[2], r[3]) for r in rows]
         return sorted(out, key=lambda r: (r.fire_us, r.id))
 
-    def end(self, items: Sequence[tuple[int, str]], state: State, *, detach: bool) -> None:
+    def end(self, items: Sequence[tuple[int, str]], event: Event, *, detach: bool) -> None:
         self._exec(
             self._st.end,
             {
                 "ids": [iid for iid, _ in items],
                 "errors": [reason for _, reason in items],
-                "state": int(state),
+                "state": int(target(event)),
+                "sources": sorted(int(s) for s in sources(event)),
                 "detach": detach,
                 "now": self._now,
             },

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, LiteralString, Protocol, cast, fin
 
 from tickwork.errors import InvalidArgument, StoreError
 from tickwork.model import AbortResult, Attempt, Finish, Instance, InstanceFilter, NewRow
-from tickwork.state import TERMINAL, State
+from tickwork.state import NEW_STATES, Event, State, apply
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.postgres import _cluster as _pg_cluster
 from tickwork.stores.postgres import _schedules as _pg_schedules
@@ -63,7 +63,6 @@ _LIST_COLS: Final = (
 #: What a read (not a claim) returns: the listing's columns and the run's start.
 _READ_COLS: Final = _LIST_COLS + ", started_us"
 _CLAIMED: Final = int(State.CLAIMED)
-_NEW_STATES: Final = TERMINAL | {State.PENDING}
 
 
 def check_new_rows(rows: Sequence[NewRow]) -> None:
@@ -73,7 +72,7 @@ def check_new_rows(rows: Sequence[NewRow]) -> None:
         InvalidArgument: a row is CLAIMED or RUNNING.
     """
     for row in rows:
-        if row.state not in _NEW_STATES:
+        if row.state not in NEW_STATES:
             raise InvalidArgument(
                 f"a new instance starts PENDING or terminal, not {row.state.name}"
             )
@@ -105,27 +104,27 @@ _CLAIM: Final = _pg_cluster.CLAIM + _ICOLS.replace(
 # test itself is unchanged, and a concurrent takeover is still re-checked on the row.
 _START: Final = """
     UPDATE {s}.instances AS i SET
-        state = 2,
-        started_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.started_us END,
-        updated_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.updated_us END
+        state = {START},
+        started_us = CASE WHEN i.state = {CLAIMED} THEN %(now)s ELSE i.started_us END,
+        updated_us = CASE WHEN i.state = {CLAIMED} THEN %(now)s ELSE i.updated_us END
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
     WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
-      AND i.state + 0 IN (1, 2)
+      AND i.state + 0 IN ({HELD})
     RETURNING i.id
 """
 
-# An at-least-once run started (a finish to RUNNING, see _rules): fenced as _START, the
-# claim kept, ``repeatable`` (given back, it runs again). A RUNNING row stays as it is.
+# RUN, an at-least-once run started (a finish to RUNNING, see _rules): fenced as _START,
+# the claim kept, ``repeatable`` (given back, it runs again). A RUNNING row stays as it is.
 _FINISH_RUNNING: Final = """
     UPDATE {s}.instances AS i SET
-        state = 2,
-        started_us = CASE WHEN i.state = 1 THEN f.started_us ELSE i.started_us END,
-        repeatable = i.state = 1 OR i.repeatable,
-        updated_us = CASE WHEN i.state = 1 THEN %(now)s ELSE i.updated_us END
+        state = {RUN},
+        started_us = CASE WHEN i.state = {CLAIMED} THEN f.started_us ELSE i.started_us END,
+        repeatable = i.state = {CLAIMED} OR i.repeatable,
+        updated_us = CASE WHEN i.state = {CLAIMED} THEN %(now)s ELSE i.updated_us END
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(started)s::bigint[])
         AS f(id, token, started_us)
     WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
-      AND i.state + 0 IN (1, 2)
+      AND i.state + 0 IN ({HELD})
     RETURNING i.id
 """
 
@@ -145,26 +144,29 @@ _FINISH: Final = """
     ),
     u AS (
         UPDATE {s}.instances AS i SET
-            state = CASE WHEN f.state = 0 AND i.abort_requested THEN 5 ELSE f.state END,
+            state = CASE WHEN f.state = {PENDING} AND i.abort_requested THEN {CANCEL}
+                    ELSE f.state END,
             attempts = f.attempts,
             error = f.error,
-            run_at_us = CASE WHEN f.state = 0 THEN coalesce(f.run_at_us, i.run_at_us)
+            run_at_us = CASE WHEN f.state = {PENDING} THEN coalesce(f.run_at_us, i.run_at_us)
                         ELSE i.run_at_us END,
-            owner = CASE WHEN f.state = 0 AND NOT i.abort_requested THEN NULL ELSE i.owner END,
+            owner = CASE WHEN f.state = {PENDING} AND NOT i.abort_requested THEN NULL
+                    ELSE i.owner END,
             claim_token = NULL,
             started_us = NULL,
             repeatable = false,
             updated_us = %(now)s
         FROM f
         WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
-          AND i.state + 0 IN (1, 2) AND NOT (i.state = 2 AND f.state = 6)
+          AND i.state + 0 IN ({HELD}) AND NOT (i.state = {RUNNING} AND f.state = {SKIP})
         RETURNING i.id
     ),
     h AS (
         INSERT INTO {s}.history (instance_id, attempt, node, started_us, finished_us, state,
                                  error_type, error, result, output)
         SELECT f.id, f.attempts, %(owner)s, f.started_us, coalesce(f.finished_us, %(now)s),
-               CASE WHEN f.state = 0 THEN 4 ELSE f.state END, f.error_type, f.error, f.result,
+               CASE WHEN f.state = {PENDING} THEN {FAILED} ELSE f.state END, f.error_type, f.error,
+               f.result,
                f.output
         FROM f JOIN u ON u.id = f.id
         WHERE f.started_us IS NOT NULL
@@ -173,7 +175,6 @@ _FINISH: Final = """
 """
 
 # release and renew: see _pg_cluster (leases live on claims).
-_RELEASE: Final = _pg_cluster.RELEASE
 
 _RENEW: Final = _pg_cluster.RENEW
 
@@ -226,7 +227,7 @@ _PRUNE: Final = """
     WITH gone AS (
         DELETE FROM {s}.instances WHERE id IN (
             SELECT id FROM {s}.instances
-            WHERE state >= 3 AND updated_us < %(before)s
+            WHERE state >= {SUCCEEDED} AND updated_us < %(before)s
             ORDER BY updated_us LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         )
@@ -280,7 +281,8 @@ class Queries:
         self.start_sql = r(_START)
         self.finish_sql = r(_FINISH)
         self.finish_running_sql = r(_FINISH_RUNNING)
-        self.release_sql = r(_RELEASE)
+        self.release_sql = r(_pg_cluster.release(Event.GIVE_BACK))
+        self.evict_sql = r(_pg_cluster.release(Event.EVICT))
         self.renew_sql = r(_RENEW)
         self.insert_sql = r(_INSERT)
         self.existing_sql = r(_EXISTING)
@@ -291,18 +293,19 @@ class Queries:
             "WHERE id = %(id)s FOR UPDATE"
         )
         self.abort_pending_sql = r(
-            "UPDATE {s}.instances SET state = 5, updated_us = %(now)s WHERE id = %(id)s"
+            "UPDATE {s}.instances SET state = {ABORT}, updated_us = %(now)s WHERE id = %(id)s"
         )
         self.abort_held_sql = r(
             "UPDATE {s}.instances SET abort_requested = true, updated_us = %(now)s "
             "WHERE id = %(id)s"
         )
         self.next_pending_sql = r(
-            "SELECT run_at_us FROM {s}.instances WHERE state = 0 ORDER BY run_at_us, id LIMIT 1"
+            "SELECT run_at_us FROM {s}.instances WHERE state = {PENDING} "
+            "ORDER BY run_at_us, id LIMIT 1"
         )
         self.abort_requests_sql = r(
             "SELECT id FROM {s}.instances "
-            "WHERE owner = %(owner)s AND state IN (1, 2) AND abort_requested ORDER BY id"
+            "WHERE owner = %(owner)s AND state IN ({HELD}) AND abort_requested ORDER BY id"
         )
         self.get_sql = r(
             "SELECT " + _COLS + ", NULL, started_us FROM {s}.instances WHERE id = %(id)s"
@@ -508,9 +511,8 @@ class Queries:
         params: dict[str, Any] = {"owner": owner, "now": now_us, "interrupted": INTERRUPTED}
         query = self.release_sql
         if ids is not None:
-            query += " AND id = ANY(%(ids)s::bigint[])"
+            query = self.evict_sql
             params["ids"] = list(ids)
-        query += " RETURNING CASE WHEN state = 0 THEN run_at_us END"
         back = [row[0] for row in session.execute(query, params)]
         if ids is None:
             self.cluster.forget_empty_claims(owner, session)
@@ -534,7 +536,7 @@ class Queries:
             if row[2] is not None and row[3] is not None:  # its schedule goes on
                 _pg_schedules.after_abort(self, session, row[2], row[3], now_us)
             self.announce(session, _pg_cluster.ABORT)
-            return AbortResult(found=True, state=State.ABORTED, previous=state)
+            return AbortResult(found=True, state=apply(state, Event.ABORT), previous=state)
         if state in (State.CLAIMED, State.RUNNING):
             session.execute(self.abort_held_sql, params)
             self.announce(session, _pg_cluster.ABORT, owner or "")

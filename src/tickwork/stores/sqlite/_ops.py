@@ -21,15 +21,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tickwork.errors import InvalidArgument
 from tickwork.model import AbortResult, Finish, Instance, NewRow
-from tickwork.state import TERMINAL, State
-from tickwork.stores._rules import (
-    HELD,
-    check_finish_state,
-    finish_allowed,
-    finished_state,
-    history_state,
-    released_state,
-)
+from tickwork.state import HELD, NEW_STATES, Event, State, apply
+from tickwork.stores._rules import finish_event, finished_state, history_state, release_event
+from tickwork.stores._sql import states
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.sqlite import _schedules as _sqlite_schedules
 from tickwork.stores.sqlite._reads import COLS, STATES, ClaimedRows, Reads, to_instance
@@ -38,24 +32,71 @@ from tickwork.stores.sqlite._tokens import TokenOps
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-_NEW_STATES: Final = TERMINAL | {State.PENDING}
 _INSERT: Final = (
     "INSERT INTO instances (id, task, run_at, params, state, error, schedule_id, fire_at, "
     "dedup_key, max_attempts, timeout_us, created, updated) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_CLAIM_PENDING: Final = (
-    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ? "
-    "WHERE id IN (SELECT id FROM instances INDEXED BY ix_instances_pending "
-    "WHERE state = 0 AND run_at <= ? "
+_CLAIM_PENDING: Final = states(
+    "UPDATE instances SET state = {CLAIM}, owner = ?, claim_token = ?, lease_until = ?, "
+    "updated = ? WHERE id IN (SELECT id FROM instances INDEXED BY ix_instances_pending "
+    "WHERE state = {PENDING} AND run_at <= ? "
     f"ORDER BY run_at, id LIMIT ?) RETURNING {COLS}"
 )
-#: Claim rows by id: due PENDING ones, and lapsed held ones taken over (an at-least-once
-#: RUNNING one among them is not running any more: no start time).
-_CLAIM_IDS: Final = (
-    "UPDATE instances SET state = 1, owner = ?, claim_token = ?, lease_until = ?, updated = ?, "
-    "started_us = NULL, repeatable = 0 "
-    f"WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
+#: Claims PENDING rows and takes over CLAIMED ones and at-least-once RUNNING ones (both
+#: events write CLAIMED; a run taken over is not running any more: no start time).
+_CLAIM_IDS: Final = states(
+    "UPDATE instances SET state = {TAKE_OVER}, owner = ?, claim_token = ?, lease_until = ?, "
+    "started_us = NULL, repeatable = 0, "
+    f"updated = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
+)
+_CLAIM_ABORTED: Final = states(
+    "SELECT id, task FROM instances INDEXED BY ix_instances_abort "
+    "WHERE abort_requested = 1 AND state = {PENDING}"
+)
+_CLAIM_ABORT: Final = states(
+    "UPDATE instances SET state = {CLAIM_ABORT@PENDING}, abort_requested = 0, updated = ? "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
+_PENDING_DUE: Final = states(
+    "SELECT run_at, id FROM instances INDEXED BY ix_instances_pending "
+    "WHERE state = {PENDING} AND run_at <= ? ORDER BY run_at, id LIMIT ?"
+)
+_OLDEST_LEASE: Final = states(
+    "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held WHERE state IN ({HELD})"
+)
+_LAPSED: Final = states(
+    "SELECT id, state, abort_requested, task, repeatable, run_at FROM instances "
+    "INDEXED BY ix_instances_held WHERE state IN ({HELD}) AND lease_until < ? "
+    "AND owner IS NOT ?"
+)
+#: The rows a start may make RUNNING (the fence is checked in Python: see Ops.start).
+_START: Final = states(
+    "UPDATE instances SET state = {START}, started_us = ?, updated = ? WHERE id = ?"
+)
+#: An at-least-once run started (a finish to RUNNING): the claim is kept.
+_FINISH_RUNNING: Final = states(
+    "UPDATE instances SET state = {RUN}, started_us = ?, repeatable = 1, updated = ? WHERE id = ?"
+)
+_HELD_BY: Final = states(
+    "SELECT id, state, abort_requested, task, repeatable FROM instances "
+    "WHERE owner = ? AND state IN ({HELD})"
+)
+_HELD_IDS: Final = states(
+    "SELECT id, state, abort_requested, task, repeatable FROM instances "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND owner = ? AND state IN ({HELD})"
+)
+_RENEW: Final = states("UPDATE instances SET lease_until = ? WHERE owner = ? AND state IN ({HELD})")
+_ALL_HELD: Final = states(
+    "SELECT id, state, abort_requested, task, repeatable FROM instances WHERE state IN ({HELD})"
+)
+_ABORT: Final = states(
+    "UPDATE instances SET state = {ABORT}, abort_requested = 0, updated = ? WHERE id = ?"
+)
+_PRUNABLE: Final = states(
+    "SELECT id, task, state, last_started IS NOT NULL FROM instances "
+    "INDEXED BY ix_instances_ended_at "
+    "WHERE state >= {SUCCEEDED} AND updated < ? ORDER BY updated LIMIT ?"
 )
 #: The ended rows of a finish, ?2 a JSON array of [id, state, attempts, error, started,
 #: finished, error_type, result, output]: one statement, the last attempt kept in the row.
@@ -73,18 +114,14 @@ _FINISH_ENDED: Final = (
     "FROM json_each(?2)) AS j "
     "WHERE instances.id = j.id"
 )
-_FINISH_PENDING: Final = (
-    "UPDATE instances SET state = 0, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
+_FINISH_PENDING: Final = states(
+    "UPDATE instances SET state = {RETRY}, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
     "owner = NULL, claim_token = NULL, lease_until = NULL, started_us = NULL, repeatable = 0, "
     "updated = ? WHERE id = ?"
 )
-#: An at-least-once run started (a finish to RUNNING): the claim is kept.
-_FINISH_RUNNING: Final = (
-    "UPDATE instances SET state = 2, started_us = ?, repeatable = 1, updated = ? WHERE id = ?"
-)
-_RELEASE: Final = (
+_RELEASE: Final = states(
     "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
-    "owner = CASE WHEN ?1 = 0 THEN NULL ELSE owner END, claim_token = NULL, "
+    "owner = CASE WHEN ?1 = {PENDING} THEN NULL ELSE owner END, claim_token = NULL, "
     "lease_until = NULL, abort_requested = 0, started_us = NULL, repeatable = 0, updated = ?4 "
     "WHERE id = ?5"
 )
@@ -105,23 +142,23 @@ _Deltas = Counter[tuple[str, int]]
 
 
 #: Plain rows, one step each (see Ops._insert_plain).
-_INSERT_PLAIN: Final = (
+_INSERT_PLAIN: Final = states(
     "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "VALUES (?, ?, ?, ?, 0, ?, ?)"
+    "VALUES (?, ?, ?, ?, {PENDING}, ?, ?)"
 )
 #: Plain rows sharing task and params at least this many times take one statement.
 _GROUP_MIN: Final = 16
 #: Plain rows of one task and params with consecutive ids: ?5 is the JSON array of their
 #: run times, the first id ?1.
-_INSERT_RUN: Final = (
+_INSERT_RUN: Final = states(
     "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "SELECT ?1 + key, ?2, value, ?3, 0, ?4, ?4 FROM json_each(?5)"
+    "SELECT ?1 + key, ?2, value, ?3, {PENDING}, ?4, ?4 FROM json_each(?5)"
 )
 #: Plain rows of one task and params: ?4 is the JSON array of their [id, run_at].
-_INSERT_PAIRS: Final = (
+_INSERT_PAIRS: Final = states(
     "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "SELECT json_extract(value, '$[0]'), ?1, json_extract(value, '$[1]'), ?2, 0, ?3, ?3 "
-    "FROM json_each(?4)"
+    "SELECT json_extract(value, '$[0]'), ?1, json_extract(value, '$[1]'), ?2, {PENDING}, "
+    "?3, ?3 FROM json_each(?4)"
 )
 
 
@@ -179,7 +216,7 @@ def _place(
         finished = now if f.finished_us is None else f.finished_us
     if f.state is not State.PENDING:
         ended.append(
-            (f.id, int(f.state), f.attempts, f.error, f.started_us, finished,
+            (f.id, int(target), f.attempts, f.error, f.started_us, finished,
              f.error_type if ran else None, f.result if ran else None,
              f.output if ran else None)
         )  # fmt: skip
@@ -194,6 +231,18 @@ def _place(
              int(history_state(f.state)), f.error_type, f.error, f.result,
              f.output)
         )  # fmt: skip
+
+
+def _run(
+    v: list[Any], f: Finish, target: State, now: int, *, into: list[Any], deltas: _Deltas
+) -> None:
+    """Place one applied RUN (a finish to RUNNING) of the row viewed as ``v``: a CLAIMED row
+    becomes RUNNING with its start time; a RUNNING one stays as it is."""
+    if v[2] != target:
+        into.append((f.started_us, now, f.id))
+        deltas[(v[3], v[2])] -= 1
+        deltas[(v[3], int(target))] += 1
+        v[2] = target
 
 
 class Ops(TokenOps, Reads):
@@ -223,7 +272,7 @@ class Ops(TokenOps, Reads):
 
     def insert(self, rows: Sequence[NewRow], now: int) -> list[int]:
         for r in rows:
-            if r.state not in _NEW_STATES:
+            if r.state not in NEW_STATES:
                 raise InvalidArgument(
                     f"a new instance starts PENDING or terminal, not {r.state.name}"
                 )
@@ -347,19 +396,13 @@ class Ops(TokenOps, Reads):
         if limit <= 0:
             return []
         with self._write() as deltas:
-            aborted = self._c.execute(
-                "SELECT id, task FROM instances INDEXED BY ix_instances_abort "
-                "WHERE abort_requested = 1 AND state = 0"
-            ).fetchall()
+            aborted = self._c.execute(_CLAIM_ABORTED).fetchall()
             if aborted:
-                self._c.execute(
-                    "UPDATE instances SET state = 5, abort_requested = 0, updated = ? "
-                    "WHERE id IN (SELECT value FROM json_each(?))",
-                    (now, _ids_json(i for i, _ in aborted)),
-                )
+                self._c.execute(_CLAIM_ABORT, (now, _ids_json(i for i, _ in aborted)))
+                ended = apply(State.PENDING, Event.CLAIM_ABORT)
                 for _, task in aborted:
                     deltas[(task, State.PENDING)] -= 1
-                    deltas[(task, State.ABORTED)] += 1
+                    deltas[(task, ended)] += 1
             takeable, running = self._expired(owner, due_before, limit, now, deltas)
             token = self._next("last_token", 1)
             head = (owner, token, now + lease, now)
@@ -367,22 +410,17 @@ class Ops(TokenOps, Reads):
                 got = self._c.execute(_CLAIM_PENDING, (*head, due_before, limit)).fetchall()
                 taken: set[int] = set()
             else:
-                pending = self._c.execute(
-                    "SELECT run_at, id FROM instances INDEXED BY ix_instances_pending "
-                    "WHERE state = 0 AND run_at <= ? "
-                    "ORDER BY run_at, id LIMIT ?",
-                    (due_before, limit),
-                ).fetchall()
+                pending = self._c.execute(_PENDING_DUE, (due_before, limit)).fetchall()
                 chosen = [i for _, i in itertools.islice(heapq.merge(pending, takeable), limit)]
                 taken = {i for _, i in takeable}
                 got = self._c.execute(_CLAIM_IDS, (*head, _ids_json(chosen))).fetchall()
             for task, n in Counter(r[1] for r in got if r[0] not in taken).items():
                 deltas[(task, State.PENDING)] -= n
-                deltas[(task, State.CLAIMED)] += n
+                deltas[(task, apply(State.PENDING, Event.CLAIM))] += n
             for r in got:  # an at-least-once run taken over: it runs again
                 if r[0] in running:
                     deltas[(r[1], State.RUNNING)] -= 1
-                    deltas[(r[1], State.CLAIMED)] += 1
+                    deltas[(r[1], apply(State.RUNNING, Event.TAKE_OVER))] += 1
             if all(r[10] is None for r in got):  # no schedule occurrence among them
                 return ClaimedRows(got)
             out = sorted(map(to_instance, got), key=lambda i: (i.run_at_us, i.id))
@@ -395,31 +433,23 @@ class Ops(TokenOps, Reads):
         """Deal with held rows whose lease expired before ``now``; returns the ones that
         may be taken over (CLAIMED, or RUNNING at-least-once), as sorted ``(run_at, id)``,
         at most ``limit``, and the ids of the RUNNING ones among them."""
-        (oldest,) = self._c.execute(
-            "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held "
-            "WHERE state IN (1, 2)"
-        ).fetchone()
+        (oldest,) = self._c.execute(_OLDEST_LEASE).fetchone()
         if oldest is None or oldest >= now:
             return [], set()
         # Never the claimer's own rows: it still holds them (see MemoryStore.claim).
-        rows = self._c.execute(
-            "SELECT id, state, abort_requested, task, repeatable, run_at FROM instances "
-            "INDEXED BY ix_instances_held WHERE state IN (1, 2) AND lease_until < ? "
-            "AND owner IS NOT ?",
-            (now, owner),
-        ).fetchall()
+        rows = self._c.execute(_LAPSED, (now, owner)).fetchall()
         ended = [r for r in rows if (r[1] == State.RUNNING and not r[4]) or r[2]]
-        self._release_rows(ended, now, deltas)
+        self._release_rows(ended, now, deltas, Event.LAPSE)
         takeable = sorted((r[5], r[0]) for r in rows if r not in ended and r[5] <= due_before)
         running = {r[0] for r in rows if r[1] == State.RUNNING and r not in ended}
         return takeable[:limit], running
 
-    def _release_rows(self, rows: Sequence[Any], now: int, deltas: _Deltas) -> None:
+    def _release_rows(self, rows: Sequence[Any], now: int, deltas: _Deltas, kind: Event) -> None:
         """Give back held rows given as ``(id, state, abort_requested, task, repeatable,
-        ...)``."""
+        ...)``; ``kind`` is GIVE_BACK, EVICT or LAPSE (see ``_rules.release_event``)."""
         params = []
         for iid, state, abort, task, repeatable, *_ in rows:
-            target = released_state(STATES[state], bool(abort), bool(repeatable))
+            target = apply(STATES[state], release_event(kind, bool(abort), bool(repeatable)))
             ran = int(state == State.RUNNING and not repeatable)  # an at-most-once attempt
             error = INTERRUPTED if target is State.FAILED else None
             params.append((int(target), error, ran, now, iid))
@@ -451,19 +481,17 @@ class Ops(TokenOps, Reads):
                 v = view.get(iid)
                 ok = v is not None and v[0] == owner and v[1] == token and v[2] in HELD
                 if ok and v is not None and v[2] == State.CLAIMED:
-                    v[2] = State.RUNNING
+                    v[2] = apply(State.CLAIMED, Event.START)
                     started.append((now, now, iid))
                     deltas[(v[3], State.CLAIMED)] -= 1
-                    deltas[(v[3], State.RUNNING)] += 1
+                    deltas[(v[3], v[2])] += 1
                 out.append(ok)
-            self._c.executemany(
-                "UPDATE instances SET state = 2, started_us = ?, updated = ? WHERE id = ?", started
-            )
+            self._c.executemany(_START, started)
         return out
 
     def finish(self, owner: str, finishes: Sequence[Finish], now: int) -> list[bool]:
         for f in finishes:
-            check_finish_state(f.state)
+            finish_event(f.state, abort_requested=False)  # a target no finish may write
         if not finishes:
             return []
         with self._write() as deltas:
@@ -475,24 +503,15 @@ class Ops(TokenOps, Reads):
             running: list[tuple[Any, ...]] = []
             for f in finishes:
                 v = view.get(f.id)
-                ok = (
-                    v is not None
-                    and v[0] == owner
-                    and v[1] == f.claim_token
-                    and v[2] in HELD
-                    and finish_allowed(STATES[v[2]], f.state)
-                )
-                out.append(ok)
-                if not ok or v is None:
+                target = None
+                if v is not None and v[0] == owner and v[1] == f.claim_token and v[2] in HELD:
+                    target = finished_state(STATES[v[2]], f.state, bool(v[4]))
+                out.append(target is not None)
+                if target is None or v is None:
                     continue
-                if f.state is State.RUNNING:  # an at-least-once run started
-                    if v[2] == State.CLAIMED:
-                        deltas[(v[3], v[2])] -= 1
-                        deltas[(v[3], State.RUNNING)] += 1
-                        v[2] = State.RUNNING
-                        running.append((f.started_us, now, f.id))
+                if f.state is State.RUNNING:  # RUN: an at-least-once run started
+                    _run(v, f, target, now, into=running, deltas=deltas)
                     continue
-                target = finished_state(f.state, bool(v[4]))
                 deltas[(v[3], v[2])] -= 1
                 deltas[(v[3], int(target))] += 1
                 v[2] = target  # a second finish of this row in the batch is refused
@@ -508,34 +527,23 @@ class Ops(TokenOps, Reads):
 
     def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
         with self._write() as deltas:
-            sql = "SELECT id, state, abort_requested, task, repeatable FROM instances "
             if ids is None:
-                rows = self._c.execute(sql + "WHERE owner = ? AND state IN (1, 2)", (owner,))
+                rows = self._c.execute(_HELD_BY, (owner,))
             else:
-                rows = self._c.execute(
-                    sql + "WHERE id IN (SELECT value FROM json_each(?)) "
-                    "AND owner = ? AND state IN (1, 2)",
-                    (_ids_json(ids), owner),
-                )
+                rows = self._c.execute(_HELD_IDS, (_ids_json(ids), owner))
             held = rows.fetchall()
-            self._release_rows(held, now, deltas)
+            self._release_rows(held, now, deltas, Event.GIVE_BACK if ids is None else Event.EVICT)
         return len(held)
 
     def renew(self, owner: str, now: int, lease: int) -> int:
         with self._write():
-            cur = self._c.execute(
-                "UPDATE instances SET lease_until = ? WHERE owner = ? AND state IN (1, 2)",
-                (now + lease, owner),
-            )
+            cur = self._c.execute(_RENEW, (now + lease, owner))
         return cur.rowcount
 
     def recover(self, now: int) -> int:
         with self._write() as deltas:
-            held = self._c.execute(
-                "SELECT id, state, abort_requested, task, repeatable FROM instances "
-                "WHERE state IN (1, 2)"
-            ).fetchall()
-            self._release_rows(held, now, deltas)
+            held = self._c.execute(_ALL_HELD).fetchall()
+            self._release_rows(held, now, deltas, Event.GIVE_BACK)
         return len(held)
 
     def request_abort(self, instance_id: int, now: int) -> AbortResult:
@@ -548,15 +556,12 @@ class Ops(TokenOps, Reads):
                 return AbortResult(found=False)
             state, owner, task = STATES[found[0]], found[1], found[2]
             if state is State.PENDING:
-                self._c.execute(
-                    "UPDATE instances SET state = 5, abort_requested = 0, updated = ? WHERE id = ?",
-                    (now, instance_id),
-                )
+                self._c.execute(_ABORT, (now, instance_id))
                 deltas[(task, State.PENDING)] -= 1
-                deltas[(task, State.ABORTED)] += 1
+                deltas[(task, apply(state, Event.ABORT))] += 1
                 if found[3] is not None and found[4] is not None:  # its schedule goes on
                     _sqlite_schedules.after_abort(self, deltas, found[3], found[4], now)
-                return AbortResult(found=True, state=State.ABORTED, previous=state)
+                return AbortResult(found=True, state=apply(state, Event.ABORT), previous=state)
             if state in HELD:
                 self._c.execute(
                     "UPDATE instances SET abort_requested = 1 WHERE id = ?", (instance_id,)
@@ -570,12 +575,7 @@ class Ops(TokenOps, Reads):
         if limit <= 0:
             return 0
         with self._write() as deltas:
-            old = self._c.execute(
-                "SELECT id, task, state, last_started IS NOT NULL FROM instances "
-                "INDEXED BY ix_instances_ended_at "
-                "WHERE state >= 3 AND updated < ? ORDER BY updated LIMIT ?",
-                (before, limit),
-            ).fetchall()
+            old = self._c.execute(_PRUNABLE, (before, limit)).fetchall()
             if old:
                 self._c.execute(
                     "DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?))",

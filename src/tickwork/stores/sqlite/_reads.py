@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tickwork.model import LIST_PARAMS_BYTES, Attempt, Instance, InstanceFilter
 from tickwork.state import TERMINAL, State
 from tickwork.stores._rules import HELD
+from tickwork.stores._sql import states
 
 if TYPE_CHECKING:
     import sqlite3
@@ -36,6 +37,18 @@ READ_COLS: Final = COLS + ", started_us"
 #: The State of each stored integer (the index).
 STATES: Final = tuple(sorted(State))
 _MAX_ID: Final = 2**63 - 1
+_ABORT_REQUESTS: Final = states(
+    "SELECT id FROM instances INDEXED BY ix_instances_abort "
+    "WHERE abort_requested = 1 AND owner = ? AND state IN ({HELD}) ORDER BY id"
+)
+_NEXT_PENDING: Final = states(
+    "SELECT min(run_at) FROM instances INDEXED BY ix_instances_pending WHERE state = {PENDING}"
+)
+_HELD_COUNT: Final = states("SELECT coalesce(sum(n), 0) FROM counts WHERE state IN ({HELD})")
+# The terms of the partial indexes, as their definitions in _schema.py spell them.
+_ENDED: Final = states("state >= {SUCCEEDED}")
+_HELD: Final = states("state IN ({HELD})")
+_PENDING: Final = states("state = {PENDING}")
 #: Up to this many PENDING rows, list(state=PENDING) sorts them rather than walking ids.
 _SORT_PENDING_MAX: Final = 200_000
 #: A schedule's list walks at most this many of the newest ids before using its index.
@@ -82,18 +95,11 @@ class Reads:
         self._c = conn
 
     def abort_requests(self, owner: str) -> list[int]:
-        cur = self._c.execute(
-            "SELECT id FROM instances INDEXED BY ix_instances_abort "
-            "WHERE abort_requested = 1 AND owner = ? "
-            "AND state IN (1, 2) ORDER BY id",
-            (owner,),
-        )
+        cur = self._c.execute(_ABORT_REQUESTS, (owner,))
         return [int(r[0]) for r in cur]
 
     def next_pending_at(self) -> int | None:
-        (value,) = self._c.execute(
-            "SELECT min(run_at) FROM instances INDEXED BY ix_instances_pending WHERE state = 0"
-        ).fetchone()
+        (value,) = self._c.execute(_NEXT_PENDING).fetchone()
         return None if value is None else int(value)
 
     def get(self, instance_id: int) -> Instance | None:
@@ -119,16 +125,16 @@ class Reads:
         if state is not None:
             # the literal terms make the partial indexes usable (SQLite matches them as text)
             if state in TERMINAL:
-                source, cond = "instances INDEXED BY ix_instances_ended", "state >= 3"
+                source, cond = "instances INDEXED BY ix_instances_ended", _ENDED
             elif state in HELD:
-                source, cond = "instances INDEXED BY ix_instances_held", "state IN (1, 2)"
+                source, cond = "instances INDEXED BY ix_instances_held", _HELD
             else:
                 pending, total = self.count(State.PENDING, None), self.count(None, None)
                 sort = pending <= _SORT_PENDING_MAX or pending * 10 < total
                 source = (
                     "instances INDEXED BY ix_instances_pending" if sort else "instances NOT INDEXED"
                 )
-                cond = "state = 0"
+                cond = _PENDING
             where += [cond, "state = ?"]
             params.append(int(state))
         if task is not None:
@@ -190,9 +196,7 @@ class Reads:
 
     def held(self) -> int:
         """Rows CLAIMED or RUNNING (from the maintained counts)."""
-        (n,) = self._c.execute(
-            "SELECT coalesce(sum(n), 0) FROM counts WHERE state IN (1, 2)"
-        ).fetchone()
+        (n,) = self._c.execute(_HELD_COUNT).fetchone()
         return int(n)
 
     def count_by_state(self) -> dict[State, int]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from tickwork.model import Instance, NewRow
 from tickwork.schedules.plan import InFlight, OccurrenceInfo, Slot
-from tickwork.state import State
+from tickwork.state import Event, State, lookup
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_methods import ScheduleMethods
 from tickwork.stores._schedule_ops import (
@@ -24,6 +24,7 @@ from tickwork.stores._schedule_ops import (
     schedule_from_row,
     schedule_row,
 )
+from tickwork.stores._sql import states
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -53,27 +54,28 @@ _INSERT: Final = (
     "fire_at, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _WRITTEN: Final = "SELECT id FROM instances WHERE id IN (SELECT value FROM json_each(?))"
-_LIVE: Final = (
+_LIVE: Final = states(
     "SELECT id, state, fire_at, run_at FROM instances INDEXED BY ix_instances_schedule_live "
-    "WHERE schedule_id = ? AND state IN (0, 1, 2) AND schedule_id IS NOT NULL "
+    "WHERE schedule_id = ? AND state IN ({LIVE}) AND schedule_id IS NOT NULL "
     "AND fire_at IS NOT NULL"
 )
-_ENDABLE: Final = (
+#: The rows an end may touch (each then only if the table has its event from its state).
+_ENDABLE: Final = states(
     "SELECT id, state, task FROM instances "
-    "WHERE id IN (SELECT value FROM json_each(?)) AND state IN (0, 1)"
+    "WHERE id IN (SELECT value FROM json_each(?)) AND state IN ({MISFIRE.from})"
 )
 _END: Final = (
     "UPDATE instances SET state = ?, error = ?, claim_token = NULL, lease_until = NULL, "
     "abort_requested = 0, fire_at = CASE WHEN ? THEN NULL ELSE fire_at END, updated = ? "
     "WHERE id = ?"
 )
-_DETACH: Final = (
+_DETACH: Final = states(
     "UPDATE instances SET fire_at = NULL, error = ?, updated = ? "
-    "WHERE id IN (SELECT value FROM json_each(?)) AND state IN (1, 2)"
+    "WHERE id IN (SELECT value FROM json_each(?)) AND state IN ({HELD})"
 )
-_INFO: Final = (
-    "SELECT id, schedule_id, fire_at, run_at, error, "
-    "CASE WHEN state IN (1, 2) THEN owner END, CASE WHEN state IN (1, 2) THEN claim_token END "
+_INFO: Final = states(
+    "SELECT id, schedule_id, fire_at, run_at, error, CASE WHEN state IN ({HELD}) THEN owner "
+    "END, CASE WHEN state IN ({HELD}) THEN claim_token END "
     "FROM instances WHERE id IN (SELECT value FROM json_each(?)) AND schedule_id IS NOT NULL"
 )
 _SLOTS: Final = (
@@ -84,9 +86,10 @@ _HOLDERS: Final = (
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
 _TAKE: Final = "UPDATE schedules SET active_id = ?, active_token = ? WHERE id = ?"
-_OLDER: Final = (
+_OLDER: Final = states(
     "SELECT id, owner, fire_at FROM instances "
-    "WHERE schedule_id = ? AND state IN (0, 1, 2) AND schedule_id IS NOT NULL AND state > 0 "
+    "WHERE schedule_id = ? AND state IN ({LIVE}) AND schedule_id IS NOT NULL "
+    "AND state > {PENDING} "
     "AND fire_at < ? AND run_at <= ? AND owner IS NOT ? ORDER BY fire_at LIMIT 1"
 )
 
@@ -146,12 +149,15 @@ class _Tx:
         out = [LiveRow(r[0], _STATES[r[1]], r[2], r[3]) for r in rows]
         return sorted(out, key=lambda r: (r.fire_us, r.id))
 
-    def end(self, items: Sequence[tuple[int, str]], state: State, *, detach: bool) -> None:
+    def end(self, items: Sequence[tuple[int, str]], event: Event, *, detach: bool) -> None:
         reasons = dict(items)
         rows = self._c.execute(_ENDABLE, (json.dumps(list(reasons)),)).fetchall()
         deltas = self._count()
         params = []
         for iid, old, task in rows:
+            state = lookup(_STATES[old], event)
+            if state is None:
+                continue
             params.append((int(state), reasons[iid], detach, self._now, iid))
             deltas[(task, old)] -= 1
             deltas[(task, int(state))] += 1

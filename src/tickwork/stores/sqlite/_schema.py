@@ -16,12 +16,14 @@ import sqlite3
 from typing import Final
 
 from tickwork.errors import NotATickworkDatabase, SchemaTooNew, StoreError
+from tickwork.stores._sql import states
 from tickwork.stores.sqlite._tokens import V7_TOKENS
 
 #: "tick" in ASCII: the file header mark of a tickwork database.
 APPLICATION_ID: Final = 0x7469636B
 
-_V1: Final = """
+_V1: Final = states(
+    """
 CREATE TABLE tickwork_meta (
     key TEXT PRIMARY KEY NOT NULL,
     value NOT NULL
@@ -50,11 +52,11 @@ CREATE TABLE instances (
 
 -- claim and next_pending_at: PENDING rows due before T, in (run_at, id) order, as a range
 -- scan. The one index every insert pays for in proportion to its randomness.
-CREATE INDEX ix_instances_pending ON instances (run_at) WHERE state = 0;
+CREATE INDEX ix_instances_pending ON instances (run_at) WHERE state = {PENDING};
 
 -- held rows (CLAIMED, RUNNING) by lease expiry: lease takeover, and the owner lookups of
 -- release/renew (a single-node store has one owner, so no owner column is needed first).
-CREATE INDEX ix_instances_held ON instances (lease_until) WHERE state IN (1, 2);
+CREATE INDEX ix_instances_held ON instances (lease_until) WHERE state IN ({HELD});
 
 -- abort_requests(owner): tiny, the flag is cleared when a row ends.
 CREATE INDEX ix_instances_abort ON instances (owner) WHERE abort_requested = 1;
@@ -68,7 +70,7 @@ CREATE UNIQUE INDEX ux_instances_fire ON instances (schedule_id, fire_at)
 -- ended rows are in it, so inserts, claims and retries never touch it (an index on every
 -- state cost a third of the claim+finish rate). PENDING and held rows are listed through
 -- ix_instances_pending / ix_instances_held or the rowid (see _sqlite_ops.page).
-CREATE INDEX ix_instances_ended ON instances (state) WHERE state >= 3;
+CREATE INDEX ix_instances_ended ON instances (state) WHERE state >= {SUCCEEDED};
 
 -- count(), count_by_state(): maintained by every write, so a count never scans rows.
 CREATE TABLE counts (
@@ -97,18 +99,22 @@ INSERT INTO tickwork_meta (key, value) VALUES
     ('last_id', 0),
     ('last_token', 0);
 """
+)
 
 # Retention (Store.prune): the oldest ended rows and history rows first, as range scans.
 # Both keys grow with time, so every insert lands at the right edge of its index (cheap).
-_V2_RETENTION: Final = """
-CREATE INDEX ix_instances_ended_at ON instances (updated) WHERE state >= 3;
+_V2_RETENTION: Final = states(
+    """
+CREATE INDEX ix_instances_ended_at ON instances (updated) WHERE state >= {SUCCEEDED};
 CREATE INDEX ix_history_finished ON history (finished);
 """
+)
 
 # Recurring schedules (tickwork.schedules.schedule): one row each; occurrences are instances. The
 # partial index finds a schedule's unfinished occurrences (pause, remove, catch-up) without
 # walking its history; only schedule rows are in it.
-_V3_SCHEDULES: Final = """
+_V3_SCHEDULES: Final = states(
+    """
 CREATE TABLE schedules (
     id TEXT PRIMARY KEY NOT NULL,
     task TEXT NOT NULL,
@@ -132,8 +138,9 @@ CREATE TABLE schedules (
     updated_us INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX ix_instances_schedule_live ON instances (schedule_id, fire_at)
-    WHERE state IN (0, 1, 2) AND schedule_id IS NOT NULL;
+    WHERE state IN ({LIVE}) AND schedule_id IS NOT NULL;
 """
+)
 
 # Overlap policies across nodes (tickwork.actors.overlap): each schedule's admitted
 # occurrence, the instance a node last started under a policy other than "allow", and the
