@@ -35,3 +35,30 @@ async def test_plugin_example(autojump_clock, capsys):
         "instance 2 (sync): FAILED\n"
         "instance 3 (page): SUCCEEDED\n"
     )
+
+
+async def test_remote_pool_example(autojump_clock, capsys):
+    await _main("remote_pool.py")(VirtualClock())
+    lines = capsys.readouterr().out.splitlines()
+    # runs of one instant reach the pool in any order; each line is there once
+    assert sorted(lines) == [
+        "instance 1: SUCCEEDED after 1 attempt(s)",
+        "instance 2: SUCCEEDED after 2 attempt(s)",
+        "instance 3: ABORTED after 1 attempt(s)",
+        "instance 4: SUCCEEDED after 1 attempt(s)",
+        "node: report ran in the node",
+        "pool: job (1, 1) resize received",
+        "pool: job (2, 1) resize received",
+        "pool: job (2, 2) resize received",
+        "pool: job (3, 1) cancelled",
+        "pool: job (3, 1) resize received",
+    ]
+    assert lines[-4:] == [
+        "instance 1: SUCCEEDED after 1 attempt(s)",
+        "instance 2: SUCCEEDED after 2 attempt(s)",
+        "instance 3: ABORTED after 1 attempt(s)",
+        "instance 4: SUCCEEDED after 1 attempt(s)",
+    ]
+    assert lines.index("pool: job (3, 1) resize received") < lines.index(
+        "pool: job (3, 1) cancelled"
+    )

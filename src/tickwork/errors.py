@@ -69,5 +69,6 @@ class MiddlewareFailed(TickworkError):
 
 class PluginCrashed(TickworkError):
     """A plugin's ``run`` raised: the node stops (as when the ``async with`` body raises)
-    and ``open_scheduler`` raises this, naming the plugin; its ``__cause__`` is the
-    plugin's exception."""
+    and ``open_scheduler`` raises this, in an ExceptionGroup as for an actor's crash
+    (``except* PluginCrashed``). It names the plugin; its ``__cause__`` is the plugin's
+    exception."""

@@ -174,6 +174,8 @@ class Recorder:
         #: below this many outcomes a batch waits (up to ``linger``) for more
         self._linger_below = min(max_batch, _LINGER_BELOW)
         self._hook_limiter = trio.CapacityLimiter(hook_concurrency)
+        #: where hooks run while the Recorder runs
+        self._hooks: trio.Nursery | None = None
         self._abort_marks = abort_marks
         self._on_pending = on_pending
         self._on_recorded = on_recorded
@@ -196,6 +198,7 @@ class Recorder:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as hooks:
+            self._hooks = hooks
             task_status.started()
             async with self._receive:
                 async for first in self._receive:
@@ -204,6 +207,21 @@ class Recorder:
                     if self._may_linger(outcomes):
                         await self._gather(outcomes)
                     await self._record(outcomes, hooks)
+        self._hooks = None
+
+    async def aborted_pending(self, inst: Instance) -> None:
+        """Run ``on_abort`` of an instance the API aborted while PENDING: in the node's
+        hook nursery, under ``hook_concurrency`` like every hook (the caller waits only
+        for room under the bound, never for the hook)."""
+        task = self._tasks.get(inst.task)
+        if task is None or type(task).on_abort is Task.on_abort:
+            return
+        token = object()
+        await self._hook_limiter.acquire_on_behalf_of(token)
+        if self._hooks is None:  # the node has stopped meanwhile: called here, still once
+            await self._run_hook(task, "on_abort", inst, None, token)
+        else:
+            self._hooks.start_soon(self._run_hook, task, "on_abort", inst, None, token)
 
     def _take_waiting(self, outcomes: list[Outcome]) -> None:
         """Add what already waits in the channel, up to a full batch."""
@@ -409,10 +427,12 @@ class Recorder:
         hooks.start_soon(self._run_hook, task, hook, inst, outcome, token)
 
     async def _run_hook(
-        self, task: Task, hook: str, inst: Instance, outcome: Outcome, token: object
+        self, task: Task, hook: str, inst: Instance, outcome: Outcome | None, token: object
     ) -> None:
         try:
-            if hook == "on_success":
+            if outcome is None:  # a PENDING instance aborted by the API
+                await task.on_abort(inst)
+            elif hook == "on_success":
                 await task.on_success(inst, outcome.result)
             elif hook == "on_fail":
                 assert outcome.error is not None or inst.error is not None  # noqa: S101

@@ -130,20 +130,10 @@ async def running_plugins(
         yield
         return
     context = PluginContext(scheduler, scheduler.node_id, clock)
-    lone: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            for plugin in plugins:
-                await nursery.start(_run_plugin, plugin, context)
-            try:
-                yield
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # This nursery adds no information of its own: one exception (the body's, or a
-        # plugin's PluginCrashed) comes out as itself, as if the nursery were not there.
-        if len(group.exceptions) != 1:
-            raise
-        lone = group.exceptions[0]
-    if lone is not None:
-        raise lone
+    async with trio.open_nursery() as nursery:
+        for plugin in plugins:
+            await nursery.start(_run_plugin, plugin, context)
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()

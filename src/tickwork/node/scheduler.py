@@ -198,7 +198,8 @@ class Scheduler(ScheduleMethods, OperationMethods):
         Returns the state after the abort: ABORTED, or the terminal state it had already
         reached. An instance held by another node (cluster) is aborted by that node; then
         the state returned is its current one (CLAIMED or RUNNING) and the abort follows.
-        The task's ``on_abort`` hook is called once.
+        The task's ``on_abort`` hook is called once, on the node (under
+        ``hook_concurrency``, like every hook): ``abort`` does not wait for it.
 
         Raises:
             NotFound: no instance has this id.
@@ -229,12 +230,7 @@ class Scheduler(ScheduleMethods, OperationMethods):
         if inst is None:
             return
         self._publish(inst, State.PENDING, State.ABORTED, self._clock.now_us())
-        task = self._registry.get(inst.task)
-        if task is not None and type(task).on_abort is not Task.on_abort:
-            try:
-                await task.on_abort(inst)
-            except Exception:
-                log.exception("task %r: on_abort hook raised for %d", task.name, instance_id)
+        await self._recorder.aborted_pending(inst)  # the hook runs on the node
 
     async def _carry_out_aborts(self, ids: list[int]) -> None:
         for iid in ids:

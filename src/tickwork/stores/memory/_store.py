@@ -8,39 +8,29 @@ in a sorted index by ``(run_at, id)``, held rows in one by lease expiry.
 
 from __future__ import annotations
 
-import heapq
 import itertools
-from collections import Counter
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from sortedcontainers import SortedList
 
-from tickwork.errors import InvalidArgument, StoreError, StoreLocked
+from tickwork.errors import InvalidArgument, StoreLocked
 from tickwork.model import (
-    DEFAULT_MAX_PARAMS_BYTES,
     LIST_PARAMS_BYTES,
-    AbortResult,
     Attempt,
-    Finish,
     Instance,
     InstanceFilter,
     NewRow,
-    check_max_params_bytes,
 )
-from tickwork.state import HELD, NEW_STATES, TERMINAL, Event, State, apply
-from tickwork.stores._rules import finish_event, finished_state, history_state, release_event
-from tickwork.stores.base import INTERRUPTED
-from tickwork.stores.memory._nodes import MemoryNodes
+from tickwork.state import NEW_STATES, TERMINAL, State
+from tickwork.stores.memory._claims import MemoryClaims
 from tickwork.stores.memory._schedules import MemoryScheduleMethods
 from tickwork.stores.memory._tokens import MemoryTokens
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
-    from tickwork.schedules.schedule import Schedule
     from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["MemoryStore"]
@@ -53,37 +43,15 @@ def _listed(inst: Instance) -> Instance:
     return attrs.evolve(inst, params=b"", params_size=len(inst.params))
 
 
-class MemoryStore(MemoryTokens, MemoryScheduleMethods):
+class MemoryStore(MemoryTokens, MemoryScheduleMethods, MemoryClaims):
     """The Store protocol in memory, for tests and for schedulers that need no durability.
 
     One object is one database: closing and opening it again (a simulated restart) keeps
     its contents. Like a single-node durable store it admits one node at a time.
-    ``change_token()`` is None, as nothing else can write to it.
+    ``change_token()`` is None, as nothing else can write to it. Its rows and indexes are
+    :class:`~tickwork.stores.memory._rows.MemoryRows`'; the claim life cycle is
+    :class:`~tickwork.stores.memory._claims.MemoryClaims`'.
     """
-
-    def __init__(self, *, max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> None:
-        self.max_params_bytes = check_max_params_bytes(max_params_bytes)
-        self._open = False
-        self._node: str | None = None
-        self._rows: dict[int, Instance] = {}
-        self._last_id = 0
-        self._last_token = 0
-        self._abort: set[int] = set()
-        # RUNNING rows of at-least-once runs: given back, they run again (_rules)
-        self._repeatable: set[int] = set()
-        self._pending: SortedList = SortedList()  # (run_at_us, id) of PENDING rows
-        self._leases: SortedList = SortedList()  # (lease_until_us, id) of held rows
-        self._held: dict[str, set[int]] = {}  # owner -> ids it holds
-        self._by_state: dict[State, SortedList] = {s: SortedList() for s in State}
-        self._counts: Counter[tuple[State, str]] = Counter()
-        self._dedup: dict[str, int] = {}
-        self._fires: dict[tuple[str, int], int] = {}
-        self._history: dict[int, list[Attempt]] = {}
-        self._schedules: dict[str, Schedule] = {}  # see _memory_schedules
-        # schedule id -> its admitted occurrence (instance id, claim token): ScheduleTx.slots
-        self._schedule_slots: dict[str, tuple[int, int | None]] = {}
-        self._schedule_rows: dict[str, set[int]] = {}  # schedule id -> unfinished occurrences
-        self._nodes = MemoryNodes()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -125,67 +93,6 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
         self._check_open()
         await trio.lowlevel.checkpoint()
         return self._nodes.listing(sum(len(ids) for ids in self._held.values()))
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise StoreError("the MemoryStore is not open; call `await store.open()` first")
-
-    # -- the one place that changes a row -----------------------------------------------
-
-    def _put(self, new: Instance) -> None:
-        """Store ``new`` in place of the row with its id, keeping every index in step."""
-        old = self._rows.get(new.id)
-        if old is not None:
-            if old.state is State.PENDING:
-                self._pending.remove((old.run_at_us, old.id))
-            if old.state in HELD:
-                self._leases.remove((old.lease_until_us, old.id))
-                self._held[old.owner].discard(old.id)  # type: ignore[index]
-            if old.state is not new.state:
-                self._by_state[old.state].remove(old.id)
-                self._by_state[new.state].add(new.id)
-            self._counts[(old.state, old.task)] -= 1
-        else:
-            self._by_state[new.state].add(new.id)
-        self._counts[(new.state, new.task)] += 1
-        if new.state is State.PENDING:
-            self._pending.add((new.run_at_us, new.id))
-        elif new.state in HELD:
-            self._leases.add((new.lease_until_us, new.id))
-            self._held.setdefault(new.owner, set()).add(new.id)  # type: ignore[arg-type]
-        elif new.state in TERMINAL:
-            self._abort.discard(new.id)
-        if new.state is not State.RUNNING:
-            self._repeatable.discard(new.id)
-        self._rows[new.id] = new
-
-    def _release_one(self, row: Instance, now_us: int, kind: Event) -> None:
-        """Give back one held row (``kind``: GIVE_BACK, EVICT or LAPSE): see release_event."""
-        repeatable = row.id in self._repeatable
-        target = apply(row.state, release_event(kind, row.id in self._abort, repeatable))
-        if target is State.PENDING:
-            new = attrs.evolve(
-                row,
-                state=target,
-                owner=None,
-                claim_token=None,
-                lease_until_us=None,
-                updated_us=now_us,
-                started_us=None,
-            )
-        else:
-            ran = row.state is State.RUNNING and not repeatable
-            new = attrs.evolve(
-                row,
-                state=target,
-                attempts=row.attempts + 1 if ran else row.attempts,
-                error=INTERRUPTED if target is State.FAILED else row.error,
-                claim_token=None,
-                lease_until_us=None,
-                updated_us=now_us,
-                started_us=None,
-            )
-        self._put(new)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -238,209 +145,7 @@ class MemoryStore(MemoryTokens, MemoryScheduleMethods):
             ids.append(iid)
         return ids
 
-    async def claim(
-        self, owner: str, due_before_us: int, limit: int, now_us: int, lease_us: int
-    ) -> list[Instance]:
-        """Claim up to ``limit`` due instances in ``(run_at, id)`` order. See Store.claim."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        if limit <= 0:
-            return []
-        # A PENDING row keeps an abort requested while it was held (a retry written
-        # after the request): it ends now, whatever its due time.
-        for iid in sorted(self._abort):
-            row = self._rows[iid]
-            if row.state is State.PENDING:
-                self._put(
-                    attrs.evolve(row, state=apply(row.state, Event.CLAIM_ABORT), updated_us=now_us)
-                )
-        # Expired leases: a dead (or stalled) node's rows. At-most-once RUNNING rows and rows
-        # with an abort requested end now; CLAIMED ones, and at-least-once RUNNING ones,
-        # compete with PENDING ones by due time.
-        # Never the claimer's own rows: it still holds them in memory (its lease only looks
-        # expired, e.g. after a wall-clock jump), and taking them again would run them twice.
-        takeable: list[tuple[int, int]] = []
-        for _, iid in list(self._leases.irange(maximum=(now_us - 1, float("inf")))):
-            row = self._rows[iid]
-            if row.owner == owner:
-                continue
-            ended = row.state is State.RUNNING and iid not in self._repeatable
-            if ended or iid in self._abort:
-                self._release_one(row, now_us, Event.LAPSE)
-            elif row.run_at_us <= due_before_us:
-                takeable.append((row.run_at_us, iid))
-        takeable.sort()
-        merged = heapq.merge(self._due_pending(due_before_us), takeable)
-        chosen = [iid for _, iid in itertools.islice(merged, limit)]
-        self._last_token += 1
-        token = self._last_token
-        lease_until = now_us + lease_us
-        out = []
-        for iid in chosen:
-            row = self._rows[iid]
-            event = Event.CLAIM if row.state is State.PENDING else Event.TAKE_OVER
-            new = attrs.evolve(
-                row,
-                state=apply(row.state, event),
-                owner=owner,
-                claim_token=token,
-                lease_until_us=lease_until,
-                updated_us=now_us,
-                started_us=None,
-            )
-            self._put(new)
-            out.append(new)
-        return self._after_claim(out, now_us)
-
-    def _due_pending(self, due_before_us: int) -> Iterator[tuple[int, int]]:
-        return iter(self._pending.irange(maximum=(due_before_us, float("inf"))))
-
-    def _holds(self, owner: str, iid: int, token: int) -> Instance | None:
-        row = self._rows.get(iid)
-        if row is None or row.state not in HELD or row.owner != owner:
-            return None
-        return row if row.claim_token == token else None
-
-    async def start(self, owner: str, items: Sequence[tuple[int, int]], now_us: int) -> list[bool]:
-        """Make RUNNING durable for held ``(id, claim_token)`` pairs. Fenced per row."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        out = []
-        for iid, token in items:
-            row = self._holds(owner, iid, token)
-            if row is not None and row.state is State.CLAIMED:
-                self._put(
-                    attrs.evolve(
-                        row,
-                        state=apply(row.state, Event.START),
-                        updated_us=now_us,
-                        started_us=now_us,
-                    )
-                )
-            out.append(row is not None)
-        return out
-
-    async def finish(self, owner: str, finishes: Sequence[Finish], now_us: int) -> list[bool]:
-        """Write outcomes, fenced per row; finishes with ``started_us`` add history."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        for f in finishes:
-            finish_event(f.state, abort_requested=False)  # a target no finish may write
-        out = []
-        for f in finishes:
-            row = self._holds(owner, f.id, f.claim_token)
-            target = None
-            if row is not None:
-                target = finished_state(row.state, f.state, f.id in self._abort)
-            if row is None or target is None:
-                out.append(False)
-                continue
-            if f.state is State.RUNNING:  # RUN: an at-least-once run started; the claim kept
-                if row.state is not State.RUNNING:
-                    self._put(
-                        attrs.evolve(row, state=target, updated_us=now_us, started_us=f.started_us)
-                    )
-                    self._repeatable.add(f.id)
-                out.append(True)
-                continue
-            if target is State.PENDING:
-                new = attrs.evolve(
-                    row,
-                    state=target,
-                    attempts=f.attempts,
-                    error=f.error,
-                    run_at_us=row.run_at_us if f.run_at_us is None else f.run_at_us,
-                    owner=None,
-                    claim_token=None,
-                    lease_until_us=None,
-                    updated_us=now_us,
-                    started_us=None,
-                )
-            else:
-                new = attrs.evolve(
-                    row,
-                    state=target,
-                    attempts=f.attempts,
-                    error=f.error,
-                    claim_token=None,
-                    lease_until_us=None,
-                    updated_us=now_us,
-                    started_us=None,
-                )
-            self._put(new)
-            if f.started_us is not None:
-                self._history.setdefault(f.id, []).append(
-                    Attempt(
-                        instance_id=f.id,
-                        attempt=f.attempts,
-                        node=owner,
-                        started_us=f.started_us,
-                        finished_us=now_us if f.finished_us is None else f.finished_us,
-                        state=history_state(f.state),
-                        error_type=f.error_type,
-                        error=f.error,
-                        result=f.result,
-                        output=f.output,
-                    )
-                )
-            out.append(True)
-        return out
-
-    async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
-        """Give back what ``owner`` holds (``ids``, or all). See Store.release."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        return self._release(owner, now_us, ids)
-
-    def _release(self, owner: str, now_us: int, ids: Iterable[int] | None) -> int:
-        held = self._held.get(owner, set())
-        targets = sorted(held if ids is None else held.intersection(ids))
-        kind = Event.GIVE_BACK if ids is None else Event.EVICT
-        for iid in targets:
-            self._release_one(self._rows[iid], now_us, kind)
-        return len(targets)
-
-    async def renew(self, owner: str, now_us: int, lease_us: int) -> int:
-        """Extend the lease of everything ``owner`` holds; returns how many rows."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        held = sorted(self._held.get(owner, ()))
-        for iid in held:
-            self._put(attrs.evolve(self._rows[iid], lease_until_us=now_us + lease_us))
-        return len(held)
-
-    async def recover(self, now_us: int) -> int:
-        """Release every claim of every owner (only one node can use this store)."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        return sum(self._release(owner, now_us, None) for owner in list(self._held))
-
-    async def request_abort(self, instance_id: int, now_us: int) -> AbortResult:
-        """Abort a PENDING instance now, or record the request on a held one."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        row = self._rows.get(instance_id)
-        if row is None:
-            return AbortResult(found=False)
-        if row.state is State.PENDING:
-            aborted = attrs.evolve(row, state=apply(row.state, Event.ABORT), updated_us=now_us)
-            self._put(aborted)
-            self._after_abort(row, now_us)
-            return AbortResult(found=True, state=aborted.state, previous=row.state)
-        if row.state in HELD:
-            self._abort.add(instance_id)
-            return AbortResult(
-                found=True, state=row.state, owner=row.owner, requested=True, previous=row.state
-            )
-        return AbortResult(found=True, state=row.state, owner=row.owner, previous=row.state)
-
     # -- reads --------------------------------------------------------------------------
-
-    async def abort_requests(self, owner: str) -> list[int]:
-        """Ids held by ``owner`` with an abort requested."""
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        return sorted(iid for iid in self._abort if iid in self._held.get(owner, ()))
 
     async def next_pending_at(self) -> int | None:
         """The earliest ``run_at_us`` of a PENDING row, or None."""

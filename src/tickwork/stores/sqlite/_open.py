@@ -108,7 +108,7 @@ def connect(path: str, *, node_id: str | None, read_only: bool) -> Opened:
     if path == ":memory:":
         if read_only:
             raise StoreError("an in-memory SQLite database cannot be opened read-only")
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         _set_up(conn, path, writable=True)
         return Opened(conn)
     parent = Path(path).resolve().parent
@@ -122,7 +122,9 @@ def connect(path: str, *, node_id: str | None, read_only: bool) -> Opened:
     _check_writable(path, parent, node=node_id is not None)
     lock = _lock(path) if node_id is not None else None
     try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1e3)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1e3
+        )
     except sqlite3.Error as exc:
         if lock is not None:
             lock.release()
@@ -220,7 +222,11 @@ def _open_reader(path: str, parent: Path) -> Opened:
         )
     uri = "file:" + quote(str(Path(path).absolute()))
     conn = sqlite3.connect(
-        f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1e3
+        f"{uri}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1e3,
     )
     try:
         conn.execute("PRAGMA schema_version").fetchone()  # SQLite opens the file lazily
@@ -232,7 +238,9 @@ def _open_reader(path: str, parent: Path) -> Opened:
             raise _error(path, exc) from exc
         # Read-only media with no WAL to read (SQLite cannot create the -shm file a WAL
         # reader needs): the file alone is the whole database, and nothing can change it.
-        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.DatabaseError:
         pass  # not a database at all: check_readable says so, in tickwork's words
     opened = Opened(conn)

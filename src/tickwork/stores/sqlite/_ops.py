@@ -1,4 +1,7 @@
-"""The SQL of every store operation, run synchronously on the store's own thread.
+"""The SQL of the claim life cycle (claim, start, finish, give back, renew, abort) and of
+retention, run synchronously on the store's own thread. :class:`Ops` is every operation of
+the store: inserts are :mod:`._inserts`', reads :mod:`._reads`', the write transaction
+:mod:`._write`'.
 
 Each public method of :class:`Ops` is one transaction (``BEGIN IMMEDIATE`` for writes),
 so a batch costs one commit whatever its size. Per-row work goes through ``executemany``
@@ -12,31 +15,26 @@ IMMEDIATE transaction makes read and write one atomic step.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
-from tickwork.errors import InvalidArgument
-from tickwork.model import AbortResult, Finish, Instance, NewRow
-from tickwork.state import HELD, NEW_STATES, Event, State, apply
+from tickwork.model import AbortResult, Finish, Instance
+from tickwork.state import HELD, Event, State, apply
 from tickwork.stores._rules import finish_event, finished_state, history_state, release_event
 from tickwork.stores._sql import states
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.sqlite import _schedules as _sqlite_schedules
-from tickwork.stores.sqlite._reads import COLS, STATES, ClaimedRows, Reads, to_instance
+from tickwork.stores.sqlite._inserts import InsertOps
+from tickwork.stores.sqlite._reads import COLS, STATES, ClaimedRows, to_instance
 from tickwork.stores.sqlite._tokens import TokenOps
+from tickwork.stores.sqlite._write import Deltas, ids_json
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
-_INSERT: Final = (
-    "INSERT INTO instances (id, task, run_at, params, state, error, schedule_id, fire_at, "
-    "dedup_key, max_attempts, timeout_us, created, updated) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _CLAIM_PENDING: Final = states(
     "UPDATE instances SET state = {CLAIM}, owner = ?, claim_token = ?, lease_until = ?, "
     "updated = ? WHERE id IN (SELECT id FROM instances INDEXED BY ix_instances_pending "
@@ -132,71 +130,6 @@ _HISTORY_MANY: Final = (
     "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
     "json_extract(value, '$[8]'), json_extract(value, '$[9]') FROM json_each(?)"
 )
-_COUNT: Final = (
-    "INSERT INTO counts (task, state, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (task, state) DO UPDATE SET n = n + excluded.n"
-)
-
-#: (task, stored state) -> change in the number of rows.
-_Deltas = Counter[tuple[str, int]]
-
-
-#: Plain rows, one step each (see Ops._insert_plain).
-_INSERT_PLAIN: Final = states(
-    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "VALUES (?, ?, ?, ?, {PENDING}, ?, ?)"
-)
-#: Plain rows sharing task and params at least this many times take one statement.
-_GROUP_MIN: Final = 16
-#: Plain rows of one task and params with consecutive ids: ?5 is the JSON array of their
-#: run times, the first id ?1.
-_INSERT_RUN: Final = states(
-    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "SELECT ?1 + key, ?2, value, ?3, {PENDING}, ?4, ?4 FROM json_each(?5)"
-)
-#: Plain rows of one task and params: ?4 is the JSON array of their [id, run_at].
-_INSERT_PAIRS: Final = states(
-    "INSERT INTO instances (id, task, run_at, params, state, created, updated) "
-    "SELECT json_extract(value, '$[0]'), ?1, json_extract(value, '$[1]'), ?2, {PENDING}, "
-    "?3, ?3 FROM json_each(?4)"
-)
-
-
-def _is_plain(r: NewRow) -> bool:
-    """A PENDING row with none of the optional columns (what schedule_many mostly makes)."""
-    return (
-        r.state is State.PENDING
-        and r.error is None
-        and r.schedule_id is None
-        and r.fire_at_us is None
-        and r.dedup_key is None
-        and r.max_attempts is None
-        and r.timeout_us is None
-    )
-
-
-def _insert_params(iid: int, r: NewRow, now: int) -> tuple[object, ...]:
-    return (
-        iid, r.task, r.run_at_us, r.params, r.state, r.error, r.schedule_id, r.fire_at_us,
-        r.dedup_key, r.max_attempts, r.timeout_us, now, now,
-    )  # fmt: skip
-
-
-#: What makes a new row a duplicate: ("key", dedup_key) or ("fire", schedule_id, fire_at_us).
-_Identity = tuple[str, ...] | tuple[str, str, int]
-
-
-def _identities(r: NewRow) -> list[_Identity]:
-    out: list[_Identity] = []
-    if r.dedup_key is not None:
-        out.append(("key", r.dedup_key))
-    if r.schedule_id is not None and r.fire_at_us is not None:
-        out.append(("fire", r.schedule_id, r.fire_at_us))
-    return out
-
-
-def _ids_json(ids: Iterable[int]) -> str:
-    return json.dumps(list(ids))
 
 
 def _place(
@@ -234,7 +167,7 @@ def _place(
 
 
 def _run(
-    v: list[Any], f: Finish, target: State, now: int, *, into: list[Any], deltas: _Deltas
+    v: list[Any], f: Finish, target: State, now: int, *, into: list[Any], deltas: Deltas
 ) -> None:
     """Place one applied RUN (a finish to RUNNING) of the row viewed as ``v``: a CLAIMED row
     becomes RUNNING with its start time; a RUNNING one stays as it is."""
@@ -245,148 +178,8 @@ def _run(
         v[2] = target
 
 
-class Ops(TokenOps, Reads):
+class Ops(InsertOps, TokenOps):
     """The store operations on one connection (autocommit mode, used from one thread)."""
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[_Deltas]:
-        """One write transaction; yields the row-count deltas to apply before commit."""
-        self._c.execute("BEGIN IMMEDIATE")
-        try:
-            deltas: _Deltas = Counter()
-            yield deltas
-            if deltas:
-                self._c.executemany(_COUNT, [(t, int(s), n) for (t, s), n in deltas.items() if n])
-            self._c.execute("COMMIT")
-        except BaseException:
-            if self._c.in_transaction:  # SQLite may have rolled back already (disk full...)
-                self._c.execute("ROLLBACK")
-            raise
-
-    def _next(self, key: str, n: int) -> int:
-        """Add ``n`` to the counter ``key`` in tickwork_meta; returns the new value."""
-        (value,) = self._c.execute(
-            "UPDATE tickwork_meta SET value = value + ? WHERE key = ? RETURNING value", (n, key)
-        ).fetchone()
-        return int(value)
-
-    def insert(self, rows: Sequence[NewRow], now: int) -> list[int]:
-        for r in rows:
-            if r.state not in NEW_STATES:
-                raise InvalidArgument(
-                    f"a new instance starts PENDING or terminal, not {r.state.name}"
-                )
-        if not rows:
-            return []
-        with self._write() as deltas:
-            if any(r.dedup_key is not None or r.schedule_id is not None for r in rows):
-                ids, new, repeats = self._dedup(rows)
-            else:  # the bulk path: every row is new
-                ids, new, repeats = [0] * len(rows), list(range(len(rows))), {}
-            if new:
-                first = self._next("last_id", len(new)) - len(new) + 1
-                for k, pos in enumerate(new):
-                    ids[pos] = first + k
-                plain = [p for p in new if _is_plain(rows[p])]
-                if plain:  # the common bulk case: a few statements, no step per row
-                    self._insert_plain(ids, rows, plain, now)
-                if len(plain) < len(new):
-                    self._c.executemany(
-                        _INSERT,
-                        [
-                            _insert_params(ids[p], rows[p], now)
-                            for p in new
-                            if not _is_plain(rows[p])
-                        ],
-                    )
-                deltas.update((rows[pos].task, int(rows[pos].state)) for pos in new)
-            for pos, earlier in repeats.items():
-                ids[pos] = ids[earlier]
-        return ids
-
-    def _insert_plain(
-        self, ids: list[int], rows: Sequence[NewRow], plain: list[int], now: int
-    ) -> None:
-        """Insert the plain rows at positions ``plain``. Rows sharing their task and params
-        (a burst of one job, say) go in one statement per group, ids and run times as
-        JSON: every step of an ``executemany`` re-takes the GIL, which the trio thread
-        holds most of the time, and one statement for 100,000 rows takes it once. Params
-        differ per row otherwise (a JSON document cannot hold bytes), so the rest go
-        through one ``executemany``. No container is made per row: this runs while the
-        trio thread fires instances, and every list made here would outlive a young
-        collection and add to the next full one (a tuple of plain values is untracked by
-        the first collection it meets)."""
-        sizes = Counter((rows[p].task, rows[p].params) for p in plain)
-        groups: dict[tuple[str, bytes], list[int]] = {
-            key: [] for key, size in sizes.items() if size >= _GROUP_MIN
-        }
-        single: list[tuple[int, str, int, bytes, int, int]] = []
-        for p in plain:
-            r = rows[p]
-            members = groups.get((r.task, r.params)) if groups else None
-            if members is None:
-                single.append((ids[p], r.task, r.run_at_us, r.params, now, now))
-            else:
-                members.append(p)
-        for (task, params), members in groups.items():
-            first = ids[members[0]]
-            if ids[members[-1]] - first == len(members) - 1:  # consecutive ids (a batch)
-                run_ats = json.dumps([rows[p].run_at_us for p in members])
-                self._c.execute(_INSERT_RUN, (first, task, params, now, run_ats))
-            else:
-                pairs = json.dumps([[ids[p], rows[p].run_at_us] for p in members])
-                self._c.execute(_INSERT_PAIRS, (task, params, now, pairs))
-        if single:
-            self._c.executemany(_INSERT_PLAIN, single)
-
-    def _dedup(self, rows: Sequence[NewRow]) -> tuple[list[int], list[int], dict[int, int]]:
-        """Find duplicates: returns ``ids`` (the existing id, or 0 for a row to insert),
-        the positions of the rows to insert, and ``{position: earlier position}`` for rows
-        that repeat an earlier row of this batch."""
-        # As if the rows were inserted one by one: each is checked against what is stored
-        # and the new rows before it, its dedup key first. Values: a stored id (> 0) or
-        # -(position + 1) of an earlier new row of this batch.
-        known = self._stored(rows)
-        ids: list[int] = []
-        new: list[int] = []
-        repeats: dict[int, int] = {}
-        for pos, r in enumerate(rows):
-            idents = _identities(r)
-            found = next((known[i] for i in idents if i in known), None)
-            if found is None:
-                ids.append(0)
-                new.append(pos)
-                known.update((i, -(pos + 1)) for i in idents)
-            elif found > 0:
-                ids.append(found)
-            else:
-                ids.append(0)
-                repeats[pos] = -found - 1
-        return ids, new, repeats
-
-    def _stored(self, rows: Sequence[NewRow]) -> dict[_Identity, int]:
-        """The ids of stored instances that rows of the batch would duplicate."""
-        keys = [r.dedup_key for r in rows if r.dedup_key is not None]
-        out: dict[_Identity, int] = {}
-        if keys:
-            cur = self._c.execute(
-                "SELECT dedup_key, id FROM instances "
-                "WHERE dedup_key IN (SELECT value FROM json_each(?))",
-                (json.dumps(keys),),
-            )
-            out.update((("key", str(k)), int(i)) for k, i in cur)
-        fires = {
-            (r.schedule_id, r.fire_at_us)
-            for r in rows
-            if r.schedule_id is not None and r.fire_at_us is not None
-        }
-        for fire in fires:
-            found = self._c.execute(
-                "SELECT id FROM instances WHERE schedule_id = ? AND fire_at = ?", fire
-            ).fetchone()
-            if found is not None:
-                out[("fire", *fire)] = int(found[0])
-        return out
 
     def claim(
         self, owner: str, due_before: int, limit: int, now: int, lease: int
@@ -398,7 +191,7 @@ class Ops(TokenOps, Reads):
         with self._write() as deltas:
             aborted = self._c.execute(_CLAIM_ABORTED).fetchall()
             if aborted:
-                self._c.execute(_CLAIM_ABORT, (now, _ids_json(i for i, _ in aborted)))
+                self._c.execute(_CLAIM_ABORT, (now, ids_json(i for i, _ in aborted)))
                 ended = apply(State.PENDING, Event.CLAIM_ABORT)
                 for _, task in aborted:
                     deltas[(task, State.PENDING)] -= 1
@@ -413,7 +206,7 @@ class Ops(TokenOps, Reads):
                 pending = self._c.execute(_PENDING_DUE, (due_before, limit)).fetchall()
                 chosen = [i for _, i in itertools.islice(heapq.merge(pending, takeable), limit)]
                 taken = {i for _, i in takeable}
-                got = self._c.execute(_CLAIM_IDS, (*head, _ids_json(chosen))).fetchall()
+                got = self._c.execute(_CLAIM_IDS, (*head, ids_json(chosen))).fetchall()
             for task, n in Counter(r[1] for r in got if r[0] not in taken).items():
                 deltas[(task, State.PENDING)] -= n
                 deltas[(task, apply(State.PENDING, Event.CLAIM))] += n
@@ -428,7 +221,7 @@ class Ops(TokenOps, Reads):
             return _sqlite_schedules.after_claim(self, deltas, out, now)
 
     def _expired(
-        self, owner: str, due_before: int, limit: int, now: int, deltas: _Deltas
+        self, owner: str, due_before: int, limit: int, now: int, deltas: Deltas
     ) -> tuple[list[Any], set[int]]:
         """Deal with held rows whose lease expired before ``now``; returns the ones that
         may be taken over (CLAIMED, or RUNNING at-least-once), as sorted ``(run_at, id)``,
@@ -444,7 +237,7 @@ class Ops(TokenOps, Reads):
         running = {r[0] for r in rows if r[1] == State.RUNNING and r not in ended}
         return takeable[:limit], running
 
-    def _release_rows(self, rows: Sequence[Any], now: int, deltas: _Deltas, kind: Event) -> None:
+    def _release_rows(self, rows: Sequence[Any], now: int, deltas: Deltas, kind: Event) -> None:
         """Give back held rows given as ``(id, state, abort_requested, task, repeatable,
         ...)``; ``kind`` is GIVE_BACK, EVICT or LAPSE (see ``_rules.release_event``)."""
         params = []
@@ -466,7 +259,7 @@ class Ops(TokenOps, Reads):
             "SELECT json_group_array(json_array(id, owner, claim_token, state, task, "
             "abort_requested)) "
             "FROM instances WHERE id IN (SELECT value FROM json_each(?))",
-            (_ids_json(ids),),
+            (ids_json(ids),),
         ).fetchone()
         return {r[0]: r[1:] for r in json.loads(doc)}
 
@@ -530,7 +323,7 @@ class Ops(TokenOps, Reads):
             if ids is None:
                 rows = self._c.execute(_HELD_BY, (owner,))
             else:
-                rows = self._c.execute(_HELD_IDS, (_ids_json(ids), owner))
+                rows = self._c.execute(_HELD_IDS, (ids_json(ids), owner))
             held = rows.fetchall()
             self._release_rows(held, now, deltas, Event.GIVE_BACK if ids is None else Event.EVICT)
         return len(held)
@@ -579,7 +372,7 @@ class Ops(TokenOps, Reads):
             if old:
                 self._c.execute(
                     "DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?))",
-                    (_ids_json(i for i, _, _, _ in old),),
+                    (ids_json(i for i, _, _, _ in old),),
                 )
                 for _, task, state, _ in old:
                     deltas[(task, state)] -= 1

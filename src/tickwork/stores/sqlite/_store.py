@@ -28,7 +28,7 @@ from tickwork.errors import StoreError
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_max_params_bytes
 from tickwork.stores.sqlite import _lock as _sqlite_lock
 from tickwork.stores.sqlite import _nodes as _sqlite_nodes
-from tickwork.stores.sqlite._open import Opened, connect, store_error
+from tickwork.stores.sqlite._open import BUSY_TIMEOUT_MS, Opened, connect, store_error
 from tickwork.stores.sqlite._ops import Ops
 from tickwork.stores.sqlite._reads import ClaimedRows, to_instance
 from tickwork.stores.sqlite._schedules import SQLiteScheduleMethods
@@ -48,6 +48,12 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 _log = logging.getLogger("tickwork.store")
+
+#: Store calls touching at most this many rows run on the trio thread when the store's
+#: thread is idle, instead of being handed to it: a hand-off costs two thread wake-ups and
+#: the GIL going back and forth at every SQLite step, which on a slow or busy machine
+#: costs more than the call itself (benchmarks/PROFILE_NOTES.md, session 7).
+INLINE_ROWS = 256
 
 #: Claimed rows made Instances per slice, between checkpoints (see ``claim``): ~2 ms.
 _ROWS_PER_SLICE: Final = 500
@@ -151,7 +157,11 @@ class SQLiteStore(SQLiteScheduleMethods):
         finally:
             worker.stop()
 
-    async def _call(self, fn: Callable[[Ops], T]) -> T:
+    async def _call(self, fn: Callable[[Ops], T], rows: int | None = None) -> T:
+        """Run ``fn`` on the connection: on the store's thread, or on the trio thread
+        when it touches at most :data:`INLINE_ROWS` rows (``rows``) and the thread is
+        idle. A call on the trio thread never waits for another connection's lock: if
+        the database is busy it goes to the thread, which waits (``busy_timeout``)."""
         worker, ops = self._worker, self._ops
         if worker is None or ops is None:
             raise StoreError(f"{self!r} is not open; call `await store.open()` first")
@@ -162,6 +172,28 @@ class SQLiteStore(SQLiteScheduleMethods):
             except sqlite3.Error as exc:
                 raise store_error(self._path, exc) from exc
 
+        if rows is not None and rows <= INLINE_ROWS and worker.idle:
+            busy = False
+
+            def here() -> T | None:
+                nonlocal busy
+                conn = ops.conn
+                conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    return fn(ops)
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise store_error(self._path, exc) from exc
+                    busy = True  # nothing was written: a transaction is all or nothing
+                    return None
+                except sqlite3.Error as exc:
+                    raise store_error(self._path, exc) from exc
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+            got = await worker.run_here(here)
+            if not busy:
+                return got  # type: ignore[return-value]  # None only when busy
         return await worker.call(run)
 
     # -- the protocol -------------------------------------------------------------------
@@ -169,13 +201,15 @@ class SQLiteStore(SQLiteScheduleMethods):
     async def insert(self, rows: Sequence[NewRow], now_us: int) -> list[int]:
         """Store new instances; see :meth:`tickwork.stores.base.Store.insert`."""
         self._check_params(rows)
-        return await self._call(lambda o: o.insert(rows, now_us))
+        return await self._call(lambda o: o.insert(rows, now_us), len(rows))
 
     async def claim(
         self, owner: str, due_before_us: int, limit: int, now_us: int, lease_us: int
     ) -> list[Instance]:
         """Claim due instances; see :meth:`tickwork.stores.base.Store.claim`."""
-        got = await self._call(lambda o: o.claim(owner, due_before_us, limit, now_us, lease_us))
+        got = await self._call(
+            lambda o: o.claim(owner, due_before_us, limit, now_us, lease_us), limit
+        )
         if not isinstance(got, ClaimedRows):
             return got
         got.sort(key=_due_order)
@@ -188,19 +222,21 @@ class SQLiteStore(SQLiteScheduleMethods):
 
     async def next_pending_at(self) -> int | None:
         """The earliest ``run_at_us`` of a PENDING row, or None."""
-        return await self._call(lambda o: o.next_pending_at())
+        return await self._call(lambda o: o.next_pending_at(), 1)
 
     async def start(self, owner: str, items: Sequence[tuple[int, int]], now_us: int) -> list[bool]:
         """Make RUNNING durable, fenced; see :meth:`tickwork.stores.base.Store.start`."""
-        return await self._call(lambda o: o.start(owner, items, now_us))
+        return await self._call(lambda o: o.start(owner, items, now_us), len(items))
 
     async def finish(self, owner: str, finishes: Sequence[Finish], now_us: int) -> list[bool]:
         """Write outcomes, fenced; see :meth:`tickwork.stores.base.Store.finish`."""
-        return await self._call(lambda o: o.finish(owner, finishes, now_us))
+        return await self._call(lambda o: o.finish(owner, finishes, now_us), len(finishes))
 
     async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
         """Give back held rows; see :meth:`tickwork.stores.base.Store.release`."""
-        return await self._call(lambda o: o.release(owner, now_us, ids))
+        return await self._call(
+            lambda o: o.release(owner, now_us, ids), None if ids is None else len(ids)
+        )
 
     async def renew(self, owner: str, now_us: int, lease_us: int) -> int:
         """Extend the leases of ``owner``; returns how many rows it holds."""
@@ -227,11 +263,11 @@ class SQLiteStore(SQLiteScheduleMethods):
 
     async def abort_requests(self, owner: str) -> builtins.list[int]:
         """Ids held by ``owner`` with an abort requested."""
-        return await self._call(lambda o: o.abort_requests(owner))
+        return await self._call(lambda o: o.abort_requests(owner), 1)
 
     async def get(self, instance_id: int) -> Instance | None:
         """One instance, or None."""
-        return await self._call(lambda o: o.get(instance_id))
+        return await self._call(lambda o: o.get(instance_id), 1)
 
     async def list(
         self,
@@ -243,23 +279,24 @@ class SQLiteStore(SQLiteScheduleMethods):
         where: InstanceFilter | None = None,
     ) -> builtins.list[Instance]:
         """Instances newest first (id descending), filtered; ``before_id`` pages."""
+        # on the thread: a filter may scan many rows whatever the limit
         return await self._call(lambda o: o.page(state, task, limit, before_id, where))
 
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
         """How many stored instances match (from maintained counts: no row scan)."""
-        return await self._call(lambda o: o.count(state, task))
+        return await self._call(lambda o: o.count(state, task), 1)
 
     async def count_by_state(self) -> dict[State, int]:
         """Stored instances per state, every state present."""
-        return await self._call(lambda o: o.count_by_state())
+        return await self._call(lambda o: o.count_by_state(), 1)
 
     async def history(self, instance_id: int) -> builtins.list[Attempt]:
         """Recorded attempts of one instance, oldest first."""
-        return await self._call(lambda o: o.history(instance_id))
+        return await self._call(lambda o: o.history(instance_id), 1)
 
     async def change_token(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
-        return await self._call(lambda o: o.change_token())
+        return await self._call(lambda o: o.change_token(), 1)
 
     async def record_node(
         self, node_id: str, *, tasks: Sequence[str], max_params_bytes: int

@@ -4,6 +4,9 @@ The SQLite store owns one of these: every call on its connection runs here, one 
 time, so the connection never crosses threads. A call, once submitted, always runs to the
 end: the waiting trio task cannot be cancelled out of it (its abort function refuses),
 so a cancelled caller never leaves a transaction half-recorded or its outcome unknown.
+
+A small call may instead run on the trio thread itself (:meth:`Worker.run_here`), when no
+call is queued or running on the thread: see ``SQLiteStore`` for why and when.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Worker:
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._stopped = False
+        #: calls submitted whose caller has not resumed yet (trio thread only)
+        self._in_flight = 0
         # A daemon thread: a program that forgets aclose() must still be able to exit.
         # Every commit is already durable when its call returns, so nothing is lost.
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -63,8 +68,34 @@ class Worker:
             token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
         self._jobs.put((fn, deliver))
-        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        self._in_flight += 1
+        try:
+            result: T = await trio.lowlevel.wait_task_rescheduled(
+                lambda _: trio.lowlevel.Abort.FAILED
+            )
+        finally:
+            self._in_flight -= 1
         return result
+
+    @property
+    def idle(self) -> bool:
+        """No call is queued or running on the thread: the connection is free."""
+        return self._in_flight == 0 and not self._stopped
+
+    async def run_here(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the calling (trio) thread, at once, if the thread is idle;
+        otherwise queue it as :meth:`call` does, behind the calls before it.
+
+        Either way the call, once started, runs to its end; a checkpoint follows it so a
+        caller looping over small calls still lets other tasks run.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self.idle:  # keep the order of calls: never overtake a queued one
+            return await self.call(fn)
+        try:
+            return fn()
+        finally:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def stop(self) -> None:
         """Let the thread finish the calls already queued, then end it, and wait for that."""
