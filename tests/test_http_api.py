@@ -212,6 +212,10 @@ async def test_schedules(api, node):
     now = await api.post("/api/schedules/morning/run-now")
     assert now.status_code == 201
     assert now.json()["params"] == [1, 2]
+    assert now.json()["run_now_of"] == "morning"
+    assert now.json()["schedule_id"] is None  # not one of its occurrences
+    shown = (await api.get(f"/api/instances/{now.json()['id']}")).json()
+    assert shown["run_now_of"] == "morning"
     listed = (await api.get("/api/schedules")).json()
     assert [s["id"] for s in listed["items"]] == ["morning"]
     every = await api.post("/api/schedules", json={"task": "quiet", "every_seconds": 60})

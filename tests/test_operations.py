@@ -77,14 +77,15 @@ async def test_retry_links_a_new_pending_instance_to_a_failed_one(node):
     with node.subscribe() as sub:
         failed = await node.schedule("boom", at=node.now(), params=b"x", max_attempts=1)
         assert await ended(node, sub, failed) is State.FAILED
-    new = await node.retry(failed)
-    assert new != failed
+        new = await node.retry(failed)
+        assert new != failed
+        assert await ended(node, sub, new) is State.FAILED  # it ran again, and failed again
     inst = await node.get(new)
     assert inst.retry_of == failed
     assert inst.task == "boom"
     assert inst.params == b"x"
     assert inst.max_attempts == 1
-    assert inst.state in {State.PENDING, State.CLAIMED, State.RUNNING, State.FAILED}
+    assert inst.state is State.FAILED
     old = await node.get(failed)
     assert old.state is State.FAILED  # the old instance is untouched
     assert old.retry_of is None
@@ -126,6 +127,13 @@ async def test_users_cannot_forge_the_retry_link(node):
         await node.schedule("quiet", at=FAR, dedup_key="retry-of:1")
 
 
+async def test_users_cannot_forge_the_run_now_link(node):
+    with pytest.raises(tickwork.InvalidArgument, match="run-now:"):
+        await node.schedule("quiet", at=FAR, dedup_key="run-now:x:nightly")
+    iid = await node.schedule("quiet", at=FAR, dedup_key="mine")
+    assert (await node.get(iid)).run_now_of is None
+
+
 async def test_run_schedule_now_leaves_the_schedule_as_it_was(node):
     sid = await node.add_schedule("quiet", Cron("0 0 1 1 *"), params=b"p", start_at=FAR)
     before = await node.get_schedule(sid)
@@ -134,10 +142,13 @@ async def test_run_schedule_now_leaves_the_schedule_as_it_was(node):
         assert await ended(node, sub, iid) is State.SUCCEEDED
     inst = await node.get(iid)
     assert (inst.task, inst.params, inst.schedule_id) == ("quiet", b"p", None)
+    assert inst.run_now_of == sid  # recorded, though not one of its occurrences
     after = await node.get_schedule(sid)
     assert after.last_fire_us == before.last_fire_us
     await node.pause_schedule(sid)
-    assert await node.run_schedule_now(sid) > iid  # paused: still runs on demand
+    again = await node.run_schedule_now(sid)
+    assert again > iid  # paused: still runs on demand, a new instance each time
+    assert (await node.get(again)).run_now_of == sid
     with pytest.raises(tickwork.NotFound):
         await node.run_schedule_now("nope")
 

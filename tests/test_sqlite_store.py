@@ -434,6 +434,44 @@ async def test_many_pending_rows_are_listed_by_walking_ids(
         await store.aclose()
 
 
+async def test_a_tasks_list_walks_the_task_index(db: Path) -> None:
+    """A rare task's page is found through ix_instances_task (not by walking every id);
+    a task with no rows, or none in the state asked for, reads no instance row at all
+    (the maintained counts say so)."""
+    store = await opened(db)
+    try:
+        await store.insert(rows(200, task="common"), NOW)
+        rare = await store.insert(rows(3, task="rare"), NOW + 1000 * S)
+        await store.insert(rows(200, task="common"), NOW)
+        claimed = await store.claim("n", NOW + 10 * S, 3, NOW, 60 * S)
+        held_common = sorted((c.id for c in claimed if c.task == "common"), reverse=True)
+        assert held_common
+        seen: list[str] = []
+        conn = store._conn
+        assert conn is not None
+        await store._worker.call(lambda: conn.set_trace_callback(seen.append))  # type: ignore[union-attr]
+        assert [i.id for i in await store.list(task="rare")] == rare[::-1]
+        assert [i.id for i in await store.list(task="rare", limit=2, before_id=rare[2])] == [
+            rare[1],
+            rare[0],
+        ]
+        by_task = [sql for sql in seen if "FROM instances" in sql]
+        held = await store.list(task="common", state=State.CLAIMED)  # 2 rows: their index
+        assert [i.id for i in held] == held_common
+        seen.clear()
+        assert await store.list(task="nobody") == []
+        assert await store.list(task="rare", state=State.FAILED) == []
+        assert not [sql for sql in seen if "FROM instances" in sql]
+        await store._worker.call(lambda: conn.set_trace_callback(None))  # type: ignore[union-attr]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        for sql in by_task:
+            plan = " | ".join(str(r[-1]) for r in c.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "USING INDEX ix_instances_task (task=? AND rowid<?)" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+
+
 # -- the same answers as the memory store --------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import trio
 
 import tickwork
 import tickwork.stores.sqlite._open
+import tickwork.stores.sqlite._store
 from tests.support.faults import FaultyStore
 from tests.support.helpers import Recording, settle, wait_until
 from tickwork import State
@@ -287,11 +288,18 @@ def _leaves(group: BaseException) -> list[BaseException]:
 # -- a real SQLite lock ----------------------------------------------------------------------
 
 
+def _short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite waits 20 ms for another connection's lock (not 10 s): where connections are
+    opened, and where a call made on the trio thread sets it back."""
+    monkeypatch.setattr(tickwork.stores.sqlite._open, "BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(tickwork.stores.sqlite._store, "BUSY_TIMEOUT_MS", 20)
+
+
 async def test_a_locked_sqlite_database_is_waited_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     # another process holds the write lock longer than the busy timeout: SQLITE_BUSY
-    monkeypatch.setattr(tickwork.stores.sqlite._open, "BUSY_TIMEOUT_MS", 20)
+    _short_busy_timeout(monkeypatch)
     db = tmp_path / "locked.db"
     task = Recording(VirtualClock())  # its clock is only for the run records
     async with tickwork.open_scheduler(
@@ -323,7 +331,7 @@ async def test_a_locked_sqlite_database_is_waited_out(
 async def test_a_locked_sqlite_database_fails_a_user_call_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tickwork.stores.sqlite._open, "BUSY_TIMEOUT_MS", 20)
+    _short_busy_timeout(monkeypatch)
     db = tmp_path / "locked.db"
     async with tickwork.open_scheduler(
         tickwork.SQLiteStore(db), tasks=[Recording(VirtualClock())]

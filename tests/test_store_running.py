@@ -193,8 +193,8 @@ async def test_a_running_row_of_an_older_sqlite_file_stays_at_most_once(
 
     db = tmp_path / "old.db"
     full = _sqlite_schema.MIGRATIONS
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:8])
-    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 8)
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:9])
+    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 9)
     with sqlite3.connect(db, isolation_level=None) as conn:
         _sqlite_schema.prepare(conn, str(db))
         conn.execute(

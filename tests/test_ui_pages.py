@@ -221,6 +221,9 @@ async def test_schedule_buttons(node: tickwork.Scheduler, client: httpx.AsyncCli
     assert not (await node.get_schedule("nightly")).paused
     ran = await submit(client, "/schedules/nightly/run-now")
     assert "Running+nightly+now" in ran.headers["location"]
+    (made,) = [i for i in await node.list() if i.run_now_of == "nightly"]
+    page = (await client.get(f"/instances/{made.id}")).text
+    assert 'Run now of</dt><dd>schedule <a href="/schedules/nightly">nightly</a>' in page
     removed = await submit(client, "/schedules/nightly/remove")
     assert removed.headers["location"].startswith("/schedules?done=Removed")
     with pytest.raises(tickwork.NotFound):

@@ -176,10 +176,24 @@ class Instance:
         suffix = key[len(RETRY_KEY) :]
         return int(suffix) if suffix.isdigit() else None
 
+    @property
+    def run_now_of(self) -> str | None:
+        """For an instance made by ``Scheduler.run_schedule_now``, the schedule's id."""
+        key = self.dedup_key
+        if key is None or not key.startswith(RUN_NOW_KEY):
+            return None
+        _, sep, schedule_id = key[len(RUN_NOW_KEY) :].partition(":")
+        return schedule_id if sep and schedule_id else None
+
 
 #: The dedup key prefix of a retry (``retry-of:<id>``): the link to the instance retried,
 #: and what makes a retry happen once however many callers ask at the same moment.
 RETRY_KEY = "retry-of:"
+
+#: The dedup key prefix of a schedule's run-now instance (``run-now:<nonce>:<schedule id>``,
+#: ``Instance.run_now_of``): it records the schedule without making the instance one of
+#: its occurrences (those carry ``schedule_id``, and its policies apply to them).
+RUN_NOW_KEY = "run-now:"
 
 
 def is_upcoming(inst: Instance, now_us: int) -> bool:
@@ -306,10 +320,11 @@ def validate_new(new: NewInstance, max_params_bytes: int = DEFAULT_MAX_PARAMS_BY
         return NewRow(new.task, run_at_us, params)  # the common case: nothing else to check
     if new.dedup_key is not None and (not isinstance(new.dedup_key, str) or not new.dedup_key):
         raise InvalidArgument(f"dedup_key must be a non-empty string, got {new.dedup_key!r}")
-    if new.dedup_key is not None and new.dedup_key.startswith(RETRY_KEY):
+    if new.dedup_key is not None and new.dedup_key.startswith((RETRY_KEY, RUN_NOW_KEY)):
         raise InvalidArgument(
-            f"dedup_key must not start with {RETRY_KEY!r}: that prefix links a retry "
-            "(Scheduler.retry) to the instance it retries"
+            f"dedup_key must not start with {RETRY_KEY!r} or {RUN_NOW_KEY!r}: these "
+            "prefixes link a retry (Scheduler.retry) to the instance it retries and a "
+            "run-now instance (Scheduler.run_schedule_now) to its schedule"
         )
     if new.max_attempts is not None and (
         not isinstance(new.max_attempts, int) or not 1 <= new.max_attempts <= MAX_ATTEMPTS

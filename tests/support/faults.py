@@ -60,6 +60,8 @@ class FaultyStore(StoreWrapper):
         #: every outcome write the inner store accepted, in order
         self.finished: list[Finish] = []
         self.crashed = False
+        #: calls under way (a test driving time by hand waits for them: see TrioPortal.busy)
+        self.in_flight = 0
         self.on_crash: list[Callable[[], None]] = []
         self._queued: dict[str, deque[BaseException]] = {}
         self._broken: dict[str, BaseException] = {}
@@ -113,6 +115,13 @@ class FaultyStore(StoreWrapper):
     # -- the gate every call goes through -----------------------------------------------
 
     async def _call(self, method: str, fn: Callable[[], Awaitable[T]]) -> T:
+        self.in_flight += 1
+        try:
+            return await self._gate(method, fn)
+        finally:
+            self.in_flight -= 1
+
+    async def _gate(self, method: str, fn: Callable[[], Awaitable[T]]) -> T:
         self.calls[method] += 1
         if self.crashed:
             await trio.lowlevel.checkpoint()
@@ -148,13 +157,21 @@ class FaultyStore(StoreWrapper):
         if self.crashed:
             raise Crashed("open: the process has crashed")
         self._closed_inner = False
-        await self.inner.open(node_id=node_id)
+        self.in_flight += 1
+        try:
+            await self.inner.open(node_id=node_id)
+        finally:
+            self.in_flight -= 1
 
     async def aclose(self) -> None:
         if self._closed_inner:
             return
         self._closed_inner = True
-        await self.inner.aclose()
+        self.in_flight += 1
+        try:
+            await self.inner.aclose()
+        finally:
+            self.in_flight -= 1
 
     # -- the protocol: StoreWrapper forwards every method through _call ----------------
 

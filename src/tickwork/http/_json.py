@@ -93,6 +93,7 @@ def instance_doc(inst: Instance) -> dict[str, Any]:
         "fire_at": iso(inst.fire_at_us),
         "dedup_key": inst.dedup_key,
         "retry_of": inst.retry_of,
+        "run_now_of": inst.run_now_of,
         "created_at": iso(inst.created_us),
         "updated_at": iso(inst.updated_us),
     }

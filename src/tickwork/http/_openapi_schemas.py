@@ -109,6 +109,7 @@ def component_schemas() -> dict[str, Any]:
             "fire_at": nullable(TIME),
             "dedup_key": nullable({"type": "string"}),
             "retry_of": nullable({"type": "integer"}),
+            "run_now_of": nullable({"type": "string"}),
             "created_at": TIME,
             "updated_at": TIME,
         },

@@ -4,10 +4,11 @@ schedule's next fire times. One implementation, so the two cannot disagree."""
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Final
 
 from tickwork.errors import InvalidArgument, InvalidState, NotFound
-from tickwork.model import RETRY_KEY, NewRow
+from tickwork.model import RETRY_KEY, RUN_NOW_KEY, NewRow
 from tickwork.state import State
 
 if TYPE_CHECKING:
@@ -75,7 +76,10 @@ async def run_now(store: Store, schedule: Schedule, now_us: int) -> int:
     It is not an occurrence: the schedule's next fire times, misfire and overlap policies
     are unchanged (a paused schedule can be run this way too).
     """
-    row = NewRow(task=schedule.task, run_at_us=now_us, params=schedule.params)
+    # The schedule is recorded in the dedup key (Instance.run_now_of), made unique by a
+    # random nonce: running a schedule now twice makes two instances.
+    key = f"{RUN_NOW_KEY}{secrets.token_hex(8)}:{schedule.id}"
+    row = NewRow(task=schedule.task, run_at_us=now_us, params=schedule.params, dedup_key=key)
     (new_id,) = await store.insert([row], now_us)
     return new_id
 

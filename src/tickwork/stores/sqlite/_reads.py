@@ -138,6 +138,10 @@ class Reads:
             where += [cond, "state = ?"]
             params.append(int(state))
         if task is not None:
+            if self.count(state, task) == 0:  # maintained counts: nothing to walk for
+                return []
+            if self._by_task(state, task, where_also):
+                source = "instances INDEXED BY ix_instances_task"
             where.append("task = ?")
             params.append(task)
         if where_also is not None:
@@ -153,6 +157,14 @@ class Reads:
             params,
         )
         return [to_listed(r) for r in cur]
+
+    def _by_task(self, state: State | None, task: str, also: InstanceFilter | None) -> bool:
+        """Whether a task's listing walks the task index: unless a schedule's rows are
+        asked for (their own path), or the state asked for has fewer rows than the task
+        (then the state's index finds them sooner)."""
+        if also is not None and also.schedule_id:
+            return False
+        return state is None or self.count(None, task) <= self.count(state, None)
 
     def _schedule_page(self, where: list[str], params: list[Any], limit: int) -> list[Instance]:
         """One schedule's instances, newest first, in two bounded steps.
