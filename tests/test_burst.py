@@ -123,5 +123,5 @@ async def test_a_burst_drains_in_bounded_memory_and_the_node_stays_responsive(au
 
 def _a_waiting_instance(sched: tickwork.Scheduler) -> int | None:
     """An instance the node holds, waiting for a worker (private look, for the probe)."""
-    ready = sched._executor._ready  # private: the probe picks one held right now
+    ready = sched._node.actors.executor._ready  # private: the probe picks one held now
     return ready[len(ready) // 2].id if len(ready) > 2 else None

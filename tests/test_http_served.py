@@ -89,9 +89,9 @@ async def test_a_slow_client_is_told_how_many_events_it_lost(node):
 async def test_metrics_after_runs(node):
     async with in_process(node, metrics_need_token=False, counts_max_age=0) as api:
         # no events are published for the metrics until someone scrapes them
-        assert not node._hub.active
+        assert not node._node.hub.active
         assert (await api.get("/metrics")).status_code == 200
-        assert node._hub.active
+        assert node._node.hub.active
         with node.subscribe() as sub, trio.fail_after(20):
             ok = await node.schedule("quiet", at=node.now())
             bad = await node.schedule("boom", at=node.now())

@@ -178,7 +178,7 @@ async def test_a_receiver_that_hangs_never_slows_the_node(autojump_clock, nurser
 async def test_no_task_asks_no_subscription(autojump_clock):
     clock = VirtualClock()
     async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[Failing()], clock=clock) as s:
-        assert not s._hub.active  # nothing subscribed: publishing costs nothing
+        assert not s._node.hub.active  # nothing subscribed: publishing costs nothing
 
 
 def test_bad_settings_are_refused() -> None:

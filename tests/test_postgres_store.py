@@ -30,8 +30,8 @@ from tickwork.errors import (
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
 from tickwork.stores.postgres import PostgresStore
+from tickwork.stores.postgres import _claims as _pg_claims
 from tickwork.stores.postgres import _migrations as _pg_migrations
-from tickwork.stores.postgres import _schema as _pg_schema
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -611,7 +611,7 @@ async def test_the_claim_plan_is_an_ordered_index_scan_even_without_statistics(
             "interrupted": "x",
         }
         with admin(pg) as conn, conn.transaction():
-            for setting in _pg_schema.CLAIM_SETTINGS:
+            for setting in _pg_claims.CLAIM_SETTINGS:
                 conn.execute(setting)
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + store._q.claim_sql, params))
         pend = plan[plan.index("CTE pend") : plan.index("CTE lapsed")]

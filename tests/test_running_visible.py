@@ -20,9 +20,9 @@ import trio.testing
 import tickwork
 from tests.support.helpers import Recording, settle
 from tickwork import State
-from tickwork.actors.capacity import Capacity
-from tickwork.actors.messages import Kind, Outcome
+from tickwork.actors.messages import Kind, Outcome, Outcomes, PullerMsg, RecorderMsg, RoomFreed
 from tickwork.actors.recorder import Recorder
+from tickwork.model import NewRow
 from tickwork.testing import VirtualClock
 
 if TYPE_CHECKING:
@@ -164,29 +164,24 @@ async def test_the_recorder_skips_a_start_whose_outcome_is_in_the_same_batch(aut
     store = SpyMemoryStore()
     await store.open(node_id="node")
     now = clock.now_us()
-    await store.insert([tickwork.model.NewRow("t", now, b"") for _ in range(2)], now)
+    await store.insert([NewRow("t", now, b"") for _ in range(2)], now)
     a, b = await store.claim("node", now, 10, now, 60_000_000)
-    send, receive = trio.open_memory_channel[list[Outcome]](10)
-    capacity = Capacity(100, 10)
-    capacity.take(2)
+    send, receive = trio.open_memory_channel[RecorderMsg](10)
+    to_puller, from_recorder = trio.open_memory_channel[PullerMsg](10)
     recorder = Recorder(
         clock=clock,
         store=store,
         owner="node",
         tasks={"t": Recording(clock, "t")},
-        capacity=capacity,
         receive=receive,
+        to_puller=to_puller,
         max_batch=100,
         hook_concurrency=1,
-        abort_marks=set(),
-        on_pending=lambda _: None,
-        on_recorded=lambda *_: None,
     )
     # Both messages wait in the channel: the Recorder takes them as one batch.
-    send.send_nowait(
-        [Outcome(a, Kind.STARTED, started_us=now), Outcome(b, Kind.STARTED, started_us=now)]
-    )
-    send.send_nowait([Outcome(a, Kind.OK, started_us=now, finished_us=now + 1)])
+    started = [Outcome(a, Kind.STARTED, started_us=now), Outcome(b, Kind.STARTED, started_us=now)]
+    send.send_nowait(Outcomes(started))
+    send.send_nowait(Outcomes([Outcome(a, Kind.OK, started_us=now, finished_us=now + 1)]))
     async with trio.open_nursery() as nursery:
         await nursery.start(recorder.run)
         await send.aclose()
@@ -194,4 +189,6 @@ async def test_the_recorder_skips_a_start_whose_outcome_is_in_the_same_batch(aut
     got: dict[int, Any] = {i.id: i for i in await store.list()}
     assert (got[a.id].state, got[b.id].state) == (State.SUCCEEDED, State.RUNNING)
     assert got[b.id].started_us == now
-    assert capacity.held == 1  # a start gives no place back: its run is still held
+    # one place freed in the window: a start frees none, its run is still held
+    told = [msg async for msg in from_recorder]  # the Recorder closed its end
+    assert told == [RoomFreed(1)]

@@ -47,48 +47,92 @@ class EventsLost:
 
 
 @final
-class Subscription:
-    """A bounded stream of :class:`TransitionEvent` (and :class:`EventsLost`) items.
+class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
+    """A bounded stream of :class:`TransitionEvent` (and :class:`EventsLost`) items: a
+    ``trio.abc.ReceiveChannel``.
 
-    Iterate it with ``async for``, or call :meth:`receive`. Close it (or leave its
-    ``with`` block) to unsubscribe.
+    Read it with ``async for``, :meth:`receive` or :meth:`receive_nowait`; any number of
+    tasks may read one subscription (each item goes to one of them, as with a trio memory
+    channel). When the node stops, the stream ends: what is buffered can still be read,
+    then ``trio.EndOfChannel`` (``async for`` ends) -- also when the node was cancelled
+    or crashed. Close it (:meth:`aclose`, :meth:`close`, or leave its ``async with`` /
+    ``with`` block) to unsubscribe: reading a closed subscription, or waiting to read
+    when another task closes it, raises ``trio.ClosedResourceError``.
+
+    Like trio's memory channels, :meth:`receive` is a cancellation point; it yields to
+    other tasks only when it has to wait, so a reader keeps up with a burst of events.
     """
 
     def __init__(self, hub: EventHub, buffer: int) -> None:
         self._hub = hub
-        self._events: deque[TransitionEvent] = deque()
-        self._buffer = buffer
+        # a full deque drops its oldest item on append: the buffer's bound
+        self._events: deque[TransitionEvent] = deque(maxlen=buffer)
         self._lost = 0
-        self._ready = trio.Event()
+        self._readers = trio.lowlevel.ParkingLot()
+        #: events dropped since subscribing because this subscriber fell behind
         self.total_lost = 0
-        self.closed = False
+        self._closed = False  # by a reader: ClosedResourceError
+        self._ended = False  # by the node: EndOfChannel once drained
+
+    @property
+    def closed(self) -> bool:
+        """Whether nothing more will arrive (closed by a reader, or the node stopped)."""
+        return self._closed or self._ended
 
     def _put(self, event: TransitionEvent) -> None:
-        if len(self._events) >= self._buffer:
-            self._events.popleft()
+        events = self._events
+        if len(events) == events.maxlen:
             self._lost += 1
             self.total_lost += 1
-        self._events.append(event)
-        self._ready.set()
+        events.append(event)
+        if self._readers:
+            self._readers.unpark()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._readers.unpark_all()
+
+    def receive_nowait(self) -> TransitionEvent | EventsLost:
+        """The next item if one is waiting.
+
+        Raises:
+            trio.WouldBlock: nothing is waiting. trio.EndOfChannel: the node stopped and
+            everything was read. trio.ClosedResourceError: this subscription was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("this subscription was closed")
+        if self._lost:
+            lost, self._lost = self._lost, 0
+            return EventsLost(lost)
+        if self._events:
+            return self._events.popleft()
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
 
     async def receive(self) -> TransitionEvent | EventsLost:
-        """The next item; raises ``trio.EndOfChannel`` once closed and drained."""
+        """The next item, waiting for one if need be (raises as :meth:`receive_nowait`,
+        except that it waits instead of raising ``trio.WouldBlock``)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            if self._lost:
-                lost, self._lost = self._lost, 0
-                return EventsLost(lost)
-            if self._events:
-                return self._events.popleft()
-            if self.closed:
-                raise trio.EndOfChannel
-            self._ready = trio.Event()
-            await self._ready.wait()
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                await self._readers.park()
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
+        """Unsubscribe (idempotent); tasks waiting in :meth:`receive` get
+        ``trio.ClosedResourceError``."""
+        if not self._closed:
+            self._closed = True
+            self._events.clear()
             self._hub.remove(self)
-            self._ready.set()
+            self._readers.unpark_all()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, as ``trio.abc.AsyncResource`` asks (a checkpoint)."""
+        self.close()
+        await trio.lowlevel.checkpoint()
 
     def __enter__(self) -> Subscription:
         return self
@@ -96,22 +140,19 @@ class Subscription:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> TransitionEvent | EventsLost:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
 
 @final
 class EventHub:
-    """Fans transition events out to the subscriptions."""
+    """Fans transition events out to the subscriptions; the node's end of the stream.
+
+    ``async with hub`` (or :meth:`close`) ends every subscription, however the node
+    stops, so that readers in other tasks see ``EndOfChannel`` instead of waiting for
+    ever.
+    """
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
+        self._closed = False
 
     @property
     def active(self) -> bool:
@@ -119,7 +160,10 @@ class EventHub:
 
     def subscribe(self, buffer: int) -> Subscription:
         sub = Subscription(self, buffer)
-        self._subs.append(sub)
+        if self._closed:
+            sub._end()  # noqa: SLF001 - the hub is the subscription's only producer
+        else:
+            self._subs.append(sub)
         return sub
 
     def remove(self, sub: Subscription) -> None:
@@ -128,8 +172,19 @@ class EventHub:
 
     def publish(self, event: TransitionEvent) -> None:
         for sub in self._subs:
-            sub._put(event)  # noqa: SLF001 - the hub is the subscription's only producer
+            sub._put(event)  # noqa: SLF001
 
     def close(self) -> None:
-        for sub in list(self._subs):
-            sub.close()
+        """End every subscription (idempotent): readers drain, then ``EndOfChannel``."""
+        self._closed = True
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            sub._end()  # noqa: SLF001
+
+    async def __aenter__(self) -> EventHub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # No checkpoint here: when the node stops by an error, a Cancelled raised on the
+        # way out would replace it.
+        self.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import final
 
 import attrs
@@ -18,18 +17,18 @@ class CapacityStatistics:
 
 @final
 class Capacity:
-    """Counts held instances against ``max_in_memory``.
+    """The Puller's count of held instances against ``max_in_memory``.
 
-    The Puller ``take``s what it claims; the Recorder (or whoever gives an instance back)
-    ``give``s. When the count drops to the low-water mark, ``on_room`` is called (the
-    Puller's wake-up), so the Timekeeper refills in batches, not one instance at a time.
+    The Puller ``take``s what it claims and ``give``s back what the others tell it left
+    the node (:class:`~tickwork.actors.messages.RoomFreed`). It pulls again when the
+    count drops to the low-water mark, so the Timekeeper refills in batches, not one
+    instance at a time.
     """
 
     def __init__(self, limit: int, low_water: int) -> None:
         self.limit = limit
         self.low_water = low_water
         self.held = 0
-        self.on_room: Callable[[], None] | None = None
 
     def room(self) -> int:
         return self.limit - self.held
@@ -37,13 +36,11 @@ class Capacity:
     def take(self, n: int) -> None:
         self.held += n
 
-    def give(self, n: int, *, wake: bool = False) -> None:
-        """Return ``n`` places; ``wake`` calls ``on_room`` even above the low-water mark."""
+    def give(self, n: int) -> bool:
+        """Return ``n`` places; True if the count fell to the low-water mark (pull again)."""
         before = self.held
         self.held -= n
-        crossed = before > self.low_water >= self.held
-        if (crossed or wake) and self.on_room is not None:
-            self.on_room()
+        return before > self.low_water >= self.held
 
     def statistics(self) -> CapacityStatistics:
         return CapacityStatistics(held=self.held, limit=self.limit, low_water=self.low_water)

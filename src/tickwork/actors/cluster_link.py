@@ -153,13 +153,16 @@ class ClusterLink:
         lease_us: int,
         held: Callable[[], int],
         running: Callable[[], int],
+        leases: LeaseBook | None = None,
     ) -> None:
         self._store = store
         self._owner = owner
         self._lease_us = lease_us
         self._held = held
         self._running = running
-        self.leases = LeaseBook(lease_us / 1e6)
+        #: the node's claims and until when it may start their instances (the Executor
+        #: asks it before each start)
+        self.leases = leases or LeaseBook(lease_us / 1e6)
         self.nodes = 1
         self.rank = 0
         #: trio time at which another node's lease lapses (its work becomes takeable)

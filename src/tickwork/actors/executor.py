@@ -24,19 +24,29 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import final
 
 import attrs
 import trio
 
-from tickwork.actors.messages import Cancelled, Due, Kind, Outcome
+from tickwork.actors.cluster_link import LeaseBook
+from tickwork.actors.messages import (
+    Cancelled,
+    Due,
+    ExecutorMsg,
+    Kind,
+    Outcome,
+    Outcomes,
+    RecorderMsg,
+)
 from tickwork.actors.overlap import OverlapGuard
-from tickwork.actors.timekeeper import ExecutorMsg
+from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
 from tickwork.errors import TaskTimeout
 from tickwork.extend._run import Runner
 from tickwork.model import Instance
+from tickwork.state import State
 from tickwork.stores.base import Store
 from tickwork.task import CURRENT_INSTANCE, Task
 
@@ -95,14 +105,13 @@ class Executor:
         owner: str,
         tasks: Mapping[str, Task],
         receive: trio.MemoryReceiveChannel[ExecutorMsg],
-        to_recorder: trio.MemorySendChannel[list[Outcome]],
+        to_recorder: trio.MemorySendChannel[RecorderMsg],
         max_concurrency: int,
         outbox_limit: int,
         shutdown_grace: float,
-        abort_marks: set[int],
-        on_running: Callable[[Instance, int], None] | None = None,
+        events: Transitions | None = None,
         runner: Runner | None = None,
-        lease_ok: Callable[[Instance], bool] | None = None,
+        leases: LeaseBook | None = None,
     ) -> None:
         self._clock = clock
         self._store = store
@@ -113,13 +122,15 @@ class Executor:
         self._limiter = trio.CapacityLimiter(max_concurrency)
         self._outbox_limit = outbox_limit
         self._grace = shutdown_grace
-        self._abort_marks = abort_marks
-        self._on_running = on_running
+        # Aborts that found the instance nowhere here: on its way in (being admitted, or
+        # its durable start in flight); it does not start when it gets here.
+        self._aborted: set[int] = set()
+        self._events = events
         # Extensions (middleware, a dispatcher): what a run awaits instead of task.run.
         self._runner = runner
         # Cluster mode: whether the claim of an instance may still be counted on; one that
         # may have lapsed is given back instead of started (actors/cluster_link.py).
-        self._lease_ok = lease_ok
+        self._leases = leases
         self._ready: deque[Instance] = deque()
         # per task name: instances waiting for a per-task slot, and runs in progress
         self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
@@ -194,17 +205,15 @@ class Executor:
         # once per batch, not per start: with DEBUG off a start builds no log message
         self._debug = log.isEnabledFor(logging.DEBUG)
         due = await self._overlap.admit(due)
-        if self._lease_ok is not None:
-            due = self._keep_leased(due, self._lease_ok)
+        if self._leases is not None:
+            due = self._keep_leased(due, self._leases)
         self._ready.extend(due)
         self._spawn()
 
-    def _keep_leased(
-        self, due: list[Instance], lease_ok: Callable[[Instance], bool]
-    ) -> list[Instance]:
+    def _keep_leased(self, due: list[Instance], leases: LeaseBook) -> list[Instance]:
         kept = []
         for inst in due:
-            if lease_ok(inst):
+            if leases.valid(inst.claim_token):
                 kept.append(inst)
             else:
                 self._emit(Outcome(inst, Kind.LOST))
@@ -243,10 +252,10 @@ class Executor:
                 self._workers_done.set()
 
     async def _run_one(self, inst: Instance, ready_since: float, scope: trio.CancelScope) -> None:
-        if inst.id in self._abort_marks:
+        if self._aborted and inst.id in self._aborted:
             self._emit(Outcome(inst, Kind.ABORTED))
             return
-        if self._lease_ok is not None and not self._lease_ok(inst):
+        if self._leases is not None and not self._leases.valid(inst.claim_token):
             self._emit(Outcome(inst, Kind.LOST))
             return
         task = self._tasks.get(inst.task)
@@ -314,7 +323,7 @@ class Executor:
         if not accepted:
             log.warning("instance %d: lost its claim before it started; not run", inst.id)
             self._emit(Outcome(inst, Kind.LOST))
-        elif inst.id in self._abort_marks:
+        elif inst.id in self._aborted:
             self._emit(Outcome(inst, Kind.ABORTED))
         elif self._draining:
             self._emit(Outcome(inst, Kind.INTERRUPTED))  # never ran: back to PENDING
@@ -336,8 +345,8 @@ class Executor:
                 "instance %d (task %r): started, %.3f s after its time",
                 inst.id, inst.task, lateness / 1e6,
             )  # fmt: skip
-        if self._on_running is not None:
-            self._on_running(inst, started)
+        if self._events is not None and self._events.active:
+            self._events.publish(inst, State.CLAIMED, State.RUNNING, started)
         return started
 
     def _report(self, inst: Instance, task: Task, started: int) -> None:
@@ -415,10 +424,14 @@ class Executor:
         if waiting is not None:  # a schedule occurrence waiting for the previous one
             self._emit(Outcome(waiting, kind))
             return
-        # Not here: already recorded, or on its way to the Recorder. The abort mark
-        # still stops it if it comes back (e.g. as a retry).
+        # Not here: on its way in (being admitted, or its durable start in flight), or
+        # already on its way to the Recorder (which was told of the abort first).
+        if kind is Kind.ABORTED:
+            self._aborted.add(instance_id)
 
     def _emit(self, outcome: Outcome) -> None:
+        if self._aborted:
+            self._aborted.discard(outcome.instance.id)
         self._outbox.append(outcome)
         self._outbox_nonempty.set()
         if outcome.instance.schedule_id is not None:
@@ -449,7 +462,7 @@ class Executor:
                 self._unreported.clear()
             self._outbox_nonempty = trio.Event()
             self._outbox_room.set()
-            await self._send.send(batch)
+            await self._send.send(Outcomes(batch))
 
     async def _drain(self, nursery: trio.Nursery) -> None:
         """Shutdown: run nothing new, give running instances ``shutdown_grace`` to finish,

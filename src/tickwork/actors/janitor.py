@@ -1,6 +1,7 @@
 """The Janitor: retention. Prunes ended instances and run history older than a cut-off.
 
-It runs only when ``open_scheduler(retention=...)`` is set. Every ``interval`` it deletes,
+It runs only when ``open_scheduler(retention=...)`` is set. Every ``interval`` (passes
+start on a drift-free grid: ``trio_util.periodic``) it deletes,
 in batches of ``batch`` rows per store call (one short transaction each) with a ``pause``
 between, the terminal instances that ended before ``now - retention`` and the history
 rows that finished before it, until a call finds nothing left. The pause leaves the
@@ -11,10 +12,12 @@ pruning a backlog of millions of rows never stalls claims or outcome writes for 
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from typing import final
 
 import attrs
 import trio
+from trio_util import periodic
 
 from tickwork.clock import Clock
 from tickwork.stores.base import Store
@@ -84,12 +87,12 @@ class Janitor:
             task_status.started()
             # The first pass soon after start (a node restarted more often than the
             # interval must still prune), not at once: start-up has work of its own.
-            delay = min(self._interval, FIRST_PASS_AFTER)
-            while True:
-                # Intervals on trio's monotonic clock; the cut-off on the wall clock.
-                await trio.sleep(delay)
-                await self.prune_once()
-                delay = self._interval
+            await trio.sleep(min(self._interval, FIRST_PASS_AFTER))
+            # Intervals on trio's monotonic clock; the cut-off on the wall clock. A pass
+            # that overruns the interval is followed at once by the next.
+            async with aclosing(periodic(self._interval)) as passes:
+                async for _ in passes:
+                    await self.prune_once()
 
     async def prune_once(self) -> int:
         """One pass: prune in batches until nothing older than the cut-off is left."""

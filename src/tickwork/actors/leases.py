@@ -8,7 +8,8 @@ renewing what its running instances hold: no other node takes them over and runs
 again, and their outcomes are recorded. It does three things:
 
 * **Renewals**, every ``lease / 3`` on trio's monotonic clock (a lease is a duration: a
-  wall-clock jump must not stop them). A single node renews with ``Store.renew``; a
+  wall-clock jump must not stop them), drift-free (``trio_util.periodic``: a slow
+  renewal does not push the next ones later). A single node renews with ``Store.renew``; a
   cluster node sends its :class:`~tickwork.actors.cluster_link.ClusterLink` heartbeat, which
   also tells when another node's lease lapses (the Puller is told to re-aim: ``Rearm``).
 * **Changes made elsewhere**: a cluster store pushes notices (new work due soon:
@@ -16,22 +17,25 @@ again, and their outcomes are recorded. It does three things:
   ``change_token`` every ``poll_interval`` (a store nothing else writes to, None, is not
   polled) and wakes the Puller when it moved.
 * **Remote aborts**: on a notice or a change, the abort requests made elsewhere for what
-  the node holds are handed to ``on_remote_aborts`` (the node carries them out).
+  the node holds are sent to the Aborts actor (``AbortRequested``), which carries them
+  out.
 
-What it tells the Puller travels on a channel (``messages.PullerMsg``); once the Puller
-has stopped (shutdown), there is nobody to tell and the messages are dropped.
+What it tells the Puller and the Aborts actor travels on channels
+(``messages.PullerMsg``, ``messages.AbortRequested``); once they have stopped
+(shutdown), there is nobody to tell and the messages are dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import final
 
 import trio
+from trio_util import periodic
 
 from tickwork.actors.cluster_link import ClusterLink
-from tickwork.actors.messages import PendingAt, PullerMsg, Rearm, Wake
+from tickwork.actors.messages import AbortRequested, PendingAt, PullerMsg, Rearm, Wake
 from tickwork.clock import Clock
 from tickwork.stores.base import Store
 
@@ -49,7 +53,7 @@ class Leases:
         lease_us: int,
         poll_interval_us: int,
         to_puller: trio.MemorySendChannel[PullerMsg],
-        on_remote_aborts: Callable[[list[int]], Awaitable[None]],
+        to_aborts: trio.MemorySendChannel[AbortRequested],
         cluster: ClusterLink | None = None,
     ) -> None:
         self._store = store
@@ -58,7 +62,8 @@ class Leases:
         self._lease_us = lease_us
         self._poll_us = poll_interval_us
         self._send = to_puller
-        self._on_remote_aborts = on_remote_aborts
+        self._aborts_end = to_aborts  # closed when the actor stops
+        self._to_aborts: trio.MemorySendChannel[AbortRequested] | None = to_aborts
         self._cluster = cluster
         self._puller_gone = False
         self.cancel_scope = trio.CancelScope()
@@ -69,7 +74,7 @@ class Leases:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.cancel_scope:
-            async with self._send, trio.open_nursery() as nursery:
+            async with self._send, self._aborts_end, trio.open_nursery() as nursery:
                 if self._cluster is None:
                     token = await self._store.change_token()
                     nursery.start_soon(self._renew_forever)
@@ -85,9 +90,10 @@ class Leases:
 
     async def _renew_forever(self) -> None:
         period = max(self._lease_us // 3, 1) / 1e6
-        while True:
-            await trio.sleep(period)
-            await self._store.renew(self._owner, self._clock.now_us(), self._lease_us)
+        async with aclosing(periodic(period)) as beats:
+            await anext(beats)  # the first tick is now: the claims were just made
+            async for _ in beats:
+                await self._store.renew(self._owner, self._clock.now_us(), self._lease_us)
 
     async def _poll_forever(self, token: int) -> None:
         while True:
@@ -111,8 +117,11 @@ class Leases:
 
     async def _remote_aborts(self) -> None:
         aborts = await self._store.abort_requests(self._owner)
-        if aborts:
-            await self._on_remote_aborts(aborts)
+        if aborts and self._to_aborts is not None:
+            try:
+                await self._to_aborts.send(AbortRequested(tuple(aborts)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._to_aborts = None  # the pipeline stopped: what it held is given back
 
     async def _tell(self, msg: PullerMsg) -> None:
         if self._puller_gone:

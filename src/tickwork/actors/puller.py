@@ -4,10 +4,13 @@ It owns PENDING -> CLAIMED. It claims in batches, at most what the window's capa
 allows, and sends each claimed batch to the Timekeeper as one message. Between pulls it
 sleeps until the earliest unclaimed instance enters the window, and wakes earlier for:
 
-* ``wake()`` - an instance was just scheduled inside the window, or capacity was freed;
-* a message from the Leases actor (``actors/leases.py``) on its inbox: a change
-  committed by another process (the CLI, another node), or, in cluster mode, a new time
-  at which another node's lease lapses.
+* ``PendingAt`` on its inbox: an instance was just stored due inside the window (by the
+  API, a retry the Recorder wrote, or another process: the Leases actor heard of it);
+* ``RoomFreed`` from the Recorder or the Timekeeper: held instances left the node and
+  the count it holds fell to the low-water mark (the count is the Puller's own);
+* ``Wake`` or ``Rearm`` from the Leases actor (``actors/leases.py``): a change committed
+  by another process (the CLI, another node), or, in cluster mode, a new time at which
+  another node's lease lapses.
 
 It renews no lease: the Leases actor does, from before the Puller starts until after the
 node's last outcome is written (so a graceful stop keeps its claims).
@@ -25,22 +28,28 @@ lease lapses, to take that node's work over.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import final
 
 import attrs
 import trio
 
-from tickwork.actors.capacity import Capacity
+from tickwork.actors.capacity import Capacity, CapacityStatistics
 from tickwork.actors.cluster_link import ClusterLink
-from tickwork.actors.messages import Abort, Evict, PendingAt, PullerMsg, Rearm
+from tickwork.actors.messages import (
+    Claimed,
+    Evict,
+    PendingAt,
+    PullerMsg,
+    Rearm,
+    RoomFreed,
+    TimekeeperMsg,
+)
+from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
 from tickwork.model import Instance
 from tickwork.stores.base import Store
 
 log = logging.getLogger("tickwork.puller")
-
-TimekeeperMsg = list[Instance] | Abort | Evict
 
 #: In cluster mode: the smallest claim of a fair share, and the nodes' round of pull
 #: slots as a fraction of the horizon.
@@ -70,8 +79,8 @@ class Puller:
         window_us: int,
         batch_size: int,
         lease_us: int,
-        inbox: trio.MemoryReceiveChannel[PullerMsg] | None = None,
-        on_claimed: Callable[[list[Instance]], None] | None = None,
+        inbox: trio.MemoryReceiveChannel[PullerMsg],
+        events: Transitions | None = None,
         cluster: ClusterLink | None = None,
     ) -> None:
         self._store = store
@@ -83,7 +92,7 @@ class Puller:
         self._batch_size = batch_size
         self._lease_us = lease_us
         self._inbox = inbox
-        self._on_claimed = on_claimed
+        self._events = events
         self._cluster = cluster
         self._last_pull_us: int | None = None  # cluster mode only
         self._slot_us: int | None = None  # cluster mode: the slot the next pull is for
@@ -96,28 +105,31 @@ class Puller:
         self._next_pull_us: int | None = None
         self._pulls = 0
         self._claimed = 0
-        capacity.on_room = self.wake
 
-    def wake(self) -> None:
+    def _wake(self) -> None:
         """Pull again as soon as possible (cheap; many wake-ups coalesce into one pull)."""
         self._woken = True
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
-    def rearm(self) -> None:
+    def _rearm(self) -> None:
         """Work out again when to pull next (a takeover time changed), without pulling."""
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
-    def note_pending(self, run_at_us: int) -> None:
+    def _note_pending(self, run_at_us: int) -> None:
         """An instance due at ``run_at_us`` was stored; wake if it is inside the window."""
         if run_at_us <= self._clock.now_us() + self._window_us:
             if self._urgent_us is None or run_at_us < self._urgent_us:
                 self._urgent_us = run_at_us
-            self.wake()
+            self._wake()
         elif self._next_pending_us is None or run_at_us < self._next_pending_us:
             self._next_pending_us = run_at_us
-            self.wake()  # re-aim the sleep at the earlier time
+            self._wake()  # re-aim the sleep at the earlier time
+
+    def capacity_statistics(self) -> CapacityStatistics:
+        """How many instances the node holds, against its bound."""
+        return self._capacity.statistics()
 
     def statistics(self) -> PullerStatistics:
         return PullerStatistics(
@@ -137,8 +149,7 @@ class Puller:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with self._send, trio.open_nursery() as nursery:
-            if self._inbox is not None:
-                nursery.start_soon(self._read_inbox, self._inbox)
+            nursery.start_soon(self._read_inbox, self._inbox)
             task_status.started()
             while True:
                 self._woken = False
@@ -178,9 +189,9 @@ class Puller:
             if claimed:
                 self._capacity.take(len(claimed))
                 self._claimed += len(claimed)
-                if self._on_claimed is not None:
-                    self._on_claimed(claimed)
-                await self._send.send(claimed)
+                if self._events is not None and self._events.active:
+                    self._events.claimed(claimed, self._clock.now_us())
+                await self._send.send(Claimed(claimed))
             if len(claimed) < want:
                 self._next_pending_us = await self._store.next_pending_at()
                 return False
@@ -251,13 +262,16 @@ class Puller:
         return self._clock.now_us() + int((cluster.takeover_at - trio.current_time()) * 1e6)
 
     async def _read_inbox(self, inbox: trio.MemoryReceiveChannel[PullerMsg]) -> None:
-        """Act on what the Leases actor tells (closed when the Puller stops, so the
-        Leases actor, which outlives it, knows nobody is listening)."""
+        """Act on the wake-ups the others send (closed when the Puller stops, so those
+        that outlive it, the Leases actor and the Recorder, know nobody is listening)."""
         async with inbox:
             async for msg in inbox:
-                if isinstance(msg, PendingAt):
-                    self.note_pending(msg.run_at_us)
+                if isinstance(msg, RoomFreed):
+                    if self._capacity.give(msg.count) or msg.wake:
+                        self._wake()
+                elif isinstance(msg, PendingAt):
+                    self._note_pending(msg.run_at_us)
                 elif isinstance(msg, Rearm):
-                    self.rearm()
+                    self._rearm()
                 else:
-                    self.wake()
+                    self._wake()

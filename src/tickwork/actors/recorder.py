@@ -11,25 +11,40 @@ although it ran.
 
 The same commit writes RUNNING for the at-least-once runs the Executor reported in
 progress (``Kind.STARTED`` notes: a finish to RUNNING, fenced by the claim like every
-other), except those whose outcome is in the batch: their outcome is written instead.
-Only after the write was accepted (the claim still held: fencing) does it publish events,
-call the task's hooks and give the instances' places in the window back.
+other), except those whose outcome is in the batch: their outcome is written instead. A
+batch of such notes alone lingers up to ``_START_LINGER`` (runs that start one after
+another share a commit). Only after the write was accepted (the claim still held:
+fencing) does it publish events, call the task's hooks and tell the Puller the
+instances' places in the window are free (``RoomFreed``), and when a retry was written, when it is due (``PendingAt``). It learns
+of aborts requested for what the node holds from the Aborts actor (``AbortRequested``)
+before their outcomes come, reports the ABORTED the store then writes, and tells the
+API's abort waiters (``AbortRecorded``).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, final
 
 import attrs
 import trio
 
 from tickwork._time import from_us
-from tickwork.actors.capacity import Capacity
-from tickwork.actors.messages import Kind, Outcome
+from tickwork.actors.messages import (
+    AbortRecorded,
+    AbortRequested,
+    Kind,
+    Outcome,
+    Outcomes,
+    PendingAt,
+    PullerMsg,
+    RecorderMsg,
+    RoomFreed,
+)
 from tickwork.actors.overlap import SUPERSEDED
+from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
 from tickwork.model import Finish, Instance, RunOutput, output_of
 from tickwork.state import State
@@ -129,9 +144,6 @@ class RecorderStatistics:
     hooks_failed: int
 
 
-Publish = Callable[[Instance, State, State, int], None]
-
-
 @final
 class Recorder:
     def __init__(
@@ -141,15 +153,13 @@ class Recorder:
         store: Store,
         owner: str,
         tasks: Mapping[str, Task],
-        capacity: Capacity,
-        receive: trio.MemoryReceiveChannel[list[Outcome]],
+        receive: trio.MemoryReceiveChannel[RecorderMsg],
+        to_puller: trio.MemorySendChannel[PullerMsg],
         max_batch: int,
         hook_concurrency: int,
         linger: float = 0.0,
-        abort_marks: set[int],
-        on_pending: Callable[[int], None],
-        on_recorded: Callable[[int, State], None],
-        publish: Publish | None = None,
+        to_abort_waiters: trio.MemorySendChannel[AbortRecorded] | None = None,
+        events: Transitions | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._clock = clock
@@ -167,19 +177,19 @@ class Recorder:
         }
         # runs of these are recorded at once (see the module docstring)
         self._at_most_once = {n for n, t in tasks.items() if t.delivery == "at_most_once"}
-        self._capacity = capacity
         self._receive = receive
+        self._to_puller: trio.MemorySendChannel[PullerMsg] | None = to_puller
         self._max_batch = max_batch
         self._linger = linger
         #: below this many outcomes a batch waits (up to ``linger``) for more
         self._linger_below = min(max_batch, _LINGER_BELOW)
         self._hook_limiter = trio.CapacityLimiter(hook_concurrency)
-        #: where hooks run while the Recorder runs
-        self._hooks: trio.Nursery | None = None
-        self._abort_marks = abort_marks
-        self._on_pending = on_pending
-        self._on_recorded = on_recorded
-        self._publish = publish
+        #: held instances whose abort was requested (AbortRequested), until recorded
+        self._abort_requested: set[int] = set()
+        #: instances the API aborted while PENDING, whose on_abort hook is to run
+        self._abort_hooks: list[Instance] = []
+        self._to_waiters = to_abort_waiters
+        self._events = events
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._recorded: dict[str, int] = {}
         self._retried = 0
@@ -198,36 +208,51 @@ class Recorder:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as hooks:
-            self._hooks = hooks
             task_status.started()
             async with self._receive:
                 async for first in self._receive:
-                    outcomes = list(first)
-                    self._take_waiting(outcomes)
-                    if self._may_linger(outcomes):
-                        await self._gather(outcomes)
-                    await self._record(outcomes, hooks)
-        self._hooks = None
+                    outcomes: list[Outcome] = []
+                    self._take(first, outcomes)
+                    if outcomes:
+                        self._take_waiting(outcomes)
+                        if self._may_linger(outcomes):
+                            await self._gather(outcomes)
+                        await self._record(outcomes, hooks)
+                    if self._abort_hooks:
+                        await self._run_abort_hooks(hooks)
+        for channel in (self._to_puller, self._to_waiters):
+            if channel is not None:
+                await channel.aclose()
 
-    async def aborted_pending(self, inst: Instance) -> None:
-        """Run ``on_abort`` of an instance the API aborted while PENDING: in the node's
-        hook nursery, under ``hook_concurrency`` like every hook (the caller waits only
-        for room under the bound, never for the hook)."""
-        task = self._tasks.get(inst.task)
-        if task is None or type(task).on_abort is Task.on_abort:
-            return
-        token = object()
-        await self._hook_limiter.acquire_on_behalf_of(token)
-        if self._hooks is None:  # the node has stopped meanwhile: called here, still once
-            await self._run_hook(task, "on_abort", inst, None, token)
+    def _take(self, msg: RecorderMsg, outcomes: list[Outcome]) -> list[Outcome]:
+        """Add the outcomes of ``msg`` to ``outcomes``, or note the aborts it requests;
+        returns the outcomes it carried."""
+        if isinstance(msg, Outcomes):
+            outcomes.extend(msg.outcomes)
+            return msg.outcomes
+        if isinstance(msg, AbortRequested):
+            self._abort_requested.update(msg.instance_ids)
         else:
-            self._hooks.start_soon(self._run_hook, task, "on_abort", inst, None, token)
+            self._abort_hooks.append(msg.instance)
+        return []
+
+    async def _run_abort_hooks(self, hooks: trio.Nursery) -> None:
+        """Run ``on_abort`` of the instances the API aborted while PENDING: in the hook
+        nursery, under ``hook_concurrency`` like every hook."""
+        todo, self._abort_hooks = self._abort_hooks, []
+        for inst in todo:
+            task = self._tasks.get(inst.task)
+            if task is None or type(task).on_abort is Task.on_abort:
+                continue
+            token = object()
+            await self._hook_limiter.acquire_on_behalf_of(token)
+            hooks.start_soon(self._run_hook, task, "on_abort", inst, None, token)
 
     def _take_waiting(self, outcomes: list[Outcome]) -> None:
         """Add what already waits in the channel, up to a full batch."""
         while len(outcomes) < self._max_batch:
             try:
-                outcomes.extend(self._receive.receive_nowait())
+                self._take(self._receive.receive_nowait(), outcomes)
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
 
@@ -243,16 +268,16 @@ class Recorder:
         )
 
     async def _gather(self, outcomes: list[Outcome]) -> None:
-        """Wait up to ``linger`` for the batch to reach ``_linger_below`` outcomes, or
-        for a run of an at-most-once task to join it."""
+        """Wait up to ``linger`` (a batch of starts alone: ``_START_LINGER``) for the batch
+        to reach ``_linger_below`` outcomes, or for a run of an at-most-once task to join
+        it."""
         with trio.move_on_after(self._linger or _START_LINGER):
             while len(outcomes) < self._linger_below:
                 try:
-                    more = await self._receive.receive()
+                    msg = await self._receive.receive()
                 except trio.EndOfChannel:  # shutting down: write what there is
                     return
-                outcomes.extend(more)
-                if self._urgent(more):
+                if self._urgent(self._take(msg, outcomes)):
                     return
 
     def _starts(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Finish]]:
@@ -274,14 +299,18 @@ class Recorder:
         return ended, starts
 
     async def _write(
-        self, outcomes: list[Outcome], starts: list[Finish]
-    ) -> tuple[list[Finish], list[bool]]:
-        """One group commit: the starts, then the outcomes' finishes (returned, with
-        whether each was accepted)."""
+        self, outcomes: list[Outcome]
+    ) -> tuple[list[Outcome], list[Finish], list[bool]]:
+        """One group commit: the starts, then the outcomes' finishes. Returns the
+        outcomes (without the starts), their finishes and whether each was accepted."""
+        if any(o.kind is Kind.STARTED for o in outcomes):
+            outcomes, starts = self._starts(outcomes)
+        else:
+            starts = []
         finishes = [self._finish(o) for o in outcomes]
         if not starts:
             accepted = await self._store.finish(self._owner, finishes, self._clock.now_us())
-            return finishes, accepted
+            return outcomes, finishes, accepted
         accepted = await self._store.finish(self._owner, starts + finishes, self._clock.now_us())
         for start, ok in zip(starts, accepted, strict=False):
             if not ok:
@@ -290,27 +319,23 @@ class Recorder:
                     "a restart took it over); its run goes on here",
                     start.id,
                 )
-        return finishes, accepted[len(starts) :]
+        return outcomes, finishes, accepted[len(starts) :]
 
     async def _record(self, outcomes: list[Outcome], hooks: trio.Nursery) -> None:
-        starts: list[Finish] = []
-        if any(o.kind is Kind.STARTED for o in outcomes):
-            outcomes, starts = self._starts(outcomes)
-        finishes, accepted = await self._write(outcomes, starts)
+        outcomes, finishes, accepted = await self._write(outcomes)
         self._batches += 1
         now = self._clock.now_us()
         # Decided once per batch: with the level off, no message is built per outcome.
         warn = log.isEnabledFor(logging.WARNING)
         debug = log.isEnabledFor(logging.DEBUG)
+        aborts = self._abort_requested
+        retry_at: int | None = None
         for outcome, written, ok in zip(outcomes, finishes, accepted, strict=True):
             inst = outcome.instance
             fin = written
-            if inst.id in self._abort_marks:
-                self._abort_marks.discard(inst.id)
-                if written.state is State.PENDING:
-                    # An abort requested wins: the store wrote the retry or give-back
-                    # ABORTED (stores/_rules.finished_state); report what it wrote.
-                    fin = attrs.evolve(written, state=State.ABORTED)
+            aborted = bool(aborts) and inst.id in aborts
+            if aborted:
+                fin = self._abort_won(written)
             if not ok:
                 self._refused += 1
                 log.warning(
@@ -325,14 +350,38 @@ class Recorder:
             if debug or (warn and fin.state is not State.SUCCEEDED):
                 _log_outcome(outcome, fin, warn=warn, debug=debug)
             if fin.state is State.PENDING and fin.run_at_us is not None:
-                self._on_pending(fin.run_at_us)
-            self._on_recorded(inst.id, fin.state)
-            if self._publish is not None:
+                retry_at = fin.run_at_us if retry_at is None else min(retry_at, fin.run_at_us)
+            if aborted and self._to_waiters is not None:
+                await self._to_waiters.send(AbortRecorded(inst.id, fin.state))
+            if self._events is not None and self._events.active:
                 from_state = State.CLAIMED if outcome.started_us is None else State.RUNNING
-                self._publish(inst, from_state, fin.state, now)
+                self._events.publish(inst, from_state, fin.state, now)
             if inst.task in self._hooked:
                 await self._call_hook(outcome, fin, hooks)
-        self._capacity.give(len(outcomes))
+        if retry_at is not None:
+            await self._tell_puller(PendingAt(retry_at))
+        await self._room_freed(len(outcomes))
+
+    async def _room_freed(self, n: int) -> None:
+        """``n`` places in the window are free (a start frees none: its run is held)."""
+        if n:
+            await self._tell_puller(RoomFreed(n))
+
+    def _abort_won(self, written: Finish) -> Finish:
+        """An abort was requested: it wins over a retry or a give-back, which the store
+        wrote ABORTED (stores/_rules.finished_state); report what it wrote."""
+        self._abort_requested.discard(written.id)
+        if written.state is State.PENDING:
+            return attrs.evolve(written, state=State.ABORTED)
+        return written
+
+    async def _tell_puller(self, msg: PullerMsg) -> None:
+        if self._to_puller is None:
+            return
+        try:
+            await self._to_puller.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._to_puller = None  # the Puller stopped (shutdown): nobody counts
 
     def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind
         inst = o.instance

@@ -3,7 +3,9 @@
 Its state is one ``SortedList`` of ``(run_at_us, id)`` plus a dict from id to instance:
 insert and remove are O(log n), and everything due is a prefix of the list, popped in
 one slice and sent to the Executor as one message. It sleeps until the earliest deadline;
-a batch with an earlier deadline cancels that sleep.
+a batch with an earlier deadline cancels that sleep. What it gives back (an instance
+claimed again, an eviction) it tells the Puller as ``RoomFreed``: the Puller keeps the
+count of what the node holds.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import attrs
 import trio
 from sortedcontainers import SortedList
 
-from tickwork.actors.capacity import Capacity
-from tickwork.actors.messages import Abort, Cancelled, Due, Evict
-from tickwork.actors.puller import TimekeeperMsg
+from tickwork.actors.messages import (
+    Abort,
+    Cancelled,
+    Claimed,
+    Due,
+    Evict,
+    ExecutorMsg,
+    PullerMsg,
+    RoomFreed,
+    TimekeeperMsg,
+)
 from tickwork.clock import Clock
 from tickwork.model import Instance
 from tickwork.stores.base import Store
 
 log = logging.getLogger("tickwork.timekeeper")
-
-ExecutorMsg = Due | Cancelled | Abort
 
 
 @final
@@ -44,17 +52,17 @@ class Timekeeper:
         clock: Clock,
         store: Store,
         owner: str,
-        capacity: Capacity,
         receive: trio.MemoryReceiveChannel[TimekeeperMsg],
         to_executor: trio.MemorySendChannel[ExecutorMsg],
+        to_puller: trio.MemorySendChannel[PullerMsg],
         max_batch: int,
     ) -> None:
         self._clock = clock
         self._store = store
         self._owner = owner
-        self._capacity = capacity
         self._receive = receive
         self._send = to_executor
+        self._to_puller: trio.MemorySendChannel[PullerMsg] | None = to_puller
         self._max_batch = max_batch
         self._deadlines: SortedList = SortedList()
         self._held: dict[int, Instance] = {}
@@ -77,24 +85,35 @@ class Timekeeper:
             task_status.started()
             async with self._receive:
                 async for msg in self._receive:
-                    if isinstance(msg, list):
-                        self._add(msg)
+                    if isinstance(msg, Claimed):
+                        await self._add(msg.instances)
                     elif isinstance(msg, Abort):
                         await self._abort(msg)
                     else:
                         await self._evict(msg)
             nursery.cancel_scope.cancel()
+        if self._to_puller is not None:
+            await self._to_puller.aclose()
 
-    def _add(self, batch: list[Instance]) -> None:
+    async def _tell_puller(self, msg: RoomFreed) -> None:
+        if self._to_puller is None:
+            return
+        try:
+            await self._to_puller.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._to_puller = None  # the Puller stopped: nobody counts any more
+
+    async def _add(self, batch: list[Instance]) -> None:
         if not batch:
             return
         held = self._held
+        again = 0
         for inst in batch:
             old = held.get(inst.id)
             if old is not None:
                 # Claimed again (a new claim token): keep one entry, the newest claim.
                 self._deadlines.remove((old.run_at_us, old.id))
-                self._capacity.give(1)
+                again += 1
             held[inst.id] = inst
         # one bulk insert: SortedList merges a sorted batch cheaply
         self._deadlines.update([(inst.run_at_us, inst.id) for inst in batch])
@@ -103,6 +122,8 @@ class Timekeeper:
             self._sleeping_until is None or earliest < self._sleeping_until
         ):
             self._sleep_scope.cancel()
+        if again:
+            await self._tell_puller(RoomFreed(again))
 
     async def _abort(self, msg: Abort) -> None:
         inst = self._held.pop(msg.instance_id, None)
@@ -124,7 +145,7 @@ class Timekeeper:
             return
         await self._store.release(self._owner, self._clock.now_us(), [inst.id for inst in evicted])
         self._evicted += len(evicted)
-        self._capacity.give(len(evicted), wake=True)
+        await self._tell_puller(RoomFreed(len(evicted), wake=True))
         log.debug("gave back %d instances to make room for earlier ones", len(evicted))
 
     async def _fire_loop(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -95,12 +94,11 @@ async def _pump(sub: Subscription, send: Send, keepalive: float) -> None:
             await chunk(b": keepalive\n\n")
             continue
         parts = [_frame(item)]
-        with trio.CancelScope(deadline=-math.inf):  # take only what is already there
-            while len(parts) < _BURST:
-                try:
-                    parts.append(_frame(await sub.receive()))
-                except trio.EndOfChannel:
-                    break
+        while len(parts) < _BURST:  # and what is already there
+            try:
+                parts.append(_frame(sub.receive_nowait()))
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
         await chunk(b"".join(parts))
 
 

@@ -1,138 +1,78 @@
-"""The Scheduler: what ``open_scheduler`` yields; the public face of a running node."""
+"""The Scheduler: what ``open_scheduler`` yields; the public face of a running node.
+
+One class. It reaches its node only through a :class:`~tickwork.node.context.NodeContext`
+(two channels into the actors, the store, their statistics); argument checks and the
+operations shared with the CLI are helper functions of other modules.
+"""
 
 from __future__ import annotations
 
 import builtins
-import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, final
+from typing import final
 
-import attrs
 import trio
 
-from tickwork._time import from_us, to_us
-from tickwork.actors.capacity import Capacity, CapacityStatistics
-from tickwork.actors.cluster_link import ClusterLink, ClusterStatistics
-from tickwork.actors.executor import Executor, ExecutorStatistics
-from tickwork.actors.janitor import Janitor, JanitorStatistics
-from tickwork.actors.messages import Abort
-from tickwork.actors.puller import Puller, PullerStatistics, TimekeeperMsg
-from tickwork.actors.recorder import Recorder, RecorderStatistics
-from tickwork.actors.timekeeper import Timekeeper, TimekeeperStatistics
-from tickwork.clock import Clock
+from tickwork._time import from_us
 from tickwork.errors import InvalidArgument, NotFound, SchedulerClosed
-from tickwork.events import EventHub, Subscription
-from tickwork.model import (
-    DEFAULT_MAX_PARAMS_BYTES,
-    Attempt,
-    Instance,
-    InstanceFilter,
-    NewInstance,
-    validate_new,
+from tickwork.events import Subscription
+from tickwork.model import Attempt, Instance, NewInstance
+from tickwork.node import operations as _operations
+from tickwork.node._abort_waiters import aborted_pending
+from tickwork.node._arguments import (
+    check_limit,
+    check_state,
+    instance_filter,
+    new_rows,
+    schedule_allowed,
 )
-from tickwork.node._operator_methods import OperationMethods
-from tickwork.node._schedule_methods import ScheduleMethods
+from tickwork.node.context import NodeContext
 from tickwork.node.listing import list_instances
-from tickwork.node.resilience import CallLatency, ResilientStore, StoreHealth
+from tickwork.node.statistics import SchedulerStatistics, node_statistics, this_node
+from tickwork.schedules.schedule import (
+    DEFAULT_CATCHUP_LIMIT,
+    DEFAULT_GRACE,
+    Misfire,
+    Overlap,
+    Schedule,
+    ScheduleWrite,
+    check_schedule_id,
+    new_schedule,
+)
+from tickwork.schedules.triggers import Cron, Interval
 from tickwork.state import State
-from tickwork.task import Task, TaskRegistry
+from tickwork.stores.cluster import ClusterStore, NodeInfo, NodeRegistry
+from tickwork.stores.tokens import Token, create_token, find_token, list_tokens, revoke_token
+from tickwork.task import Task
 
-log = logging.getLogger("tickwork")
-
-_ABORT_RECHECK = 1.0  # seconds between store checks while waiting for a local abort
-#: schedule_many validates this many items between checkpoints (~2 ms on the reference machine)
-_VALIDATE_SLICE = 500
+__all__ = ["Scheduler", "SchedulerStatistics"]
 
 
 @final
-@attrs.frozen
-class SchedulerStatistics:
-    """A snapshot of a node (``scheduler.statistics()``)."""
+class Scheduler:
+    """A running node. ``open_scheduler`` builds it over the node's context."""
 
-    node_id: str
-    #: instances held in memory now (claimed, not yet recorded) and the bound
-    in_memory: int
-    max_in_memory: int
-    #: held and waiting for their time / ready to start / running
-    waiting: int
-    ready: int
-    running: int
-    max_concurrency: int
-    #: per state name: CLAIMED and RUNNING held now; the others recorded since start
-    counts: Mapping[str, int]
-    #: how late the most recent start was, and a moving mean, in seconds
-    lag: float
-    mean_lag: float
-    #: per second since the node started: instances started and recorded
-    rates: Mapping[str, float]
-    uptime: float
-    puller: PullerStatistics
-    timekeeper: TimekeeperStatistics
-    executor: ExecutorStatistics
-    recorder: RecorderStatistics
-    capacity: CapacityStatistics
-    #: whether store calls are failing (and being retried) right now
-    store: StoreHealth
-    #: retention (None when ``retention`` is not set)
-    janitor: JanitorStatistics | None = None
-    #: heartbeats, leases and the nodes seen (None unless the store is a cluster store)
-    cluster: ClusterStatistics | None = None
-    #: per kind of store call, how long its calls took (live histograms: copy to keep)
-    store_calls: Mapping[str, CallLatency] = attrs.field(factory=dict)
-
-
-@final
-class Scheduler(ScheduleMethods, OperationMethods):
-    """A running node. Obtain one from ``open_scheduler``; do not construct it."""
-
-    def __init__(
-        self,
-        *,
-        store: ResilientStore,
-        registry: TaskRegistry,
-        clock: Clock,
-        node_id: str,
-        window_us: int,
-        puller: Puller,
-        timekeeper: Timekeeper,
-        executor: Executor,
-        recorder: Recorder,
-        capacity: Capacity,
-        hub: EventHub,
-        abort_marks: set[int],
-        aborts_out: trio.MemorySendChannel[TimekeeperMsg],
-        publish: Callable[[Instance, State, State, int], None],
-        janitor: Janitor | None = None,
-        cluster: ClusterLink | None = None,
-        max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
-    ) -> None:
+    def __init__(self, node: NodeContext) -> None:
+        self._node = node
+        self._store = node.store
+        self._registry = node.registry
+        self._clock = node.clock
+        #: this node's name in the store
+        self.node_id = node.settings.node_id
         #: the largest params this node accepts (``open_scheduler(max_params_bytes=...)``)
-        self.max_params_bytes = max_params_bytes
-        self._store = store
-        self._registry = registry
-        self._clock = clock
-        self.node_id = node_id
-        self._window_us = window_us
-        self._puller = puller
-        self._timekeeper = timekeeper
-        self._executor = executor
-        self._recorder = recorder
-        self._capacity = capacity
-        self._hub = hub
-        self._abort_marks = abort_marks
-        self._aborts_out = aborts_out
-        self._publish = publish
-        self._janitor = janitor
-        self._cluster = cluster
+        self.max_params_bytes = node.settings.max_params_bytes
         self._closed = False
-        self._started_at = trio.current_time()
-        self._abort_waiters: dict[int, tuple[trio.Event, list[State]]] = {}
 
     @property
     def tasks(self) -> Mapping[str, Task]:
         """The tasks this node runs, by name."""
         return self._registry
+
+    @property
+    def closed(self) -> bool:
+        """Whether the ``open_scheduler`` block has ended (the node is stopped)."""
+        return self._closed
 
     # -- creating instances -------------------------------------------------------
 
@@ -160,35 +100,40 @@ class Scheduler(ScheduleMethods, OperationMethods):
         (iid,) = await self.schedule_many([new])
         return iid
 
-    async def schedule_many(self, instances: Iterable[NewInstance]) -> list[int]:
+    async def schedule_many(self, instances: Iterable[NewInstance]) -> builtins.list[int]:
         """Store many instances in one transaction; returns their ids in order.
 
         Every item is validated first: one bad item refuses the whole call and stores
         nothing.
         """
         self._check_open()
-        rows = []
-        known: set[str] = set()
-        for k, new in enumerate(instances):
-            if k and k % _VALIDATE_SLICE == 0:
-                await trio.lowlevel.checkpoint()  # a big batch does not hold up due runs
-            if not isinstance(new, NewInstance):
-                raise InvalidArgument(
-                    f"schedule_many takes tickwork.NewInstance items, got {new!r}"
-                )
-            if new.task not in known:
-                self._registry.require(new.task)
-                known.add(new.task)
-            row = validate_new(new, self.max_params_bytes)
-            check = self._registry.validators.get(row.task)
-            if check is not None:
-                check(row.params)
-            rows.append(row)
+        rows = await new_rows(self._registry, instances, self.max_params_bytes)
         if not rows:
             return []
         ids = await self._store.insert(rows, self._clock.now_us())
-        self._puller.note_pending(min(row.run_at_us for row in rows))
+        await self._node.stored_pending(min(row.run_at_us for row in rows))
         return ids
+
+    async def retry(self, instance_id: int) -> int:
+        """Run a FAILED, ABORTED or MISSED instance again: returns the id of a new PENDING
+        instance, due now, with the same task, params, ``max_attempts`` and timeout.
+
+        The new instance's ``retry_of`` is ``instance_id``. Retrying one instance twice
+        (or from two nodes at once) stores one retry: the second call returns its id.
+
+        Raises:
+            NotFound: no instance has this id.
+            InvalidState: the instance has not ended in FAILED, ABORTED or MISSED.
+            UnknownTask: its task is not registered on this node.
+        """
+        self._check_open()
+        old = await self._store.get(_operations.check_id(instance_id))
+        if old is not None:
+            self._registry.require(old.task)
+        now = self._clock.now_us()
+        _, new_id = await _operations.retry(self._store, instance_id, now)
+        await self._node.stored_pending(now)
+        return new_id
 
     # -- aborting -----------------------------------------------------------------
 
@@ -201,75 +146,33 @@ class Scheduler(ScheduleMethods, OperationMethods):
         The task's ``on_abort`` hook is called once, on the node (under
         ``hook_concurrency``, like every hook): ``abort`` does not wait for it.
 
-        Raises:
-            NotFound: no instance has this id.
+        Raises ``NotFound`` if no instance has this id.
         """
         self._check_open()
         if not isinstance(instance_id, int) or isinstance(instance_id, bool):
             raise InvalidArgument(f"instance id must be an integer, got {instance_id!r}")
-        # Register before asking the store: the outcome may be recorded before we resume.
-        waiter = self._abort_waiters.get(instance_id)
-        if waiter is None:
-            waiter = self._abort_waiters[instance_id] = (trio.Event(), [])
+        waiters = self._node.actors.abort_waiters
+        waiters.register(instance_id)  # before asking the store: see AbortWaiters
         try:
             result = await self._store.request_abort(instance_id, self._clock.now_us())
             if not result.found:
                 raise NotFound(f"no instance with id {instance_id}")
             if result.requested and result.owner == self.node_id:
-                await self._carry_out_aborts([instance_id])
-                return await self._wait_recorded(instance_id, waiter)
+                await self._node.abort_held((instance_id,))
+                return await waiters.wait(self._store, instance_id, self.node_id)
             if result.previous is State.PENDING and result.state is State.ABORTED:
-                await self._aborted_pending(instance_id)
+                await aborted_pending(self._node, instance_id)
             assert result.state is not None  # noqa: S101 - found implies a state
             return result.state
         finally:
-            self._abort_waiters.pop(instance_id, None)
-
-    async def _aborted_pending(self, instance_id: int) -> None:
-        inst = await self._store.get(instance_id)
-        if inst is None:
-            return
-        self._publish(inst, State.PENDING, State.ABORTED, self._clock.now_us())
-        await self._recorder.aborted_pending(inst)  # the hook runs on the node
-
-    async def _carry_out_aborts(self, ids: list[int]) -> None:
-        for iid in ids:
-            self._abort_marks.add(iid)
-            if not self._closed:
-                await self._aborts_out.send(Abort(iid))
-
-    async def _wait_recorded(
-        self, instance_id: int, waiter: tuple[trio.Event, list[State]]
-    ) -> State:
-        event, states = waiter
-        while True:
-            with trio.move_on_after(_ABORT_RECHECK):
-                await event.wait()
-            if states and states[-1].terminal:
-                return states[-1]
-            # Not recorded by this node (given back, or taken over): ask the store.
-            inst = await self._store.get(instance_id)
-            if inst is None:
-                raise NotFound(f"no instance with id {instance_id}")
-            if inst.state.terminal or inst.owner != self.node_id:
-                return inst.state
-            if event.is_set():
-                event = trio.Event()
-                waiter = self._abort_waiters[instance_id] = (event, states)
-
-    def _recorded(self, instance_id: int, state: State) -> None:
-        waiter = self._abort_waiters.get(instance_id)
-        if waiter is not None:
-            waiter[1].append(state)
-            waiter[0].set()
+            waiters.forget(instance_id)
 
     # -- reading ------------------------------------------------------------------
 
     async def get(self, instance_id: int) -> Instance:
         """One instance as stored.
 
-        Raises:
-            NotFound: no instance has this id.
+        Raises ``NotFound`` if no instance has this id.
         """
         self._check_open()
         inst = await self._store.get(instance_id)
@@ -312,27 +215,17 @@ class Scheduler(ScheduleMethods, OperationMethods):
             InvalidArgument: a bad filter (naive datetime, limit out of range...).
         """
         self._check_open()
-        if state is not None and not isinstance(state, State):
-            raise InvalidArgument(f"state must be a tickwork.State, got {state!r}")
-        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidArgument(f"limit must be an integer in 1..10000, got {limit!r}")
-        if before_id is not None and (
-            not isinstance(before_id, int) or isinstance(before_id, bool)
-        ):
-            raise InvalidArgument(f"before_id must be an integer, got {before_id!r}")
-        if schedule_id is not None and not isinstance(schedule_id, str):
-            raise InvalidArgument(f"schedule_id must be a string, got {schedule_id!r}")
-        where = InstanceFilter(
+        check_state(state)
+        check_limit(limit)
+        where = instance_filter(
+            before_id=before_id,
             schedule_id=schedule_id,
-            due_from_us=None if due_after is None else to_us(due_after, what="due_after"),
-            due_until_us=None if due_before is None else to_us(due_before, what="due_before"),
-            ended_from_us=None if ended_after is None else to_us(ended_after, what="ended_after"),
-            ended_until_us=(
-                None if ended_before is None else to_us(ended_before, what="ended_before")
-            ),
+            due_after=due_after,
+            due_before=due_before,
+            ended_after=ended_after,
+            ended_before=ended_before,
+            upcoming=upcoming,
         )
-        if upcoming is not None and not isinstance(upcoming, bool):
-            raise InvalidArgument(f"upcoming must be True, False or None, got {upcoming!r}")
         return await list_instances(
             self._store,
             state=state,
@@ -347,9 +240,18 @@ class Scheduler(ScheduleMethods, OperationMethods):
     async def count(self, *, state: State | None = None, task: str | None = None) -> int:
         """How many stored instances match (a durable count, from the store)."""
         self._check_open()
-        if state is not None and not isinstance(state, State):
-            raise InvalidArgument(f"state must be a tickwork.State, got {state!r}")
+        check_state(state)
         return await self._store.count(state=state, task=task)
+
+    async def counts(self) -> dict[State, int]:
+        """Stored instances per state (every state, zero where none), from the store.
+
+        On SQLite a lookup of maintained counts; on PostgreSQL a count over the table, so
+        callers that ask often should cache it (the HTTP layer counts at most every few
+        seconds).
+        """
+        self._check_open()
+        return await self._store.count_by_state()
 
     async def history(self, instance_id: int) -> builtins.list[Attempt]:
         """The recorded attempts of one instance, oldest first."""
@@ -361,48 +263,220 @@ class Scheduler(ScheduleMethods, OperationMethods):
         self._check_open()
         if not isinstance(buffer, int) or buffer < 1:
             raise InvalidArgument(f"buffer must be an integer >= 1, got {buffer!r}")
-        return self._hub.subscribe(buffer)
+        return self._node.hub.subscribe(buffer)
 
     def statistics(self) -> SchedulerStatistics:
         """Counts per state, in-memory size, lag and rates of this node, from memory."""
-        ex = self._executor.statistics()
-        tk = self._timekeeper.statistics()
-        rec = self._recorder.statistics()
-        cap = self._capacity.statistics()
-        counts: dict[str, Any] = {s.name: 0 for s in State}
-        counts.update(rec.recorded)
-        counts["RUNNING"] = ex.running
-        counts["CLAIMED"] = cap.held - ex.running
-        counts["PENDING"] = rec.recorded.get("PENDING", 0)
-        uptime = max(trio.current_time() - self._started_at, 1e-9)
-        recorded = sum(v for k, v in rec.recorded.items() if k != "PENDING")
-        return SchedulerStatistics(
-            node_id=self.node_id,
-            in_memory=cap.held,
-            max_in_memory=cap.limit,
-            waiting=tk.waiting,
-            ready=ex.ready,
-            running=ex.running,
-            max_concurrency=ex.max_concurrency,
-            counts=counts,
-            lag=ex.last_lateness_us / 1e6,
-            mean_lag=ex.mean_lateness_us / 1e6,
-            rates={"started": ex.started / uptime, "recorded": recorded / uptime},
-            uptime=uptime,
-            puller=self._puller.statistics(),
-            timekeeper=tk,
-            executor=ex,
-            recorder=rec,
-            capacity=cap,
-            store=self._store.health(),
-            janitor=None if self._janitor is None else self._janitor.statistics(),
-            cluster=None if self._cluster is None else self._cluster.statistics(),
-            store_calls=self._store.latency(),
-        )
+        return node_statistics(self._node)
 
     def now(self) -> datetime:
         """The scheduler clock's wall time."""
         return from_us(self._clock.now_us())
+
+    # -- recurring schedules (see docs/schedules.md) ---------------------------------
+
+    async def add_schedule(
+        self,
+        task: str,
+        trigger: Cron | Interval,
+        *,
+        params: object = b"",
+        schedule_id: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        jitter: timedelta | None = None,
+        misfire: Misfire | str = "run_once",
+        grace: timedelta = DEFAULT_GRACE,
+        catchup_limit: int = DEFAULT_CATCHUP_LIMIT,
+        overlap: Overlap | str = "skip",
+        paused: bool = False,
+        replace: bool = False,
+    ) -> str:
+        """Store a recurring schedule of ``task`` and its next occurrence; returns its id.
+
+        Args:
+            trigger: ``tickwork.Cron(expr, timezone)`` or ``tickwork.Interval(every)``.
+            params: bytes, or an object packed with msgpack, given to every occurrence.
+            schedule_id: makes the call idempotent: the same id with the same definition
+                changes nothing. Default: derived from task, trigger and params.
+            start_at, end_at: no fire time before / after them (aware datetimes).
+            jitter: delay each occurrence by a deterministic amount in ``[0, jitter)``.
+            misfire: ``"run_once"``, ``"run_all"`` or ``"skip"``: what a catch-up does
+                with occurrences due more than ``grace`` before they were claimed.
+            catchup_limit: the most occurrences ``"run_all"`` runs per catch-up.
+            overlap: ``"skip"``, ``"allow"``, ``"queue"`` or ``"cancel_previous"``: what
+                happens when one comes due while the previous one still runs.
+            paused: store it paused (no occurrence until ``resume_schedule``).
+            replace: replace a schedule with this id and another definition (its pending
+                occurrences are aborted) instead of refusing.
+
+        Raises:
+            InvalidArgument: a bad argument (the message names it and the accepted forms),
+                or the id exists with another definition and ``replace`` is False.
+            UnknownTask: no task of that name is registered on this node.
+        """
+        self._check_open()
+        schedule = new_schedule(
+            task,
+            trigger,
+            params=params,
+            schedule_id=schedule_id,
+            start_at=start_at,
+            end_at=end_at,
+            jitter=jitter,
+            misfire=misfire,
+            grace=grace,
+            catchup_limit=catchup_limit,
+            overlap=overlap,
+            paused=paused,
+        )
+        if not isinstance(replace, bool):
+            raise InvalidArgument(f"replace must be True or False, got {replace!r}")
+        schedule_allowed(self._registry, schedule, self.max_params_bytes)
+        write = await self._store.add_schedule(schedule, self._clock.now_us(), replace=replace)
+        await self._woken(write)
+        return write.schedule.id
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """One schedule as stored.
+
+        Raises ``NotFound`` if no schedule has this id.
+        """
+        self._check_open()
+        found = await self._store.get_schedule(check_schedule_id(schedule_id))
+        if found is None:
+            raise NotFound(f"no schedule with id {schedule_id!r}")
+        return found
+
+    async def list_schedules(
+        self, *, limit: int = 1000, after_id: str | None = None
+    ) -> builtins.list[Schedule]:
+        """Stored schedules in id order; page with ``after_id`` (the last id seen)."""
+        self._check_open()
+        check_limit(limit)
+        return await self._store.list_schedules(limit=limit, after_id=after_id)
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        """Pause a schedule: no occurrence is written for it, and one that comes due while
+        it is paused is recorded MISSED. Pausing a paused schedule changes nothing.
+
+        Raises ``NotFound`` if no schedule has this id.
+        """
+        self._check_open()
+        sid = check_schedule_id(schedule_id)
+        found = await self._store.pause_schedule(sid, self._clock.now_us())
+        if found is None:
+            raise NotFound(f"no schedule with id {schedule_id!r}")
+        return found
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Resume a paused schedule from now on: its next fire time after now is written
+        (times it was paused through are not caught up).
+
+        Raises ``NotFound`` if no schedule has this id.
+        """
+        self._check_open()
+        sid = check_schedule_id(schedule_id)
+        write = await self._store.resume_schedule(sid, self._clock.now_us())
+        if write is None:
+            raise NotFound(f"no schedule with id {schedule_id!r}")
+        await self._woken(write)
+        return write.schedule
+
+    async def run_schedule_now(self, schedule_id: str) -> int:
+        """Run a schedule's task with its params now, once, outside its fire times.
+
+        Stores a one-off PENDING instance due now and returns its id. The schedule's next
+        fire times and policies are unchanged; a paused schedule can be run this way too.
+
+        Raises:
+            NotFound: no schedule has this id.
+            UnknownTask: the schedule's task is not registered on this node.
+        """
+        schedule = await self.get_schedule(schedule_id)
+        self._registry.require(schedule.task)
+        now = self._clock.now_us()
+        iid = await _operations.run_now(self._store, schedule, now)
+        await self._node.stored_pending(now)
+        return iid
+
+    async def next_fire_times(self, schedule_id: str, n: int = 5) -> builtins.list[datetime]:
+        """The next ``n`` fire times of a schedule after now, as aware UTC datetimes.
+
+        Fewer when its trigger or ``end_at`` runs out (none once it ended). A paused
+        schedule's are those it would have if resumed now. Jitter is not included: an
+        occurrence is due at its fire time plus the schedule's jitter.
+
+        Raises:
+            NotFound: no schedule has this id.
+            InvalidArgument: ``n`` is not in 1..1000.
+        """
+        schedule = await self.get_schedule(schedule_id)
+        fires = _operations.next_fire_times(schedule, self._clock.now_us(), n)
+        return [from_us(f) for f in fires]
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule. Its pending occurrences end ABORTED; one that is running
+        finishes; nothing new is created.
+
+        Raises ``NotFound`` if no schedule has this id.
+        """
+        self._check_open()
+        sid = check_schedule_id(schedule_id)
+        if not await self._store.remove_schedule(sid, self._clock.now_us()):
+            raise NotFound(f"no schedule with id {schedule_id!r}")
+
+    async def _woken(self, write: ScheduleWrite | None) -> None:
+        if write is not None and write.next_run_us is not None:
+            await self._node.stored_pending(write.next_run_us)
+
+    # -- operators: API tokens (see tickwork.stores.tokens) and nodes ---------------
+
+    async def add_token(self, scope: str, name: str = "") -> tuple[Token, str]:
+        """Make an API token with ``scope`` (``"read"`` or ``"admin"``).
+
+        Returns the stored token and its text: the text is not kept (only its hash), so
+        this is the one time it can be shown.
+
+        Raises:
+            InvalidArgument: a bad scope or name, or a store that keeps no tokens.
+        """
+        self._check_open()
+        return await create_token(self._store.inner, scope, name, self._clock.now_us())
+
+    async def tokens(self) -> builtins.list[Token]:
+        """The stored API tokens (never their text), oldest first."""
+        self._check_open()
+        return await list_tokens(self._store.inner)
+
+    async def remove_token(self, token_id: str) -> None:
+        """Revoke an API token by id.
+
+        Raises ``NotFound`` if no token has this id.
+        """
+        self._check_open()
+        if not await revoke_token(self._store.inner, token_id):
+            raise NotFound(f"no token with id {token_id!r}")
+
+    async def authenticate(self, text: str) -> Token | None:
+        """The stored token whose text is ``text``, or None (wrong, revoked, malformed)."""
+        self._check_open()
+        return await find_token(self._store.inner, text)
+
+    async def nodes(self) -> builtins.list[NodeInfo]:
+        """The nodes that use this store, most recently started first.
+
+        On a cluster store, every node that ever opened it (from its nodes table); on a
+        single-node store, this node (its lock proves it is the only one, and its figures
+        are live), then the nodes that ran on it before, from the store's nodes table.
+        """
+        self._check_open()
+        inner = self._store.inner
+        if isinstance(inner, ClusterStore):
+            return await inner.nodes()
+        before = await inner.nodes() if isinstance(inner, NodeRegistry) else []
+        await trio.lowlevel.checkpoint()
+        return [this_node(self._node), *(n for n in before if n.node_id != self.node_id)]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -410,5 +484,4 @@ class Scheduler(ScheduleMethods, OperationMethods):
 
     def _close(self) -> None:
         self._closed = True
-        for event, _ in self._abort_waiters.values():
-            event.set()
+        self._node.close()

@@ -23,7 +23,14 @@ from typing import Final
 from tickwork.errors import IllegalTransition
 from tickwork.state import HELD, TERMINAL, Event, State, lookup
 
-__all__ = ["HELD", "finish_event", "finished_state", "history_state", "release_event"]
+__all__ = [
+    "HELD",
+    "finish_event",
+    "finish_fence",
+    "finished_state",
+    "history_state",
+    "release_event",
+]
 
 #: The event a finish to each target state means (PENDING: see :func:`finish_event`).
 _FINISH_EVENTS: Final = {
@@ -63,6 +70,18 @@ def finished_state(current: State, target: State, abort_requested: bool) -> Stat
     """The state a fenced finish to ``target`` writes on a row now ``current``, or None
     when the table has no such move (the finish is refused)."""
     return lookup(current, finish_event(target, abort_requested))
+
+
+def finish_fence() -> frozenset[tuple[State, State]]:
+    """The ``(current state, finish target)`` pairs a fenced finish may apply to: those the
+    table has a row for (the same with an abort requested: a CANCEL applies wherever a
+    RETRY does). For a store that checks them in SQL."""
+    return frozenset(
+        (current, requested)
+        for requested in _FINISH_EVENTS
+        for current in HELD
+        if finished_state(current, requested, abort_requested=False) is not None
+    )
 
 
 def history_state(target: State) -> State:

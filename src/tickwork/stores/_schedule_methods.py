@@ -16,6 +16,7 @@ from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, NewRow, check_params_size
 from tickwork.schedules.plan import OccurrenceCheck
 from tickwork.schedules.schedule import Schedule, ScheduleWrite
 from tickwork.stores import _schedule_ops as ops
+from tickwork.stores._schedule_admission import check_occurrences
 from tickwork.stores._schedule_ops import ScheduleTx
 
 __all__ = ["ScheduleMethods"]
@@ -72,7 +73,7 @@ class ScheduleMethods:
     async def check_occurrences(
         self, ids: Sequence[int], now_us: int, *, admit: Collection[int] = ()
     ) -> builtins.list[OccurrenceCheck]:
-        check = ops.check_occurrences
+        check = check_occurrences
         # Admitting locks the schedules and may record their admitted occurrences: a write.
         write = bool(admit)
         return await self._run(now_us, lambda tx: check(tx, ids, now_us, admit), write=write)

@@ -17,19 +17,15 @@ Invariants they keep:
   recorded ABORTED by their node when they come due. Detached rows free their fire
   times, so a re-added schedule can use them again.
 * A schedule whose overlap policy is not ``allow`` has at most one *admitted occurrence*
-  cluster-wide (:class:`~tickwork.schedules.plan.Slot`): :func:`check_occurrences`
-  records the occurrence a node is about to start only when no occurrence held by another
-  node is admitted and no older occurrence already due is held by another node (the
-  oldest goes first), deciding under the schedule's row lock (:meth:`ScheduleTx.slots`),
-  so two nodes admitting occurrences of one schedule at the same moment take turns and
-  the second sees the first. Nothing is written when an occurrence ends.
+  cluster-wide: see :mod:`tickwork.stores._schedule_admission`. The row form of a
+  schedule in the SQL stores is :mod:`tickwork.stores._schedule_rows`'.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
-from typing import Any, Protocol, final
+from collections.abc import Sequence
+from typing import Protocol, final
 
 import attrs
 
@@ -41,38 +37,27 @@ from tickwork.schedules.plan import (
     REPLACED,
     InFlight,
     Occurrence,
-    OccurrenceCheck,
     OccurrenceInfo,
     Plan,
     Slot,
-    check,
     claim_plan,
     first_plan,
-    in_flight,
 )
 from tickwork.schedules.schedule import (
-    Misfire,
-    Overlap,
     Schedule,
     ScheduleWrite,
-    trigger_fields,
-    trigger_from_fields,
 )
 from tickwork.state import Event, State
 
 __all__ = [
-    "SCHEDULE_COLUMNS",
     "LiveRow",
     "ScheduleTx",
     "add",
     "after_abort",
     "after_claim",
-    "check_occurrences",
     "pause",
     "remove",
     "resume",
-    "schedule_from_row",
-    "schedule_row",
 ]
 
 
@@ -324,119 +309,3 @@ def after_abort(tx: ScheduleTx, schedule_id: str, fire_us: int, now_us: int) -> 
     plan = first_plan(s, now_us)
     _apply(tx, s, plan, now_us)
     return plan.next_run_us
-
-
-def check_occurrences(
-    tx: ScheduleTx, ids: Sequence[int], now_us: int, admit: Collection[int] = ()
-) -> builtins.list[OccurrenceCheck]:
-    """The verdict on each occurrence (by instance id) that came due, in order.
-
-    ``admit``: ids of ``ids`` the caller starts now if they may run and no other node runs
-    an occurrence of their schedule (at most one per schedule). For each whose verdict is
-    to run under an overlap policy other than ``allow``, the schedule's admitted
-    occurrence is read under its row lock: if another node's occurrence holds it, or an
-    older occurrence already due (by ``now_us``) is held by another node, the check names
-    that one (``in_flight``) and nothing is written; otherwise this occurrence is recorded
-    as admitted. Needs a write transaction when ``admit`` is not empty.
-    """
-    admit = frozenset(admit)
-    infos = tx.info(ids)
-    sids = sorted({info.schedule_id for info in infos.values()})
-    schedules = tx.load(sids, lock=False) if sids else {}
-    out: list[OccurrenceCheck] = []
-    want: dict[str, int] = {}  # schedule id -> position in out of the one to admit
-    for iid in ids:
-        info = infos.get(iid)
-        s = None if info is None else schedules.get(info.schedule_id)
-        verdict = check(iid, info, s, now_us)
-        if (
-            info is not None
-            and iid in admit
-            and verdict.run
-            and verdict.overlap is not Overlap.ALLOW
-            and info.schedule_id not in want
-        ):
-            want[info.schedule_id] = len(out)
-        out.append(verdict)
-    if want:
-        _admit(tx, want, infos, out, now_us)
-    return out
-
-
-def _admit(
-    tx: ScheduleTx,
-    want: dict[str, int],
-    infos: dict[int, OccurrenceInfo],
-    out: builtins.list[OccurrenceCheck],
-    now_us: int,
-) -> None:
-    """check_occurrences' admission: ``want`` maps schedule ids to positions in ``out``
-    (updated in place with what keeps them from starting, if anything)."""
-    slots = tx.slots(sorted(want))
-    free: dict[str, int] = {}
-    for sid, at in want.items():
-        other = in_flight(slots.get(sid), infos[out[at].id])
-        if other is not None:
-            out[at] = attrs.evolve(out[at], in_flight=other)
-        elif sid in slots:
-            free[sid] = at
-    # The oldest first: an older occurrence that came due on another node and waits (or
-    # is being checked there) goes before this one.
-    askers = [(infos[out[at].id], at) for at in free.values()]
-    older = (
-        tx.older([(a.schedule_id, a.fire_us or 0, a.owner) for a, _ in askers], now_us)
-        if askers
-        else {}
-    )
-    taken: list[tuple[str, int, int | None]] = []
-    for asker, at in askers:
-        first = older.get(asker.schedule_id)
-        if first is not None:
-            out[at] = attrs.evolve(out[at], in_flight=first)
-            continue
-        slot = slots[asker.schedule_id]
-        if (slot.instance_id, slot.token) != (asker.id, asker.claim_token):
-            taken.append((asker.schedule_id, asker.id, asker.claim_token))
-    if taken:
-        tx.take(taken)
-
-
-# -- the row form of a schedule, shared by the SQL stores -----------------------------------
-
-#: The columns of the schedules table, in the order of :func:`schedule_row`.
-SCHEDULE_COLUMNS = (
-    "id, task, trigger_kind, cron_expr, cron_tz, every_us, interval_start_us, params, "
-    "start_at_us, end_at_us, jitter_us, misfire, grace_us, catchup_limit, overlap, paused, "
-    "last_fire_us, ended, created_us, updated_us"
-)
-
-
-def schedule_row(s: Schedule) -> tuple[object, ...]:
-    """``s`` as a row of :data:`SCHEDULE_COLUMNS`."""
-    return (
-        s.id, s.task, *trigger_fields(s.trigger), s.params, s.start_at_us, s.end_at_us,
-        s.jitter_us, s.misfire.value, s.grace_us, s.catchup_limit, s.overlap.value,
-        s.paused, s.last_fire_us, s.ended, s.created_us, s.updated_us,
-    )  # fmt: skip
-
-
-def schedule_from_row(r: Sequence[Any]) -> Schedule:
-    """A row selected as :data:`SCHEDULE_COLUMNS` as a Schedule."""
-    return Schedule(
-        id=r[0],
-        task=r[1],
-        trigger=trigger_from_fields((r[2], r[3], r[4], r[5], r[6])),
-        params=bytes(r[7]),
-        start_at_us=r[8],
-        end_at_us=r[9],
-        jitter_us=r[10],
-        misfire=Misfire(r[11]),
-        grace_us=r[12],
-        catchup_limit=r[13],
-        overlap=Overlap(r[14]),
-        paused=bool(r[15]),
-        last_fire_us=r[16],
-        ended=bool(r[17]),
-        created_us=r[18],
-        updated_us=r[19],
-    )

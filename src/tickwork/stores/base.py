@@ -238,6 +238,6 @@ class Store(Protocol):
         ``allow``, the store either records it as the schedule's admitted occurrence,
         atomically with respect to every other caller, or names the other owner's
         occurrence in the check's ``in_flight`` (see
-        :func:`tickwork.stores._schedule_ops.check_occurrences`).
+        :func:`tickwork.stores._schedule_admission.check_occurrences`).
         """
         ...

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from datetime import timedelta
 
-    from tickwork.stores.postgres._schema import Session
+    from tickwork.stores.postgres._rows import Session
 
 #: Notice kinds (the second word of a payload).
 PENDING_WORK: Final = "p"

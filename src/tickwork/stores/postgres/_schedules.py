@@ -23,20 +23,16 @@ from tickwork.schedules.plan import InFlight, OccurrenceInfo, Slot
 from tickwork.state import Event, State, sources, target
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_methods import ScheduleMethods
-from tickwork.stores._schedule_ops import (
-    SCHEDULE_COLUMNS,
-    LiveRow,
-    ScheduleTx,
-    schedule_from_row,
-    schedule_row,
-)
+from tickwork.stores._schedule_ops import LiveRow, ScheduleTx
+from tickwork.stores._schedule_rows import SCHEDULE_COLUMNS, schedule_from_row, schedule_row
 from tickwork.stores._sql import states
 from tickwork.stores.postgres import _cluster as _pg_cluster
 
 if TYPE_CHECKING:
     from tickwork.schedules.schedule import Schedule
     from tickwork.stores.postgres import PostgresStore
-    from tickwork.stores.postgres._schema import Queries, Session
+    from tickwork.stores.postgres._rows import Session
+    from tickwork.stores.postgres._schema import Queries
 
 __all__ = ["V4_SCHEDULES", "V5_ADMITTED", "PgScheduleMethods", "after_abort", "after_claim"]
 

@@ -32,8 +32,10 @@ from tickwork.model import DEFAULT_MAX_PARAMS_BYTES, check_max_params_bytes
 from tickwork.stores._rules import finish_event
 from tickwork.stores.postgres import _listen as _pg_listen
 from tickwork.stores.postgres import _schema as _pg_schema
+from tickwork.stores.postgres._claims import CLAIM_SETTINGS
 from tickwork.stores.postgres._connection import CLOSE_TIMEOUT, PgConnection
 from tickwork.stores.postgres._migrations import check_schema_name
+from tickwork.stores.postgres._rows import check_new_rows
 from tickwork.stores.postgres._schedules import PgScheduleMethods
 from tickwork.stores.postgres._schema import CHANNEL
 from tickwork.stores.postgres._thread import (
@@ -193,7 +195,7 @@ class PostgresStore(PgScheduleMethods, PgConnection):
         """
         if not rows:
             return await self._nothing([])
-        _pg_schema.check_new_rows(rows)
+        check_new_rows(rows)
         self._check_params(rows)
         return await self._call(partial(self._q.insert, rows, now_us), write=True)
 
@@ -205,7 +207,7 @@ class PostgresStore(PgScheduleMethods, PgConnection):
             return await self._nothing([])
         lease = timedelta(microseconds=self._lease_us or lease_us)
         claim = partial(self._q.claim, owner, due_before_us, limit, now_us, lease)
-        return await self._call(claim, write=True, settings=_pg_schema.CLAIM_SETTINGS)
+        return await self._call(claim, write=True, settings=CLAIM_SETTINGS)
 
     async def start(
         self, owner: str, items: Sequence[tuple[int, int]], now_us: int

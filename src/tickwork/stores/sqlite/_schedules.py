@@ -17,13 +17,8 @@ from tickwork.schedules.plan import InFlight, OccurrenceInfo, Slot
 from tickwork.state import Event, State, lookup
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_methods import ScheduleMethods
-from tickwork.stores._schedule_ops import (
-    SCHEDULE_COLUMNS,
-    LiveRow,
-    ScheduleTx,
-    schedule_from_row,
-    schedule_row,
-)
+from tickwork.stores._schedule_ops import LiveRow, ScheduleTx
+from tickwork.stores._schedule_rows import SCHEDULE_COLUMNS, schedule_from_row, schedule_row
 from tickwork.stores._sql import states
 
 if TYPE_CHECKING:

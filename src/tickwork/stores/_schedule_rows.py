@@ -1,0 +1,55 @@
+"""The row form of a schedule, shared by the SQL stores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tickwork.schedules.schedule import (
+    Misfire,
+    Overlap,
+    Schedule,
+    trigger_fields,
+    trigger_from_fields,
+)
+
+__all__ = ["SCHEDULE_COLUMNS", "schedule_from_row", "schedule_row"]
+
+
+#: The columns of the schedules table, in the order of :func:`schedule_row`.
+SCHEDULE_COLUMNS = (
+    "id, task, trigger_kind, cron_expr, cron_tz, every_us, interval_start_us, params, "
+    "start_at_us, end_at_us, jitter_us, misfire, grace_us, catchup_limit, overlap, paused, "
+    "last_fire_us, ended, created_us, updated_us"
+)
+
+
+def schedule_row(s: Schedule) -> tuple[object, ...]:
+    """``s`` as a row of :data:`SCHEDULE_COLUMNS`."""
+    return (
+        s.id, s.task, *trigger_fields(s.trigger), s.params, s.start_at_us, s.end_at_us,
+        s.jitter_us, s.misfire.value, s.grace_us, s.catchup_limit, s.overlap.value,
+        s.paused, s.last_fire_us, s.ended, s.created_us, s.updated_us,
+    )  # fmt: skip
+
+
+def schedule_from_row(r: Sequence[Any]) -> Schedule:
+    """A row selected as :data:`SCHEDULE_COLUMNS` as a Schedule."""
+    return Schedule(
+        id=r[0],
+        task=r[1],
+        trigger=trigger_from_fields((r[2], r[3], r[4], r[5], r[6])),
+        params=bytes(r[7]),
+        start_at_us=r[8],
+        end_at_us=r[9],
+        jitter_us=r[10],
+        misfire=Misfire(r[11]),
+        grace_us=r[12],
+        catchup_limit=r[13],
+        overlap=Overlap(r[14]),
+        paused=bool(r[15]),
+        last_fire_us=r[16],
+        ended=bool(r[17]),
+        created_us=r[18],
+        updated_us=r[19],
+    )
