@@ -36,6 +36,12 @@ T0 = to_us(datetime(2031, 6, 2, tzinfo=UTC))
 N1, N2, N3 = T0 + 10 * MIN, T0 + 20 * MIN, T0 + 30 * MIN
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres", "dict"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Every store, and a store of one's own (``tests/support/dict_store.py``)."""
+    return str(request.param)
+
+
 def every10(overlap: str = "skip", **kw: Any) -> Schedule:
     return new_schedule(
         "t", Interval(timedelta(minutes=10)), schedule_id="s", overlap=overlap, **kw

@@ -1,4 +1,4 @@
-"""Schedules in the store, held against every store (memory, SQLite, PostgreSQL).
+"""Schedules in the store, held against every store (memory, SQLite, PostgreSQL, dicts).
 
 The store methods are what the CLI uses without a node, and ``claim`` is where the next
 occurrence and the misfire policy are written; a node is simulated here by calling
@@ -30,6 +30,12 @@ HOUR = 3600 * S
 LEASE = 60 * S
 #: a round UTC time (a multiple of every interval below), in the near future
 T0 = to_us(datetime(2031, 6, 2, tzinfo=UTC))
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "dict"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Every store, and a store of one's own (``tests/support/dict_store.py``)."""
+    return str(request.param)
 
 
 def every(minutes: int, **kw: object) -> Schedule:

@@ -1,9 +1,10 @@
 """The Store contract (``tickwork.stores.base``), held against every store.
 
-Each test runs on the memory store, the SQLite store (a fresh file) and PostgreSQL (a
-fresh schema; skipped without a server). Times are real UTC microseconds around "now", so
-a store that takes lease times from its own clock (PostgreSQL's ``now()``) agrees with one
-that uses ``now_us``.
+Each test runs on the memory store, the SQLite store (a fresh file), PostgreSQL (a
+fresh schema; skipped without a server) and a store of one's own over plain dicts
+(``tests/support/dict_store.py``, written with only what ``tickwork.stores`` exports).
+Times are real UTC microseconds around "now", so a store that takes lease times from its
+own clock (PostgreSQL's ``now()``) agrees with one that uses ``now_us``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from tickwork.stores.cluster import NodeRegistry
 
 S = 1_000_000  # one second in µs
 LEASE = 60 * S
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "dict"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -714,7 +720,7 @@ async def test_get_unknown_is_none(store: Store) -> None:
 
 async def test_change_token_ignores_our_own_commits(kind: str, store: Store, now: int) -> None:
     before = await store.change_token()
-    if kind == "memory":  # nothing else can write to it: the Puller does not poll
+    if kind in ("memory", "dict"):  # nothing else can write to it: the Puller does not poll
         assert before is None
         return
     assert isinstance(before, int)

@@ -1,6 +1,7 @@
 """The ``kind`` and ``store`` fixtures: one open store of each kind (memory, sqlite,
 postgres), for the tests that every store must pass (loaded by ``conftest.py``; a test
-module may define its own ``store`` instead)."""
+module may define its own ``store`` instead, or its own ``kind``: the conformance suite
+adds ``"dict"``, the store over plain dicts of ``tests/support/dict_store.py``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     s: Store
     if kind == "memory":
         s = MemoryStore()
+    elif kind == "dict":  # a store of one's own (tests/support/dict_store.py)
+        from tests.support.dict_store import DictStore
+
+        s = DictStore()
     elif kind == "sqlite":
         from tickwork.stores.sqlite import SQLiteStore
 
