@@ -14,13 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.test_store_conformance import LEASE, S, claim_all, done, now, row
+from tests.test_store_conformance import LEASE, S, claim_all, done, kind, now, row
 from tickwork.errors import IllegalTransition
 from tickwork.model import Finish, Instance
 from tickwork.state import State
 from tickwork.stores import INTERRUPTED, Store
 
-__all__ = ["now"]  # the fixture, used by name
+__all__ = ["kind", "now"]  # the fixtures (kind: every store, the dict store too), by name
 
 
 def started(inst: Instance, at: int, **kw: object) -> Finish:

@@ -17,8 +17,8 @@ another share a commit). Only after the write was accepted (the claim still held
 fencing) does it publish events, call the task's hooks and tell the Puller the
 instances' places in the window are free (``RoomFreed``), and when a retry was written,
 when it is due (``PendingAt``). It learns of aborts requested for what the node holds
-from the Aborts actor (``AbortRequested``) before their outcomes come, reports the ABORTED the store then writes, and tells the
-API's abort waiters (``AbortRecorded``).
+from the Aborts actor (``AbortRequested``) before their outcomes come, reports the
+ABORTED the store then writes, and tells the API's abort waiters (``AbortRecorded``).
 """
 
 from __future__ import annotations
