@@ -10,6 +10,7 @@ row lock exists for.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +210,7 @@ async def test_two_owners_asking_at_once_admit_one(store: Store) -> None:
 
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[Store, Store, str, str]]:
+
     from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
 
@@ -328,9 +330,13 @@ async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
     monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 3)
     old = SQLiteStore(db)
     await old.open()
+    with sqlite3.connect(db) as c:  # the column this code writes, dropped again below
+        c.execute("ALTER TABLE schedules ADD COLUMN notify TEXT")
     await old.add_schedule(every10(), T0)
     first = await take(old, "a", N1)
     await old.aclose()
+    with sqlite3.connect(db) as c:
+        c.execute("ALTER TABLE schedules DROP COLUMN notify")
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full)
     monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", len(full))
     new = SQLiteStore(db)
@@ -343,19 +349,11 @@ async def test_sqlite_file_of_the_previous_schema_version_is_migrated(
         await new.aclose()
 
 
-def _add_running_columns(dsn: str, schema: str, migrations: Any) -> None:
-    import psycopg
-
-    from tickwork.stores.postgres import _migrations as _pg_migrations
-
-    [statement] = dict(migrations)[9]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(_pg_migrations.render(statement, schema))
-
-
 async def test_postgres_schema_of_the_previous_version_is_migrated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import psycopg
+
     from tests.support.pg_support import drop_schema, fresh_schema, require_pg
     from tickwork.stores.postgres import PostgresStore
     from tickwork.stores.postgres import _migrations as _pg_migrations
@@ -367,10 +365,22 @@ async def test_postgres_schema_of_the_previous_version_is_migrated(
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="a")
-        _add_running_columns(dsn, schema, full)  # what this version's claim statement reads
+        # the columns this code writes (PostgreSQL schemas 9 and 10), dropped again before
+        # the migration
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f'ALTER TABLE "{schema}".schedules ADD COLUMN notify text')
+            c.execute(
+                f'ALTER TABLE "{schema}".instances ADD COLUMN started_us bigint, '
+                "ADD COLUMN repeatable boolean NOT NULL DEFAULT false"
+            )
         await old.add_schedule(every10(), T0)
         first = await take(old, "a", N1)
         await old.aclose()
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f'ALTER TABLE "{schema}".schedules DROP COLUMN notify')
+            c.execute(
+                f'ALTER TABLE "{schema}".instances DROP COLUMN started_us, DROP COLUMN repeatable'
+            )
         monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full)
         new = PostgresStore(dsn, schema=schema)
         await new.open(node_id="b")

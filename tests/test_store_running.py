@@ -193,8 +193,8 @@ async def test_a_running_row_of_an_older_sqlite_file_stays_at_most_once(
 
     db = tmp_path / "old.db"
     full = _sqlite_schema.MIGRATIONS
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:9])
-    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 9)
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:10])
+    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 10)
     with sqlite3.connect(db, isolation_level=None) as conn:
         _sqlite_schema.prepare(conn, str(db))
         conn.execute(
@@ -227,7 +227,7 @@ async def test_a_running_row_of_an_older_postgres_schema_stays_at_most_once(
     dsn = require_pg()
     schema = fresh_schema()
     full = _pg_migrations.MIGRATIONS
-    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", tuple(m for m in full if m[0] < 9))
+    monkeypatch.setattr(_pg_migrations, "MIGRATIONS", tuple(m for m in full if m[0] < 10))
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="node")

@@ -28,6 +28,8 @@ _TERMINAL: Final = frozenset({State.SUCCEEDED, State.FAILED, State.ABORTED, Stat
 _REMEMBERED: Final = 100_000
 #: messages waiting to be posted; more are dropped (and counted)
 _OUTBOX: Final = 100
+#: seconds a schedule's ``notify`` read from the store is used before it is read again
+SCHEDULE_TTL: Final = 60.0
 
 
 @attrs.frozen
@@ -53,12 +55,15 @@ class Notifier:
         self._settings = settings
         self._notified: OrderedDict[int, None] = OrderedDict()
         self._limits: dict[str, _Limit] = {}
-        self._running: dict[int, tuple[float, TransitionEvent]] = {}  # (deadline, start)
+        #: per running instance: its overdue deadline, its start event, the setting used
+        self._running: dict[int, tuple[float, TransitionEvent, Notify]] = {}
         self._overdue: list[tuple[float, int]] = []  # (trio deadline, instance id)
         self._wake = trio.Event()
         self._stopped = False
         self._outbox, self._inbox = trio.open_memory_channel[_Message](_OUTBOX)
         self.dropped = 0
+        #: schedule id -> (its notify, trio time until which that is used)
+        self._by_schedule: dict[str, tuple[Notify | None, float]] = {}
 
     async def run(self, done: trio.Event) -> None:
         """Until the node's event stream ends, then until every queued notice is posted
@@ -72,7 +77,7 @@ class Notifier:
                         if isinstance(item, EventsLost):
                             log.warning("notifier fell behind: %d events not seen", item.count)
                         else:
-                            self._see(item)
+                            self._see(item, await self._setting(item))
                     # the node stopped: no run is overdue any more, and the post loop
                     # ends once the outbox is empty
                     self._stopped = True
@@ -80,14 +85,33 @@ class Notifier:
         finally:
             done.set()
 
-    def _see(self, ev: TransitionEvent) -> None:
-        notify = self._settings.get(ev.task)
+    async def _setting(self, ev: TransitionEvent) -> Notify | None:
+        """The schedule's own ``notify`` (read from the store, kept for
+        :data:`SCHEDULE_TTL` seconds), else the task's."""
+        sid = ev.schedule_id
+        if sid is None:
+            return self._settings.get(ev.task)
+        now = trio.current_time()
+        cached = self._by_schedule.get(sid)
+        if cached is None or cached[1] <= now:
+            try:
+                schedule = await self._store.get_schedule(sid)
+            except TickworkError as exc:
+                log.debug("could not read schedule %r: %s", sid, exc)
+                schedule = None
+            own = None if schedule is None else schedule.notify
+            if len(self._by_schedule) >= _REMEMBERED:
+                self._by_schedule.clear()
+            cached = self._by_schedule[sid] = (own, now + SCHEDULE_TTL)
+        return cached[0] or self._settings.get(ev.task)
+
+    def _see(self, ev: TransitionEvent, notify: Notify | None) -> None:
         if notify is None:
             return
         if ev.to_state is State.RUNNING:
             if notify.overdue_after is not None and "overdue" in notify.on:
                 deadline = trio.current_time() + notify.overdue_after.total_seconds()
-                self._running[ev.instance_id] = (deadline, ev)
+                self._running[ev.instance_id] = (deadline, ev, notify)
                 heapq.heappush(self._overdue, (deadline, ev.instance_id))
                 self._wake.set()
             return
@@ -104,8 +128,8 @@ class Notifier:
                 deadline, iid = heapq.heappop(self._overdue)
                 # only this run's own deadline: a retry of the instance has a later one
                 if self._running.get(iid, (None,))[0] == deadline:
-                    _, ev = self._running.pop(iid)
-                    self._queue("overdue", self._settings[ev.task], ev)
+                    _, ev, notify = self._running.pop(iid)
+                    self._queue("overdue", notify, ev)
             self._wake = trio.Event()
             deadline = self._overdue[0][0] if self._overdue else float("inf")
             with trio.move_on_at(deadline):

@@ -1,5 +1,11 @@
 """Failure notifications: ``Task.notify = Notify(url=...)`` posts a JSON message to a webhook
 when an instance of the task fails for good, is MISSED, or runs longer than expected.
+A schedule may have a ``notify`` of its own (``add_schedule(..., notify=Notify(...))``,
+stored with it), used for its occurrences instead of the task's; the notifier reads it
+from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds.
+A node runs the notifier when a task of it has a ``notify`` or a stored schedule had one
+when it started: a first schedule with ``notify`` added while a node without either runs
+is notified from that node's next start.
 
 The node's notifier is a small actor of its own, subscribed to the node's event stream
 (``scheduler.subscribe()``): it never blocks the Recorder or any other actor (a full
@@ -15,6 +21,7 @@ code (Standard Webhooks signature when ``TICKWORK_WEBHOOK_SECRET`` is set, ``web
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -24,6 +31,7 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
+from tickwork._time import td_us
 from tickwork.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -85,6 +93,35 @@ class Notify:
     timeout: float = 10.0
 
 
+def notify_to_json(notify: Notify) -> str:
+    """``notify`` as the JSON text a store keeps with a schedule."""
+    return json.dumps(
+        {
+            "url": notify.url,
+            "on": list(notify.on),
+            "overdue_after_us": None
+            if notify.overdue_after is None
+            else td_us(notify.overdue_after),
+            "min_interval_us": td_us(notify.min_interval),
+            "timeout": notify.timeout,
+        },
+        separators=(",", ":"),
+    )
+
+
+def notify_from_json(text: str) -> Notify:
+    """The :class:`Notify` stored as ``text`` by :func:`notify_to_json`."""
+    d = json.loads(text)
+    overdue = d.get("overdue_after_us")
+    return Notify(
+        url=d["url"],
+        on=tuple(d["on"]),
+        overdue_after=None if overdue is None else timedelta(microseconds=overdue),
+        min_interval=timedelta(microseconds=d["min_interval_us"]),
+        timeout=float(d["timeout"]),
+    )
+
+
 def notify_settings(tasks: Iterable[Task]) -> dict[str, Notify]:
     """Each task's ``notify`` by task name (tasks without one left out).
 
@@ -113,10 +150,12 @@ class NotifierHost:
         self._store = store
         self.done = trio.Event()
         self.done.set()  # nothing to wait for until a notifier runs
+        #: a stored schedule has a ``notify`` of its own (found when the node started)
+        self.schedules = False
 
     def watch(self, scheduler: Scheduler) -> None:
         """Start notifying about ``scheduler``'s events (nothing if no task asks)."""
-        if not self._settings:
+        if not self._settings and not self.schedules:
             return
         from tickwork._notifier import Notifier  # noqa: PLC0415 - a cycle at import time
 
@@ -124,6 +163,19 @@ class NotifierHost:
         notifier = Notifier(scheduler.subscribe(), self._settings, self._store)
         self.done = trio.Event()
         self._nursery.start_soon(notifier.run, self.done)
+
+
+async def _any_schedule_notifies(store: Store) -> bool:
+    """Whether a stored schedule has a ``notify`` of its own (a page of schedules at a
+    time; a node without any runs no notifier, so its events cost nothing more)."""
+    after: str | None = None
+    while True:
+        page = await store.list_schedules(limit=1_000, after_id=after)
+        if any(s.notify is not None for s in page):
+            return True
+        if len(page) < 1_000:
+            return False
+        after = page[-1].id
 
 
 @asynccontextmanager
@@ -134,6 +186,7 @@ async def open_notifier(tasks: Iterable[Task], store: Store) -> AsyncIterator[No
     settings = notify_settings(tasks)
     async with trio.open_nursery() as nursery:
         host = NotifierHost(nursery, settings, store)
+        host.schedules = await _any_schedule_notifies(store)
         try:
             yield host
         except BaseException:

@@ -7,6 +7,7 @@ lock), so they work while a node runs on it; the node notices the change by poll
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
 from tickwork.model import unpack
 from tickwork.node import operations as _operations
+from tickwork.notify import Notify, notify_to_json
 from tickwork.schedules.plan import due_at
 from tickwork.schedules.schedule import (
     DEFAULT_CATCHUP_LIMIT,
@@ -112,6 +114,16 @@ def policy_options(f: F) -> F:
         is_flag=True,
         help="Replace a schedule with the same id and another definition.",
     )(f)
+
+
+def _notify(url: str | None, on: str, overdue: timedelta | None) -> Notify | None:
+    """``--notify-url/--notify-on/--notify-overdue`` as a Notify (InvalidArgument if bad)."""
+    if url is None:
+        if overdue is not None:
+            raise InvalidArgument("--notify-overdue needs --notify-url")
+        return None
+    events = tuple(e.strip() for e in on.split(",") if e.strip())
+    return Notify(url=url, on=events, overdue_after=overdue)  # type: ignore[arg-type]
 
 
 def cron_trigger(expr: str, zone: str) -> Cron:
@@ -205,6 +217,7 @@ def schedule_dict(s: Schedule, now_us: int) -> dict[str, Any]:
         "last_fire_at": iso(s.last_fire_us),
         "created_at": iso(s.created_us),
         "updated_at": iso(s.updated_us),
+        "notify": None if s.notify is None else json.loads(notify_to_json(s.notify)),
     }
 
 
@@ -255,6 +268,21 @@ def cron() -> None:
 @click.option("--start", "start_at", type=TIME, help="No fire time before this time.")
 @click.option("--end", "end_at", type=TIME, help="No fire time after this time.")
 @click.option("--paused", is_flag=True, help="Add it paused.")
+@click.option(
+    "--notify-url",
+    metavar="URL",
+    help="Post a JSON notice of failed, missed or overdue occurrences to this webhook.",
+)
+@click.option(
+    "--notify-on",
+    metavar="EVENTS",
+    default="failed,missed,overdue",
+    show_default=True,
+    help="With --notify-url: which events notify (comma-separated).",
+)
+@click.option(
+    "--notify-overdue", type=DURATION, help="With --notify-url: a run longer than this is overdue."
+)
 @policy_options
 @force_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -272,6 +300,9 @@ def add(
     start_at: datetime | None,
     end_at: datetime | None,
     paused: bool,
+    notify_url: str | None,
+    notify_on: str,
+    notify_overdue: timedelta | None,
     overlap: str,
     misfire: str,
     grace: timedelta,
@@ -312,6 +343,7 @@ def add(
             catchup_limit=catchup_limit,
             overlap=overlap,
             paused=paused,
+            notify=_notify(notify_url, notify_on, notify_overdue),
         )
     except InvalidArgument as exc:
         raise click.UsageError(str(exc)) from None

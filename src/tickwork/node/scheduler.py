@@ -30,6 +30,7 @@ from tickwork.node._arguments import (
 from tickwork.node.context import NodeContext
 from tickwork.node.listing import list_instances
 from tickwork.node.statistics import SchedulerStatistics, node_statistics, this_node
+from tickwork.notify import Notify
 from tickwork.schedules.schedule import (
     DEFAULT_CATCHUP_LIMIT,
     DEFAULT_GRACE,
@@ -291,6 +292,7 @@ class Scheduler:
         overlap: Overlap | str = "skip",
         paused: bool = False,
         replace: bool = False,
+        notify: Notify | None = None,
     ) -> str:
         """Store a recurring schedule of ``task`` and its next occurrence; returns its id.
 
@@ -309,6 +311,9 @@ class Scheduler:
             paused: store it paused (no occurrence until ``resume_schedule``).
             replace: replace a schedule with this id and another definition (its pending
                 occurrences are aborted) instead of refusing.
+            notify: ``tickwork.Notify(url=...)``: post a notice when an occurrence fails
+                for good, is missed or runs overdue; stored with the schedule, and used
+                instead of the task's ``notify`` for its occurrences.
 
         Raises:
             InvalidArgument: a bad argument (the message names it and the accepted forms),
@@ -329,6 +334,7 @@ class Scheduler:
             catchup_limit=catchup_limit,
             overlap=overlap,
             paused=paused,
+            notify=notify,
         )
         if not isinstance(replace, bool):
             raise InvalidArgument(f"replace must be True or False, got {replace!r}")

@@ -22,6 +22,7 @@ import attrs
 from tickwork._time import check_duration, from_us, td_us, to_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import params_bytes
+from tickwork.notify import Notify
 from tickwork.schedules.triggers import Cron, Interval
 
 __all__ = [
@@ -111,6 +112,9 @@ class Schedule:
     ended: bool = False
     created_us: int = 0
     updated_us: int = 0
+    #: where to post notices of its occurrences (failed, missed, overdue); None: the
+    #: task's own ``notify``, if any
+    notify: Notify | None = None
 
     @property
     def start_at(self) -> datetime | None:
@@ -155,13 +159,14 @@ class Schedule:
             self.grace_us,
             self.catchup_limit,
             self.overlap,
+            self.notify,
         )
 
     def differences(self, other: Schedule) -> list[str]:
         """The names of the definition fields in which ``other`` differs."""
         names = (
             "task", "trigger", "params", "start_at", "end_at", "jitter", "misfire",
-            "grace", "catchup_limit", "overlap",
+            "grace", "catchup_limit", "overlap", "notify",
         )  # fmt: skip
         mine, theirs = self.definition(), other.definition()
         return [n for n, a, b in zip(names, mine, theirs, strict=True) if a != b]
@@ -243,6 +248,7 @@ def new_schedule(
     catchup_limit: int = DEFAULT_CATCHUP_LIMIT,
     overlap: Overlap | str = Overlap.SKIP,
     paused: bool = False,
+    notify: Notify | None = None,
 ) -> Schedule:
     """Check an ``add_schedule`` call and build the :class:`Schedule` to store.
 
@@ -274,6 +280,8 @@ def new_schedule(
         )
     if not isinstance(paused, bool):
         raise InvalidArgument(f"paused must be True or False, got {paused!r}")
+    if notify is not None and not isinstance(notify, Notify):
+        raise InvalidArgument(f"notify must be a tickwork.Notify or None, got {notify!r}")
     sid = default_schedule_id(task, trigger, packed) if schedule_id is None else schedule_id
     return Schedule(
         id=check_schedule_id(sid),
@@ -288,6 +296,7 @@ def new_schedule(
         catchup_limit=catchup_limit,
         overlap=_policy(Overlap, "overlap", overlap),
         paused=paused,
+        notify=notify,
     )
 
 

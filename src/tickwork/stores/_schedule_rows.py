@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tickwork.notify import notify_from_json, notify_to_json
 from tickwork.schedules.schedule import (
     Misfire,
     Overlap,
@@ -20,7 +21,7 @@ __all__ = ["SCHEDULE_COLUMNS", "schedule_from_row", "schedule_row"]
 SCHEDULE_COLUMNS = (
     "id, task, trigger_kind, cron_expr, cron_tz, every_us, interval_start_us, params, "
     "start_at_us, end_at_us, jitter_us, misfire, grace_us, catchup_limit, overlap, paused, "
-    "last_fire_us, ended, created_us, updated_us"
+    "last_fire_us, ended, created_us, updated_us, notify"
 )
 
 
@@ -30,6 +31,7 @@ def schedule_row(s: Schedule) -> tuple[object, ...]:
         s.id, s.task, *trigger_fields(s.trigger), s.params, s.start_at_us, s.end_at_us,
         s.jitter_us, s.misfire.value, s.grace_us, s.catchup_limit, s.overlap.value,
         s.paused, s.last_fire_us, s.ended, s.created_us, s.updated_us,
+        None if s.notify is None else notify_to_json(s.notify),
     )  # fmt: skip
 
 
@@ -52,4 +54,5 @@ def schedule_from_row(r: Sequence[Any]) -> Schedule:
         ended=bool(r[17]),
         created_us=r[18],
         updated_us=r[19],
+        notify=None if r[20] is None else notify_from_json(r[20]),
     )

@@ -136,11 +136,9 @@ _V6_OUTPUT: Final[tuple[str, ...]] = ("ALTER TABLE {s}.history ADD COLUMN output
 # at-least-once run (given back, it runs again) or an at-most-once one (given back, it
 # fails as interrupted). Rows RUNNING before this version are at-most-once. A column with
 # a constant default is added without rewriting the table.
-_V9_RUNNING: Final[tuple[str, ...]] = (
-    # IF NOT EXISTS: tests of older versions' migrations add these by hand, as the
-    # statements of this version need them
-    """ALTER TABLE {s}.instances ADD COLUMN IF NOT EXISTS started_us bigint,
-        ADD COLUMN IF NOT EXISTS repeatable boolean NOT NULL DEFAULT false""",
+_V10_RUNNING: Final[tuple[str, ...]] = (
+    """ALTER TABLE {s}.instances ADD COLUMN started_us bigint,
+        ADD COLUMN repeatable boolean NOT NULL DEFAULT false""",
 )
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -152,7 +150,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (6, _V6_OUTPUT),
     (7, _pg_tokens.V7_TOKENS),
     (8, _pg_cluster.V8_NODE_TASKS),
-    (9, _V9_RUNNING),
+    (9, _pg_schedules.V9_SCHEDULE_NOTIFY),
+    (10, _V10_RUNNING),
 )
 
 

@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from tickwork.stores.postgres._rows import Session
     from tickwork.stores.postgres._schema import Queries
 
-__all__ = ["V4_SCHEDULES", "V5_ADMITTED", "PgScheduleMethods", "after_abort", "after_claim"]
+__all__ = [
+    "V4_SCHEDULES",
+    "V5_ADMITTED",
+    "V9_SCHEDULE_NOTIFY",
+    "PgScheduleMethods",
+    "after_abort",
+    "after_claim",
+]
 
 T = TypeVar("T")
 
@@ -76,13 +83,16 @@ V5_ADMITTED: Final[tuple[str, ...]] = (
     "ALTER TABLE {s}.schedules ADD COLUMN active_id bigint, ADD COLUMN active_token bigint",
 )
 
+# A schedule's own failure notifications (tickwork.Notify as JSON text, NULL: none; #14).
+V9_SCHEDULE_NOTIFY: Final[tuple[str, ...]] = ("ALTER TABLE {s}.schedules ADD COLUMN notify text",)
+
 _COLS: Final = SCHEDULE_COLUMNS
 _NAMES: Final = [c.strip() for c in SCHEDULE_COLUMNS.split(",")]
 #: The SQL type of each column of SCHEDULE_COLUMNS (save sends one array per column).
 _TYPES: Final = (
     "text", "text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint", "bigint",
     "bigint", "text", "bigint", "integer", "text", "boolean", "bigint", "boolean", "bigint",
-    "bigint",
+    "bigint", "text",
 )  # fmt: skip
 
 

@@ -193,10 +193,15 @@ _V9_TASK: Final = """
 CREATE INDEX ix_instances_task ON instances (task);
 """
 
+# A schedule's own failure notifications (tickwork.Notify as JSON text, NULL: none; #14).
+_V10_SCHEDULE_NOTIFY: Final = """
+ALTER TABLE schedules ADD COLUMN notify TEXT;
+"""
+
 # The start of the run in progress (NULL unless RUNNING), and whether a RUNNING row is
 # an at-least-once run (1: given back, it runs again) or an at-most-once one (0: given
 # back, it fails as interrupted). Rows RUNNING before this version are at-most-once.
-_V10_RUNNING: Final = """
+_V11_RUNNING: Final = """
 ALTER TABLE instances ADD COLUMN started_us INTEGER;
 ALTER TABLE instances ADD COLUMN repeatable INTEGER NOT NULL DEFAULT 0;
 """
@@ -212,7 +217,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     V7_TOKENS,  # the HTTP API's tokens, hashed (tickwork.stores.sqlite._tokens)
     _V8_NODES,
     _V9_TASK,
-    _V10_RUNNING,
+    _V10_SCHEDULE_NOTIFY,
+    _V11_RUNNING,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -1,0 +1,157 @@
+"""A schedule's own ``notify`` (``add_schedule(..., notify=Notify(...))``): stored with the
+schedule in every store, and used by the node for its occurrences instead of the task's.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+import tickwork
+from tests.support.cli import error_line
+from tests.support.cli import tw_cmd as tw
+from tests.support.helpers import wait_until
+from tests.test_notify import Failing, start_receiver
+from tests.test_schedules_store import T0
+from tickwork import Notify
+from tickwork.errors import InvalidArgument
+from tickwork.notify import notify_from_json, notify_to_json
+from tickwork.schedules.schedule import new_schedule
+from tickwork.schedules.triggers import Cron, Interval
+from tickwork.stores import SQLiteStore, Store
+from tickwork.testing import VirtualClock
+
+HOOK = Notify(
+    url="https://hooks.example/T1",
+    on=("failed", "overdue"),
+    overdue_after=timedelta(minutes=15),
+    min_interval=timedelta(seconds=90),
+    timeout=3.5,
+)
+
+
+def test_notify_round_trips_through_its_stored_form() -> None:
+    assert notify_from_json(notify_to_json(HOOK)) == HOOK
+    plain = Notify(url="http://x/")
+    assert notify_from_json(notify_to_json(plain)) == plain
+
+
+async def test_a_schedule_keeps_its_notify(store: Store) -> None:
+    every = Interval(timedelta(minutes=5))
+    written = await store.add_schedule(new_schedule("t", every, schedule_id="n", notify=HOOK), T0)
+    assert written.schedule.notify == HOOK
+    got = await store.get_schedule("n")
+    assert got is not None
+    assert got.notify == HOOK
+    [listed] = await store.list_schedules()
+    assert listed.notify == HOOK
+    # the same definition changes nothing; another notify is another definition
+    again = await store.add_schedule(new_schedule("t", every, schedule_id="n", notify=HOOK), T0)
+    assert again.change == "unchanged"
+    other = Notify(url="https://hooks.example/T2")
+    with pytest.raises(InvalidArgument, match=r"different notify; pass replace=True"):
+        await store.add_schedule(new_schedule("t", every, schedule_id="n", notify=other), T0)
+    await store.add_schedule(
+        new_schedule("t", every, schedule_id="n", notify=None), T0, replace=True
+    )
+    got = await store.get_schedule("n")
+    assert got is not None
+    assert got.notify is None
+
+
+def test_a_bad_notify_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match=r"notify must be a tickwork\.Notify or None"):
+        new_schedule("t", Cron("* * * * *"), notify="https://x/")  # type: ignore[arg-type]
+
+
+async def test_a_file_of_the_previous_schema_gets_the_column(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    store = SQLiteStore(db)
+    await store.open()
+    await store.add_schedule(new_schedule("t", Cron("* * * * *"), schedule_id="old"), T0)
+    await store.aclose()
+    with sqlite3.connect(db) as conn:  # back to the schema before the notify column
+        conn.execute("ALTER TABLE schedules DROP COLUMN notify")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {version - 1}")
+        conn.execute(
+            "UPDATE tickwork_meta SET value = ? WHERE key = 'schema_version'", (version - 1,)
+        )
+    conn.close()
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        got = await store.get_schedule("old")
+        assert got is not None
+        assert got.notify is None
+        await store.add_schedule(
+            new_schedule("t", Cron("* * * * *"), schedule_id="new", notify=HOOK), T0
+        )
+        assert (await store.get_schedule("new")).notify == HOOK  # type: ignore[union-attr]
+    finally:
+        await store.aclose()
+
+
+async def test_an_occurrence_is_notified_to_its_schedules_url(autojump_clock, nursery):
+    for_task = await start_receiver(nursery)
+    for_schedule = await start_receiver(nursery)
+    task = Failing()
+    task.notify = Notify(url=for_task.url)  # type: ignore[misc]
+    clock = VirtualClock()
+    async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[task], clock=clock) as s:
+        await s.add_schedule(
+            "failing", Cron("*/10 * * * *"), schedule_id="s", notify=Notify(url=for_schedule.url)
+        )
+        iid = await s.schedule("failing", at=clock.now())  # not of the schedule
+        await wait_until(lambda: for_schedule.bodies and for_task.bodies)
+    [body] = for_schedule.bodies
+    assert body["schedule_id"] == "s"
+    assert body["event"] == "failed"
+    assert [b["instance_id"] for b in for_task.bodies] == [iid]
+
+
+async def test_a_node_whose_tasks_do_not_notify_runs_the_notifier_for_a_stored_schedule(
+    autojump_clock, nursery, tmp_path
+):
+    receiver = await start_receiver(nursery)
+    clock = VirtualClock()
+    db = tmp_path / "t.db"
+    async with tickwork.open_scheduler(SQLiteStore(db), tasks=[Failing()], clock=clock) as s:
+        assert not s._node.hub.active  # nothing asks yet: no subscription
+        await s.add_schedule(
+            "failing", Cron("*/10 * * * *"), schedule_id="s", notify=Notify(url=receiver.url)
+        )
+    async with tickwork.open_scheduler(SQLiteStore(db), tasks=[Failing()], clock=clock) as s:
+        assert s._node.hub.active
+        with trio.fail_after(3600):
+            await wait_until(lambda: receiver.bodies)
+    [body] = receiver.bodies
+    assert (body["schedule_id"], body["event"]) == ("s", "failed")
+
+
+def test_cron_add_stores_a_notify_and_ls_shows_it(tmp_path: Path) -> None:
+    db = tmp_path / "cron.db"
+    tw(
+        "cron", "add", "0 3 * * *", "--id", "nightly", "--notify-url", "https://hooks.example/T",
+        "--notify-on", "failed,overdue", "--notify-overdue", "1h", "--", "backup.sh", db=db,
+    )  # fmt: skip
+    [listed] = json.loads(tw("cron", "ls", "--json", db=db).stdout)
+    assert listed["notify"] == {
+        "url": "https://hooks.example/T",
+        "on": ["failed", "overdue"],
+        "overdue_after_us": 3_600_000_000,
+        "min_interval_us": 300_000_000,
+        "timeout": 10.0,
+    }
+    bad = tw(
+        "cron", "add", "0 3 * * *", "--id", "x", "--notify-url", "ftp://x", "--", "true",
+        db=db, code=2,
+    )  # fmt: skip
+    assert "http:// or https:// URL" in error_line(bad)
+    lone = tw("cron", "add", "0 3 * * *", "--notify-overdue", "1h", "--", "true", db=db, code=2)
+    assert "--notify-overdue needs --notify-url" in error_line(lone)
