@@ -162,8 +162,17 @@ async def lateness(path: Path, rate: int, duration: float) -> dict[str, float]:
     """``lateness.py``'s chunked feed at ``rate`` (default GC settings)."""
     import lateness as lt
 
+    _timings[0] = _Timings()
     r = await lt.run_rate(path, rate, duration, "chunks", chunk=1.0, ahead=2.0)
-    return {k: r[k] for k in ("p50_ms", "p99_ms", "max_ms")}
+    t = _timings[0]
+    calls = max(t.calls, 1)
+    return {
+        **{k: r[k] for k in ("p50_ms", "p99_ms", "max_ms")},
+        "handed_off": t.calls,
+        "queue_ms": t.queue / calls * 1e3,
+        "run_ms": t.run / calls * 1e3,
+        "back_ms": t.back / calls * 1e3,
+    }
 
 
 async def measure(
@@ -202,7 +211,8 @@ def main() -> None:
     keys = ["rate", "limit", "ratio", "cpu_us", "calls_per_k", "queue_ms", "run_ms", "wait_ms"]
     keys += ["back_ms", "handoff_share"]
     if late is not None:
-        keys = ["p50_ms", "p99_ms", "max_ms", "limit"]
+        keys = ["p50_ms", "p99_ms", "max_ms", "handed_off", "queue_ms", "run_ms", "back_ms"]
+        keys += ["limit"]
     med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in per.items()}
     rows = [[v, *(f"{med[v][k]:,.3g}" for k in keys)] for v in names]
     print_table(

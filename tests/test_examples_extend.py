@@ -62,3 +62,16 @@ async def test_remote_pool_example(autojump_clock, capsys):
     assert lines.index("pool: job (3, 1) resize received") < lines.index(
         "pool: job (3, 1) cancelled"
     )
+
+
+async def test_store_wrapper_example(autojump_clock, capsys):
+    from tests.support.protocol_check import STORE_METHODS
+
+    store = await _main("store_wrapper.py")(VirtualClock())
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["hello 0", "hello 1", "hello 2"]
+    assert out[3].startswith("inserts: 1; outcomes written in ")
+    assert store.calls["insert"] == 1
+    assert 1 <= store.calls["finish"] <= 3
+    assert store.calls["claim"] >= 1
+    assert set(store.calls) <= set(STORE_METHODS)  # every call went through _call

@@ -127,7 +127,7 @@ async def test_metrics_after_runs(node):
     for name in ("tickwork_held", "tickwork_running", "tickwork_oldest_pending_age_seconds"):
         assert name in families
     labels = {k for f in families.values() for smp in f.samples for k in smp.labels}
-    assert labels <= {"state", "task", "outcome", "operation", "schedule", "le"}
+    assert labels <= {"state", "task", "outcome", "operation", "schedule", "le", "reason"}
 
 
 async def test_serve_refuses_a_public_address_without_a_token(node):
@@ -159,12 +159,16 @@ def test_iso_times_are_utc():
 @pytest.mark.parametrize("at_us", [1_700_000_000_123_456, 1_700_000_000_000_000, 5])
 def test_an_event_is_framed_as_its_json_document(at_us):
     from tickwork.http._json import event_doc
-    from tickwork.http._sse import _frame
+    from tickwork.http._sse import _frames
     from tickwork.state import State
 
     event = tickwork.TransitionEvent(5, 'odd "task"\n', State.CLAIMED, State.RUNNING, at_us, "n:1")
-    line = _frame(event).decode()
-    assert line.startswith("data: ")
-    assert line.endswith("\n\n")
-    assert "\n" not in line[:-2]
-    assert json.loads(line[6:]) == event_doc(event)
+    other = tickwork.TransitionEvent(6, "t", State.RUNNING, State.FAILED, at_us + 1, "n:1")
+    framed = _frames([event, other]).decode()
+    assert framed.endswith("\n\n")
+    frames = framed[:-2].split("\n\n")
+    assert len(frames) == 2
+    for e, line in zip([event, other], frames, strict=True):
+        assert line.startswith("data: ")
+        assert "\n" not in line
+        assert json.loads(line[6:]) == event_doc(e)

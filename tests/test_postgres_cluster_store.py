@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.support.pg_support import drop_schema, fresh_schema, require_pg
+from tests.support.protocol_check import protocol_mismatches
 from tickwork.model import Finish, Instance, NewRow
 from tickwork.state import State
 from tickwork.stores.cluster import Changes, ClusterStore
@@ -71,7 +72,8 @@ def sql(pg: tuple[str, str], query: str, *params: object) -> list[tuple[Any, ...
 
 async def test_it_is_a_cluster_store(pg: tuple[str, str]) -> None:
     async with opened(pg) as store:
-        assert isinstance(store, ClusterStore)
+        assert protocol_mismatches(store, ClusterStore) == []  # each method, as declared
+        assert isinstance(store, ClusterStore)  # how the node tells cluster mode
         assert store.granted_lease_us(5 * S) == 5 * S
     assert PostgresStore(pg[0], lease=timedelta(seconds=2)).granted_lease_us(5 * S) == 2 * S
 

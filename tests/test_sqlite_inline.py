@@ -1,4 +1,5 @@
-"""Small SQLite store calls run on the trio thread (``INLINE_ROWS``): what must still hold.
+"""Small SQLite store calls run on the trio thread (``INLINE_ROWS``, off by default; on
+here): what must still hold.
 
 A call on the trio thread never overtakes a call queued on the store's thread, never makes
 the trio thread wait for another connection's write lock, and gives the same answers.
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -23,13 +25,17 @@ from tickwork.stores.sqlite._worker import Worker
 NOW = 1_900_000_000_000_000
 
 
+@pytest.fixture(autouse=True)
+def inline_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "INLINE_ROWS", 256)
+
+
 async def test_a_small_call_runs_on_the_trio_thread_when_the_store_thread_is_idle(
     tmp_path: Path,
 ) -> None:
     store = SQLiteStore(tmp_path / "t.db")
     await store.open(node_id="n1")
     try:
-        assert sqlite_store.INLINE_ROWS >= 1
         seen: list[int] = []
         conn = store._conn
         assert conn is not None

@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from tests.support.faults import FaultyStore
+import pytest
+
+from tests.support.faults import Crashed, FaultyStore
 from tests.support.protocol_check import STORE_METHODS, protocol_mismatches
 from tickwork.model import Finish, NewRow
 from tickwork.node.resilience import ResilientStore
@@ -91,6 +93,20 @@ def test_the_signature_check_can_fail() -> None:
     ]
     assert protocol_mismatches(object()) == [f"{name}: missing" for name in STORE_METHODS]
 
+    class Backwards(StoreWrapper):
+        async def granted_lease_us(self, requested_us: int) -> int:
+            return requested_us
+
+    from tickwork.stores.cluster import ClusterStore
+
+    assert protocol_mismatches(Backwards(MemoryStore()), ClusterStore) == [
+        "record_node: missing",
+        "nodes: missing",
+        "heartbeat: missing",
+        "granted_lease_us: an async method",
+        "wait_changed: missing",
+    ]
+
 
 async def test_every_protocol_call_goes_through_the_override_point() -> None:
     """Each protocol method (but ``open``/``aclose``) reaches ``_call`` under its own name,
@@ -122,3 +138,14 @@ async def test_list_without_where_reaches_a_store_that_predates_it() -> None:
     await store.open()
     await store.insert([NewRow("t", NOW, b"p")], NOW)
     assert [i.task for i in await store.list()] == ["t"]
+
+
+async def test_faulty_store_passes_other_methods_through_its_gate() -> None:
+    from tickwork.stores.postgres import PostgresStore
+
+    store = FaultyStore(PostgresStore("postgresql://unused", lease=timedelta(seconds=2)))
+    assert store.granted_lease_us(5 * S) == 2 * S  # a plain method stays plain
+    store.crash_now()
+    with pytest.raises(Crashed):
+        await store.heartbeat("me", S, held=0, running=0)  # an async one meets the gate
+    assert store.calls["heartbeat"] == 1

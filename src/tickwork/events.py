@@ -3,25 +3,42 @@
 Every subscriber has a bounded buffer. Publishing never blocks and never slows the
 actors: when a subscriber's buffer is full its oldest events are dropped and counted,
 and the subscriber receives an :class:`EventsLost` saying how many before the next event.
+
+The actors publish a batch's events together (a claim's CLAIMED events, a recorded
+batch's outcomes, the starts since a subscriber last read): one chunk per batch, which
+holds the instances the actors already have, not an event object per transition. A
+chunk becomes events when a subscriber reads it, so the events live only as long as
+the reader keeps them: a node streaming 30,000 transitions a second to a slow page
+buffers no per-event objects for Python's garbage collector to walk again and again. A
+subscriber reads one event at a time (:meth:`Subscription.receive`) or everything
+waiting at once (:meth:`Subscription.receive_batch`, what the HTTP event stream and
+metrics use).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime
-from typing import final
+from itertools import repeat
+from typing import TYPE_CHECKING, NamedTuple, final
 
 import attrs
 import trio
 
 from tickwork._time import from_us
-from tickwork.state import State
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from tickwork.model import Instance
+    from tickwork.state import State
 
 
-@final
-@attrs.frozen(slots=True)
-class TransitionEvent:
-    """One instance moved from one state to another on a node."""
+class TransitionEvent(NamedTuple):
+    """One instance moved from one state to another on a node.
+
+    A named tuple (immutable): a subscriber may read three for every instance the node
+    runs, and a tuple is built in a fraction of a frozen class's time.
+    """
 
     instance_id: int
     task: str
@@ -32,6 +49,10 @@ class TransitionEvent:
     #: when the instance was due (its ``run_at``), and its schedule, if any
     run_at_us: int = 0
     schedule_id: str | None = None
+    #: how it ended, for an instance that ended FAILED, ABORTED or MISSED: the error, or
+    #: the reason it was aborted or missed (:func:`tickwork.schedules.missed.reason_of`
+    #: sorts a MISSED reason into a few kinds)
+    error: str | None = None
 
     @property
     def at(self) -> datetime:
@@ -46,16 +67,64 @@ class EventsLost:
     count: int
 
 
+_new = tuple.__new__
+
+
+@final
+class _Chunk:
+    """Events not built yet: ``instances[k]`` moved from ``froms[k]`` (or ``froms``, one
+    state for all) to ``tos[k]`` at ``ats[k]`` (or ``ats``), with ``errors[k]``; or
+    events a publisher built (``made``)."""
+
+    __slots__ = ("ats", "errors", "froms", "instances", "made", "node", "tos")
+
+    def __init__(
+        self,
+        instances: list[Instance],
+        froms: list[State] | State,
+        tos: list[State] | State,
+        ats: list[int] | int,
+        node: str,
+        *,
+        errors: list[str | None] | None = None,
+        made: list[TransitionEvent] | None = None,
+    ) -> None:
+        self.instances, self.froms, self.tos, self.ats = instances, froms, tos, ats
+        self.node, self.errors, self.made = node, errors, made
+
+    def __len__(self) -> int:
+        return len(self.instances) if self.made is None else len(self.made)
+
+    def events(self, start: int, stop: int) -> list[TransitionEvent]:
+        """The events ``start`` to ``stop`` (excluded)."""
+        if self.made is not None:
+            return self.made[start:stop]
+        froms, tos, ats, errors = self.froms, self.tos, self.ats, self.errors
+        return [
+            _new(TransitionEvent, (i.id, i.task, f, t, a, self.node, i.run_at_us,
+                                   i.schedule_id, e))
+            for i, f, t, a, e in zip(
+                self.instances[start:stop],
+                froms[start:stop] if isinstance(froms, list) else repeat(froms),
+                tos[start:stop] if isinstance(tos, list) else repeat(tos),
+                ats[start:stop] if isinstance(ats, list) else repeat(ats),
+                repeat(None) if errors is None else errors[start:stop],
+                strict=False,  # the repeats are endless: the instances are the events
+            )
+        ]  # fmt: skip
+
+
 @final
 class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
     """A bounded stream of :class:`TransitionEvent` (and :class:`EventsLost`) items: a
     ``trio.abc.ReceiveChannel``.
 
-    Read it with ``async for``, :meth:`receive` or :meth:`receive_nowait`; any number of
-    tasks may read one subscription (each item goes to one of them, as with a trio memory
-    channel). When the node stops, the stream ends: what is buffered can still be read,
-    then ``trio.EndOfChannel`` (``async for`` ends) -- also when the node was cancelled
-    or crashed. Close it (:meth:`aclose`, :meth:`close`, or leave its ``async with`` /
+    Read it with ``async for``, :meth:`receive` or :meth:`receive_nowait`, or take
+    everything waiting at once with :meth:`receive_batch`; any number of tasks may read
+    one subscription (each item goes to one of them, as with a trio memory channel).
+    When the node stops, the stream ends: what is buffered can still be read, then
+    ``trio.EndOfChannel`` (``async for`` ends) -- also when the node was cancelled or
+    crashed. Close it (:meth:`aclose`, :meth:`close`, or leave its ``async with`` /
     ``with`` block) to unsubscribe: reading a closed subscription, or waiting to read
     when another task closes it, raises ``trio.ClosedResourceError``.
 
@@ -65,8 +134,11 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
 
     def __init__(self, hub: EventHub, buffer: int) -> None:
         self._hub = hub
-        # a full deque drops its oldest item on append: the buffer's bound
-        self._events: deque[TransitionEvent] = deque(maxlen=buffer)
+        self._buffer = max(buffer, 1)
+        #: chunks waiting, oldest first; the first one's events before ``_skip`` are read
+        self._chunks: deque[_Chunk] = deque()
+        self._skip = 0
+        self._waiting = 0  # events in _chunks, less _skip
         self._lost = 0
         self._readers = trio.lowlevel.ParkingLot()
         #: events dropped since subscribing because this subscriber fell behind
@@ -79,18 +151,70 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
         """Whether nothing more will arrive (closed by a reader, or the node stopped)."""
         return self._closed or self._ended
 
-    def _put(self, event: TransitionEvent) -> None:
-        events = self._events
-        if len(events) == events.maxlen:
-            self._lost += 1
-            self.total_lost += 1
-        events.append(event)
+    def _put(self, chunk: _Chunk) -> None:
+        self._chunks.append(chunk)
+        self._waiting += len(chunk)
+        over = self._waiting - self._buffer
+        if over > 0:  # full: the oldest events are dropped and counted
+            self._drop(over)
+        self._wake()
+
+    def _wake(self) -> None:
         if self._readers:
-            self._readers.unpark()
+            self._readers.unpark_all()
+
+    def _drop(self, n: int) -> None:
+        self._lost += n
+        self.total_lost += n
+        self._waiting -= n
+        chunks = self._chunks
+        while n:
+            left = len(chunks[0]) - self._skip
+            if left > n:
+                self._skip += n
+                return
+            chunks.popleft()
+            self._skip = 0
+            n -= left
 
     def _end(self) -> None:
         self._ended = True
         self._readers.unpark_all()
+
+    def _take(self, max_items: int) -> list[TransitionEvent]:
+        out: list[TransitionEvent] = []
+        chunks = self._chunks
+        while chunks and len(out) < max_items:
+            head = chunks[0]
+            room = max_items - len(out)
+            if len(head) - self._skip > room:
+                out += head.events(self._skip, self._skip + room)
+                self._skip += room
+                break
+            out += head.events(self._skip, len(head))
+            chunks.popleft()
+            self._skip = 0
+        self._waiting -= len(out)
+        return out
+
+    def _next(self, max_items: int) -> list[TransitionEvent] | EventsLost:
+        """Up to ``max_items`` events waiting, or the count lost before them.
+
+        Raises:
+            trio.WouldBlock: nothing is waiting. trio.EndOfChannel: the node stopped and
+            everything was read. trio.ClosedResourceError: this subscription was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("this subscription was closed")
+        self._hub.flush()  # the single moves published so far are waiting too
+        if self._lost:
+            lost, self._lost = self._lost, 0
+            return EventsLost(lost)
+        if self._waiting:
+            return self._take(max_items)
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
 
     def receive_nowait(self) -> TransitionEvent | EventsLost:
         """The next item if one is waiting.
@@ -99,16 +223,8 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
             trio.WouldBlock: nothing is waiting. trio.EndOfChannel: the node stopped and
             everything was read. trio.ClosedResourceError: this subscription was closed.
         """
-        if self._closed:
-            raise trio.ClosedResourceError("this subscription was closed")
-        if self._lost:
-            lost, self._lost = self._lost, 0
-            return EventsLost(lost)
-        if self._events:
-            return self._events.popleft()
-        if self._ended:
-            raise trio.EndOfChannel
-        raise trio.WouldBlock
+        got = self._next(1)
+        return got if isinstance(got, EventsLost) else got[0]
 
     async def receive(self) -> TransitionEvent | EventsLost:
         """The next item, waiting for one if need be (raises as :meth:`receive_nowait`,
@@ -120,13 +236,25 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
             except trio.WouldBlock:
                 await self._readers.park()
 
+    async def receive_batch(self, max_items: int = 10_000) -> list[TransitionEvent] | EventsLost:
+        """Every event waiting, oldest first (at most ``max_items``), waiting for one if
+        need be; or an :class:`EventsLost` when events were dropped before them. Raises
+        as :meth:`receive`."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                return self._next(max(max_items, 1))
+            except trio.WouldBlock:
+                await self._readers.park()
+
     def close(self) -> None:
         """Unsubscribe (idempotent); tasks waiting in :meth:`receive` get
         ``trio.ClosedResourceError``."""
         if not self._closed:
             self._closed = True
-            self._events.clear()
             self._hub.remove(self)
+            self._chunks.clear()
+            self._waiting = self._skip = 0
             self._readers.unpark_all()
 
     async def aclose(self) -> None:
@@ -143,22 +271,31 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
 
 @final
 class EventHub:
-    """Fans transition events out to the subscriptions; the node's end of the stream.
+    """Fans transition events out to the subscriptions, a chunk per batch; the node's end
+    of the stream.
 
     ``async with hub`` (or :meth:`close`) ends every subscription, however the node
     stops, so that readers in other tasks see ``EndOfChannel`` instead of waiting for
     ever.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
+        self._node = node
         self._subs: list[Subscription] = []
         self._closed = False
+        # single moves published since the last flush (the runs' starts), kept as
+        # parallel lists: no object per event until a subscriber reads them
+        self._insts: list[Instance] = []
+        self._froms: list[State] = []
+        self._tos: list[State] = []
+        self._ats: list[int] = []
 
     @property
     def active(self) -> bool:
         return bool(self._subs)
 
     def subscribe(self, buffer: int) -> Subscription:
+        self.flush()  # a new subscriber sees only what is published from now on
         sub = Subscription(self, buffer)
         if self._closed:
             sub._end()  # noqa: SLF001 - the hub is the subscription's only producer
@@ -168,14 +305,64 @@ class EventHub:
 
     def remove(self, sub: Subscription) -> None:
         if sub in self._subs:
+            self.flush()
             self._subs.remove(sub)
 
     def publish(self, event: TransitionEvent) -> None:
+        """Publish one event (made by the caller)."""
+        if self._subs:
+            self._send(_Chunk([], event.from_state, event.to_state, 0, "", made=[event]))
+
+    def moved(self, inst: Instance, from_state: State, to_state: State, at_us: int) -> None:
+        """Publish one instance's move. It waits with the others published one at a time
+        until a subscriber reads (or a batch is published): the subscribers are woken
+        once for a run of them (each run's start, for example), not once per event."""
+        if self._subs:
+            self._insts.append(inst)
+            self._froms.append(from_state)
+            self._tos.append(to_state)
+            self._ats.append(at_us)
+            if len(self._insts) == 1:
+                for sub in self._subs:
+                    sub._wake()  # noqa: SLF001
+
+    def moved_together(
+        self, instances: list[Instance], from_state: State, to_state: State, at_us: int
+    ) -> None:
+        """Publish the same move of a batch of instances (a claim's)."""
+        if instances and self._subs:
+            self._send(_Chunk(instances, from_state, to_state, at_us, self._node))
+
+    def recorded(
+        self,
+        instances: list[Instance],
+        froms: list[State],
+        tos: list[State],
+        errors: list[str | None],
+        at_us: int,
+    ) -> None:
+        """Publish a recorded batch: ``instances[k]`` went from ``froms[k]`` to ``tos[k]``
+        with ``errors[k]``."""
+        if instances and self._subs:
+            self._send(_Chunk(instances, froms, tos, at_us, self._node, errors=errors))
+
+    def _send(self, chunk: _Chunk) -> None:
+        self.flush()
         for sub in self._subs:
-            sub._put(event)  # noqa: SLF001
+            sub._put(chunk)  # noqa: SLF001
+
+    def flush(self) -> None:
+        """Hand the moves published one at a time since the last flush to every
+        subscriber, as one chunk."""
+        if self._insts:
+            chunk = _Chunk(self._insts, self._froms, self._tos, self._ats, self._node)
+            self._insts, self._froms, self._tos, self._ats = [], [], [], []
+            for sub in self._subs:
+                sub._put(chunk)  # noqa: SLF001
 
     def close(self) -> None:
         """End every subscription (idempotent): readers drain, then ``EndOfChannel``."""
+        self.flush()
         self._closed = True
         subs, self._subs = self._subs, []
         for sub in subs:

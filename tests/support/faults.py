@@ -22,6 +22,7 @@ again: reopening it is a restart on the same database.
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -184,8 +185,8 @@ class FaultyStore(StoreWrapper):
         # Methods beyond the Store protocol (the nodes table, a cluster store's heartbeat
         # and change notices, tokens) pass through the same gate: a crash stops them too.
         attr = getattr(self.inner, name)
-        if not callable(attr) or name.startswith("_"):
-            return attr
+        if not inspect.iscoroutinefunction(attr) or name.startswith("_"):
+            return attr  # a value, or a plain method (a cluster store's granted_lease_us)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await self._call(name, lambda: attr(*args, **kwargs))

@@ -1,16 +1,28 @@
-"""Whether an object really has the Store protocol's methods (a ``runtime_checkable``
+"""Whether an object really has a protocol's methods (a ``runtime_checkable``
 ``isinstance`` only looks for the names)."""
 
 from __future__ import annotations
 
 import inspect
+from typing import Protocol
 
 from tickwork.stores.base import Store
 
+
+def protocol_methods(protocol: type) -> dict[str, object]:
+    """The methods ``protocol`` declares, its base protocols' included, by name."""
+    methods: dict[str, object] = {}
+    for cls in reversed(protocol.__mro__):
+        if cls is object or cls is Protocol or not getattr(cls, "_is_protocol", False):
+            continue
+        methods.update(
+            {n: v for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_")}
+        )
+    return methods
+
+
 #: The names of the Store protocol's methods, in the protocol's order.
-STORE_METHODS: tuple[str, ...] = tuple(
-    name for name, value in vars(Store).items() if inspect.iscoroutinefunction(value)
-)
+STORE_METHODS: tuple[str, ...] = tuple(protocol_methods(Store))
 
 
 def _shape(fn: object) -> list[tuple[str, object, object]]:
@@ -20,16 +32,21 @@ def _shape(fn: object) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in params]
 
 
-def protocol_mismatches(obj: object) -> list[str]:
-    """What ``obj`` lacks or gets wrong among the Store protocol's methods: a missing
-    method, one that is not ``async``, or parameters (names, kinds, defaults) that differ."""
+def protocol_mismatches(obj: object, protocol: type = Store) -> list[str]:
+    """What ``obj`` lacks or gets wrong among ``protocol``'s methods: a missing method, one
+    that is ``async`` where the protocol's is not (or the reverse), or parameters (names,
+    kinds, defaults) that differ."""
     wrong = []
-    for name in STORE_METHODS:
+    for name, declared in protocol_methods(protocol).items():
         method = getattr(obj, name, None)
         if method is None:
             wrong.append(f"{name}: missing")
-        elif not inspect.iscoroutinefunction(method):
-            wrong.append(f"{name}: not an async method")
-        elif _shape(method) != _shape(getattr(Store, name)):
-            wrong.append(f"{name}: {_shape(method)} != {_shape(getattr(Store, name))}")
+        elif inspect.iscoroutinefunction(method) != inspect.iscoroutinefunction(declared):
+            wrong.append(
+                f"{name}: not an async method"
+                if inspect.iscoroutinefunction(declared)
+                else f"{name}: an async method"
+            )
+        elif _shape(method) != _shape(declared):
+            wrong.append(f"{name}: {_shape(method)} != {_shape(declared)}")
     return wrong

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Final, final
 
 import attrs
@@ -167,7 +167,6 @@ class ClusterLink:
         self.rank = 0
         #: trio time at which another node's lease lapses (its work becomes takeable)
         self.takeover_at: float | None = None
-        self._on_takeover: Callable[[], None] | None = None
         self._beat_soon = trio.Event()
         self._heartbeats = 0
         self._failures = 0
@@ -195,8 +194,11 @@ class ClusterLink:
         rounds = -((offset - at_us) // round_us)  # ceil((at_us - offset) / round_us)
         return offset + rounds * round_us
 
-    async def beat(self) -> None:
-        """One heartbeat; transient store failures are logged and counted, not raised."""
+    async def beat(self) -> bool:
+        """One heartbeat; transient store failures are logged and counted, not raised.
+
+        Returns whether it learnt when another node's lease lapses (the Puller re-aims).
+        """
         sent = trio.current_time()
         try:
             beat = await self._store.heartbeat(
@@ -205,7 +207,7 @@ class ClusterLink:
         except _TRANSIENT as exc:
             self._failures += 1
             log.warning("heartbeat failed (%s); leases lapse unless a retry succeeds", exc)
-            return
+            return False
         back = trio.current_time()
         self._heartbeats += 1
         self._last_beat = back
@@ -220,10 +222,9 @@ class ClusterLink:
         self.rank = min(max(beat.rank, 0), self.nodes - 1)
         if beat.next_lapse_us is None:
             self.takeover_at = None
-        else:
-            self.takeover_at = back + max(beat.next_lapse_us, 0) / 1e6 + _LAPSE_SLACK_S
-            if self._on_takeover is not None:
-                self._on_takeover()
+            return False
+        self.takeover_at = back + max(beat.next_lapse_us, 0) / 1e6 + _LAPSE_SLACK_S
+        return True
 
     def pulled(self, at: float) -> None:
         """The Puller pulled at ``at``: a takeover due by then was attempted. Beat again
@@ -233,10 +234,10 @@ class ClusterLink:
             self.takeover_at = None
             self._beat_soon.set()
 
-    async def run_heartbeats(self, on_takeover: Callable[[], None]) -> None:
-        """Beat every ``lease / 3`` (sooner again after a failure), forever; the first
-        beat one period from now (the caller beat once before)."""
-        self._on_takeover = on_takeover
+    async def heartbeats(self) -> AsyncGenerator[bool, None]:
+        """Beat every ``lease / 3`` (sooner again after a failure, or when the Puller
+        asks: :meth:`pulled`), forever; the first beat one period from now (the caller
+        beat once before). Yields what each :meth:`beat` returned."""
         period = self._lease_us / 3e6
         delay = period
         while True:
@@ -244,8 +245,9 @@ class ClusterLink:
                 await self._beat_soon.wait()
             self._beat_soon = trio.Event()
             failures = self._failures
-            await self.beat()
+            takeover = await self.beat()
             delay = period if self._failures == failures else min(period, _RETRY_S)
+            yield takeover
 
     async def next_changes(self) -> Changes:
         """The next change notice; a lost listening connection reads as ``lost``."""

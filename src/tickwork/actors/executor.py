@@ -30,6 +30,7 @@ from typing import final
 import attrs
 import trio
 
+from tickwork.actors._runs import DurableStarts, timeout_error, timeout_us_of
 from tickwork.actors.cluster_link import LeaseBook
 from tickwork.actors.messages import (
     Cancelled,
@@ -43,7 +44,6 @@ from tickwork.actors.messages import (
 from tickwork.actors.overlap import OverlapGuard
 from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
-from tickwork.errors import TaskTimeout
 from tickwork.extend._run import Runner
 from tickwork.model import Instance
 from tickwork.state import State
@@ -55,18 +55,6 @@ log = logging.getLogger("tickwork.executor")
 #: a worker yields to the scheduler at least this often, so a run of quick tasks that
 #: never block cannot starve the other actors
 _YIELD_EVERY = 64
-
-
-def _timeout_us(inst: Instance, task: Task) -> int | None:
-    """The run's timeout: the instance's own, else its task's, else none."""
-    if inst.timeout_us is not None:
-        return inst.timeout_us
-    return None if task.timeout is None else int(task.timeout.total_seconds() * 1e6)
-
-
-def _timeout_error(task: Task, timeout_us: int | None) -> TaskTimeout:
-    timeout_s = (timeout_us or 0) / 1e6
-    return TaskTimeout(f"task {task.name!r} exceeded its timeout of {timeout_s:g} s")
 
 
 @final
@@ -84,15 +72,6 @@ class ExecutorStatistics:
     mean_lateness_us: float
     #: total time instances waited for a per-task slot, microseconds
     slot_wait_us: int
-
-
-@attrs.define
-class _StartBatch:
-    """One group commit of durable starts (see ``Executor._start_durably``)."""
-
-    items: list[tuple[int, int]] = attrs.Factory(list)
-    accepted: list[bool] | None = None
-    done: trio.Event = attrs.Factory(trio.Event)
 
 
 @final
@@ -145,9 +124,8 @@ class Executor:
         self._outbox_nonempty = trio.Event()
         self._outbox_room = trio.Event()
         self._workers_done = trio.Event()
-        # at-most-once runs: the batch of durable starts gathering, the one in flight
-        self._start_batch: _StartBatch | None = None
-        self._start_inflight: trio.Event | None = None
+        # at-most-once runs: RUNNING made durable right before each starts (_runs.py)
+        self._durable = DurableStarts(store, owner, clock)
         self._draining = False
         self._started = 0
         self._last_lateness = 0
@@ -285,41 +263,10 @@ class Executor:
                     self._spawn()
 
     async def _start_durably(self, inst: Instance) -> bool:
-        """Make RUNNING durable right before an at-most-once run: after a crash the row is
-        FAILED "interrupted", never run again. Only what is about to run is started, so a
-        crash fails the runs in progress, not a whole due batch that had not begun.
-
-        Group commit: every worker that arrives while one ``Store.start`` is in flight
-        joins the next call. Returns False (the outcome already emitted) when the
-        instance must not run: the claim was lost, an abort came, or the node is stopping.
-        """
-        batch = self._start_batch
-        leader = batch is None
-        if batch is None:
-            batch = self._start_batch = _StartBatch()
-        index = len(batch.items)
-        batch.items.append((inst.id, inst.claim_token or 0))
-        if leader:
-            try:
-                previous = self._start_inflight
-                try:
-                    if previous is None:
-                        await trio.lowlevel.checkpoint()  # the workers of this tick join
-                    else:
-                        await previous.wait()  # gathers every worker that came meanwhile
-                finally:
-                    self._start_batch = None  # closed: later ones form the next batch
-                self._start_inflight = batch.done
-                batch.accepted = await self._store.start(
-                    self._owner, batch.items, self._clock.now_us()
-                )
-            finally:
-                if self._start_inflight is batch.done:
-                    self._start_inflight = None
-                batch.done.set()
-        else:
-            await batch.done.wait()
-        accepted = batch.accepted is not None and batch.accepted[index]
+        """Make RUNNING durable right before an at-most-once run (``DurableStarts``).
+        Returns False (the outcome already emitted) when the instance must not run: the
+        claim was lost, an abort came, or the node is stopping."""
+        accepted = await self._durable.start(inst)
         if not accepted:
             log.warning("instance %d: lost its claim before it started; not run", inst.id)
             self._emit(Outcome(inst, Kind.LOST))
@@ -356,7 +303,7 @@ class Executor:
             self._outbox_nonempty.set()
 
     async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
-        timeout_us = _timeout_us(inst, task)
+        timeout_us = timeout_us_of(inst, task)
         if timeout_us is not None:
             scope.deadline = trio.current_time() + timeout_us / 1e6
         started = self._started_now(inst)
@@ -389,7 +336,7 @@ class Executor:
         if reason is not None:  # aborted, superseded or interrupted by shutdown
             kind, error, result = reason, None, None
         elif hit:
-            kind, result, error = Kind.ERROR, None, _timeout_error(task, timeout_us)
+            kind, result, error = Kind.ERROR, None, timeout_error(task, timeout_us)
         self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
         if cancelled is not None:
             raise cancelled  # absorbed by the worker's scope, which is then replaced

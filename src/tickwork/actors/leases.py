@@ -84,7 +84,7 @@ class Leases:
                     # The first beat, before the Puller starts, tells how many nodes
                     # share the work.
                     await self._cluster.beat()
-                    nursery.start_soon(self._cluster.run_heartbeats, self._rearm)
+                    nursery.start_soon(self._beat_forever, self._cluster)
                     nursery.start_soon(self._listen_forever, self._cluster)
                 task_status.started()
 
@@ -130,6 +130,12 @@ class Leases:
             await self._send.send(msg)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._puller_gone = True  # the Puller stopped (shutdown): nothing to wake
+
+    async def _beat_forever(self, cluster: ClusterLink) -> None:
+        async with aclosing(cluster.heartbeats()) as beats:
+            async for takeover in beats:
+                if takeover:
+                    self._rearm()
 
     def _rearm(self) -> None:
         """A heartbeat learnt when another node's lease lapses: the Puller re-aims.

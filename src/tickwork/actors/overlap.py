@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 import trio
 
+from tickwork.actors._overlap_policy import against_local, against_remote
 from tickwork.actors.messages import Kind, Outcome
 from tickwork.schedules.plan import iso
 from tickwork.schedules.schedule import Misfire, Overlap
@@ -91,13 +92,6 @@ _Placed = Literal["run", "held", "again"]
 #: Rounds of :meth:`OverlapGuard.admit` for occurrences whose schedule's last occurrence
 #: here ended while the store was asked (they are asked again, now to be admitted).
 _ROUNDS: Final = 3
-
-
-def _newer(other: InFlight, inst: Instance) -> bool:
-    """Is the other node's occurrence a later one of the schedule than ``inst``?"""
-    if other.fire_us is not None and inst.fire_at_us is not None:
-        return other.fire_us > inst.fire_at_us
-    return other.id > inst.id
 
 
 @final
@@ -302,37 +296,8 @@ class OverlapGuard:
         self, inst: Instance, sid: str, check: OccurrenceCheck | None, active: set[int]
     ) -> None:
         """The policy against this node's own occurrences (running, or waiting here)."""
-        overlap = Overlap.ALLOW if check is None else check.overlap
         waiting = self._waiting.setdefault(sid, deque())
-        if active:
-            previous = min(active)
-            why = f"occurrence {previous} of this schedule was still running"
-        else:  # nothing runs here: the line waits for another node's occurrence
-            why = f"occurrence {waiting[0].id} of this schedule still waited for the previous one"
-        if check is not None and check.catchup:
-            waiting.append(inst)
-        elif overlap is Overlap.SKIP:
-            self._skip(inst, f"overlap=skip: {why}")
-        elif overlap is Overlap.QUEUE:
-            if not waiting:
-                waiting.append(inst)
-            elif active:
-                self._skip(
-                    inst,
-                    f"overlap=queue: occurrence {previous} was still running and "
-                    f"{waiting[0].id} already waited for it",
-                )
-            else:
-                self._skip(inst, f"overlap=queue: {why}")
-        else:  # CANCEL_PREVIOUS: the newest wins; it starts once the cancelled ones end
-            while waiting:
-                self._skip(
-                    waiting.popleft(),
-                    f"overlap=cancel_previous: superseded by occurrence {inst.id}",
-                )
-            waiting.append(inst)
-            for iid in sorted(active):
-                self._supersede(iid)
+        against_local(inst, check, active, waiting, skip=self._skip, supersede=self._supersede)
         if not waiting:
             self._waiting.pop(sid, None)
 
@@ -346,53 +311,13 @@ class OverlapGuard:
         *,
         again: bool,
     ) -> None:
-        """The policy against another node's occurrence of the schedule (``other``).
-
-        ``again``: ``inst`` had already waited its turn here (it goes back to the front).
-        """
-        overlap = Overlap.ALLOW if check is None else check.overlap
-        catchup = check is not None and check.catchup
+        """The policy against another node's occurrence of the schedule (``other``)."""
         waiting = self._waiting.setdefault(sid, deque())
-        doing = "waiting to run" if other.waiting else "running"
-        there = f"occurrence {other.id} of this schedule was still {doing} on node {other.node}"
-        cancel = overlap is Overlap.CANCEL_PREVIOUS and not catchup
-        if cancel and _newer(other, inst):
-            self._skip(
-                inst,
-                f"overlap=cancel_previous: superseded by occurrence {other.id}, already "
-                f"running on node {other.node}",
-            )
-        elif again:
-            waiting.appendleft(inst)
-            if cancel:
-                aborts.append(other.id)  # again, in case the first request came too early
-        elif catchup:
-            waiting.append(inst)
-        elif overlap is Overlap.SKIP:
-            self._skip(inst, f"overlap=skip: {there}")
-        elif overlap is Overlap.QUEUE:
-            self._queue(inst, waiting, there, other)
-        else:  # CANCEL_PREVIOUS, the other one is older: cancel it, start when it ended
-            while waiting:
-                self._skip(
-                    waiting.popleft(),
-                    f"overlap=cancel_previous: superseded by occurrence {inst.id}",
-                )
-            waiting.append(inst)
-            aborts.append(other.id)
+        against_remote(inst, check, other, waiting, aborts, skip=self._skip, again=again)
         if waiting:
             self._wake.set()
         else:
             del self._waiting[sid]
-
-    def _queue(self, inst: Instance, waiting: deque[Instance], there: str, other: InFlight) -> None:
-        """``queue`` against another node's occurrence: wait, unless one already waits."""
-        if other.waiting:  # the older one waits for the same turn: at most one waits
-            self._skip(inst, f"overlap=queue: {there}")
-        elif waiting:
-            self._skip(inst, f"overlap=queue: {there} and {waiting[0].id} already waited")
-        else:
-            waiting.append(inst)
 
     def done(self, inst: Instance) -> Instance | None:
         """``inst`` ended (any outcome): the occurrence that may start now, if any."""

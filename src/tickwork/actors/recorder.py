@@ -330,6 +330,12 @@ class Recorder:
         debug = log.isEnabledFor(logging.DEBUG)
         aborts = self._abort_requested
         retry_at: int | None = None
+        # the batch's events, as parallel lists (one chunk; the EventHub builds events
+        # only for a subscriber that reads them)
+        insts: list[Instance] = []
+        froms: list[State] = []
+        tos: list[State] = []
+        errors: list[str | None] = []
         for outcome, written, ok in zip(outcomes, finishes, accepted, strict=True):
             inst = outcome.instance
             fin = written
@@ -353,11 +359,14 @@ class Recorder:
                 retry_at = fin.run_at_us if retry_at is None else min(retry_at, fin.run_at_us)
             if aborted and self._to_waiters is not None:
                 await self._to_waiters.send(AbortRecorded(inst.id, fin.state))
-            if self._events is not None and self._events.active:
-                from_state = State.CLAIMED if outcome.started_us is None else State.RUNNING
-                self._events.publish(inst, from_state, fin.state, now)
+            insts.append(inst)
+            froms.append(State.CLAIMED if outcome.started_us is None else State.RUNNING)
+            tos.append(fin.state)
+            errors.append(fin.error)
             if inst.task in self._hooked:
                 await self._call_hook(outcome, fin, hooks)
+        if self._events is not None and self._events.active:
+            self._events.recorded(insts, froms, tos, errors, now)
         if retry_at is not None:
             await self._tell_puller(PendingAt(retry_at))
         await self._room_freed(len(outcomes))

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from tickwork.errors import NotFound
 from tickwork.http._api_instances import scheduler_of
+from tickwork.http._counts import recent_missed
 from tickwork.http._json import node_doc
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ async def stats(request: Request) -> Response:
     scheduler = scheduler_of(request)
     st = scheduler.statistics()
     counts = await request.app.state.counts.get()
+    hour_ago = int(scheduler.now().timestamp() * 1_000_000) - 3_600_000_000
+    missed, missed_more = await recent_missed(scheduler, hour_ago)
     return JSONResponse(
         {
             "node_id": st.node_id,
@@ -44,6 +47,8 @@ async def stats(request: Request) -> Response:
             "rates": dict(st.rates),
             "uptime_seconds": st.uptime,
             "store": attrs.asdict(st.store),
+            "missed_last_hour": missed,
+            "missed_last_hour_more": missed_more,
         }
     )
 

@@ -55,7 +55,7 @@ def create_app(
     secure_cookie: bool = False,
     body_limit: int = DEFAULT_BODY_LIMIT,
     max_event_streams: int = 100,
-    event_buffer: int = 1000,
+    event_buffer: int = 10_000,
     counts_max_age: float = 10.0,
     ui: bool = True,
 ) -> Starlette:

@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING
 import trio
 
 from tickwork._time import from_us
+from tickwork.schedules.missed import REASONS, reason_of
+from tickwork.state import State
 
 if TYPE_CHECKING:
     from tickwork.node.scheduler import Scheduler
-    from tickwork.state import State
 
-__all__ = ["CachedCounts"]
+__all__ = ["MISSED_READ", "CachedCounts", "recent_missed"]
+
+#: Missed counts by reason read the newest this many MISSED instances (an index range
+#: however many were ever missed), those that ended within the window.
+MISSED_READ = 500
 
 
 class CachedCounts:
@@ -44,3 +49,17 @@ class CachedCounts:
                 self._at = trio.current_time()
                 self._at_us = int(self._scheduler.now().timestamp() * 1_000_000)
             return self._value
+
+
+async def recent_missed(scheduler: Scheduler, since_us: int) -> tuple[dict[str, int], bool]:
+    """Instances recorded MISSED since ``since_us``, by reason kind
+    (:data:`tickwork.schedules.missed.REASONS`), among the newest :data:`MISSED_READ`;
+    and whether there may be more (all of those read ended in the window)."""
+    newest = await scheduler.list(state=State.MISSED, limit=MISSED_READ)
+    counts = dict.fromkeys(REASONS, 0)
+    recent = 0
+    for inst in newest:
+        if inst.updated_us >= since_us:
+            counts[reason_of(inst.error)] += 1
+            recent += 1
+    return counts, recent == MISSED_READ

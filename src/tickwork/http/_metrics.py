@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from tickwork.events import EventsLost, TransitionEvent
 from tickwork.node.resilience import LATENCY_BUCKETS
+from tickwork.schedules.missed import reason_of
 from tickwork.state import State
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ LATENESS_BUCKETS: Final = (
 )  # fmt: skip
 #: Runs in progress whose start time is remembered (for the duration): a bound, not a need.
 _MAX_STARTS: Final = 200_000
+#: the counters take the events that gathered every GATHER seconds (one wake-up then,
+#: not one per event; a scrape sees them at most this late)
+GATHER: Final = 0.1
 _CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -89,12 +93,13 @@ class EventCounters:
 
     def __init__(self) -> None:
         self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.missed: Counter[str] = Counter()
+        self.missed: Counter[tuple[str, str]] = Counter()
         self.durations: dict[str, _Histogram] = {}
         self.lateness = _Histogram(LATENESS_BUCKETS)
         self.last_run_us: dict[str, int] = {}
         self.lost = 0
-        self._starts: OrderedDict[int, int] = OrderedDict()
+        #: start times of runs under way, oldest first (insertion order)
+        self._starts: dict[int, int] = {}
 
     async def run(
         self, scheduler: Scheduler, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -105,43 +110,62 @@ class EventCounters:
             return
         with scheduler.subscribe(buffer=100_000) as sub:
             task_status.started()
-            async for item in sub:
-                if isinstance(item, EventsLost):
-                    self.lost += item.count
+            while True:
+                try:
+                    batch = await sub.receive_batch()
+                except trio.EndOfChannel:
+                    return
+                if isinstance(batch, EventsLost):
+                    self.lost += batch.count
                     continue
-                self.count(item)
+                self.count_batch(batch)
+                await trio.sleep(GATHER)  # one wake-up per GATHER seconds, not per event
 
     def count(self, e: TransitionEvent) -> None:
         """Take one event into the counters."""
-        after = e.to_state
-        if after is State.RUNNING:
-            self._starts[e.instance_id] = e.at_us
-            if len(self._starts) > _MAX_STARTS:
-                self._starts.popitem(last=False)
-            if e.run_at_us:
-                self.lateness.add(max(0, e.at_us - e.run_at_us) / 1e6)
-            return
-        if after is State.PENDING and e.from_state is State.RUNNING:
-            outcome = "retried"  # a failed attempt that will run again
-        elif after.terminal:
-            outcome = after.name.lower()
-            self._ended(e)
-        else:
-            return  # claimed, or given back unstarted
-        self.outcomes[e.task, outcome] += 1
-        started = self._starts.pop(e.instance_id, None)
-        if started is not None:
-            hist = self.durations.get(e.task)
-            if hist is None:
-                hist = self.durations[e.task] = _Histogram(DURATION_BUCKETS)
-            hist.add(max(0, e.at_us - started) / 1e6)
+        self.count_batch([e])
+
+    def count_batch(self, batch: list[TransitionEvent]) -> None:
+        """Take a batch of events into the counters (a claim's CLAIMED events cost a
+        comparison each)."""
+        running, pending, claimed = State.RUNNING, State.PENDING, State.CLAIMED
+        starts, outcomes, ended = self._starts, self.outcomes, _ENDED
+        for e in batch:
+            after = e.to_state
+            if after is claimed:
+                continue
+            if after is running:
+                starts[e.instance_id] = e.at_us
+                if e.run_at_us:
+                    self.lateness.add(max(0, e.at_us - e.run_at_us) / 1e6)
+                continue
+            outcome = ended.get(after)
+            if outcome is None:
+                if after is not pending or e.from_state is not running:
+                    continue  # given back unstarted
+                outcome = "retried"  # a failed attempt that will run again
+            else:
+                self._ended(e)
+            outcomes[e.task, outcome] += 1
+            started = starts.pop(e.instance_id, None)
+            if started is not None:
+                hist = self.durations.get(e.task)
+                if hist is None:
+                    hist = self.durations[e.task] = _Histogram(DURATION_BUCKETS)
+                hist.add(max(0, e.at_us - started) / 1e6)
+        while len(starts) > _MAX_STARTS:
+            del starts[next(iter(starts))]
 
     def _ended(self, e: TransitionEvent) -> None:
         if e.to_state is State.MISSED:
-            self.missed[e.task] += 1
+            self.missed[e.task, reason_of(e.error)] += 1
         sid = e.schedule_id
         if sid is not None and (sid in self.last_run_us or len(self.last_run_us) < MAX_SCHEDULES):
             self.last_run_us[sid] = e.at_us
+
+
+#: The outcome label of each terminal state
+_ENDED: Final = {s: s.name.lower() for s in State if s.terminal}
 
 
 class NodeCollector(Collector):
@@ -173,10 +197,13 @@ class NodeCollector(Collector):
             runs.add_metric([task, outcome], n)
         yield runs
         missed = CounterMetricFamily(
-            "tickwork_missed", "Instances this node recorded MISSED, by task.", labels=["task"]
+            "tickwork_missed",
+            "Instances this node recorded MISSED, by task and reason (misfire, overlap, "
+            "paused, other).",
+            labels=["task", "reason"],
         )
-        for task, n in sorted(self._events.missed.items()):
-            missed.add_metric([task], n)
+        for (task, reason), n in sorted(self._events.missed.items()):
+            missed.add_metric([task, reason], n)
         yield missed
         dur = HistogramMetricFamily(
             "tickwork_run_duration_seconds", "How long runs took, by task.", labels=["task"]

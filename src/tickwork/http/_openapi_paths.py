@@ -173,6 +173,16 @@ def other_paths() -> dict[str, Any]:
                                         "additionalProperties": {"type": "integer"},
                                     },
                                     "counted_at": nullable(TIME),
+                                    "missed_last_hour": {
+                                        "description": (
+                                            "instances recorded MISSED in the last hour by "
+                                            "reason (misfire, overlap, paused, other), among "
+                                            "the newest 500 MISSED"
+                                        ),
+                                        "type": "object",
+                                        "additionalProperties": {"type": "integer"},
+                                    },
+                                    "missed_last_hour_more": {"type": "boolean"},
                                     "in_memory": {"type": "integer"},
                                     "running": {"type": "integer"},
                                 },

@@ -239,7 +239,7 @@ async def run_node(
     it renews what the node holds until the pipeline has drained and every outcome is
     written; only then does it stop, and ``open_scheduler`` gives back the rest.
     """
-    hub = EventHub()
+    hub = EventHub(settings.node_id)
     events = Transitions(hub, settings.node_id)
     actors = build_actors(settings, store, registry, clock, events, runner=runner)
     # ``async with hub``: the event stream ends however the node does (cancelled too).

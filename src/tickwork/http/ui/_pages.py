@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from tickwork.errors import InvalidArgument, NotFound
+from tickwork.http._counts import recent_missed
 from tickwork.http.ui._data import counts, scheduler_of, take_sample
 from tickwork.http.ui._view import csrf_token, templates, write_allowed
 from tickwork.state import State
@@ -57,6 +58,7 @@ async def dashboard(request: Request) -> Response:
     hour_ago = int((now - timedelta(hours=1)).timestamp() * 1_000_000)
     newest = await scheduler.list(state=State.FAILED, limit=FAILED_READ)
     failed = [i for i in newest if i.updated_us >= hour_ago]
+    missed, missed_more = await recent_missed(scheduler, hour_ago)
     take_sample(request)
     return _render(
         request,
@@ -69,6 +71,8 @@ async def dashboard(request: Request) -> Response:
         failed=failed[:8],
         failed_count=len(failed),
         failed_more=len(failed) >= FAILED_READ,
+        missed=[(reason, n) for reason, n in missed.items() if n],
+        missed_more=missed_more,
         nodes=await scheduler.nodes(),
     )
 

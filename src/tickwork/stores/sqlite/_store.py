@@ -50,10 +50,15 @@ T = TypeVar("T")
 _log = logging.getLogger("tickwork.store")
 
 #: Store calls touching at most this many rows run on the trio thread when the store's
-#: thread is idle, instead of being handed to it: a hand-off costs two thread wake-ups and
-#: the GIL going back and forth at every SQLite step, which on a slow or busy machine
-#: costs more than the call itself (benchmarks/PROFILE_NOTES.md, session 7).
-INLINE_ROWS = 256
+#: thread is idle, instead of being handed to it (0: never, the default). A hand-off costs
+#: two thread wake-ups and the GIL going back and forth at every SQLite step, fixed costs
+#: in wall time that a busy or slow machine pays in full; but on the loaded machine it was
+#: measured on, 256 did not raise the burst rate, lowered the drain's ratio to the trio
+#: no-op rate (0.31x vs 0.37x) and raised lateness p50 at 2,000/s, and on an idle machine
+#: the thread runs SQLite's C code beside the trio thread. So it stays off until a quiet
+#: machine shows a gain (``benchmarks/store_thread_ab.py --variants thread,rows=256``;
+#: benchmarks/PROFILE_NOTES.md, session 7).
+INLINE_ROWS = 0
 
 #: Claimed rows made Instances per slice, between checkpoints (see ``claim``): ~2 ms.
 _ROWS_PER_SLICE: Final = 500
@@ -172,7 +177,7 @@ class SQLiteStore(SQLiteScheduleMethods):
             except sqlite3.Error as exc:
                 raise store_error(self._path, exc) from exc
 
-        if rows is not None and rows <= INLINE_ROWS and worker.idle:
+        if rows is not None and INLINE_ROWS > 0 and rows <= INLINE_ROWS and worker.idle:
             busy = False
 
             def here() -> T | None:
