@@ -44,6 +44,8 @@ MODULE_ACTORS = {
     "actors/timekeeper.py": Actor.TIMEKEEPER,
     "actors/executor.py": Actor.EXECUTOR,
     "actors/overlap.py": Actor.EXECUTOR,
+    "actors/_overlap_policy.py": Actor.EXECUTOR,
+    "actors/_runs.py": Actor.EXECUTOR,
     "actors/recorder.py": Actor.RECORDER,
     "actors/leases.py": Actor.LEASES,
     "actors/janitor.py": Actor.JANITOR,
