@@ -7,7 +7,8 @@ then checks the instance is ``next``. Every store call of every scenario goes th
 call: a state that changed must have changed along a row of an event that call carries
 out, and a call that carries out no event (renew, pause, reads, ...) changes none. So a
 write the table does not list, in Python or in SQL, fails here on the store that makes it.
-Runs on the memory store, SQLite and PostgreSQL (skipped without a server).
+Runs on the memory store, SQLite, PostgreSQL (skipped without a server) and the store of
+one's own over plain dicts (``tests/support/dict_store.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ NOT_TAKEN = {
     "memory": {(_C, Event.LAPSE)},
     "sqlite": {(_C, Event.LAPSE)},
     "postgres": set(),
+    "dict": {(_C, Event.LAPSE)},
 }
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "dict"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 class Watched:
@@ -135,6 +142,8 @@ class Watched:
         written by an older version may hold one, and the claim carries it out."""
         if isinstance(self.store, MemoryStore):
             self.store._abort.add(iid)
+        elif self.kind == "dict":
+            self.store.db["aborts"].add(iid)  # type: ignore[attr-defined]
         elif self.kind == "sqlite":
             with sqlite3.connect(self.store.path) as conn:  # type: ignore[attr-defined]
                 conn.execute("UPDATE instances SET abort_requested = 1 WHERE id = ?", (iid,))
