@@ -21,7 +21,8 @@ class Finish:
     instance is still held by ``owner`` with ``claim_token``.
 
     ``state`` is a terminal state, or PENDING for a retry (``run_at_us`` moved, attempts
-    counted) or a release.
+    counted) or a release, or RUNNING: the start of an at-least-once run (``started_us``
+    set, nothing else written; see the Recorder), which keeps the claim.
     """
 
     id: int
@@ -31,7 +32,8 @@ class Finish:
     error: str | None = None
     run_at_us: int | None = None
     #: When the attempt started and finished (None: it never started, e.g. an abort while
-    #: claimed). A finish with ``started_us`` also writes one row of run history.
+    #: claimed). A finish with ``started_us`` also writes one row of run history (but a
+    #: finish to RUNNING, which only records the start).
     started_us: int | None = None
     finished_us: int | None = None
     #: Error type name (e.g. ``"ValueError"``) and a bounded summary of the result.

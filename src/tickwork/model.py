@@ -137,11 +137,19 @@ class Instance:
     #: params larger than :data:`LIST_PARAMS_BYTES`: ``params`` is then ``b""`` and this
     #: is their stored size; ``get()`` returns them whole.
     params_size: int | None = None
+    #: When the run in progress started, while the stored state is RUNNING (None otherwise;
+    #: always None in what ``claim`` returns).
+    started_us: int | None = None
 
     @property
     def run_at(self) -> datetime:
         """When the instance is (next) due, as an aware UTC datetime."""
         return from_us(self.run_at_us)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the run in progress started (RUNNING), as an aware UTC datetime, or None."""
+        return None if self.started_us is None else from_us(self.started_us)
 
     @property
     def fire_at(self) -> datetime | None:
