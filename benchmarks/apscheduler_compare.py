@@ -76,6 +76,9 @@ FIRE_N = {
     "aps4-memory": (10_000, 300),
     "aps4-sqlalchemy": (500, 30),
 }
+#: more fire sizes of a system (full, quick): issue 15 sets 3x APScheduler 3 in-memory at
+#: 20,000 and 100,000 due at once
+MORE_FIRE_N = {"aps3-memory": (20_000, 300)}
 MEMORY_N = {
     "tickwork-sqlite": (100_000, 1_000),
     "tickwork-memory": (100_000, 1_000),
@@ -493,13 +496,18 @@ def main() -> None:
 
     # -- fire ---------------------------------------------------------------------------
     if "fire" in workloads:
-        sizes = {s: FIRE_N[s][q] for s in systems}
+        sizes = {
+            s: sorted({FIRE_N[s][q], *([MORE_FIRE_N[s][q]] if s in MORE_FIRE_N else [])})
+            for s in systems
+        }
         # tickwork runs at its own N and at every APScheduler system's N
-        tw_sizes = sorted({FIRE_N["tickwork-sqlite"][q], *(sizes[s] for s in aps)}, reverse=True)
+        tw_sizes = sorted(
+            {FIRE_N["tickwork-sqlite"][q], *(n for s in aps for n in sizes[s])}, reverse=True
+        )
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for _ in range(repeat):
             for s in systems:
-                for n in tw_sizes if s in tick else [sizes[s]]:
+                for n in tw_sizes if s in tick else sizes[s]:
                     runs.setdefault((s, n), []).append(go(s, "fire", n))
         rows = []
         fire_out = {}

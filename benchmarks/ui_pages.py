@@ -8,13 +8,22 @@ the dashboard, the history and upcoming lists, a filtered list, one instance, th
 schedules, one schedule and the nodes. The first request of each page is not counted
 (template compilation).
 
-    python benchmarks/ui_pages.py [--quick] [--stored 10000000] [--repeats 30]
+The JSON API's list endpoints are asked the same way (newest, a state, a rare task, a
+schedule's runs, an older page), and the task filter both in the UI and the API: 1 in
+10,000 of the stored instances belong to the task ``rare``.
+
+    python benchmarks/ui_pages.py [--quick] [--stored 10000000] [--repeats 30] [--db FILE]
+
+``--db FILE`` keeps the filled file there and reuses it when it exists (filling 10,000,000
+rows takes minutes).
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 
 import httpx
 import trio
@@ -50,7 +59,9 @@ async def _fill(db: str, n: int) -> None:
             for j in range(i, min(i + CHUNK, n)):
                 at = start + j * 100
                 state = State.FAILED if j % 100 == 7 else State.SUCCEEDED
-                if j % 10 == 3:
+                if j % 10_000 == 5:
+                    rows.append(NewRow("rare", at, b"", state=state))
+                elif j % 10 == 3:
                     rows.append(NewRow("noop", at, b"", schedule_id="tick", fire_at_us=at,
                                        state=state))  # fmt: skip
                 else:
@@ -60,11 +71,19 @@ async def _fill(db: str, n: int) -> None:
         await store.aclose()
 
 
-async def _measure(db: str, stored: int, repeats: int) -> dict[str, dict[str, float]]:
-    await _fill(db, stored)
-    async with tickwork.open_scheduler(tickwork.SQLiteStore(db), tasks=[Noop()]) as s:
+class Rare(Noop):
+    name = "rare"
+
+
+async def _measure(
+    db: str, stored: int, repeats: int, *, fill: bool = True
+) -> dict[str, dict[str, float]]:
+    if fill:
+        await _fill(db, stored)
+    async with tickwork.open_scheduler(tickwork.SQLiteStore(db), tasks=[Noop(), Rare()]) as s:
         tomorrow = s.now() + timedelta(days=1)
-        await s.schedule_many([tickwork.NewInstance("noop", tomorrow)] * 1000)
+        if fill:
+            await s.schedule_many([tickwork.NewInstance("noop", tomorrow)] * 1000)
         await s.add_schedule("noop", tickwork.Cron("0 4 * * *"), schedule_id="daily")
         await s.add_schedule("noop", tickwork.Cron("*/5 * * * *"), schedule_id="tick")
         pages = {
@@ -78,6 +97,16 @@ async def _measure(db: str, stored: int, repeats: int) -> dict[str, dict[str, fl
             "schedules": "/schedules",
             "schedule": "/schedules/tick",
             "nodes": "/nodes",
+            "rare task": "/instances?task=rare",
+            "rare task, failed": "/instances?task=rare&state=FAILED",
+            "API: instances": "/api/instances",
+            "API: failed": "/api/instances?state=FAILED",
+            "API: rare task": "/api/instances?task=rare",
+            "API: older page": f"/api/instances?before_id={stored // 2}",
+            "API: schedule's runs": "/api/schedules/tick/runs",
+            "API: upcoming": "/api/instances?upcoming=true",
+            "API: schedules": "/api/schedules",
+            "API: stats": "/api/stats",
         }
         out: dict[str, dict[str, float]] = {}
         async with trio.open_nursery() as nursery:
@@ -105,11 +134,16 @@ def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--stored", type=int, default=None, help="instances stored")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--db", default=None, help="keep (and reuse) the filled file here")
     args = parser.parse_args()
     stored = args.stored or (50_000 if args.quick else 10_000_000)
     repeats = 5 if args.quick else args.repeats
-    with temp_dir(args.tmpdir) as tmp:
-        r = trio.run(_measure, str(tmp / "ui.db"), stored, repeats)
+    if args.db is not None:
+        fill = not Path(args.db).exists()
+        r = trio.run(partial(_measure, args.db, stored, repeats, fill=fill))
+    else:
+        with temp_dir(args.tmpdir) as tmp:
+            r = trio.run(_measure, str(tmp / "ui.db"), stored, repeats)
     rows = [
         [
             name,

@@ -247,9 +247,9 @@ class Scheduler:
     async def counts(self) -> dict[State, int]:
         """Stored instances per state (every state, zero where none), from the store.
 
-        On SQLite a lookup of maintained counts; on PostgreSQL a count over the table, so
-        callers that ask often should cache it (the HTTP layer counts at most every few
-        seconds).
+        On SQLite a lookup of maintained counts; on PostgreSQL exact up to 10,000 rows per
+        state and the planner's estimate beyond (no full scan). Callers that ask often
+        should still cache it (the HTTP layer counts at most every few seconds).
         """
         self._check_open()
         return await self._store.count_by_state()

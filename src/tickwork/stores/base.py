@@ -163,7 +163,12 @@ class Store(Protocol):
         ...
 
     async def count_by_state(self) -> dict[State, int]:
-        """Stored instances per state (every state present, zero where none)."""
+        """Stored instances per state (every state present, zero where none).
+
+        For dashboards and metrics, asked every few seconds: it must not scan every row.
+        A store may estimate large counts (PostgresStore: exact up to 10,000 rows per
+        state, the planner's estimate beyond); small ones are exact.
+        """
         ...
 
     async def history(self, instance_id: int) -> builtins.list[Attempt]:

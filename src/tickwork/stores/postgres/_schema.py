@@ -26,8 +26,9 @@ from tickwork.model import Attempt, Instance, InstanceFilter, NewRow
 from tickwork.state import State
 from tickwork.stores.postgres import _cluster as _pg_cluster
 from tickwork.stores.postgres._claims import ClaimQueries
+from tickwork.stores.postgres._counts import CountQueries
 from tickwork.stores.postgres._migrations import migrate, render
-from tickwork.stores.postgres._rows import COLS, LIST_COLS, Session, int_array, to_instance
+from tickwork.stores.postgres._rows import COLS, READ_COLS, Session, int_array, to_instance
 
 if TYPE_CHECKING:
     import builtins
@@ -131,10 +132,12 @@ class Queries(ClaimQueries):
             "SELECT run_at_us FROM {s}.instances WHERE state = {PENDING} "
             "ORDER BY run_at_us, id LIMIT 1"
         )
-        self.get_sql = r("SELECT " + COLS + " FROM {s}.instances WHERE id = %(id)s")
-        self.list_sql = r("SELECT " + LIST_COLS + " FROM {s}.instances")
+        self.get_sql = r(
+            "SELECT " + COLS + ", NULL, started_us FROM {s}.instances WHERE id = %(id)s"
+        )
+        self.list_sql = r("SELECT " + READ_COLS + " FROM {s}.instances")
         self.count_sql = r("SELECT count(*) FROM {s}.instances")
-        self.count_by_state_sql = r("SELECT state, count(*) FROM {s}.instances GROUP BY state")
+        self.counts = CountQueries(r)
         self.history_sql = r(
             "SELECT instance_id, attempt, node, started_us, finished_us, state, error_type, "
             "error, result, output FROM {s}.history WHERE instance_id = %(id)s ORDER BY id"
@@ -264,10 +267,9 @@ class Queries(ClaimQueries):
         return 0 if row is None else int(row[0])
 
     def count_by_state(self, session: Session) -> dict[State, int]:
-        counts = dict.fromkeys(State, 0)
-        for state, n in session.execute(self.count_by_state_sql):
-            counts[State(state)] = int(n)
-        return counts
+        """Exact up to :data:`~tickwork.stores.postgres._counts.EXACT_UP_TO` per state,
+        estimated beyond (see :mod:`tickwork.stores.postgres._counts`): no full scan."""
+        return self.counts.count_by_state(session)
 
     def history(self, instance_id: int, session: Session) -> builtins.list[Attempt]:
         return [
