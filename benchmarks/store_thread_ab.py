@@ -198,14 +198,16 @@ async def measure(
 
 def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=50_000)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("-n", type=int, default=None, help="default 50,000; --quick 2,000")
+    parser.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)}")
     parser.add_argument(
         "--lateness", type=int, default=None, help="instead: lateness.py's chunked feed, /s"
     )
     parser.add_argument("--duration", type=float, default=5.0, help="with --lateness, s")
     args = parser.parse_args()
-    names = [v for v in args.variants.split(",") if v]
+    args.n = args.n or (2_000 if args.quick else 50_000)
+    variants = args.variants or ("thread,inline" if args.quick else ",".join(VARIANTS))
+    names = [v for v in variants.split(",") if v]
     late = None if args.lateness is None else (args.lateness, args.duration)
     per = trio.run(measure, names, args.n, args.repeat, args.tmpdir, late)
     keys = ["rate", "limit", "ratio", "cpu_us", "calls_per_k", "queue_ms", "run_ms", "wait_ms"]

@@ -15,7 +15,8 @@ from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.model import RunOutput, pack
 from tickwork.task import TaskRegistry
 from tickwork.tasks import BashFailed, BashTask
-from tickwork.tasks.bash import BashTimeout, _Tail
+from tickwork.tasks._bash_process import Tail
+from tickwork.tasks.bash import BashTimeout
 
 
 class QuickBash(BashTask):
@@ -126,7 +127,7 @@ async def test_tail_memory_stays_bounded():
         async def aclose(self) -> None:
             pass
 
-    tail = _Tail(100)
+    tail = Tail(100)
     await tail.drain(Endless())
     assert len(tail._buf) <= 200
     assert tail.text() == "x" * 100

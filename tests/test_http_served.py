@@ -126,6 +126,10 @@ async def test_metrics_after_runs(node):
     assert {"claim", "finish", "insert"} <= ops
     for name in ("tickwork_held", "tickwork_running", "tickwork_oldest_pending_age_seconds"):
         assert name in families
+    # the node's counters are exported as counters (totals since it started)
+    assert families["tickwork_started"].type == "counter"
+    assert families["tickwork_started"].samples[0].value == 2
+    assert families["tickwork_claimed"].samples[0].value == 2
     labels = {k for f in families.values() for smp in f.samples for k in smp.labels}
     assert labels <= {"state", "task", "outcome", "operation", "schedule", "le", "reason"}
 

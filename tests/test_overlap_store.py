@@ -365,14 +365,22 @@ async def test_postgres_schema_of_the_previous_version_is_migrated(
     try:
         old = PostgresStore(dsn, schema=schema)
         await old.open(node_id="a")
-        # the column this code writes (PostgreSQL schema 9), dropped again before the migration
+        # the columns this code writes (PostgreSQL schemas 9 and 10), dropped again before
+        # the migration
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(f'ALTER TABLE "{schema}".schedules ADD COLUMN notify text')
+            c.execute(
+                f'ALTER TABLE "{schema}".instances ADD COLUMN started_us bigint, '
+                "ADD COLUMN repeatable boolean NOT NULL DEFAULT false"
+            )
         await old.add_schedule(every10(), T0)
         first = await take(old, "a", N1)
         await old.aclose()
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(f'ALTER TABLE "{schema}".schedules DROP COLUMN notify')
+            c.execute(
+                f'ALTER TABLE "{schema}".instances DROP COLUMN started_us, DROP COLUMN repeatable'
+            )
         monkeypatch.setattr(_pg_migrations, "MIGRATIONS", full)
         new = PostgresStore(dsn, schema=schema)
         await new.open(node_id="b")

@@ -270,8 +270,8 @@ def test_a_second_sigint_stops_at_once_and_loses_nothing(tmp_path: Path) -> None
     _seed(db, n)
     node = _node(db, tmp_path, "--max-concurrency", "10", "--shutdown-grace", "60s", sleep="3600")
     try:
-        wait(lambda: _count(db, State.CLAIMED) == n, 20)
-        time.sleep(0.3)  # the first runs are under way
+        # the first runs are under way, and shown RUNNING (at-least-once: the Recorder's batch)
+        wait(lambda: (_count(db, State.CLAIMED), _count(db, State.RUNNING)) == (n - 10, 10), 20)
         node.send_signal(signal.SIGINT)
         # past the window in which the same signal is the same request (docs/operations.md)
         time.sleep(1.2)

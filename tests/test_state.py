@@ -23,6 +23,7 @@ LEGAL = {
     (State.RUNNING, State.FAILED),
     (State.RUNNING, State.ABORTED),
     (State.RUNNING, State.PENDING),
+    (State.RUNNING, State.CLAIMED),  # an at-least-once run whose node's lease lapsed: taken over
 }
 
 

@@ -243,7 +243,10 @@ def test_each_owner_makes_its_moves_and_nobody_else_writes():
             strangers.append((rel, sorted(calls)))
             continue
         made |= {(actor, call) for call in calls}
-    assert strangers == [], "a state-writing store call outside the actors and the API"
+    assert strangers == [], (
+        "a state-writing store call outside the actors and the API (a module of an actor "
+        "split off? name its actor in MODULE_ACTORS)"
+    )
     owned = {(e.owner, call) for e in Event for call in e.via}
     # every event's owner makes its calls; no actor makes a call it owns no event through
     assert owned - made == set()

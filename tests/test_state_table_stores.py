@@ -7,7 +7,8 @@ then checks the instance is ``next``. Every store call of every scenario goes th
 call: a state that changed must have changed along a row of an event that call carries
 out, and a call that carries out no event (renew, pause, reads, ...) changes none. So a
 write the table does not list, in Python or in SQL, fails here on the store that makes it.
-Runs on the memory store, SQLite and PostgreSQL (skipped without a server).
+Runs on the memory store, SQLite, PostgreSQL (skipped without a server) and the store of
+one's own over plain dicts (``tests/support/dict_store.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ NOT_TAKEN = {
     "memory": {(_C, Event.LAPSE)},
     "sqlite": {(_C, Event.LAPSE)},
     "postgres": set(),
+    "dict": {(_C, Event.LAPSE)},
 }
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "dict"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 class Watched:
@@ -110,6 +117,14 @@ class Watched:
         assert (await self.get(inst.id)).state is _R
         return inst
 
+    async def reported(self, now: int, *, owner: str = NODE, lease: int = LEASE) -> Instance:
+        """RUNNING as an at-least-once run is (a finish to RUNNING: RUN)."""
+        inst = await self.claimed(now, owner=owner, lease=lease)
+        f = Finish(inst.id, inst.claim_token or 0, _R, inst.attempts, started_us=now)
+        assert await self.call("finish", owner, [f], now) == [True]
+        assert (await self.get(inst.id)).state is _R
+        return inst
+
     async def held(self, source: State, now: int, **kw: Any) -> Instance:
         return await (self.claimed(now, **kw) if source is _C else self.running(now, **kw))
 
@@ -127,6 +142,8 @@ class Watched:
         written by an older version may hold one, and the claim carries it out."""
         if isinstance(self.store, MemoryStore):
             self.store._abort.add(iid)
+        elif self.kind == "dict":
+            self.store.db["aborts"].add(iid)  # type: ignore[attr-defined]
         elif self.kind == "sqlite":
             with sqlite3.connect(self.store.path) as conn:  # type: ignore[attr-defined]
                 conn.execute("UPDATE instances SET abort_requested = 1 WHERE id = ?", (iid,))
@@ -328,6 +345,36 @@ async def _give_back_abort_claimed(w: Watched, now: int) -> int:
 @row(_R, Event.GIVE_BACK_ABORT)
 async def _give_back_abort_running(w: Watched, now: int) -> int:
     return await _give_back(w, now, _R, abort=True, call="release")
+
+
+@row(_C, Event.RUN)
+async def _run(w: Watched, now: int) -> int:
+    inst = await w.reported(now)
+    assert (await w.get(inst.id)).started_us == now
+    return inst.id
+
+
+@row(_R, Event.RUN)
+async def _run_running(w: Watched, now: int) -> int:
+    inst = await w.running(now)  # at-most-once: stays as it is
+    f = Finish(inst.id, inst.claim_token or 0, _R, inst.attempts, started_us=now + S)
+    assert await w.call("finish", NODE, [f], now + S) == [True]
+    return inst.id
+
+
+@row(_R, Event.RERUN)
+async def _rerun(w: Watched, now: int) -> int:
+    inst = await w.reported(now)
+    assert await w.call("release", NODE, now) == 1
+    return inst.id
+
+
+@row(_R, Event.TAKE_OVER)
+async def _take_over_running(w: Watched, now: int) -> int:
+    inst = await w.reported(now, owner=OTHER, lease=1)
+    [taken] = await w.claim(NODE, now, at=now + 10 * S)
+    assert (taken.id, taken.owner) == (inst.id, NODE)
+    return inst.id
 
 
 @row(_P, Event.ABORT)

@@ -33,7 +33,8 @@ class State(enum.IntEnum):
     PENDING = 0
     #: Claimed by a node into its look-ahead window (durable, with owner and lease).
     CLAIMED = 1
-    #: Its task is running on a node (in memory; durable only for at-most-once tasks).
+    #: Its task is running on a node (durable before the run for at-most-once tasks; for
+    #: at-least-once ones with the Recorder's next batch, unless the outcome came first).
     RUNNING = 2
     #: The task returned normally. Terminal.
     SUCCEEDED = 3
@@ -99,7 +100,7 @@ class Event(enum.Enum):
     TAKE_OVER = (
         Actor.PULLER,
         ("claim",),
-        "another node's lease lapsed on a due instance: claimed anew",
+        "another node's lease lapsed on a due instance (or at-least-once run): claimed anew",
     )
     LAPSE = (
         Actor.PULLER,
@@ -130,6 +131,14 @@ class Event(enum.Enum):
         "the Timekeeper gives back an instance with an abort requested",
     )
     START = (Actor.EXECUTOR, ("start",), "an at-most-once run starts: RUNNING made durable")
+    RUN = (
+        Actor.RECORDER,
+        ("finish",),
+        (
+            "an at-least-once run in progress: RUNNING written with the Recorder's next "
+            "batch (a row already RUNNING stays as it is)"
+        ),
+    )
     SUCCEED = (Actor.RECORDER, ("finish",), "the task returned")
     FAIL = (Actor.RECORDER, ("finish",), "the task raised on its last attempt, or timed out")
     RETRY = (
@@ -158,6 +167,11 @@ class Event(enum.Enum):
             "an at-most-once run fails as interrupted"
         ),
     )
+    RERUN = (
+        Actor.LEASES,
+        ("release", "recover"),
+        "the node stops (or starts after a crash) during an at-least-once run: it runs again",
+    )
     GIVE_BACK_ABORT = (
         Actor.LEASES,
         ("release", "recover"),
@@ -182,6 +196,7 @@ _P, _C, _R = State.PENDING, State.CLAIMED, State.RUNNING
 TABLE: Final[dict[tuple[State, Event], State]] = {
     (_P, Event.CLAIM): _C,
     (_C, Event.TAKE_OVER): _C,
+    (_R, Event.TAKE_OVER): _C,
     (_C, Event.LAPSE): _P,
     (_R, Event.LAPSE): State.FAILED,
     (_P, Event.CLAIM_ABORT): State.ABORTED,
@@ -194,6 +209,8 @@ TABLE: Final[dict[tuple[State, Event], State]] = {
     (_C, Event.EVICT_ABORT): State.ABORTED,
     (_R, Event.EVICT_ABORT): State.ABORTED,
     (_C, Event.START): _R,
+    (_C, Event.RUN): _R,
+    (_R, Event.RUN): _R,
     (_C, Event.SUCCEED): State.SUCCEEDED,
     (_R, Event.SUCCEED): State.SUCCEEDED,
     (_C, Event.FAIL): State.FAILED,
@@ -205,6 +222,7 @@ TABLE: Final[dict[tuple[State, Event], State]] = {
     (_C, Event.SKIP): State.MISSED,
     (_C, Event.GIVE_BACK): _P,
     (_R, Event.GIVE_BACK): State.FAILED,
+    (_R, Event.RERUN): _P,
     (_C, Event.GIVE_BACK_ABORT): State.ABORTED,
     (_R, Event.GIVE_BACK_ABORT): State.ABORTED,
     (_P, Event.ABORT): State.ABORTED,

@@ -64,6 +64,7 @@ class DictStore(ScheduleMethods):
             "instances": {},  # id -> Instance
             "history": {},  # id -> [Attempt]
             "aborts": set(),  # ids of held instances with an abort requested
+            "repeatable": set(),  # ids of RUNNING at-least-once runs (RUN): they run again
             "schedules": {},  # id -> Schedule
             "slots": {},  # schedule id -> (instance id, claim token) admitted
             "nodes": {},  # node id -> NodeInfo
@@ -87,6 +88,8 @@ class DictStore(ScheduleMethods):
         self._rows[row.id] = row
         if row.state in TERMINAL:
             self.db["aborts"].discard(row.id)
+        if row.state is not State.RUNNING:
+            self.db["repeatable"].discard(row.id)
 
     def _held_by(self, owner: str) -> list[Instance]:
         return [r for r in self._rows.values() if r.state in HELD and r.owner == owner]
@@ -198,7 +201,10 @@ class DictStore(ScheduleMethods):
                 and row.owner != owner
                 and row.lease_until_us is not None
                 and row.lease_until_us < now_us
-                and (row.state is State.RUNNING or row.id in aborts)
+                and (
+                    (row.state is State.RUNNING and row.id not in self.db["repeatable"])
+                    or row.id in aborts
+                )
             ):
                 self._release_one(row, now_us, Event.LAPSE)
         candidates = sorted(
@@ -208,7 +214,7 @@ class DictStore(ScheduleMethods):
             and (
                 r.state is State.PENDING
                 or (
-                    r.state is State.CLAIMED
+                    (r.state is State.CLAIMED or r.id in self.db["repeatable"])
                     and r.owner != owner
                     and r.lease_until_us is not None
                     and r.lease_until_us < now_us
@@ -227,6 +233,7 @@ class DictStore(ScheduleMethods):
                 claim_token=self.db["last_token"],
                 lease_until_us=now_us + lease_us,
                 updated_us=now_us,
+                started_us=None,
             )
             self._put(new)
             claimed.append(new)
@@ -244,7 +251,8 @@ class DictStore(ScheduleMethods):
         for iid, token in items:
             row = self._holds(owner, iid, token)
             if row is not None and row.state is State.CLAIMED:
-                self._put(attrs.evolve(row, state=apply(row.state, Event.START), updated_us=now_us))
+                started = apply(row.state, Event.START)
+                self._put(attrs.evolve(row, state=started, updated_us=now_us, started_us=now_us))
             out.append(row is not None)
         return out
 
@@ -261,6 +269,14 @@ class DictStore(ScheduleMethods):
             if row is None or target is None:
                 out.append(False)
                 continue
+            if f.state is State.RUNNING:  # RUN: an at-least-once run started; claim kept
+                if row.state is not State.RUNNING:
+                    self._put(
+                        attrs.evolve(row, state=target, updated_us=now_us, started_us=f.started_us)
+                    )
+                    self.db["repeatable"].add(f.id)
+                out.append(True)
+                continue
             back = target is State.PENDING
             self._put(
                 attrs.evolve(
@@ -273,6 +289,7 @@ class DictStore(ScheduleMethods):
                     claim_token=None,
                     lease_until_us=None,
                     updated_us=now_us,
+                    started_us=None,
                 )
             )
             if f.started_us is not None:
@@ -295,18 +312,23 @@ class DictStore(ScheduleMethods):
         return out
 
     def _release_one(self, row: Instance, now_us: int, kind: Event) -> None:
-        target = apply(row.state, release_event(kind, row.id in self.db["aborts"]))
+        repeatable = row.id in self.db["repeatable"]
+        target = apply(row.state, release_event(kind, row.id in self.db["aborts"], repeatable))
         if target is State.PENDING:
             new = attrs.evolve(row, state=target, owner=None)
         else:
-            ran = row.state is State.RUNNING
+            ran = row.state is State.RUNNING and not repeatable
             new = attrs.evolve(
                 row,
                 state=target,
                 attempts=row.attempts + 1 if ran else row.attempts,
                 error=INTERRUPTED if target is State.FAILED else row.error,
             )
-        self._put(attrs.evolve(new, claim_token=None, lease_until_us=None, updated_us=now_us))
+        self._put(
+            attrs.evolve(
+                new, claim_token=None, lease_until_us=None, updated_us=now_us, started_us=None
+            )
+        )
 
     async def release(self, owner: str, now_us: int, ids: Sequence[int] | None = None) -> int:
         await self._enter()

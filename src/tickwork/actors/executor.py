@@ -10,6 +10,13 @@ timeout cancels exactly that run.
 
 Outcomes collect in an outbox that a flusher sends to the Recorder as one message per
 batch; the outbox is bounded, so a slow Recorder slows the workers (backpressure).
+
+The RUNNING of an at-most-once run is written before it starts (``Store.start``, see
+``_start_durably``). An at-least-once run's is reported instead: each flush adds a
+``Kind.STARTED`` note for every at-least-once run that started since the last flush and
+is still in progress, and the Recorder writes RUNNING for it in its next group commit.
+A run that ends before the next flush never costs a note: a burst of quick runs adds no
+work, and a slow run shows RUNNING within one flush and one Recorder batch.
 """
 
 from __future__ import annotations
@@ -108,6 +115,8 @@ class Executor:
         self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
         self._task_running: dict[str, int] = {}
         self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
+        # at-least-once runs in progress not yet reported to the Recorder: id -> start
+        self._unreported: dict[int, tuple[Instance, int]] = {}
         self._cancel_reason: dict[int, Kind] = {}
         self._spawn_pending = False
         self._nursery: trio.Nursery | None = None
@@ -287,12 +296,19 @@ class Executor:
             self._events.publish(inst, State.CLAIMED, State.RUNNING, started)
         return started
 
+    def _report(self, inst: Instance, task: Task, started: int) -> None:
+        """An at-least-once run started: the next flush reports it, if it still runs."""
+        if task.delivery != "at_most_once":
+            self._unreported[inst.id] = (inst, started)
+            self._outbox_nonempty.set()
+
     async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
         timeout_us = timeout_us_of(inst, task)
         if timeout_us is not None:
             scope.deadline = trio.current_time() + timeout_us / 1e6
         started = self._started_now(inst)
         self._running[inst.id] = (scope, inst)
+        self._report(inst, task, started)
         kind = Kind.OK
         result: object = None
         error: BaseException | None = None
@@ -312,6 +328,7 @@ class Executor:
         finally:
             CURRENT_INSTANCE.reset(current)
             del self._running[inst.id]
+            self._unreported.pop(inst.id, None)  # ended before it was reported: never is
             hit = scope.cancel_called
             if timeout_us is not None and not hit:
                 scope.deadline = math.inf  # the next run in this scope has its own
@@ -376,11 +393,20 @@ class Executor:
     async def _flusher(self) -> None:
         while True:
             await self._outbox_nonempty.wait()
+            if not self._outbox and not self._unreported:  # the runs ended unreported
+                self._outbox_nonempty = trio.Event()
+                continue
             await self._flush_all()
 
     async def _flush_all(self) -> None:
-        while self._outbox:
+        while self._outbox or self._unreported:
             batch, self._outbox = self._outbox, []
+            if self._unreported:  # runs in progress: after any outcome, never before theirs
+                batch.extend(
+                    Outcome(inst, Kind.STARTED, started_us=started)
+                    for inst, started in self._unreported.values()
+                )
+                self._unreported.clear()
             self._outbox_nonempty = trio.Event()
             self._outbox_room.set()
             await self._send.send(Outcomes(batch))

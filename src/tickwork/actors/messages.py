@@ -132,6 +132,9 @@ class Kind(enum.Enum):
     SKIPPED = "skipped"
     #: a schedule occurrence cancelled by the next one (overlap="cancel_previous"): ABORTED.
     SUPERSEDED = "superseded"
+    #: not an end: an at-least-once run in progress (``started_us`` set). The Recorder writes
+    #: RUNNING for it with its next batch, unless the run's outcome is in that batch.
+    STARTED = "started"
 
 
 @attrs.frozen(slots=True)

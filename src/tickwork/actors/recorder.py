@@ -7,13 +7,18 @@ it lingers up to ``linger`` seconds for more before committing, so even then a c
 carries dozens of outcomes; a full batch is written at once, so at high rates the
 linger costs nothing. A batch holding a run of an at-most-once task never lingers: until
 its outcome is durable, a crash or a lost lease would leave it FAILED "interrupted"
-although it ran. Only
-after the write was accepted (the claim still held: fencing) does it publish events,
-call the task's hooks and tell the Puller the instances' places in the window are free
-(``RoomFreed``), and when a retry was written, when it is due (``PendingAt``). It learns
-of aborts requested for what the node holds from the Aborts actor (``AbortRequested``)
-before their outcomes come, reports the ABORTED the store then writes, and tells the
-API's abort waiters (``AbortRecorded``).
+although it ran.
+
+The same commit writes RUNNING for the at-least-once runs the Executor reported in
+progress (``Kind.STARTED`` notes: a finish to RUNNING, fenced by the claim like every
+other), except those whose outcome is in the batch: their outcome is written instead. A
+batch of such notes alone lingers up to ``_START_LINGER`` (runs that start one after
+another share a commit). Only after the write was accepted (the claim still held:
+fencing) does it publish events, call the task's hooks and tell the Puller the
+instances' places in the window are free (``RoomFreed``), and when a retry was written,
+when it is due (``PendingAt``). It learns of aborts requested for what the node holds
+from the Aborts actor (``AbortRequested``) before their outcomes come, reports the
+ABORTED the store then writes, and tells the API's abort waiters (``AbortRecorded``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ log = logging.getLogger("tickwork.recorder")
 _MAX_ERROR = 2_000
 #: A batch smaller than this lingers for more outcomes (see the module docstring).
 _LINGER_BELOW = 256
+#: A batch of starts alone lingers this long (seconds) whatever ``linger`` is: runs that
+#: start one after another (a burst of slow ones) share a commit; their RUNNING may show
+#: this much later, and an outcome that comes meanwhile joins the batch.
+_START_LINGER = 0.002
 _MAX_RESULT = 500
 
 
@@ -248,9 +257,9 @@ class Recorder:
                 return
 
     def _may_linger(self, outcomes: list[Outcome]) -> bool:
-        return (
-            self._linger > 0 and len(outcomes) < self._linger_below and not self._urgent(outcomes)
-        )
+        if len(outcomes) >= self._linger_below or self._urgent(outcomes):
+            return False
+        return self._linger > 0 or all(o.kind is Kind.STARTED for o in outcomes)
 
     def _urgent(self, outcomes: list[Outcome]) -> bool:
         """Whether ``outcomes`` hold a run of an at-most-once task."""
@@ -259,9 +268,10 @@ class Recorder:
         )
 
     async def _gather(self, outcomes: list[Outcome]) -> None:
-        """Wait up to ``linger`` for the batch to reach ``_linger_below`` outcomes, or
-        for a run of an at-most-once task to join it."""
-        with trio.move_on_after(self._linger):
+        """Wait up to ``linger`` (a batch of starts alone: ``_START_LINGER``) for the batch
+        to reach ``_linger_below`` outcomes, or for a run of an at-most-once task to join
+        it."""
+        with trio.move_on_after(self._linger or _START_LINGER):
             while len(outcomes) < self._linger_below:
                 try:
                     msg = await self._receive.receive()
@@ -270,9 +280,49 @@ class Recorder:
                 if self._urgent(self._take(msg, outcomes)):
                     return
 
-    async def _record(self, outcomes: list[Outcome], hooks: trio.Nursery) -> None:
+    def _starts(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Finish]]:
+        """Take the ``Kind.STARTED`` notes out of ``outcomes``: returns the outcomes, and
+        a finish to RUNNING for each run whose outcome is not among them."""
+        ended = [o for o in outcomes if o.kind is not Kind.STARTED]
+        ended_ids = {o.instance.id for o in ended}
+        starts = [
+            Finish(
+                o.instance.id,
+                o.instance.claim_token or 0,
+                State.RUNNING,
+                o.instance.attempts,
+                started_us=o.started_us,
+            )
+            for o in outcomes
+            if o.kind is Kind.STARTED and o.instance.id not in ended_ids
+        ]
+        return ended, starts
+
+    async def _write(
+        self, outcomes: list[Outcome]
+    ) -> tuple[list[Outcome], list[Finish], list[bool]]:
+        """One group commit: the starts, then the outcomes' finishes. Returns the
+        outcomes (without the starts), their finishes and whether each was accepted."""
+        if any(o.kind is Kind.STARTED for o in outcomes):
+            outcomes, starts = self._starts(outcomes)
+        else:
+            starts = []
         finishes = [self._finish(o) for o in outcomes]
-        accepted = await self._store.finish(self._owner, finishes, self._clock.now_us())
+        if not starts:
+            accepted = await self._store.finish(self._owner, finishes, self._clock.now_us())
+            return outcomes, finishes, accepted
+        accepted = await self._store.finish(self._owner, starts + finishes, self._clock.now_us())
+        for start, ok in zip(starts, accepted, strict=False):
+            if not ok:
+                log.warning(
+                    "instance %d: RUNNING not recorded, the claim was lost (another node or "
+                    "a restart took it over); its run goes on here",
+                    start.id,
+                )
+        return outcomes, finishes, accepted[len(starts) :]
+
+    async def _record(self, outcomes: list[Outcome], hooks: trio.Nursery) -> None:
+        outcomes, finishes, accepted = await self._write(outcomes)
         self._batches += 1
         now = self._clock.now_us()
         # Decided once per batch: with the level off, no message is built per outcome.
@@ -319,7 +369,12 @@ class Recorder:
             self._events.recorded(insts, froms, tos, errors, now)
         if retry_at is not None:
             await self._tell_puller(PendingAt(retry_at))
-        await self._tell_puller(RoomFreed(len(outcomes)))
+        await self._room_freed(len(outcomes))
+
+    async def _room_freed(self, n: int) -> None:
+        """``n`` places in the window are free (a start frees none: its run is held)."""
+        if n:
+            await self._tell_puller(RoomFreed(n))
 
     def _abort_won(self, written: Finish) -> Finish:
         """An abort was requested: it wins over a retry or a give-back, which the store

@@ -12,8 +12,9 @@ import click
 import trio
 from click.core import ParameterSource
 
-from tickwork.cli._format import display_utc, dump_json, setup_logging
-from tickwork.cli._parse import DB, DbTarget, open_store
+from tickwork.cli._db import DB, DbTarget, open_store
+from tickwork.cli._format import display_utc, dump_json
+from tickwork.cli._reporting import setup_logging
 from tickwork.errors import InvalidArgument
 from tickwork.model import pack
 from tickwork.tasks import validate_builtin_params

@@ -7,12 +7,10 @@ lock), so they work while a node runs on it; the node notices the change by poll
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import click
 import trio
@@ -29,22 +27,25 @@ from tickwork.cli._common import (
     require_db,
     setup_cli_logging,
 )
-from tickwork.cli._format import dump_json, short, table
-from tickwork.cli._nodes import admit, check_params
-from tickwork.cli._parse import (
-    DURATION,
-    JSON,
-    TASK_NAME_TYPE,
-    TIME,
-    DbTarget,
-    bash_params,
+from tickwork.cli._cron_format import (
+    local_iso,
+    local_time,
+    next_fire,
+    rule_text,
+    schedule_dict,
+    schedules_table,
+    utc_text,
+    zone_of,
 )
+from tickwork.cli._db import DbTarget
+from tickwork.cli._format import dump_json
+from tickwork.cli._nodes import admit, check_params
+from tickwork.cli._parse import DURATION, JSON, TASK_NAME_TYPE, TIME
+from tickwork.cli._task_specs import bash_params
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
-from tickwork.model import unpack
 from tickwork.node import operations as _operations
-from tickwork.notify import Notify, notify_to_json
-from tickwork.schedules.plan import due_at
+from tickwork.notify import Notify
 from tickwork.schedules.schedule import (
     DEFAULT_CATCHUP_LIMIT,
     MAX_CATCHUP_LIMIT,
@@ -57,7 +58,7 @@ from tickwork.schedules.schedule import (
 from tickwork.schedules.triggers import Cron
 from tickwork.tasks.bash import BashTask
 
-__all__ = ["cron", "cron_trigger", "policy_options", "schedule_dict", "tz_option"]
+__all__ = ["cron", "cron_trigger", "policy_options", "tz_option"]
 
 log = logging.getLogger("tickwork.cli")
 
@@ -136,110 +137,6 @@ def cron_trigger(expr: str, zone: str) -> Cron:
 
 
 # -- views ------------------------------------------------------------------------------------
-
-
-def _next_fire(s: Schedule, now_us: int) -> int | None:
-    if s.paused or s.ended:
-        return None
-    fire = s.next_fire_after(now_us)
-    return None if fire is None else due_at(s, fire)
-
-
-def _local(us: int, zone: str) -> str:
-    return from_us(us).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _utc(us: int) -> str:
-    return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _zone(s: Schedule) -> str:
-    return s.trigger.timezone if isinstance(s.trigger, Cron) else "UTC"
-
-
-def _rule(s: Schedule) -> str:
-    if isinstance(s.trigger, Cron):
-        return s.trigger.expr
-    return s.trigger.describe()
-
-
-def _command(s: Schedule) -> str:
-    try:
-        params = unpack(s.params) if s.params else None
-    except Exception:  # noqa: BLE001 - params a user stored as raw bytes
-        return "<bytes>"
-    if s.task == BashTask.name and isinstance(params, dict) and "cmd" in params:
-        user = params.get("user")
-        return str(params["cmd"]) if user is None else f"(as {user}) {params['cmd']}"
-    return f"{s.task} {dump_json(params, indent=None)}"
-
-
-def _state(s: Schedule) -> str:
-    return "paused" if s.paused else "ended" if s.ended else "active"
-
-
-def schedule_dict(s: Schedule, now_us: int) -> dict[str, Any]:
-    """One schedule as ``--json`` prints it (times ISO-8601 with offset)."""
-    trigger: dict[str, Any]
-    if isinstance(s.trigger, Cron):
-        trigger = {"kind": "cron", "expr": s.trigger.expr, "timezone": s.trigger.timezone}
-    else:
-        trigger = {
-            "kind": "interval",
-            "every_seconds": s.trigger.every.total_seconds(),
-            "start": None if s.trigger.start is None else s.trigger.start.isoformat(),
-        }
-    try:
-        params: Any = unpack(s.params) if s.params else None
-    except Exception:  # noqa: BLE001 - raw bytes
-        params = {"bytes": len(s.params)}
-    nxt = _next_fire(s, now_us)
-
-    def iso(us: int | None) -> str | None:
-        return None if us is None else from_us(us).isoformat()
-
-    return {
-        "id": s.id,
-        "task": s.task,
-        "trigger": trigger,
-        "describe": s.trigger.describe(),
-        "params": params,
-        "state": _state(s),
-        "next_fire_at": iso(nxt),
-        "next_fire_local": None if nxt is None else from_us(nxt).astimezone(ZoneInfo(_zone(s))),
-        "misfire": s.misfire.value,
-        "overlap": s.overlap.value,
-        "grace_seconds": s.grace.total_seconds(),
-        "catchup_limit": s.catchup_limit,
-        "jitter_seconds": s.jitter.total_seconds(),
-        "start_at": iso(s.start_at_us),
-        "end_at": iso(s.end_at_us),
-        "last_fire_at": iso(s.last_fire_us),
-        "created_at": iso(s.created_us),
-        "updated_at": iso(s.updated_us),
-        "notify": None if s.notify is None else json.loads(notify_to_json(s.notify)),
-    }
-
-
-def _table(schedules: list[Schedule], now_us: int) -> str:
-    rows = []
-    for s in schedules:
-        nxt = _next_fire(s, now_us)
-        rows.append(
-            (
-                s.id,
-                _rule(s),
-                _zone(s),
-                "-" if nxt is None else _local(nxt, _zone(s)),
-                "-" if nxt is None else _utc(nxt),
-                _state(s),
-                s.misfire.value,
-                s.overlap.value,
-                short(_command(s), 50),
-            )
-        )
-    headers = ("ID", "SCHEDULE", "ZONE", "NEXT (ZONE)", "NEXT (UTC)", "STATE", "MISFIRE")
-    return table((*headers, "OVERLAP", "COMMAND"), rows)
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -359,9 +256,9 @@ def add(
     if as_json:
         click.echo(dump_json({**schedule_dict(s, now_us), "change": done.change}))
         return
-    nxt = _next_fire(s, now_us)
-    when = "paused" if nxt is None else f"next {_local(nxt, _zone(s))} ({_utc(nxt)})"
-    click.echo(f"{done.change} {s.id}: {_rule(s)} in {_zone(s)}, {when}")
+    nxt = next_fire(s, now_us)
+    when = "paused" if nxt is None else f"next {local_time(nxt, zone_of(s))} ({utc_text(nxt)})"
+    click.echo(f"{done.change} {s.id}: {rule_text(s)} in {zone_of(s)}, {when}")
 
 
 @cron.command(name="ls")
@@ -387,7 +284,7 @@ def list_schedules(*, db: DbTarget, as_json: bool) -> None:
     if as_json:
         click.echo(dump_json([schedule_dict(s, now_us) for s in schedules]))
         return
-    click.echo(_table(schedules, now_us) if schedules else "no schedules")
+    click.echo(schedules_table(schedules, now_us) if schedules else "no schedules")
 
 
 def _one(name: str, verb: str, doc: str) -> None:
@@ -479,14 +376,10 @@ def next_fires(*, expr: str, zone: str, count: int, after: datetime | None, as_j
         fires.append(nxt)
         at = nxt
     if as_json:
-        doc = [{"utc": from_us(f).isoformat(), "local": _local_iso(f, zone)} for f in fires]
+        doc = [{"utc": from_us(f).isoformat(), "local": local_iso(f, zone)} for f in fires]
         click.echo(dump_json(doc))
         return
     if not fires:
         click.echo("no fire time in the next 50 years")
     for f in fires:
-        click.echo(f"{_local(f, zone)} ({_local_iso(f, zone)[-6:]})  {_utc(f)}")
-
-
-def _local_iso(us: int, zone: str) -> str:
-    return from_us(us).astimezone(ZoneInfo(zone)).isoformat()
+        click.echo(f"{local_time(f, zone)} ({local_iso(f, zone)[-6:]})  {utc_text(f)}")

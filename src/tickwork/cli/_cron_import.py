@@ -20,7 +20,8 @@ from tickwork.cli._common import (
     log_options,
     setup_cli_logging,
 )
-from tickwork.cli._cron import cron_trigger, policy_options, schedule_dict, tz_option
+from tickwork.cli._cron import cron_trigger, policy_options, tz_option
+from tickwork.cli._cron_format import schedule_dict
 from tickwork.cli._crontab import CrontabEntry, is_system_path, parse_crontab
 from tickwork.cli._format import dump_json
 from tickwork.cli._nodes import admit, check_params
@@ -31,7 +32,7 @@ from tickwork.tasks.bash import BashTask
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from tickwork.cli._parse import DbTarget
+    from tickwork.cli._db import DbTarget
 
 __all__ = ["import_crontab"]
 

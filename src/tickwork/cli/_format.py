@@ -1,8 +1,8 @@
-"""Output of the command line: aligned tables for people, JSON for machines, log lines.
+"""Output of the command line: aligned tables for people, JSON for machines.
 
 Instances and attempts become plain dicts (:func:`instance_dict`, :func:`attempt_dict`)
 that ``--json`` prints as they are and the text views render from, so both forms always
-show the same facts. Errors become one ``error: ...`` line each (:func:`error_report`).
+show the same facts. Log lines and errors are :mod:`tickwork.cli._reporting`'s.
 """
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from tickwork._time import from_us
-from tickwork.errors import TickworkError
 from tickwork.model import unpack
 
 if TYPE_CHECKING:
@@ -27,17 +23,14 @@ if TYPE_CHECKING:
     from tickwork.stores.cluster import NodeInfo
 
 __all__ = [
-    "JsonLogFormatter",
     "attempt_dict",
     "dump_json",
-    "error_report",
     "format_duration",
     "instance_dict",
     "instances_table",
     "key_values",
     "node_dict",
     "nodes_table",
-    "setup_logging",
     "show_text",
     "stats_text",
     "table",
@@ -352,76 +345,3 @@ def stats_text(doc: Mapping[str, Any], next_us: int | None, now_us: int) -> str:
     }
     rows = list(doc["counts"].items())
     return key_values(summary) + "\n\n" + table(("STATE", "COUNT"), rows, align="<>")
-
-
-# -- logs and errors ------------------------------------------------------------------------
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log record: ``time``, ``level``, ``logger``, ``message``.
-
-    A record with an exception also carries ``exception`` (the formatted traceback).
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=repr, ensure_ascii=False)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    """Send every logger's records to stderr at ``level``, as ``text`` or ``json`` lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (possibly nested) exception groups, or ``exc`` itself."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _one_line(text: str) -> str:
-    return "error: " + " ".join(text.split())
-
-
-def error_report(exc: BaseException) -> tuple[list[str], int]:
-    """The ``error: ...`` lines to print for ``exc`` (maybe a group) and the exit status.
-
-    2 for a usage error, 130 for an interrupt, 1 for the rest. A leaf that is neither
-    click's nor tickwork's own is unexpected: its traceback is logged at DEBUG.
-    """
-    lines: list[str] = []
-    code = 1
-    for err in _leaves(exc):
-        if isinstance(err, KeyboardInterrupt | click.Abort):
-            return [_one_line("interrupted")], 130
-        if isinstance(err, click.UsageError):
-            hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
-            lines.append(_one_line(err.format_message()) + hint)
-            code = max(code, err.exit_code)
-        elif isinstance(err, click.ClickException):
-            lines.append(_one_line(err.format_message()))
-            code = max(code, err.exit_code)
-        elif isinstance(err, TickworkError):
-            lines.append(_one_line(str(err)))
-        else:
-            log.debug("unexpected error", exc_info=err)
-            lines.append(
-                _one_line(f"unexpected {type(err).__name__}: {err}")
-                + " (run with --log-level DEBUG for the traceback)"
-            )
-    return lines, code

@@ -24,7 +24,7 @@ from tickwork.node.listing import list_instances as list_page
 from tickwork.state import State
 
 if TYPE_CHECKING:
-    from tickwork.cli._parse import DbTarget
+    from tickwork.cli._db import DbTarget
     from tickwork.model import Attempt, Instance
 
 __all__ = ["list_instances", "show"]

@@ -20,7 +20,7 @@ from tickwork.cli._format import attempt_dict, dump_json, when
 from tickwork.cli._parse import ID
 
 if TYPE_CHECKING:
-    from tickwork.cli._parse import DbTarget
+    from tickwork.cli._db import DbTarget
     from tickwork.model import Attempt
 
 __all__ = ["logs"]

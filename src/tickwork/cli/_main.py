@@ -40,14 +40,8 @@ from tickwork.cli._common import (
 )
 from tickwork.cli._cron import cron
 from tickwork.cli._cron_import import import_crontab
-from tickwork.cli._format import (
-    dump_json,
-    error_report,
-    instance_dict,
-    node_dict,
-    nodes_table,
-    stats_text,
-)
+from tickwork.cli._db import DbTarget
+from tickwork.cli._format import instance_dict
 from tickwork.cli._http import token
 from tickwork.cli._list import list_instances, show
 from tickwork.cli._logs import logs
@@ -60,24 +54,23 @@ from tickwork.cli._parse import (
     POSITIVE_DURATION,
     TASK_NAME_TYPE,
     TIME,
-    DbTarget,
-    bash_params,
 )
+from tickwork.cli._reporting import error_report
 from tickwork.cli._run import run
+from tickwork.cli._stats import nodes, stats
 from tickwork.cli._status import status
+from tickwork.cli._task_specs import bash_params
 from tickwork.clock import SystemClock
 from tickwork.errors import InvalidArgument
 from tickwork.model import MAX_ATTEMPTS, Instance, NewInstance, validate_new
 from tickwork.node import operations as _operations
 from tickwork.state import State
-from tickwork.stores.cluster import NodeRegistry
 from tickwork.tasks.bash import BashTask
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from tickwork.model import AbortResult, Instance
-    from tickwork.stores.cluster import NodeInfo
 
 __all__ = ["cli", "main"]
 
@@ -237,7 +230,7 @@ def _from_now(now_us: int, delay: timedelta) -> datetime:
         ) from None
 
 
-# -- abort / stats ------------------------------------------------------------------------
+# -- abort / retry ------------------------------------------------------------------------
 
 
 @cli.command()
@@ -302,78 +295,14 @@ def retry(*, instance_id: int, db: DbTarget, as_json: bool) -> None:
     emit(doc, as_json, f"retrying {old.id} ({old.task}, {old.state.name}) as {new_id}")
 
 
-@cli.command()
-@db_option
-@json_option
-@utc_option
-@log_options
-def stats(*, db: DbTarget, as_json: bool) -> None:
-    """Counts per state, the next due time and the database size."""
-    setup_cli_logging("WARNING")
-    require_db(db, _HOW_TO_START)
-
-    async def fetch() -> tuple[dict[State, int], int | None]:
-        async with client(db, read_only=True) as store:
-            return await store.count_by_state(), await store.next_pending_at()
-
-    counts, next_us = trio.run(fetch)
-    now_us = SystemClock().now_us()
-    size: int | None = None  # a PostgreSQL schema's size is the server's business
-    wal_size = 0
-    if isinstance(db, Path):
-        size = db.stat().st_size
-        wal = Path(f"{db}-wal")
-        wal_size = wal.stat().st_size if wal.exists() else 0
-    doc = {
-        "db": str(db),
-        "db_size_bytes": size,
-        "wal_size_bytes": wal_size,
-        "total": sum(counts.values()),
-        "counts": {s.name: counts.get(s, 0) for s in State},
-        "next_pending_at": None if next_us is None else from_us(next_us).isoformat(),
-    }
-    emit(doc, as_json, stats_text(doc, next_us, now_us))
-
-
-@cli.command()
-@click.option("--all", "show_all", is_flag=True, help="Also nodes that stopped or went silent.")
-@db_option
-@json_option
-@utc_option
-@log_options
-def nodes(*, show_all: bool, db: DbTarget, as_json: bool) -> None:
-    """The nodes that run on the database: id, start, last heartbeat, work held, tasks.
-
-    A node is "alive" while it runs (in a cluster: its heartbeats arrive within its
-    lease; on SQLite: it holds the file's node lock), "stopped" once it shut down
-    cleanly, and "silent" when it stopped without saying goodbye (it died, or lost the
-    database): in a cluster its work is taken over when its leases lapse.
-    """
-    setup_cli_logging("WARNING")
-    require_db(db, _HOW_TO_START)
-
-    async def fetch() -> list[NodeInfo]:
-        async with client(db, read_only=True) as store:
-            if not isinstance(store, NodeRegistry):  # pragma: no cover - open_store's choice
-                raise click.ClickException(f"{db} keeps no table of nodes")
-            return await store.nodes()
-
-    found = trio.run(fetch)
-    if not show_all:
-        found = [n for n in found if n.alive or n.held]
-    now_us = SystemClock().now_us()
-    if as_json:
-        click.echo(dump_json([node_dict(n) for n in found]))
-        return
-    click.echo(nodes_table(found, now_us) if found else "no live nodes (--all shows every node)")
-
-
 cli.add_command(run)  # tickwork run (cli/_run.py)
 cron.add_command(import_crontab)  # tickwork cron import (cli/_cron_import.py)
 cli.add_command(cron)  # tickwork cron ... (cli/_cron.py)
 cli.add_command(list_instances)  # tickwork ls (cli/_list.py)
 cli.add_command(show)  # tickwork show ID (cli/_list.py)
 cli.add_command(logs)  # tickwork logs ID (cli/_logs.py)
+cli.add_command(stats)  # tickwork stats (cli/_stats.py)
+cli.add_command(nodes)  # tickwork nodes (cli/_stats.py)
 cli.add_command(status)  # tickwork status (cli/_status.py)
 cli.add_command(token)  # tickwork token ... (cli/_http.py)
 

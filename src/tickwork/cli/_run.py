@@ -13,19 +13,13 @@ import trio
 
 from tickwork.cli._common import EXIT_INTERRUPTED, db_option, log_options, setup_cli_logging
 from tickwork.cli._config import ConfiguredCommand, handoff_settings
+from tickwork.cli._db import DbTarget, open_store
 from tickwork.cli._format import format_duration
 from tickwork.cli._http import DEFAULT_HTTP, HTTP_ADDRESS
-from tickwork.cli._parse import (
-    DURATION,
-    LEASE,
-    POSITIVE_DURATION,
-    SIZE,
-    DbTarget,
-    open_store,
-    resolve_tasks,
-)
+from tickwork.cli._parse import DURATION, LEASE, POSITIVE_DURATION, SIZE
 from tickwork.cli._sd_notify import ServiceNotifier
 from tickwork.cli._signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
+from tickwork.cli._task_specs import resolve_tasks
 from tickwork.errors import InvalidArgument
 from tickwork.model import DEFAULT_MAX_PARAMS_BYTES
 from tickwork.node.wiring import open_scheduler

@@ -32,7 +32,7 @@ from tickwork.clock import SystemClock
 from tickwork.state import State
 
 if TYPE_CHECKING:
-    from tickwork.cli._parse import DbTarget
+    from tickwork.cli._db import DbTarget
     from tickwork.stores.base import Store
     from tickwork.stores.cluster import NodeInfo
 

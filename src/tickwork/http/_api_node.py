@@ -47,6 +47,8 @@ async def stats(request: Request) -> Response:
             "rates": dict(st.rates),
             "uptime_seconds": st.uptime,
             "store": attrs.asdict(st.store),
+            "gauges": attrs.asdict(st.gauges),
+            "counters": attrs.asdict(st.counters),
             "missed_last_hour": missed,
             "missed_last_hour_more": missed_more,
         }

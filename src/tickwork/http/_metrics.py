@@ -216,13 +216,27 @@ class NodeCollector(Collector):
         )
         late.add_metric([], self._events.lateness.cumulative(), self._events.lateness.total)
         yield late
-        yield GaugeMetricFamily("tickwork_held", "Instances held in memory.", value=st.in_memory)
         yield GaugeMetricFamily(
-            "tickwork_held_limit", "The bound on instances held in memory.", value=st.max_in_memory
+            "tickwork_held", "Instances held in memory.", value=st.gauges.in_memory
         )
-        yield GaugeMetricFamily("tickwork_running", "Instances running now.", value=st.running)
         yield GaugeMetricFamily(
-            "tickwork_max_concurrency", "Instances that may run at once.", value=st.max_concurrency
+            "tickwork_held_limit",
+            "The bound on instances held in memory.",
+            value=st.gauges.max_in_memory,
+        )
+        yield GaugeMetricFamily(
+            "tickwork_running", "Instances running now.", value=st.gauges.running
+        )
+        yield CounterMetricFamily(
+            "tickwork_claimed", "Instances this node claimed.", value=st.counters.claimed
+        )
+        yield CounterMetricFamily(
+            "tickwork_started", "Runs this node started.", value=st.counters.started
+        )
+        yield GaugeMetricFamily(
+            "tickwork_max_concurrency",
+            "Instances that may run at once.",
+            value=st.gauges.max_concurrency,
         )
         oldest = st.puller.next_pending_us
         yield GaugeMetricFamily(
@@ -244,7 +258,7 @@ class NodeCollector(Collector):
         yield calls
         yield CounterMetricFamily(
             "tickwork_store_failures", "Store calls that failed and were retried.",
-            value=st.store.failures,
+            value=st.counters.store_failures,
         )  # fmt: skip
         last = GaugeMetricFamily(
             "tickwork_schedule_last_run_timestamp_seconds",

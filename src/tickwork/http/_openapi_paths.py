@@ -185,6 +185,20 @@ def other_paths() -> dict[str, Any]:
                                     "missed_last_hour_more": {"type": "boolean"},
                                     "in_memory": {"type": "integer"},
                                     "running": {"type": "integer"},
+                                    "gauges": {
+                                        "description": (
+                                            "current values, which go up and down "
+                                            "(SchedulerStatistics.gauges)"
+                                        ),
+                                        "type": "object",
+                                    },
+                                    "counters": {
+                                        "description": (
+                                            "totals since the node started, which only "
+                                            "grow (SchedulerStatistics.counters)"
+                                        ),
+                                        "type": "object",
+                                    },
                                 },
                             },
                             "Statistics",

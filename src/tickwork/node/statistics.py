@@ -24,15 +24,81 @@ from tickwork.stores.cluster import NodeInfo
 if TYPE_CHECKING:
     from tickwork.node.context import NodeContext
 
-__all__ = ["SchedulerStatistics", "node_statistics", "this_node"]
+__all__ = ["Counters", "Gauges", "SchedulerStatistics", "node_statistics", "this_node"]
+
+
+@final
+@attrs.frozen
+class Gauges:
+    """What a node holds and does now: each value may go up or down between snapshots
+    (export them as gauges)."""
+
+    #: instances held in memory (claimed, not yet recorded), and the bound
+    in_memory: int
+    max_in_memory: int
+    #: of those: waiting for their time / due and waiting for a worker / running
+    waiting: int
+    ready: int
+    running: int
+    #: held and not running (CLAIMED in the store)
+    claimed: int
+    #: instances that may run at once
+    max_concurrency: int
+    #: due instances waiting for a per-task slot (``Task.max_concurrency``)
+    waiting_for_task_slot: int
+    #: how late the most recent start was, and a moving mean, in seconds
+    lag: float
+    mean_lag: float
+    #: whether store calls are failing now, and for how long (seconds; 0 when healthy)
+    store_healthy: bool
+    store_degraded_for: float
+    #: seconds since the node started
+    uptime: float
+
+
+@final
+@attrs.frozen
+class Counters:
+    """Totals since the node started: each value only grows (export them as counters;
+    a new node starts them at 0)."""
+
+    #: pulls made and instances claimed by the Puller
+    pulls: int
+    claimed: int
+    #: runs started by the Executor
+    started: int
+    #: outcomes this node recorded, per terminal state (SUCCEEDED, FAILED, ABORTED, MISSED)
+    ended: Mapping[str, int]
+    #: outcomes written back to PENDING: failed attempts to retry (``retried``), and runs
+    #: interrupted by a stop or claims given back unstarted (the rest of ``requeued``)
+    requeued: int
+    retried: int
+    #: outcomes the store refused because the claim was lost (fenced out)
+    refused: int
+    #: outcome batches written (group commits)
+    batches: int
+    #: task hooks that raised
+    hooks_failed: int
+    #: store calls that failed (and were retried, or refused a user call)
+    store_failures: int
+    #: total time due instances waited for a per-task slot, in seconds
+    slot_wait: float
 
 
 @final
 @attrs.frozen
 class SchedulerStatistics:
-    """A snapshot of a node (``scheduler.statistics()``)."""
+    """A snapshot of a node (``scheduler.statistics()``), from memory (no store call).
+
+    :attr:`gauges` holds current values, :attr:`counters` totals since the node started;
+    the per-actor records below hold both kinds, as each actor reports them.
+    """
 
     node_id: str
+    #: current values (up and down)
+    gauges: Gauges
+    #: totals since the node started (only up)
+    counters: Counters
     #: instances held in memory now (claimed, not yet recorded) and the bound
     in_memory: int
     max_in_memory: int
@@ -41,7 +107,8 @@ class SchedulerStatistics:
     ready: int
     running: int
     max_concurrency: int
-    #: per state name: CLAIMED and RUNNING held now; the others recorded since start
+    #: per state name, a mix kept for compatibility: CLAIMED and RUNNING held now (gauges),
+    #: the others recorded since start (counters; PENDING: ``counters.requeued``)
     counts: Mapping[str, int]
     #: how late the most recent start was, and a moving mean, in seconds
     lag: float
@@ -78,8 +145,40 @@ def node_statistics(node: NodeContext) -> SchedulerStatistics:
     counts["PENDING"] = rec.recorded.get("PENDING", 0)
     uptime = max(trio.current_time() - node.started_at, 1e-9)
     recorded = sum(v for k, v in rec.recorded.items() if k != "PENDING")
+    store = node.store.health()
+    puller = actors.puller.statistics()
+    gauges = Gauges(
+        in_memory=cap.held,
+        max_in_memory=cap.limit,
+        waiting=tk.waiting,
+        ready=ex.ready,
+        running=ex.running,
+        claimed=cap.held - ex.running,
+        max_concurrency=ex.max_concurrency,
+        waiting_for_task_slot=ex.waiting_for_task_slot,
+        lag=ex.last_lateness_us / 1e6,
+        mean_lag=ex.mean_lateness_us / 1e6,
+        store_healthy=store.healthy,
+        store_degraded_for=store.degraded_for,
+        uptime=uptime,
+    )
+    counters = Counters(
+        pulls=puller.pulls,
+        claimed=puller.claimed,
+        started=ex.started,
+        ended={s.name: rec.recorded.get(s.name, 0) for s in State if s.terminal},
+        requeued=rec.recorded.get("PENDING", 0),
+        retried=rec.retried,
+        refused=rec.refused,
+        batches=rec.batches,
+        hooks_failed=rec.hooks_failed,
+        store_failures=store.failures,
+        slot_wait=ex.slot_wait_us / 1e6,
+    )
     return SchedulerStatistics(
         node_id=node.settings.node_id,
+        gauges=gauges,
+        counters=counters,
         in_memory=cap.held,
         max_in_memory=cap.limit,
         waiting=tk.waiting,
@@ -91,12 +190,12 @@ def node_statistics(node: NodeContext) -> SchedulerStatistics:
         mean_lag=ex.mean_lateness_us / 1e6,
         rates={"started": ex.started / uptime, "recorded": recorded / uptime},
         uptime=uptime,
-        puller=actors.puller.statistics(),
+        puller=puller,
         timekeeper=tk,
         executor=ex,
         recorder=rec,
         capacity=cap,
-        store=node.store.health(),
+        store=store,
         janitor=None if actors.janitor is None else actors.janitor.statistics(),
         cluster=None if actors.cluster is None else actors.cluster.statistics(),
         store_calls=node.store.latency(),

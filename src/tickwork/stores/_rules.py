@@ -6,8 +6,12 @@ What it decides is which :class:`~tickwork.state.Event` a call means for one row
 functions below say it once for the three stores. Two facts make the durable view differ
 from the in-memory one:
 
-* RUNNING is durable only for at-most-once tasks, so a finish may find the row CLAIMED
-  while the node knows it RUNNING: the table lists each outcome from CLAIMED as well.
+* RUNNING is written at once (``Store.start``) only for at-most-once tasks; an
+  at-least-once run's RUNNING rides on the Recorder's next group commit (a finish to
+  RUNNING: RUN), and a quick run's outcome usually comes first. So a finish may find the
+  row CLAIMED while the node knows it RUNNING: the table lists each outcome from CLAIMED
+  as well. A RUNNING row is *repeatable* when RUN wrote it: given back, it runs again
+  (RERUN, or TAKE_OVER by another node); an at-most-once one never does.
 * A retry is written as PENDING, but the attempt that led to it failed: its history row
   says FAILED.
 """
@@ -35,6 +39,7 @@ _FINISH_EVENTS: Final = {
     State.ABORTED: Event.CANCEL,
     State.MISSED: Event.SKIP,
     State.PENDING: Event.RETRY,
+    State.RUNNING: Event.RUN,
 }
 
 
@@ -48,11 +53,13 @@ def finish_event(target: State, abort_requested: bool) -> Event:
     (:func:`history_state`).
 
     Raises:
-        IllegalTransition: ``target`` is neither terminal nor PENDING.
+        IllegalTransition: ``target`` is CLAIMED.
     """
     event = _FINISH_EVENTS.get(target)
     if event is None:
-        msg = f"illegal finish to {target.name}: a finish writes a terminal state or PENDING"
+        msg = (
+            f"illegal finish to {target.name}: a finish writes a terminal state, PENDING or RUNNING"
+        )
         raise IllegalTransition(msg)
     if event is Event.RETRY and abort_requested:
         return Event.CANCEL
@@ -93,10 +100,16 @@ _RELEASES: Final = {
 }
 
 
-def release_event(kind: Event, abort_requested: bool) -> Event:
+def release_event(kind: Event, abort_requested: bool, repeatable: bool = False) -> Event:
     """The event with which a held row is given back: ``kind`` is GIVE_BACK (the node's
     ``release`` of everything, ``recover``), EVICT (``release`` of some ids) or LAPSE
     (another node's lease lapsed, in a claim). An abort requested wins: the row ends
     ABORTED. Otherwise a CLAIMED row goes back to PENDING and a durable RUNNING one
-    (at-most-once) cannot be repeated, so it fails as interrupted (see the table)."""
-    return _RELEASES[kind] if abort_requested else kind
+    (at-most-once) cannot be repeated, so it fails as interrupted (see the table); a
+    ``repeatable`` RUNNING one (an at-least-once run) goes back to PENDING to run again
+    (RERUN; a lapsed one is taken over instead, see the stores' claim)."""
+    if abort_requested:
+        return _RELEASES[kind]
+    if repeatable and kind is not Event.LAPSE:
+        return Event.RERUN
+    return kind

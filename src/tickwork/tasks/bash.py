@@ -28,6 +28,15 @@ import trio
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
 from tickwork.model import RunOutput, pack, unpack
 from tickwork.task import Task
+from tickwork.tasks._bash_process import (
+    Tail,
+    describe_exit,
+    feed,
+    read_both,
+    signal_group,
+    signal_name,
+    tails_text,
+)
 from tickwork.tasks._bash_user import check_user, run_as
 
 __all__ = ["BashFailed", "BashTask", "BashTimeout"]
@@ -42,9 +51,6 @@ _BASH = "/bin/bash"
 MAX_ARGUMENT_CMD: Final = 100_000
 _FROM_PIPE: Final = ". /dev/stdin"
 _KEYS = ("cmd", "timeout", "env", "cwd", "user")
-_CHUNK = 65536
-#: How much of each tail goes into an exception message (the stored ``error`` text).
-_MESSAGE_TAIL = 1024
 #: After the group is gone, how long to keep reading what is left in the pipes. A
 #: process that escaped the group (setsid) may hold a pipe open forever.
 _DRAIN_SECONDS = 1.0
@@ -63,7 +69,7 @@ class BashFailed(TickworkError):
         self.exit_code = exit_code
         self.stdout = stdout
         self.stderr = stderr
-        super().__init__(f"{_describe_exit(exit_code)}{_tails_text(stdout, stderr)}")
+        super().__init__(f"{describe_exit(exit_code)}{tails_text(stdout, stderr)}")
 
     @property
     def output(self) -> RunOutput:
@@ -73,7 +79,7 @@ class BashFailed(TickworkError):
     @property
     def signal(self) -> str | None:
         """The name of the signal that killed the command, or None if it exited."""
-        return _signal_name(-self.exit_code) if self.exit_code < 0 else None
+        return signal_name(-self.exit_code) if self.exit_code < 0 else None
 
     def __reduce__(self) -> tuple[type[BashFailed], tuple[int, str, str]]:
         # The default pickling calls cls(*self.args), which is the message alone.
@@ -252,20 +258,20 @@ class BashTask(Task):
                 f"bash params are not msgpack ({exc!r}); build them with BashTask.params()"
             ) from exc
         spec = _Params.from_mapping(raw)
-        out, err = _Tail(self.tail_bytes), _Tail(self.tail_bytes)
+        out, err = Tail(self.tail_bytes), Tail(self.tail_bytes)
         exit_code, timed_out = await self._execute(spec, out, err)
         stdout, stderr = out.text(), err.text()
         if timed_out:
             raise BashTimeout(
                 f"bash command timed out after {spec.timeout:g} s and its process group "
-                f"was killed{_tails_text('', stderr)}",
+                f"was killed{tails_text('', stderr)}",
                 RunOutput(stdout, stderr, None),
             )
         if exit_code != 0:
             raise BashFailed(exit_code, stdout, stderr)
         return RunOutput(stdout, stderr, exit_code)
 
-    async def _execute(self, spec: _Params, out: _Tail, err: _Tail) -> tuple[int, bool]:
+    async def _execute(self, spec: _Params, out: Tail, err: Tail) -> tuple[int, bool]:
         """Run ``spec`` to its end, filling ``out`` and ``err``: (exit code, timed out)."""
         env = {**os.environ, **spec.env} if spec.env else None
         cwd = spec.cwd
@@ -305,9 +311,9 @@ class BashTask(Task):
         finished = False
         cancelled: trio.Cancelled | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_both, readers, proc, out, err)
+            nursery.start_soon(read_both, readers, proc, out, err)
             if piped:
-                nursery.start_soon(_feed, feeder, proc, script)
+                nursery.start_soon(feed, feeder, proc, script)
             try:
                 with trio.move_on_after(math.inf if spec.timeout is None else spec.timeout) as t:
                     await proc.wait()
@@ -338,7 +344,7 @@ class BashTask(Task):
             )
         return proc.returncode, timed_out
 
-    async def _stop_group(self, proc: trio.Process, out: _Tail, err: _Tail) -> None:
+    async def _stop_group(self, proc: trio.Process, out: Tail, err: Tail) -> None:
         """SIGTERM the process group, SIGKILL it after ``kill_grace``, and reap the command.
 
         Shielded and bounded, so it runs to the end even while the run is being cancelled.
@@ -348,7 +354,7 @@ class BashTask(Task):
         pgid = proc.pid
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.kill_grace + _KILL_WAIT_SECONDS
-            if not _signal_group(pgid, signal.SIGTERM):
+            if not signal_group(pgid, signal.SIGTERM):
                 await proc.wait()
                 return
             with trio.move_on_after(self.kill_grace):
@@ -358,100 +364,5 @@ class BashTask(Task):
                 await out.eof.wait()
                 await err.eof.wait()
             # Sweeps up what is left: members that ignored SIGTERM or closed their pipes.
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             await proc.wait()
-
-
-async def _feed(scope: trio.CancelScope, proc: trio.Process, script: bytes) -> None:
-    """Write a long command to bash's stdin and close it (see :data:`MAX_ARGUMENT_CMD`)."""
-    stdin = proc.stdin
-    assert stdin is not None  # noqa: S101 - opened with stdin=PIPE
-    with scope:
-        try:
-            async with stdin:
-                await stdin.send_all(script)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # bash is gone before it read it all: its exit status says why
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to the group. False when the group has no member left."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # Only a member that changed its credentials (setuid) refuses: nothing to do.
-        return True
-    return True
-
-
-async def _read_both(scope: trio.CancelScope, proc: trio.Process, out: _Tail, err: _Tail) -> None:
-    """Drain stdout and stderr concurrently into their tails, inside ``scope``."""
-    assert proc.stdout is not None  # noqa: S101 - opened with PIPE
-    assert proc.stderr is not None  # noqa: S101 - opened with PIPE
-    with scope:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(out.drain, proc.stdout)
-            nursery.start_soon(err.drain, proc.stderr)
-    with trio.CancelScope(shield=True):
-        await proc.stdout.aclose()
-        await proc.stderr.aclose()
-
-
-class _Tail:
-    """The last ``limit`` bytes of a stream, in memory bounded by about twice that."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._buf = bytearray()
-        self._truncated = False
-        self.eof = trio.Event()
-
-    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
-        """Read ``stream`` to its end, keeping the tail."""
-        while chunk := await stream.receive_some(_CHUNK):
-            self._buf += chunk
-            # Trimming at 2x, not at every chunk, keeps the copying amortised O(1)/byte.
-            if len(self._buf) > 2 * self._limit:
-                del self._buf[: len(self._buf) - self._limit]
-                self._truncated = True
-        self.eof.set()
-
-    def text(self) -> str:
-        """The tail decoded as UTF-8 (undecodable bytes replaced)."""
-        data = bytes(self._buf[-self._limit :]) if self._limit else b""
-        if self._truncated or len(self._buf) > self._limit:
-            # The cut may fall inside a character: drop the (at most 3) continuation
-            # bytes of its start rather than show a replacement character.
-            skip = 0
-            while skip < min(3, len(data)) and 0x80 <= data[skip] < 0xC0:
-                skip += 1
-            data = data[skip:]
-        return data.decode("utf-8", errors="replace")
-
-
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
-
-
-def _describe_exit(exit_code: int) -> str:
-    if exit_code < 0:
-        return f"bash command was killed by {_signal_name(-exit_code)}"
-    text = f"bash command exited with code {exit_code}"
-    if exit_code > 128 and exit_code - 128 in signal.valid_signals():
-        # bash reports a child killed by signal N as exit code 128+N
-        text += f" (128+{exit_code - 128}: likely killed by {_signal_name(exit_code - 128)})"
-    return text
-
-
-def _tails_text(stdout: str, stderr: str) -> str:
-    parts = [
-        f"; {label} tail: {tail[-_MESSAGE_TAIL:]!r}"
-        for label, tail in (("stderr", stderr), ("stdout", stdout))
-        if tail
-    ]
-    return "".join(parts)

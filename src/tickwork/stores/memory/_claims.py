@@ -49,8 +49,9 @@ class MemoryClaims(MemoryRows):
                 self._put(
                     attrs.evolve(row, state=apply(row.state, Event.CLAIM_ABORT), updated_us=now_us)
                 )
-        # Expired leases: a dead (or stalled) node's rows. Durable RUNNING rows and rows
-        # with an abort requested end now; CLAIMED ones compete with PENDING ones by due time.
+        # Expired leases: a dead (or stalled) node's rows. At-most-once RUNNING rows and rows
+        # with an abort requested end now; CLAIMED ones, and at-least-once RUNNING ones,
+        # compete with PENDING ones by due time.
         # Never the claimer's own rows: it still holds them in memory (its lease only looks
         # expired, e.g. after a wall-clock jump), and taking them again would run them twice.
         takeable: list[tuple[int, int]] = []
@@ -58,7 +59,8 @@ class MemoryClaims(MemoryRows):
             row = self._rows[iid]
             if row.owner == owner:
                 continue
-            if row.state is State.RUNNING or iid in self._abort:
+            ended = row.state is State.RUNNING and iid not in self._repeatable
+            if ended or iid in self._abort:
                 self._release_one(row, now_us, Event.LAPSE)
             elif row.run_at_us <= due_before_us:
                 takeable.append((row.run_at_us, iid))
@@ -79,6 +81,7 @@ class MemoryClaims(MemoryRows):
                 claim_token=token,
                 lease_until_us=lease_until,
                 updated_us=now_us,
+                started_us=None,
             )
             self._put(new)
             out.append(new)
@@ -95,7 +98,14 @@ class MemoryClaims(MemoryRows):
         for iid, token in items:
             row = self._holds(owner, iid, token)
             if row is not None and row.state is State.CLAIMED:
-                self._put(attrs.evolve(row, state=apply(row.state, Event.START), updated_us=now_us))
+                self._put(
+                    attrs.evolve(
+                        row,
+                        state=apply(row.state, Event.START),
+                        updated_us=now_us,
+                        started_us=now_us,
+                    )
+                )
             out.append(row is not None)
         return out
 
@@ -114,6 +124,14 @@ class MemoryClaims(MemoryRows):
             if row is None or target is None:
                 out.append(False)
                 continue
+            if f.state is State.RUNNING:  # RUN: an at-least-once run started; the claim kept
+                if row.state is not State.RUNNING:
+                    self._put(
+                        attrs.evolve(row, state=target, updated_us=now_us, started_us=f.started_us)
+                    )
+                    self._repeatable.add(f.id)
+                out.append(True)
+                continue
             if target is State.PENDING:
                 new = attrs.evolve(
                     row,
@@ -125,6 +143,7 @@ class MemoryClaims(MemoryRows):
                     claim_token=None,
                     lease_until_us=None,
                     updated_us=now_us,
+                    started_us=None,
                 )
             else:
                 new = attrs.evolve(
@@ -135,6 +154,7 @@ class MemoryClaims(MemoryRows):
                     claim_token=None,
                     lease_until_us=None,
                     updated_us=now_us,
+                    started_us=None,
                 )
             self._put(new)
             if f.started_us is not None:

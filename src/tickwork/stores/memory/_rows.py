@@ -39,6 +39,8 @@ class MemoryRows:
         self._last_id = 0
         self._last_token = 0
         self._abort: set[int] = set()
+        # RUNNING rows of at-least-once runs: given back, they run again (_rules)
+        self._repeatable: set[int] = set()
         self._pending: SortedList = SortedList()  # (run_at_us, id) of PENDING rows
         self._leases: SortedList = SortedList()  # (lease_until_us, id) of held rows
         self._held: dict[str, set[int]] = {}  # owner -> ids it holds
@@ -82,11 +84,14 @@ class MemoryRows:
             self._held.setdefault(new.owner, set()).add(new.id)  # type: ignore[arg-type]
         elif new.state in TERMINAL:
             self._abort.discard(new.id)
+        if new.state is not State.RUNNING:
+            self._repeatable.discard(new.id)
         self._rows[new.id] = new
 
     def _release_one(self, row: Instance, now_us: int, kind: Event) -> None:
         """Give back one held row (``kind``: GIVE_BACK, EVICT or LAPSE): see release_event."""
-        target = apply(row.state, release_event(kind, row.id in self._abort))
+        repeatable = row.id in self._repeatable
+        target = apply(row.state, release_event(kind, row.id in self._abort, repeatable))
         if target is State.PENDING:
             new = attrs.evolve(
                 row,
@@ -95,9 +100,10 @@ class MemoryRows:
                 claim_token=None,
                 lease_until_us=None,
                 updated_us=now_us,
+                started_us=None,
             )
         else:
-            ran = row.state is State.RUNNING
+            ran = row.state is State.RUNNING and not repeatable
             new = attrs.evolve(
                 row,
                 state=target,
@@ -106,6 +112,7 @@ class MemoryRows:
                 claim_token=None,
                 lease_until_us=None,
                 updated_us=now_us,
+                started_us=None,
             )
         self._put(new)
 

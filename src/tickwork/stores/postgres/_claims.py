@@ -47,7 +47,7 @@ _CLAIM: Final = _pg_cluster.CLAIM + ICOLS.replace(
 )
 
 # Fenced: only rows held by owner with the pair's token. Starting a RUNNING row again
-# is accepted and changes nothing.
+# is accepted and changes nothing. (An at-most-once start: not ``repeatable``.)
 # ``state + 0`` (here and in _FINISH) hides the state test from the planner, which would
 # otherwise scan *all* the rows this owner holds through instances_held (its predicate
 # matches) instead of looking up the batch's ids by primary key: O(held) per batch. The
@@ -55,8 +55,24 @@ _CLAIM: Final = _pg_cluster.CLAIM + ICOLS.replace(
 _START: Final = """
     UPDATE {s}.instances AS i SET
         state = {START},
+        started_us = CASE WHEN i.state = {CLAIMED} THEN %(now)s ELSE i.started_us END,
         updated_us = CASE WHEN i.state = {CLAIMED} THEN %(now)s ELSE i.updated_us END
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
+    WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
+      AND i.state + 0 IN ({HELD})
+    RETURNING i.id
+"""
+
+# RUN, an at-least-once run started (a finish to RUNNING, see _rules): fenced as _START,
+# the claim kept, ``repeatable`` (given back, it runs again). A RUNNING row stays as it is.
+_FINISH_RUNNING: Final = """
+    UPDATE {s}.instances AS i SET
+        state = {RUN},
+        started_us = CASE WHEN i.state = {CLAIMED} THEN f.started_us ELSE i.started_us END,
+        repeatable = i.state = {CLAIMED} OR i.repeatable,
+        updated_us = CASE WHEN i.state = {CLAIMED} THEN %(now)s ELSE i.updated_us END
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(started)s::bigint[])
+        AS f(id, token, started_us)
     WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
       AND i.state + 0 IN ({HELD})
     RETURNING i.id
@@ -99,6 +115,8 @@ _FINISH: Final = (
             owner = CASE WHEN f.state = {PENDING} AND NOT i.abort_requested THEN NULL
                     ELSE i.owner END,
             claim_token = NULL,
+            started_us = NULL,
+            repeatable = false,
             updated_us = %(now)s
         FROM f
         WHERE i.id = f.id AND i.owner = %(owner)s AND i.claim_token = f.token
@@ -141,6 +159,7 @@ class ClaimQueries:
         self.claim_sql = r(_CLAIM)
         self.start_sql = r(_START)
         self.finish_sql = r(_FINISH)
+        self.finish_running_sql = r(_FINISH_RUNNING)
         self.release_sql = r(_pg_cluster.release(Event.GIVE_BACK))
         self.evict_sql = r(_pg_cluster.release(Event.EVICT))
         self.renew_sql = r(_RENEW)
@@ -199,6 +218,34 @@ class ClaimQueries:
         return [iid in applied for iid, _ in items]
 
     def finish(
+        self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
+    ) -> list[bool]:
+        if any(f.state is State.RUNNING for f in finishes):
+            return self._finish_with_starts(owner, finishes, now_us, session)
+        return self._finish(owner, finishes, now_us, session)
+
+    def _finish_with_starts(
+        self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
+    ) -> list[bool]:
+        """Starts of at-least-once runs (finishes to RUNNING) first, then the outcomes:
+        one transaction."""
+        starts = [f for f in finishes if f.state is State.RUNNING]
+        cur = session.execute(
+            self.finish_running_sql,
+            {
+                "ids": int_array(f.id for f in starts),
+                "tokens": int_array(f.claim_token for f in starts),
+                "started": int_array(f.started_us for f in starts),
+                "owner": owner,
+                "now": now_us,
+            },
+        )
+        started = {row[0] for row in cur}
+        rest = [f for f in finishes if f.state is not State.RUNNING]
+        ended = iter(self._finish(owner, rest, now_us, session) if rest else [])
+        return [f.id in started if f.state is State.RUNNING else next(ended) for f in finishes]
+
+    def _finish(
         self, owner: str, finishes: Sequence[Finish], now_us: int, session: Session
     ) -> list[bool]:
         # A row matches one update per statement, so only an id's first finish may apply.

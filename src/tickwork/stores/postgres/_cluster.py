@@ -85,17 +85,26 @@ LEASE_GRANTED: Final = "(extract(epoch FROM lease_.until) * 1000000)::bigint"
 def released_set(kind: Event) -> str:
     """The SET list of a give-back (``kind``: LAPSE, GIVE_BACK or EVICT), generated from
     the table through _rules.release_event, the one place it is written for the cluster
-    store: an abort requested wins; a durable RUNNING run cannot be repeated and fails as
-    interrupted (its attempt counted); CLAIMED goes back to PENDING."""
+    store: an abort requested wins; a durable RUNNING at-most-once run cannot be repeated
+    and fails as interrupted (its attempt counted); CLAIMED goes back to PENDING, and so
+    does a ``repeatable`` RUNNING row (an at-least-once run: RERUN) given back by its
+    owner (a lapsed one is taken over by the claim instead: never released here)."""
     aborted, k = release_event(kind, abort_requested=True).name, kind.name
+    rerun = ""
+    if kind is not Event.LAPSE:
+        again = release_event(kind, abort_requested=False, repeatable=True).name
+        rerun = f"WHEN state = {{RUNNING}} AND repeatable THEN {{{again}@RUNNING}}"
+    once = "state = {RUNNING} AND NOT repeatable"
     return f"""
-        state = CASE WHEN abort_requested THEN {{{aborted}}}
+        state = CASE WHEN abort_requested THEN {{{aborted}}} {rerun}
                 WHEN state = {{RUNNING}} THEN {{{k}@RUNNING}} ELSE {{{k}@CLAIMED}} END,
-        error = CASE WHEN NOT abort_requested AND state = {{RUNNING}} THEN %(interrupted)s
+        error = CASE WHEN NOT abort_requested AND {once} THEN %(interrupted)s
                 ELSE error END,
-        attempts = attempts + CASE WHEN state = {{RUNNING}} THEN 1 ELSE 0 END,
-        owner = CASE WHEN abort_requested OR state = {{RUNNING}} THEN owner ELSE NULL END,
+        attempts = attempts + CASE WHEN {once} THEN 1 ELSE 0 END,
+        owner = CASE WHEN abort_requested OR ({once}) THEN owner ELSE NULL END,
         claim_token = NULL,
+        started_us = NULL,
+        repeatable = false,
         updated_us = %(now)s"""
 
 
@@ -106,8 +115,10 @@ def released_set(kind: Event) -> str:
 #   them twice; a previous run of the node is recover's job).
 # * released: their rows that cannot or need not be taken now are released as if their
 #   owner had given them back (_rules.release_event): an abort requested wins, a
-#   durable RUNNING run (at-most-once) fails as interrupted, and a CLAIMED row due after
-#   the horizon goes back to PENDING for whoever's horizon reaches it.
+#   durable RUNNING at-most-once run fails as interrupted, and a CLAIMED row due after
+#   the horizon goes back to PENDING for whoever's horizon reaches it. A RUNNING
+#   at-least-once row (``repeatable``) is lapsed like a CLAIMED one: taken over, it runs
+#   again.
 # * pend / lapsed: the two kinds of claimable rows, each through its own partial index
 #   (one WHERE with an OR of both would defeat them): pend is an ordered range scan of
 #   instances_due that stops after ``limit`` rows, lapsed a lookup of instances_claim.
@@ -130,7 +141,8 @@ CLAIM: Final = (
         WHERE id IN (
             SELECT id FROM {s}.instances
             WHERE claim_token IN (SELECT token FROM expired) AND state IN ({HELD})
-              AND (state = {RUNNING} OR abort_requested OR run_at_us > %(due)s)
+              AND ((state = {RUNNING} AND NOT repeatable) OR abort_requested
+                   OR (state = {CLAIMED} AND run_at_us > %(due)s))
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         )
@@ -143,8 +155,8 @@ CLAIM: Final = (
     ),
     lapsed AS (
         SELECT id, run_at_us FROM {s}.instances
-        WHERE claim_token IN (SELECT token FROM expired) AND state = {CLAIMED}
-          AND NOT abort_requested AND run_at_us <= %(due)s
+        WHERE claim_token IN (SELECT token FROM expired) AND state IN ({HELD})
+          AND (state = {CLAIMED} OR repeatable) AND NOT abort_requested AND run_at_us <= %(due)s
         ORDER BY run_at_us, id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ),
@@ -167,6 +179,8 @@ CLAIM: Final = (
         state = CASE WHEN i.abort_requested THEN {CLAIM_ABORT} ELSE {CLAIM} END,
         owner = CASE WHEN i.abort_requested THEN i.owner ELSE %(owner)s END,
         claim_token = CASE WHEN i.abort_requested THEN NULL ELSE token.t END,
+        started_us = NULL,
+        repeatable = false,
         updated_us = %(now)s
     FROM pick, token, lease_
     WHERE i.id = pick.id

@@ -132,6 +132,15 @@ _V2_RETENTION: Final[tuple[str, ...]] = (
 _V6_OUTPUT: Final[tuple[str, ...]] = ("ALTER TABLE {s}.history ADD COLUMN output text",)
 
 #: ``(version, statements)`` in order. Append only: a released migration never changes.
+# The start of the run in progress (NULL unless RUNNING), and whether a RUNNING row is an
+# at-least-once run (given back, it runs again) or an at-most-once one (given back, it
+# fails as interrupted). Rows RUNNING before this version are at-most-once. A column with
+# a constant default is added without rewriting the table.
+_V10_RUNNING: Final[tuple[str, ...]] = (
+    """ALTER TABLE {s}.instances ADD COLUMN started_us bigint,
+        ADD COLUMN repeatable boolean NOT NULL DEFAULT false""",
+)
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, _V1),
     (2, _V2_RETENTION),
@@ -142,6 +151,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (7, _pg_tokens.V7_TOKENS),
     (8, _pg_cluster.V8_NODE_TASKS),
     (9, _pg_schedules.V9_SCHEDULE_NOTIFY),
+    (10, _V10_RUNNING),
 )
 
 

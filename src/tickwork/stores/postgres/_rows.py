@@ -15,7 +15,16 @@ if TYPE_CHECKING:
 
     import psycopg
 
-__all__ = ["COLS", "ICOLS", "LIST_COLS", "Session", "check_new_rows", "int_array", "to_instance"]
+__all__ = [
+    "COLS",
+    "ICOLS",
+    "LIST_COLS",
+    "READ_COLS",
+    "Session",
+    "check_new_rows",
+    "int_array",
+    "to_instance",
+]
 
 # The columns to_instance reads, in order; {p} is a table alias prefix, {lease} the lease
 # (a held row's is its claim's: see _pg_cluster).
@@ -36,6 +45,8 @@ LIST_COLS: Final = (
     )
     + ", CASE WHEN octet_length(params) > 4096 THEN octet_length(params) END"
 )
+#: What a read (not a claim) returns: the listing's columns and the run's start.
+READ_COLS: Final = LIST_COLS + ", started_us"
 
 
 def check_new_rows(rows: Sequence[NewRow]) -> None:
@@ -90,4 +101,5 @@ def to_instance(row: tuple[Any, ...]) -> Instance:
         created_us=row[15],
         updated_us=row[16],
         params_size=row[17] if len(row) > 17 else None,  # listed: LIST_COLS
+        started_us=row[18] if len(row) > 18 else None,  # read: READ_COLS
     )

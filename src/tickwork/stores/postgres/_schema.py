@@ -28,7 +28,7 @@ from tickwork.stores.postgres import _cluster as _pg_cluster
 from tickwork.stores.postgres._claims import ClaimQueries
 from tickwork.stores.postgres._counts import CountQueries
 from tickwork.stores.postgres._migrations import migrate, render
-from tickwork.stores.postgres._rows import COLS, LIST_COLS, Session, int_array, to_instance
+from tickwork.stores.postgres._rows import COLS, READ_COLS, Session, int_array, to_instance
 
 if TYPE_CHECKING:
     import builtins
@@ -132,8 +132,10 @@ class Queries(ClaimQueries):
             "SELECT run_at_us FROM {s}.instances WHERE state = {PENDING} "
             "ORDER BY run_at_us, id LIMIT 1"
         )
-        self.get_sql = r("SELECT " + COLS + " FROM {s}.instances WHERE id = %(id)s")
-        self.list_sql = r("SELECT " + LIST_COLS + " FROM {s}.instances")
+        self.get_sql = r(
+            "SELECT " + COLS + ", NULL, started_us FROM {s}.instances WHERE id = %(id)s"
+        )
+        self.list_sql = r("SELECT " + READ_COLS + " FROM {s}.instances")
         self.count_sql = r("SELECT count(*) FROM {s}.instances")
         self.counts = CountQueries(r)
         self.history_sql = r(

@@ -41,9 +41,11 @@ _CLAIM_PENDING: Final = states(
     "WHERE state = {PENDING} AND run_at <= ? "
     f"ORDER BY run_at, id LIMIT ?) RETURNING {COLS}"
 )
-#: Claims PENDING rows and takes over CLAIMED ones (both events write CLAIMED).
+#: Claims PENDING rows and takes over CLAIMED ones and at-least-once RUNNING ones (both
+#: events write CLAIMED; a run taken over is not running any more: no start time).
 _CLAIM_IDS: Final = states(
     "UPDATE instances SET state = {TAKE_OVER}, owner = ?, claim_token = ?, lease_until = ?, "
+    "started_us = NULL, repeatable = 0, "
     f"updated = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING {COLS}"
 )
 _CLAIM_ABORTED: Final = states(
@@ -62,22 +64,29 @@ _OLDEST_LEASE: Final = states(
     "SELECT min(lease_until) FROM instances INDEXED BY ix_instances_held WHERE state IN ({HELD})"
 )
 _LAPSED: Final = states(
-    "SELECT id, state, abort_requested, task, run_at FROM instances "
+    "SELECT id, state, abort_requested, task, repeatable, run_at FROM instances "
     "INDEXED BY ix_instances_held WHERE state IN ({HELD}) AND lease_until < ? "
     "AND owner IS NOT ?"
 )
 #: The rows a start may make RUNNING (the fence is checked in Python: see Ops.start).
-_START: Final = states("UPDATE instances SET state = {START}, updated = ? WHERE id = ?")
+_START: Final = states(
+    "UPDATE instances SET state = {START}, started_us = ?, updated = ? WHERE id = ?"
+)
+#: An at-least-once run started (a finish to RUNNING): the claim is kept.
+_FINISH_RUNNING: Final = states(
+    "UPDATE instances SET state = {RUN}, started_us = ?, repeatable = 1, updated = ? WHERE id = ?"
+)
 _HELD_BY: Final = states(
-    "SELECT id, state, abort_requested, task FROM instances WHERE owner = ? AND state IN ({HELD})"
+    "SELECT id, state, abort_requested, task, repeatable FROM instances "
+    "WHERE owner = ? AND state IN ({HELD})"
 )
 _HELD_IDS: Final = states(
-    "SELECT id, state, abort_requested, task FROM instances "
+    "SELECT id, state, abort_requested, task, repeatable FROM instances "
     "WHERE id IN (SELECT value FROM json_each(?)) AND owner = ? AND state IN ({HELD})"
 )
 _RENEW: Final = states("UPDATE instances SET lease_until = ? WHERE owner = ? AND state IN ({HELD})")
 _ALL_HELD: Final = states(
-    "SELECT id, state, abort_requested, task FROM instances WHERE state IN ({HELD})"
+    "SELECT id, state, abort_requested, task, repeatable FROM instances WHERE state IN ({HELD})"
 )
 _ABORT: Final = states(
     "UPDATE instances SET state = {ABORT}, abort_requested = 0, updated = ? WHERE id = ?"
@@ -92,7 +101,8 @@ _PRUNABLE: Final = states(
 _FINISH_ENDED: Final = (
     "UPDATE instances SET state = j.state, attempts = j.attempts, error = j.error, "
     "claim_token = NULL, lease_until = NULL, abort_requested = 0, updated = ?1, "
-    "last_started = j.started, last_finished = j.finished, last_error_type = j.error_type, "
+    "started_us = NULL, repeatable = 0, last_started = j.started, "
+    "last_finished = j.finished, last_error_type = j.error_type, "
     "last_result = j.result, last_output = j.output "
     "FROM (SELECT json_extract(value, '$[0]') AS id, "
     "json_extract(value, '$[1]') AS state, json_extract(value, '$[2]') AS attempts, "
@@ -104,12 +114,14 @@ _FINISH_ENDED: Final = (
 )
 _FINISH_PENDING: Final = states(
     "UPDATE instances SET state = {RETRY}, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
-    "owner = NULL, claim_token = NULL, lease_until = NULL, updated = ? WHERE id = ?"
+    "owner = NULL, claim_token = NULL, lease_until = NULL, started_us = NULL, repeatable = 0, "
+    "updated = ? WHERE id = ?"
 )
 _RELEASE: Final = states(
     "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
     "owner = CASE WHEN ?1 = {PENDING} THEN NULL ELSE owner END, claim_token = NULL, "
-    "lease_until = NULL, abort_requested = 0, updated = ?4 WHERE id = ?5"
+    "lease_until = NULL, abort_requested = 0, started_us = NULL, repeatable = 0, updated = ?4 "
+    "WHERE id = ?5"
 )
 _HISTORY_MANY: Final = (
     "INSERT INTO history (instance_id, attempt, node, started, finished, state, error_type, "
@@ -154,6 +166,18 @@ def _place(
         )  # fmt: skip
 
 
+def _run(
+    v: list[Any], f: Finish, target: State, now: int, *, into: list[Any], deltas: Deltas
+) -> None:
+    """Place one applied RUN (a finish to RUNNING) of the row viewed as ``v``: a CLAIMED row
+    becomes RUNNING with its start time; a RUNNING one stays as it is."""
+    if v[2] != target:
+        into.append((f.started_us, now, f.id))
+        deltas[(v[3], v[2])] -= 1
+        deltas[(v[3], int(target))] += 1
+        v[2] = target
+
+
 class Ops(InsertOps, TokenOps):
     """The store operations on one connection (autocommit mode, used from one thread)."""
 
@@ -172,7 +196,7 @@ class Ops(InsertOps, TokenOps):
                 for _, task in aborted:
                     deltas[(task, State.PENDING)] -= 1
                     deltas[(task, ended)] += 1
-            takeable = self._expired(owner, due_before, limit, now, deltas)
+            takeable, running = self._expired(owner, due_before, limit, now, deltas)
             token = self._next("last_token", 1)
             head = (owner, token, now + lease, now)
             if not takeable:
@@ -186,6 +210,10 @@ class Ops(InsertOps, TokenOps):
             for task, n in Counter(r[1] for r in got if r[0] not in taken).items():
                 deltas[(task, State.PENDING)] -= n
                 deltas[(task, apply(State.PENDING, Event.CLAIM))] += n
+            for r in got:  # an at-least-once run taken over: it runs again
+                if r[0] in running:
+                    deltas[(r[1], State.RUNNING)] -= 1
+                    deltas[(r[1], apply(State.RUNNING, Event.TAKE_OVER))] += 1
             if all(r[10] is None for r in got):  # no schedule occurrence among them
                 return ClaimedRows(got)
             out = sorted(map(to_instance, got), key=lambda i: (i.run_at_us, i.id))
@@ -194,26 +222,28 @@ class Ops(InsertOps, TokenOps):
 
     def _expired(
         self, owner: str, due_before: int, limit: int, now: int, deltas: Deltas
-    ) -> list[Any]:
-        """Deal with held rows whose lease expired before ``now``; returns the CLAIMED
-        ones that may be taken over, as sorted ``(run_at, id)``, at most ``limit``."""
+    ) -> tuple[list[Any], set[int]]:
+        """Deal with held rows whose lease expired before ``now``; returns the ones that
+        may be taken over (CLAIMED, or RUNNING at-least-once), as sorted ``(run_at, id)``,
+        at most ``limit``, and the ids of the RUNNING ones among them."""
         (oldest,) = self._c.execute(_OLDEST_LEASE).fetchone()
         if oldest is None or oldest >= now:
-            return []
+            return [], set()
         # Never the claimer's own rows: it still holds them (see MemoryStore.claim).
         rows = self._c.execute(_LAPSED, (now, owner)).fetchall()
-        ended = [r for r in rows if r[1] == State.RUNNING or r[2]]
+        ended = [r for r in rows if (r[1] == State.RUNNING and not r[4]) or r[2]]
         self._release_rows(ended, now, deltas, Event.LAPSE)
-        takeable = sorted((r[4], r[0]) for r in rows if r not in ended and r[4] <= due_before)
-        return takeable[:limit]
+        takeable = sorted((r[5], r[0]) for r in rows if r not in ended and r[5] <= due_before)
+        running = {r[0] for r in rows if r[1] == State.RUNNING and r not in ended}
+        return takeable[:limit], running
 
     def _release_rows(self, rows: Sequence[Any], now: int, deltas: Deltas, kind: Event) -> None:
-        """Give back held rows given as ``(id, state, abort_requested, task, ...)``; ``kind``
-        is GIVE_BACK, EVICT or LAPSE (see ``_rules.release_event``)."""
+        """Give back held rows given as ``(id, state, abort_requested, task, repeatable,
+        ...)``; ``kind`` is GIVE_BACK, EVICT or LAPSE (see ``_rules.release_event``)."""
         params = []
-        for iid, state, abort, task, *_ in rows:
-            target = apply(STATES[state], release_event(kind, bool(abort)))
-            ran = int(state == State.RUNNING)
+        for iid, state, abort, task, repeatable, *_ in rows:
+            target = apply(STATES[state], release_event(kind, bool(abort), bool(repeatable)))
+            ran = int(state == State.RUNNING and not repeatable)  # an at-most-once attempt
             error = INTERRUPTED if target is State.FAILED else None
             params.append((int(target), error, ran, now, iid))
             deltas[(task, state)] -= 1
@@ -245,7 +275,7 @@ class Ops(InsertOps, TokenOps):
                 ok = v is not None and v[0] == owner and v[1] == token and v[2] in HELD
                 if ok and v is not None and v[2] == State.CLAIMED:
                     v[2] = apply(State.CLAIMED, Event.START)
-                    started.append((now, iid))
+                    started.append((now, now, iid))
                     deltas[(v[3], State.CLAIMED)] -= 1
                     deltas[(v[3], v[2])] += 1
                 out.append(ok)
@@ -263,6 +293,7 @@ class Ops(InsertOps, TokenOps):
             ended: list[tuple[Any, ...]] = []
             retried: list[tuple[Any, ...]] = []
             history: list[tuple[Any, ...]] = []
+            running: list[tuple[Any, ...]] = []
             for f in finishes:
                 v = view.get(f.id)
                 target = None
@@ -271,10 +302,15 @@ class Ops(InsertOps, TokenOps):
                 out.append(target is not None)
                 if target is None or v is None:
                     continue
+                if f.state is State.RUNNING:  # RUN: an at-least-once run started
+                    _run(v, f, target, now, into=running, deltas=deltas)
+                    continue
                 deltas[(v[3], v[2])] -= 1
                 deltas[(v[3], int(target))] += 1
                 v[2] = target  # a second finish of this row in the batch is refused
                 _place(f, target, owner, now, (ended, retried, history))
+            if running:
+                self._c.executemany(_FINISH_RUNNING, running)
             if ended:
                 self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
             self._c.executemany(_FINISH_PENDING, retried)

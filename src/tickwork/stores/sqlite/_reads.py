@@ -30,8 +30,10 @@ LIST_COLS: Final = (
         "params",
         f"CASE WHEN length(params) <= {LIST_PARAMS_BYTES} THEN params ELSE x'' END",
     )
-    + f", CASE WHEN length(params) > {LIST_PARAMS_BYTES} THEN length(params) END"
+    + f", CASE WHEN length(params) > {LIST_PARAMS_BYTES} THEN length(params) END, started_us"
 )
+#: COLS and the start of the run in progress: what a read (not a claim) returns.
+READ_COLS: Final = COLS + ", started_us"
 #: The State of each stored integer (the index).
 STATES: Final = tuple(sorted(State))
 _MAX_ID: Final = 2**63 - 1
@@ -61,11 +63,19 @@ def to_instance(r: Sequence[Any]) -> Instance:
     )  # fmt: skip
 
 
+def to_read(r: Sequence[Any]) -> Instance:
+    """A row selected as ``SELECT {READ_COLS}`` as an Instance."""
+    return Instance(
+        r[0], r[1], r[2], r[3], STATES[r[4]], r[5], r[6], r[7], r[8], r[9],
+        r[10], r[11], r[12], r[13], r[14], r[15], r[16], None, r[17],
+    )  # fmt: skip
+
+
 def to_listed(r: Sequence[Any]) -> Instance:
     """A row selected as ``SELECT {LIST_COLS}`` as an Instance (params maybe left out)."""
     return Instance(
         r[0], r[1], r[2], r[3], STATES[r[4]], r[5], r[6], r[7], r[8], r[9],
-        r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17],
+        r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18],
     )  # fmt: skip
 
 
@@ -93,9 +103,9 @@ class Reads:
         return None if value is None else int(value)
 
     def get(self, instance_id: int) -> Instance | None:
-        r = self._c.execute(f"SELECT {COLS} FROM instances WHERE id = ?", (instance_id,))
+        r = self._c.execute(f"SELECT {READ_COLS} FROM instances WHERE id = ?", (instance_id,))
         found = r.fetchone()
-        return None if found is None else to_instance(found)
+        return None if found is None else to_read(found)
 
     def page(
         self,
@@ -170,17 +180,17 @@ class Reads:
         floor = max(below - _SCHEDULE_SCAN, 0)
         terms = " AND ".join(where)
         cur = self._c.execute(
-            f"SELECT {COLS} FROM instances WHERE {terms} AND id >= ? ORDER BY id DESC LIMIT ?",
+            f"SELECT {READ_COLS} FROM instances WHERE {terms} AND id >= ? ORDER BY id DESC LIMIT ?",
             [*params, floor, limit],
         )
-        found = [to_instance(r) for r in cur]
+        found = [to_read(r) for r in cur]
         if len(found) < limit and floor > 0:
             cur = self._c.execute(
-                f"SELECT {COLS} FROM instances INDEXED BY ux_instances_fire WHERE {terms} "
-                "AND id < ? AND fire_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+                f"SELECT {READ_COLS} FROM instances INDEXED BY ux_instances_fire "
+                f"WHERE {terms} AND id < ? AND fire_at IS NOT NULL ORDER BY id DESC LIMIT ?",
                 [*params, floor, limit - len(found)],
             )
-            found += [to_instance(r) for r in cur]
+            found += [to_read(r) for r in cur]
         return found
 
     def count(self, state: State | None, task: str | None) -> int:

@@ -198,6 +198,14 @@ _V10_SCHEDULE_NOTIFY: Final = """
 ALTER TABLE schedules ADD COLUMN notify TEXT;
 """
 
+# The start of the run in progress (NULL unless RUNNING), and whether a RUNNING row is
+# an at-least-once run (1: given back, it runs again) or an at-most-once one (0: given
+# back, it fails as interrupted). Rows RUNNING before this version are at-most-once.
+_V11_RUNNING: Final = """
+ALTER TABLE instances ADD COLUMN started_us INTEGER;
+ALTER TABLE instances ADD COLUMN repeatable INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -210,6 +218,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V8_NODES,
     _V9_TASK,
     _V10_SCHEDULE_NOTIFY,
+    _V11_RUNNING,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
