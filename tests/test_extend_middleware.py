@@ -270,3 +270,23 @@ async def test_bad_middleware_is_refused_before_the_node_starts():
     assert "middleware must be a list" in await _refused(middleware=3)
     assert "must be an async callable" in await _refused(middleware=[sync])
     assert "must be an async callable" in await _refused(middleware=[good, "x"])
+
+
+async def test_run_context_is_read_only(autojump_clock, clock):
+    refused: list[str] = []
+
+    async def meddle(run: tickwork.RunContext, call_next: tickwork.CallNext) -> Any:
+        for field in ("instance", "task", "node_id", "started_us"):
+            try:
+                setattr(run, field, None)
+            except AttributeError:
+                refused.append(field)
+        assert repr(run) == (
+            f"RunContext(instance={run.instance.id}, task='rec', node_id='n1', "
+            f"started_us={run.started_us})"
+        )
+        return await call_next()
+
+    inst = await _run_one(clock, Recording(clock), [meddle])
+    assert inst.state is State.SUCCEEDED
+    assert refused == ["instance", "task", "node_id", "started_us"]

@@ -144,6 +144,8 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
             "timeout": None if inst.timeout_us is None else inst.timeout_us / 1e6,
             "error": inst.error,
             "dedup_key": inst.dedup_key,
+            "retry_of": inst.retry_of,
+            "run_now_of": inst.run_now_of,
             "schedule_id": inst.schedule_id,
             "fire_at": iso(inst.fire_at_us),
             "owner": inst.owner,

@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeAlias, final
 
-import attrs
-
 from tickwork.errors import InvalidArgument, MiddlewareFailed, TickworkError
 
 if TYPE_CHECKING:
@@ -27,18 +25,46 @@ if TYPE_CHECKING:
 
 
 @final
-@attrs.frozen(slots=True)
 class RunContext:
-    """One run, as a middleware or a dispatcher sees it."""
+    """One run, as a middleware or a dispatcher sees it (read-only).
 
-    #: the instance being run (``id``, ``task``, ``params``, ``attempts`` so far, ...)
-    instance: Instance
-    #: the registered task of that name
-    task: Task
-    #: the node running it
-    node_id: str
-    #: when the run started (wall clock, microseconds since the epoch)
-    started_us: int
+    A plain slotted class rather than a frozen attrs class: one is made per run, and
+    this is several times cheaper to build (see docs/extending.md, "Cost").
+    """
+
+    __slots__ = ("_instance", "_node_id", "_started_us", "_task")
+
+    def __init__(self, instance: Instance, task: Task, node_id: str, started_us: int) -> None:
+        self._instance = instance
+        self._task = task
+        self._node_id = node_id
+        self._started_us = started_us
+
+    @property
+    def instance(self) -> Instance:
+        """The instance being run (``id``, ``task``, ``params``, ``attempts`` so far, ...)."""
+        return self._instance
+
+    @property
+    def task(self) -> Task:
+        """The registered task of that name."""
+        return self._task
+
+    @property
+    def node_id(self) -> str:
+        """The node running it."""
+        return self._node_id
+
+    @property
+    def started_us(self) -> int:
+        """When the run started (wall clock, microseconds since the epoch)."""
+        return self._started_us
+
+    def __repr__(self) -> str:
+        return (
+            f"RunContext(instance={self._instance.id}, task={self._task.name!r}, "
+            f"node_id={self._node_id!r}, started_us={self._started_us})"
+        )
 
 
 #: ``call_next()`` runs the rest of the chain (the next middleware, or the dispatch).
@@ -120,50 +146,50 @@ def build_runner(
     middleware: Sequence[RunMiddleware], dispatcher: Dispatcher | None, node_id: str
 ) -> Runner | None:
     """The call the Executor awaits per run; None when nothing is extended (the Executor
-    then calls ``task.run`` itself, at no cost)."""
+    then calls ``task.run`` itself, at no cost). The chain is composed once, here."""
     if not middleware and dispatcher is None:
         return None
-    dispatch = (dispatcher or Dispatcher()).dispatch
-    chain = tuple(middleware)
+    call: Callable[[RunContext], Awaitable[Any]] = (dispatcher or Dispatcher()).dispatch
+    for layer in reversed(middleware):
+        call = _wrapped(layer, call)
 
     async def runner(instance: Instance, task: Task, started_us: int) -> Any:
-        run = RunContext(instance, task, node_id, started_us)
-        return await _call(chain, 0, run, dispatch)
+        return await call(RunContext(instance, task, node_id, started_us))
 
     return runner
 
 
-async def _call(
-    chain: tuple[RunMiddleware, ...],
-    index: int,
-    run: RunContext,
-    dispatch: Callable[[RunContext], Awaitable[Any]],
-) -> Any:
-    if index == len(chain):
-        return await dispatch(run)
-    middleware = chain[index]
-    called = False
-    inner: BaseException | None = None
+def _wrapped(
+    middleware: RunMiddleware, inner: Callable[[RunContext], Awaitable[Any]]
+) -> Callable[[RunContext], Awaitable[Any]]:
+    """``inner`` (the rest of the chain) behind ``middleware``."""
 
-    async def call_next() -> Any:
-        nonlocal called, inner
-        if called:
-            raise TickworkError("call_next() may be awaited once per run")
-        called = True
+    async def layer(run: RunContext) -> Any:
+        called = False
+        inner_error: BaseException | None = None
+
+        async def call_next() -> Any:
+            nonlocal called, inner_error
+            if called:
+                raise TickworkError("call_next() may be awaited once per run")
+            called = True
+            try:
+                return await inner(run)
+            except Exception as exc:
+                inner_error = exc
+                raise
+
         try:
-            return await _call(chain, index + 1, run, dispatch)
+            return await middleware(run, call_next)
         except Exception as exc:
-            inner = exc
-            raise
+            # What came out of call_next (the task's error, or an inner middleware's
+            # MiddlewareFailed) passes through as itself, and so does an error the
+            # middleware deliberately made of it (`raise X from exc`); anything else is
+            # its own failure.
+            if inner_error is not None and (exc is inner_error or exc.__cause__ is inner_error):
+                raise
+            raise MiddlewareFailed(
+                f"run middleware {_name(middleware)} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
-    try:
-        return await middleware(run, call_next)
-    except Exception as exc:
-        # What came out of call_next (the task's error, or an inner middleware's
-        # MiddlewareFailed) passes through as itself, and so does an error the middleware
-        # deliberately made of it (`raise X from exc`); anything else is its own failure.
-        if inner is not None and (exc is inner or exc.__cause__ is inner):
-            raise
-        raise MiddlewareFailed(
-            f"run middleware {_name(middleware)} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    return layer
