@@ -76,7 +76,7 @@ class Rare(Noop):
 
 
 async def _measure(
-    db: str, stored: int, repeats: int, *, fill: bool = True
+    db: str, stored: int, repeats: int, *, fill: bool = True, only: str | None = None
 ) -> dict[str, dict[str, float]]:
     if fill:
         await _fill(db, stored)
@@ -108,6 +108,8 @@ async def _measure(
             "API: schedules": "/api/schedules",
             "API: stats": "/api/stats",
         }
+        if only:
+            pages = {k: v for k, v in pages.items() if any(o in k for o in only.split(","))}
         out: dict[str, dict[str, float]] = {}
         async with trio.open_nursery() as nursery:
             host, port = await nursery.start(serve, s, "127.0.0.1", 0)
@@ -135,15 +137,16 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=None, help="instances stored")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--db", default=None, help="keep (and reuse) the filled file here")
+    parser.add_argument("--only", default=None, help="pages whose name contains one of these")
     args = parser.parse_args()
     stored = args.stored or (50_000 if args.quick else 10_000_000)
     repeats = 5 if args.quick else args.repeats
     if args.db is not None:
         fill = not Path(args.db).exists()
-        r = trio.run(partial(_measure, args.db, stored, repeats, fill=fill))
+        r = trio.run(partial(_measure, args.db, stored, repeats, fill=fill, only=args.only))
     else:
         with temp_dir(args.tmpdir) as tmp:
-            r = trio.run(_measure, str(tmp / "ui.db"), stored, repeats)
+            r = trio.run(partial(_measure, str(tmp / "ui.db"), stored, repeats, only=args.only))
     rows = [
         [
             name,

@@ -36,6 +36,7 @@ def test_cron_run_now(tmp_path: Path) -> None:
     shown = json.loads(tw(db, "show", str(done["id"]), "--json").stdout)
     assert shown["state"] == "PENDING"
     assert shown["params"] == {"cmd": "echo hi"}
+    assert (shown["run_now_of"], shown["schedule_id"], shown["retry_of"]) == ("yearly", None, None)
     text = tw_cron("cron", "run-now", "yearly", db=db).stdout.strip()
     assert text == f"running yearly now as instance {done['id'] + 1}"
     missing = tw_cron("cron", "run-now", "nope", db=db, code=1)

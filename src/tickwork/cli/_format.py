@@ -129,6 +129,7 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
         "task": inst.task,
         "state": inst.state.name,
         "run_at": iso(inst.run_at_us),
+        "started_at": iso(inst.started_us),  # the run in progress (RUNNING), else None
         "params": params,
     }
     if raw is not None:
@@ -143,6 +144,8 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
             "timeout": None if inst.timeout_us is None else inst.timeout_us / 1e6,
             "error": inst.error,
             "dedup_key": inst.dedup_key,
+            "retry_of": inst.retry_of,
+            "run_now_of": inst.run_now_of,
             "schedule_id": inst.schedule_id,
             "fire_at": iso(inst.fire_at_us),
             "owner": inst.owner,
@@ -217,6 +220,13 @@ def key_values(pairs: Mapping[str, object]) -> str:
     )
 
 
+def _state_text(inst: Instance) -> str:
+    """The state, and for a run in progress when it started (``RUNNING since ...``)."""
+    if inst.started_us is None:
+        return inst.state.name
+    return f"{inst.state.name} since {when(inst.started_us)}"
+
+
 def instances_table(page: Sequence[Instance]) -> str:
     """``tickwork ls``: one line per instance."""
     rows = []
@@ -229,7 +239,7 @@ def instances_table(page: Sequence[Instance]) -> str:
             (
                 inst.id,
                 inst.task,
-                inst.state.name,
+                _state_text(inst),
                 when(inst.run_at_us),
                 inst.attempts,
                 short(params, 40),
@@ -304,6 +314,8 @@ def show_text(inst: Instance, history: Sequence[Attempt]) -> str:
         fields["params"] = dump_json(fields["params"], indent=None)
     text = key_values(fields)
     if not history:
+        if inst.started_us is not None:
+            return text + "\n\nhistory: none yet (the first attempt is running)"
         return text + "\n\nhistory: none (never ran)"
     rows = [
         (

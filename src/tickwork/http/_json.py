@@ -82,6 +82,7 @@ def instance_doc(inst: Instance) -> dict[str, Any]:
         "task": inst.task,
         "state": inst.state.name,
         "run_at": iso(inst.run_at_us),
+        "started_at": iso(inst.started_us),
         "params": params_value(inst.params),
         "params_b64": base64.b64encode(inst.params).decode("ascii"),
         "attempts": inst.attempts,

@@ -98,6 +98,10 @@ def component_schemas() -> dict[str, Any]:
             "task": {"type": "string"},
             "state": {"enum": STATES},
             "run_at": TIME,
+            "started_at": {
+                **nullable(TIME),
+                "description": "when the run in progress started (RUNNING), else null",
+            },
             "params": {"description": "params decoded from msgpack, null if not JSON"},
             "params_b64": {"type": "string"},
             "attempts": {"type": "integer"},
