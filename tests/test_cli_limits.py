@@ -19,7 +19,7 @@ import pytest
 
 from tickwork import Cron, Interval, NewInstance, Task
 from tickwork._time import MAX_DURATION, MAX_US, td_us
-from tickwork.actors.recorder import backoff_us
+from tickwork.actors._outcomes import backoff_us
 from tickwork.errors import InvalidArgument
 from tickwork.model import validate_new
 from tickwork.schedules.schedule import new_schedule

@@ -19,7 +19,7 @@ import tickwork
 from tests.support.faults import FaultyStore
 from tests.support.helpers import Recording, settle, wait_until
 from tickwork import State
-from tickwork.actors.recorder import backoff_us
+from tickwork.actors._outcomes import backoff_us
 from tickwork.testing import VirtualClock
 
 S = 1_000_000

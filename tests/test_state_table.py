@@ -47,6 +47,7 @@ MODULE_ACTORS = {
     "actors/_overlap_policy.py": Actor.EXECUTOR,
     "actors/_runs.py": Actor.EXECUTOR,
     "actors/recorder.py": Actor.RECORDER,
+    "actors/_outcomes.py": Actor.RECORDER,
     "actors/leases.py": Actor.LEASES,
     "actors/janitor.py": Actor.JANITOR,
     "node/scheduler.py": Actor.API,

@@ -26,12 +26,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any, final
+from typing import final
 
 import attrs
 import trio
 
-from tickwork._time import from_us
+from tickwork.actors._outcomes import finish_of, log_outcome, succeeded
 from tickwork.actors.messages import (
     AbortRecorded,
     AbortRequested,
@@ -44,95 +44,21 @@ from tickwork.actors.messages import (
     RecorderMsg,
     RoomFreed,
 )
-from tickwork.actors.overlap import SUPERSEDED
 from tickwork.actors.transitions import Transitions
 from tickwork.clock import Clock
-from tickwork.model import Finish, Instance, RunOutput, output_of
+from tickwork.model import Finish, Instance
 from tickwork.state import State
-from tickwork.stores.base import INTERRUPTED, Store
+from tickwork.stores.base import Store
 from tickwork.task import Task
 
 log = logging.getLogger("tickwork.recorder")
 
-_MAX_ERROR = 2_000
 #: A batch smaller than this lingers for more outcomes (see the module docstring).
 _LINGER_BELOW = 256
 #: A batch of starts alone lingers this long (seconds) whatever ``linger`` is: runs that
 #: start one after another (a burst of slow ones) share a commit; their RUNNING may show
 #: this much later, and an outcome that comes meanwhile joins the batch.
 _START_LINGER = 0.002
-_MAX_RESULT = 500
-
-
-def _bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def error_text(error: BaseException) -> str:
-    return _bounded(f"{type(error).__name__}: {error}", _MAX_ERROR)
-
-
-def result_summary(result: object) -> str | None:
-    return None if result is None else _bounded(repr(result), _MAX_RESULT)
-
-
-def _output_json(error: BaseException) -> str | None:
-    output = output_of(error)
-    return None if output is None else output.to_json()
-
-
-def _succeeded(o: Outcome) -> Finish:
-    """A success: positional, no dict of common fields (the hot path). A result that is a
-    command's output is kept whole and structured; any other, as a bounded summary."""
-    inst = o.instance
-    result = o.result
-    if type(result) is RunOutput:
-        return Finish(
-            inst.id, inst.claim_token or 0, State.SUCCEEDED, inst.attempts + 1, None, None,
-            o.started_us, o.finished_us, None, None, result.to_json(),
-        )  # fmt: skip
-    return Finish(
-        inst.id, inst.claim_token or 0, State.SUCCEEDED, inst.attempts + 1, None, None,
-        o.started_us, o.finished_us, None, result_summary(result),
-    )  # fmt: skip
-
-
-def backoff_us(task: Task, attempt: int, rng: random.Random) -> int:
-    """Exponential backoff with a cap and full jitter, for the retry after ``attempt``."""
-    base = task.backoff_base.total_seconds()
-    cap = task.backoff_cap.total_seconds()
-    # 2**63 s is past any cap; a larger power would not convert to float (attempt > 1024).
-    ceiling = min(cap, base * (2 ** min(attempt - 1, 63)))
-    return int(rng.uniform(0, ceiling) * 1e6)
-
-
-def _log_outcome(outcome: Outcome, fin: Finish, *, warn: bool, debug: bool) -> None:
-    """One line per recorded outcome: a failed run (final, or to be retried) at WARNING,
-    every other outcome at DEBUG."""
-    inst = outcome.instance
-    failed = fin.state is State.FAILED or (
-        fin.state is State.PENDING and outcome.kind is Kind.ERROR
-    )
-    if failed and warn:
-        if fin.state is State.PENDING:
-            log.warning(
-                "instance %d (task %r) failed, attempt %d, retried at %s: %s",
-                inst.id, inst.task, fin.attempts, _iso(fin.run_at_us), fin.error,
-            )  # fmt: skip
-        else:
-            log.warning(
-                "instance %d (task %r) failed, attempt %d: %s",
-                inst.id, inst.task, fin.attempts, fin.error,
-            )  # fmt: skip
-    elif debug and not failed:
-        took = ""
-        if outcome.started_us is not None and outcome.finished_us is not None:
-            took = f" after {(outcome.finished_us - outcome.started_us) / 1e6:.3f} s"
-        log.debug("instance %d (task %r): %s%s", inst.id, inst.task, fin.state.name, took)
-
-
-def _iso(at_us: int | None) -> str:
-    return "?" if at_us is None else from_us(at_us).isoformat()
 
 
 @final
@@ -371,7 +297,7 @@ class Recorder:
             name = fin.state.name
             self._recorded[name] = self._recorded.get(name, 0) + 1
             if debug or (warn and fin.state is not State.SUCCEEDED):
-                _log_outcome(outcome, fin, warn=warn, debug=debug)
+                log_outcome(outcome, fin, warn=warn, debug=debug)
             if fin.state is State.PENDING and fin.run_at_us is not None:
                 retry_at = fin.run_at_us if retry_at is None else min(retry_at, fin.run_at_us)
             if aborted and self._to_waiters is not None:
@@ -409,72 +335,16 @@ class Recorder:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._to_puller = None  # the Puller stopped (shutdown): nobody counts
 
-    def _finish(self, o: Outcome) -> Finish:  # noqa: PLR0911 - one return per outcome kind
-        inst = o.instance
-        token = inst.claim_token or 0
+    def _finish(self, o: Outcome) -> Finish:
         if o.kind is Kind.OK:  # the hot path
-            return _succeeded(o)
-        ran = o.started_us is not None
-        attempts = inst.attempts + 1 if ran else inst.attempts
-        common: dict[str, Any] = {
-            "id": inst.id,
-            "claim_token": token,
-            "attempts": attempts,
-            "started_us": o.started_us,
-            "finished_us": o.finished_us,
-        }
-        kind = o.kind
-        task = self._tasks.get(inst.task)
-        if kind is Kind.ABORTED:
-            reason = o.result if isinstance(o.result, str) else "aborted"
-            return Finish(state=State.ABORTED, error=reason, **common)
-        if kind is Kind.SKIPPED:  # a schedule occurrence: overlap policy or paused
-            return Finish(state=State.MISSED, error=str(o.result), **common)
-        if kind is Kind.SUPERSEDED:
-            return Finish(state=State.ABORTED, error=SUPERSEDED, **common)
-        if kind is Kind.UNKNOWN_TASK:
-            return Finish(
-                state=State.FAILED,
-                error=f"unknown task {inst.task!r}: no task of that name is registered on "
-                f"node {self._owner}",
-                error_type="UnknownTask",
-                **common,
-            )
-        # LOST never started (its claim may have lapsed): given back like an instance
-        # a shutdown interrupted before it started; refused if taken over meanwhile.
-        if kind in {Kind.INTERRUPTED, Kind.LOST}:
-            if ran and task is not None and task.delivery == "at_most_once":
-                return Finish(
-                    state=State.FAILED, error=INTERRUPTED, error_type="Interrupted", **common
-                )
-            # at-least-once (or never started): not an attempt; it runs again
-            common["attempts"] = inst.attempts
-            return Finish(
-                state=State.PENDING,
-                run_at_us=inst.run_at_us,
-                error="interrupted by shutdown" if ran else inst.error,
-                error_type="Interrupted",
-                **common,
-            )
-        assert o.error is not None  # noqa: S101 - Kind.ERROR always carries its error
-        error = error_text(o.error)
-        error_type = type(o.error).__name__
-        common["output"] = _output_json(o.error)
-        if task is not None:
-            max_attempts = inst.max_attempts or task.max_attempts or 1
-            if attempts < max_attempts and isinstance(o.error, task.retry_on):
-                self._retried += 1
-                run_at = (o.finished_us or self._clock.now_us()) + backoff_us(
-                    task, attempts, self._rng
-                )
-                return Finish(
-                    state=State.PENDING,
-                    run_at_us=run_at,
-                    error=error,
-                    error_type=error_type,
-                    **common,
-                )
-        return Finish(state=State.FAILED, error=error, error_type=error_type, **common)
+            return succeeded(o)
+        fin = finish_of(
+            o, self._tasks.get(o.instance.task), owner=self._owner, clock=self._clock,
+            rng=self._rng,
+        )  # fmt: skip
+        if fin.state is State.PENDING and o.kind is Kind.ERROR:
+            self._retried += 1
+        return fin
 
     async def _call_hook(self, outcome: Outcome, fin: Finish, hooks: trio.Nursery) -> None:
         task = self._tasks.get(outcome.instance.task)
