@@ -46,6 +46,7 @@ MODULE_ACTORS = {
     "actors/overlap.py": Actor.EXECUTOR,
     "actors/_overlap_policy.py": Actor.EXECUTOR,
     "actors/_runs.py": Actor.EXECUTOR,
+    "actors/_outbox.py": Actor.EXECUTOR,
     "actors/recorder.py": Actor.RECORDER,
     "actors/_outcomes.py": Actor.RECORDER,
     "actors/leases.py": Actor.LEASES,

@@ -16,7 +16,8 @@ The RUNNING of an at-most-once run is written before it starts (``Store.start``,
 ``Kind.STARTED`` note for every at-least-once run that started since the last flush and
 is still in progress, and the Recorder writes RUNNING for it in its next group commit.
 A run that ends before the next flush never costs a note: a burst of quick runs adds no
-work, and a slow run shows RUNNING within ``_NOTE_DELAY`` (20 ms) and one Recorder batch.
+work, and a slow run shows RUNNING within ``NOTE_DELAY`` (20 ms) and one Recorder batch
+(``_outbox.py``).
 Notes never wake the flusher at once: in a burst they travel with the outcomes, so the
 Recorder (and an ``abort()`` waiting for it) is not flooded with a flush per start.
 """
@@ -32,6 +33,7 @@ from typing import final
 import attrs
 import trio
 
+from tickwork.actors._outbox import Outbox
 from tickwork.actors._runs import DurableStarts, timeout_error, timeout_us_of
 from tickwork.actors.cluster_link import LeaseBook
 from tickwork.actors.messages import (
@@ -40,7 +42,6 @@ from tickwork.actors.messages import (
     ExecutorMsg,
     Kind,
     Outcome,
-    Outcomes,
     RecorderMsg,
 )
 from tickwork.actors.overlap import OverlapGuard
@@ -57,9 +58,6 @@ log = logging.getLogger("tickwork.executor")
 #: a worker yields to the scheduler at least this often, so a run of quick tasks that
 #: never block cannot starve the other actors
 _YIELD_EVERY = 64
-#: notes of at-least-once runs in progress wait at most this long (seconds) for outcomes
-#: to travel with: a burst of starts costs one extra flush per this time, not one each
-_NOTE_DELAY = 0.02
 
 
 @final
@@ -104,7 +102,8 @@ class Executor:
         self._receive = receive
         self._send = to_recorder
         self._limiter = trio.CapacityLimiter(max_concurrency)
-        self._outbox_limit = outbox_limit
+        # outcomes and notes of runs in progress, to the Recorder in batches (_outbox.py)
+        self._outbox = Outbox(to_recorder, outbox_limit)
         self._grace = shutdown_grace
         # Aborts that found the instance nowhere here: on its way in (being admitted, or
         # its durable start in flight); it does not start when it gets here.
@@ -120,15 +119,9 @@ class Executor:
         self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
         self._task_running: dict[str, int] = {}
         self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
-        # at-least-once runs in progress not yet reported to the Recorder: id -> start
-        self._unreported: dict[int, tuple[Instance, int]] = {}
-        self._note_timer = False  # a flush of the notes alone is on its way
         self._cancel_reason: dict[int, Kind] = {}
         self._spawn_pending = False
         self._nursery: trio.Nursery | None = None
-        self._outbox: list[Outcome] = []
-        self._outbox_nonempty = trio.Event()
-        self._outbox_room = trio.Event()
         self._workers_done = trio.Event()
         # at-most-once runs: RUNNING made durable right before each starts (_runs.py)
         self._durable = DurableStarts(store, owner, clock)
@@ -161,7 +154,7 @@ class Executor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with self._send, trio.open_nursery() as flusher_nursery:
-            flusher_nursery.start_soon(self._flusher)
+            flusher_nursery.start_soon(self._outbox.flusher)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 # occurrences waiting for another node's to end ask again (overlap.py)
@@ -173,7 +166,7 @@ class Executor:
                 await self._drain(nursery)
             self._nursery = None
             # every worker is gone: flush what they produced, then stop the flusher
-            await self._flush_all()
+            await self._outbox.flush_all()
             flusher_nursery.cancel_scope.cancel()
 
     async def _handle(self, msg: ExecutorMsg) -> None:
@@ -305,20 +298,7 @@ class Executor:
     def _report(self, inst: Instance, task: Task, started: int) -> None:
         """An at-least-once run started: the next flush reports it, if it still runs."""
         if task.delivery != "at_most_once":
-            self._unreported[inst.id] = (inst, started)
-            if not self._note_timer and self._nursery is not None:
-                self._note_timer = True
-                self._nursery.start_soon(self._notes_soon)
-
-    async def _notes_soon(self) -> None:
-        """Flush the notes of runs in progress within ``_NOTE_DELAY``, if no outcome's
-        flush has taken them meanwhile (in a burst, outcomes carry them)."""
-        try:
-            await trio.sleep(_NOTE_DELAY)
-        finally:
-            self._note_timer = False
-        if self._unreported:
-            self._outbox_nonempty.set()
+            self._outbox.started(inst, started, self._nursery)
 
     async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:
         timeout_us = timeout_us_of(inst, task)
@@ -346,7 +326,7 @@ class Executor:
         finally:
             CURRENT_INSTANCE.reset(current)
             del self._running[inst.id]
-            self._unreported.pop(inst.id, None)  # ended before it was reported: never is
+            self._outbox.ended(inst.id)
             hit = scope.cancel_called
             if timeout_us is not None and not hit:
                 scope.deadline = math.inf  # the next run in this scope has its own
@@ -358,15 +338,7 @@ class Executor:
         self._emit(Outcome(inst, kind, result, error, started, self._clock.now_us()))
         if cancelled is not None:
             raise cancelled  # absorbed by the worker's scope, which is then replaced
-        await self._wait_outbox_room()
-
-    async def _wait_outbox_room(self) -> None:
-        while len(self._outbox) >= self._outbox_limit:
-            # One event per full episode, shared by every waiting worker: the flusher
-            # sets it when it takes the outbox.
-            if self._outbox_room.is_set():
-                self._outbox_room = trio.Event()
-            await self._outbox_room.wait()
+        await self._outbox.wait_room()
 
     def _abort(self, instance_id: int, kind: Kind = Kind.ABORTED) -> None:
         running = self._running.get(instance_id)
@@ -397,8 +369,7 @@ class Executor:
     def _emit(self, outcome: Outcome) -> None:
         if self._aborted:
             self._aborted.discard(outcome.instance.id)
-        self._outbox.append(outcome)
-        self._outbox_nonempty.set()
+        self._outbox.put(outcome)
         if outcome.instance.schedule_id is not None:
             self._occurrence_ended(outcome.instance)
 
@@ -407,27 +378,6 @@ class Executor:
         nxt = self._overlap.done(inst)
         if nxt is not None and self._nursery is not None:
             self._nursery.start_soon(self._admit, [nxt])
-
-    async def _flusher(self) -> None:
-        while True:
-            await self._outbox_nonempty.wait()
-            if not self._outbox and not self._unreported:  # the runs ended unreported
-                self._outbox_nonempty = trio.Event()
-                continue
-            await self._flush_all()
-
-    async def _flush_all(self) -> None:
-        while self._outbox or self._unreported:
-            batch, self._outbox = self._outbox, []
-            if self._unreported:  # runs in progress: after any outcome, never before theirs
-                batch.extend(
-                    Outcome(inst, Kind.STARTED, started_us=started)
-                    for inst, started in self._unreported.values()
-                )
-                self._unreported.clear()
-            self._outbox_nonempty = trio.Event()
-            self._outbox_room.set()
-            await self._send.send(Outcomes(batch))
 
     async def _drain(self, nursery: trio.Nursery) -> None:
         """Shutdown: run nothing new, give running instances ``shutdown_grace`` to finish,
