@@ -24,7 +24,6 @@ from tickwork.actors.messages import (
     Abort,
     AbortsMsg,
     PendingAborted,
-    RecorderMsg,
     TimekeeperMsg,
 )
 
@@ -35,7 +34,7 @@ class Aborts:
         self,
         *,
         receive: trio.MemoryReceiveChannel[AbortsMsg],
-        to_recorder: trio.MemorySendChannel[RecorderMsg],
+        to_recorder: trio.MemorySendChannel[AbortsMsg],
         to_timekeeper: trio.MemorySendChannel[TimekeeperMsg],
     ) -> None:
         self._receive = receive

@@ -16,7 +16,9 @@ The RUNNING of an at-most-once run is written before it starts (``Store.start``,
 ``Kind.STARTED`` note for every at-least-once run that started since the last flush and
 is still in progress, and the Recorder writes RUNNING for it in its next group commit.
 A run that ends before the next flush never costs a note: a burst of quick runs adds no
-work, and a slow run shows RUNNING within one flush and one Recorder batch.
+work, and a slow run shows RUNNING within ``_NOTE_DELAY`` (20 ms) and one Recorder batch.
+Notes never wake the flusher at once: in a burst they travel with the outcomes, so the
+Recorder (and an ``abort()`` waiting for it) is not flooded with a flush per start.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ log = logging.getLogger("tickwork.executor")
 #: a worker yields to the scheduler at least this often, so a run of quick tasks that
 #: never block cannot starve the other actors
 _YIELD_EVERY = 64
+#: notes of at-least-once runs in progress wait at most this long (seconds) for outcomes
+#: to travel with: a burst of starts costs one extra flush per this time, not one each
+_NOTE_DELAY = 0.02
 
 
 @final
@@ -117,6 +122,7 @@ class Executor:
         self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
         # at-least-once runs in progress not yet reported to the Recorder: id -> start
         self._unreported: dict[int, tuple[Instance, int]] = {}
+        self._note_timer = False  # a flush of the notes alone is on its way
         self._cancel_reason: dict[int, Kind] = {}
         self._spawn_pending = False
         self._nursery: trio.Nursery | None = None
@@ -300,6 +306,18 @@ class Executor:
         """An at-least-once run started: the next flush reports it, if it still runs."""
         if task.delivery != "at_most_once":
             self._unreported[inst.id] = (inst, started)
+            if not self._note_timer and self._nursery is not None:
+                self._note_timer = True
+                self._nursery.start_soon(self._notes_soon)
+
+    async def _notes_soon(self) -> None:
+        """Flush the notes of runs in progress within ``_NOTE_DELAY``, if no outcome's
+        flush has taken them meanwhile (in a burst, outcomes carry them)."""
+        try:
+            await trio.sleep(_NOTE_DELAY)
+        finally:
+            self._note_timer = False
+        if self._unreported:
             self._outbox_nonempty.set()
 
     async def _execute(self, inst: Instance, task: Task, scope: trio.CancelScope) -> None:

@@ -35,6 +35,7 @@ from tickwork._time import from_us
 from tickwork.actors.messages import (
     AbortRecorded,
     AbortRequested,
+    AbortsMsg,
     Kind,
     Outcome,
     Outcomes,
@@ -154,6 +155,7 @@ class Recorder:
         owner: str,
         tasks: Mapping[str, Task],
         receive: trio.MemoryReceiveChannel[RecorderMsg],
+        aborts: trio.MemoryReceiveChannel[AbortsMsg] | None = None,
         to_puller: trio.MemorySendChannel[PullerMsg],
         max_batch: int,
         hook_concurrency: int,
@@ -178,6 +180,7 @@ class Recorder:
         # runs of these are recorded at once (see the module docstring)
         self._at_most_once = {n for n, t in tasks.items() if t.delivery == "at_most_once"}
         self._receive = receive
+        self._aborts = aborts
         self._to_puller: trio.MemorySendChannel[PullerMsg] | None = to_puller
         self._max_batch = max_batch
         self._linger = linger
@@ -209,6 +212,8 @@ class Recorder:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as hooks:
             task_status.started()
+            if self._aborts is not None:
+                hooks.start_soon(self._read_aborts, self._aborts, hooks)
             async with self._receive:
                 async for first in self._receive:
                     outcomes: list[Outcome] = []
@@ -235,6 +240,18 @@ class Recorder:
         else:
             self._abort_hooks.append(msg.instance)
         return []
+
+    async def _read_aborts(
+        self, aborts: trio.MemoryReceiveChannel[AbortsMsg], hooks: trio.Nursery
+    ) -> None:
+        """The Aborts actor's messages, on an inbox of their own: an abort requested is
+        known at once, not after the outcome batches queued before it (ends when the
+        Aborts actor stops)."""
+        async with aborts:
+            async for msg in aborts:
+                self._take(msg, [])
+                if self._abort_hooks:
+                    await self._run_abort_hooks(hooks)
 
     async def _run_abort_hooks(self, hooks: trio.Nursery) -> None:
         """Run ``on_abort`` of the instances the API aborted while PENDING: in the hook

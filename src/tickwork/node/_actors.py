@@ -105,6 +105,7 @@ def build_actors(
     to_rec, rec_in = trio.open_memory_channel[RecorderMsg](_CHANNEL_BATCHES)
     to_puller, puller_in = trio.open_memory_channel[PullerMsg](_INBOX)
     to_aborts, aborts_in = trio.open_memory_channel[AbortsMsg](_INBOX)
+    to_rec_aborts, rec_aborts_in = trio.open_memory_channel[AbortsMsg](_INBOX)
     to_waiters, waiters_in = trio.open_memory_channel[AbortRecorded](_INBOX)
     capacity = Capacity(s.max_in_memory, s.low_water)
     cluster_store = store.inner if isinstance(store.inner, ClusterStore) else None
@@ -144,7 +145,7 @@ def build_actors(
             to_aborts=to_aborts.clone(),
             cluster=link,
         ),
-        aborts=Aborts(receive=aborts_in, to_recorder=to_rec.clone(), to_timekeeper=to_tk.clone()),
+        aborts=Aborts(receive=aborts_in, to_recorder=to_rec_aborts, to_timekeeper=to_tk.clone()),
         puller=Puller(
             store=store,
             clock=clock,
@@ -174,6 +175,7 @@ def build_actors(
             owner=node,
             tasks=registry,
             receive=rec_in,
+            aborts=rec_aborts_in,
             to_puller=to_puller.clone(),
             max_batch=s.batch_size,
             hook_concurrency=s.hook_concurrency,
