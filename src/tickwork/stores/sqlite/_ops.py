@@ -72,6 +72,12 @@ _LAPSED: Final = states(
 _START: Final = states(
     "UPDATE instances SET state = {START}, started_us = ?, updated = ? WHERE id = ?"
 )
+#: The rows a finish ended or gave back that were RUNNING: their run is over (the hot path,
+#: a quick run's outcome, finds the row CLAIMED and pays nothing for this).
+_FINISH_NOT_RUNNING: Final = (
+    "UPDATE instances SET started_us = NULL, repeatable = 0 "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
 #: An at-least-once run started (a finish to RUNNING): the claim is kept.
 _FINISH_RUNNING: Final = states(
     "UPDATE instances SET state = {RUN}, started_us = ?, repeatable = 1, updated = ? WHERE id = ?"
@@ -101,7 +107,7 @@ _PRUNABLE: Final = states(
 _FINISH_ENDED: Final = (
     "UPDATE instances SET state = j.state, attempts = j.attempts, error = j.error, "
     "claim_token = NULL, lease_until = NULL, abort_requested = 0, updated = ?1, "
-    "started_us = NULL, repeatable = 0, last_started = j.started, "
+    "last_started = j.started, "
     "last_finished = j.finished, last_error_type = j.error_type, "
     "last_result = j.result, last_output = j.output "
     "FROM (SELECT json_extract(value, '$[0]') AS id, "
@@ -114,8 +120,7 @@ _FINISH_ENDED: Final = (
 )
 _FINISH_PENDING: Final = states(
     "UPDATE instances SET state = {RETRY}, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
-    "owner = NULL, claim_token = NULL, lease_until = NULL, started_us = NULL, repeatable = 0, "
-    "updated = ? WHERE id = ?"
+    "owner = NULL, claim_token = NULL, lease_until = NULL, updated = ? WHERE id = ?"
 )
 _RELEASE: Final = states(
     "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
@@ -294,6 +299,7 @@ class Ops(InsertOps, TokenOps):
             retried: list[tuple[Any, ...]] = []
             history: list[tuple[Any, ...]] = []
             running: list[tuple[Any, ...]] = []
+            ran: list[int] = []  # rows RUNNING before their outcome: no start time left
             for f in finishes:
                 v = view.get(f.id)
                 target = None
@@ -305,18 +311,28 @@ class Ops(InsertOps, TokenOps):
                 if f.state is State.RUNNING:  # RUN: an at-least-once run started
                     _run(v, f, target, now, into=running, deltas=deltas)
                     continue
+                if v[2] == State.RUNNING:
+                    ran.append(f.id)
                 deltas[(v[3], v[2])] -= 1
                 deltas[(v[3], int(target))] += 1
                 v[2] = target  # a second finish of this row in the batch is refused
                 _place(f, target, owner, now, (ended, retried, history))
             if running:
                 self._c.executemany(_FINISH_RUNNING, running)
-            if ended:
-                self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
-            self._c.executemany(_FINISH_PENDING, retried)
-            if history:
-                self._c.execute(_HISTORY_MANY, (json.dumps(history),))
+            self._finished(now, ended, retried, history, ran)
         return out
+
+    def _finished(
+        self, now: int, ended: list[Any], retried: list[Any], history: list[Any], ran: list[int]
+    ) -> None:
+        """The statements of a finish's outcomes (see ``_place``)."""
+        if ended:
+            self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
+        self._c.executemany(_FINISH_PENDING, retried)
+        if history:
+            self._c.execute(_HISTORY_MANY, (json.dumps(history),))
+        if ran:
+            self._c.execute(_FINISH_NOT_RUNNING, (ids_json(ran),))
 
     def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
         with self._write() as deltas:
