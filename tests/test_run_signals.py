@@ -24,6 +24,7 @@ import pytest
 from tests.support import cli
 from tests.support.cli import show, tw
 from tickwork.cli._signals import DUPLICATE_WINDOW_S, ShutdownRequests, Verdict
+from tickwork.state import State
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -69,7 +70,7 @@ def test_sigterm_with_a_run_in_flight_keeps_its_lease_and_records_it(tmp_path: P
         time.sleep(2.5)  # two and a half leases into the drain
         state, lease_until = _lease_until(db, iid)
         now_us = time.time_ns() // 1000
-        assert state == 1, node.log  # CLAIMED: an at-least-once run in flight
+        assert state == State.RUNNING, node.log  # an at-least-once run in flight
         assert lease_until is not None
         assert lease_until > now_us, (lease_until - now_us, node.log)
         assert node.proc.wait(timeout=20) == 0, node.log
