@@ -120,6 +120,9 @@ async def test_an_occurrence_is_notified_to_its_schedules_url(autojump_clock, nu
 async def test_a_node_whose_tasks_do_not_notify_runs_the_notifier_for_a_stored_schedule(
     autojump_clock, nursery, tmp_path
 ):
+    # Virtual time jumps only after 10 ms of real idleness: the notice's HTTP exchange with
+    # the receiver and the SQLite thread's calls are real work the clock must wait for.
+    autojump_clock.autojump_threshold = 0.01
     receiver = await start_receiver(nursery)
     clock = VirtualClock()
     db = tmp_path / "t.db"
