@@ -176,6 +176,31 @@ def test_user_call_retry_reaches_serve(served: dict[str, Any], tmp_path: Path) -
     assert served["user_call_retry"] == timedelta(minutes=1)
 
 
+def test_a_number_in_the_config_file_is_parsed_as_on_the_command_line(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """``shutdown-grace = 30`` is 30 seconds (the docs say a number in the file is
+    seconds): it once reached the node as the int 30, not converted at all."""
+    config = write(
+        tmp_path / "tickwork.toml",
+        "shutdown-grace = 30\nuser-call-retry = 2.5\nmax-params = 4096\n",
+    )
+    invoke(["run", "--config", str(config)])
+    assert served["shutdown_grace"] == timedelta(seconds=30)
+    assert served["user_call_retry"] == timedelta(seconds=2.5)
+    assert served["max_params_bytes"] == 4096
+
+
+def test_a_boolean_or_bad_number_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path / "tickwork.toml", "shutdown-grace = true\n")
+    line = run_refused(tmp_path, "--config", str(config))
+    assert "Invalid value for '--shutdown-grace': expected a duration, got true" in line, line
+    assert "key 'shutdown-grace'" in line, line
+    config = write(tmp_path / "tickwork.toml", "max-params = 1.5\n")
+    line = run_refused(tmp_path, "--config", str(config))
+    assert "invalid size '1.5'" in line, line
+
+
 async def test_serve_gives_user_call_retry_to_the_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
