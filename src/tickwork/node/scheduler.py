@@ -2,7 +2,9 @@
 
 One class. It reaches its node only through a :class:`~tickwork.node.context.NodeContext`
 (two channels into the actors, the store, their statistics); argument checks and the
-operations shared with the CLI are helper functions of other modules.
+operations shared with the CLI are helper functions of other modules, and its
+recurring-schedule calls (``add_schedule`` and the rest) are written in
+:mod:`tickwork.node._schedule_methods`, a mixin.
 """
 
 from __future__ import annotations
@@ -25,23 +27,11 @@ from tickwork.node._arguments import (
     check_state,
     instance_filter,
     new_rows,
-    schedule_allowed,
 )
+from tickwork.node._schedule_methods import RecurringSchedules
 from tickwork.node.context import NodeContext
 from tickwork.node.listing import list_instances
 from tickwork.node.statistics import SchedulerStatistics, node_statistics, this_node
-from tickwork.notify import Notify
-from tickwork.schedules.schedule import (
-    DEFAULT_CATCHUP_LIMIT,
-    DEFAULT_GRACE,
-    Misfire,
-    Overlap,
-    Schedule,
-    ScheduleWrite,
-    check_schedule_id,
-    new_schedule,
-)
-from tickwork.schedules.triggers import Cron, Interval
 from tickwork.state import State
 from tickwork.stores.cluster import ClusterStore, NodeInfo, NodeRegistry
 from tickwork.stores.tokens import Token, create_token, find_token, list_tokens, revoke_token
@@ -51,7 +41,7 @@ __all__ = ["Scheduler", "SchedulerStatistics"]
 
 
 @final
-class Scheduler:
+class Scheduler(RecurringSchedules):
     """A running node. ``open_scheduler`` builds it over the node's context."""
 
     def __init__(self, node: NodeContext) -> None:
@@ -274,167 +264,8 @@ class Scheduler:
         """The scheduler clock's wall time."""
         return from_us(self._clock.now_us())
 
-    # -- recurring schedules (see docs/schedules.md) ---------------------------------
-
-    async def add_schedule(
-        self,
-        task: str,
-        trigger: Cron | Interval,
-        *,
-        params: object = b"",
-        schedule_id: str | None = None,
-        start_at: datetime | None = None,
-        end_at: datetime | None = None,
-        jitter: timedelta | None = None,
-        misfire: Misfire | str = "run_once",
-        grace: timedelta = DEFAULT_GRACE,
-        catchup_limit: int = DEFAULT_CATCHUP_LIMIT,
-        overlap: Overlap | str = "skip",
-        paused: bool = False,
-        replace: bool = False,
-        notify: Notify | None = None,
-    ) -> str:
-        """Store a recurring schedule of ``task`` and its next occurrence; returns its id.
-
-        Args:
-            trigger: ``tickwork.Cron(expr, timezone)`` or ``tickwork.Interval(every)``.
-            params: bytes, or an object packed with msgpack, given to every occurrence.
-            schedule_id: makes the call idempotent: the same id with the same definition
-                changes nothing. Default: derived from task, trigger and params.
-            start_at, end_at: no fire time before / after them (aware datetimes).
-            jitter: delay each occurrence by a deterministic amount in ``[0, jitter)``.
-            misfire: ``"run_once"``, ``"run_all"`` or ``"skip"``: what a catch-up does
-                with occurrences due more than ``grace`` before they were claimed.
-            catchup_limit: the most occurrences ``"run_all"`` runs per catch-up.
-            overlap: ``"skip"``, ``"allow"``, ``"queue"`` or ``"cancel_previous"``: what
-                happens when one comes due while the previous one still runs.
-            paused: store it paused (no occurrence until ``resume_schedule``).
-            replace: replace a schedule with this id and another definition (its pending
-                occurrences are aborted) instead of refusing.
-            notify: ``tickwork.Notify(url=...)``: post a notice when an occurrence fails
-                for good, is missed or runs overdue; stored with the schedule, and used
-                instead of the task's ``notify`` for its occurrences.
-
-        Raises:
-            InvalidArgument: a bad argument (the message names it and the accepted forms),
-                or the id exists with another definition and ``replace`` is False.
-            UnknownTask: no task of that name is registered on this node.
-        """
-        self._check_open()
-        schedule = new_schedule(
-            task,
-            trigger,
-            params=params,
-            schedule_id=schedule_id,
-            start_at=start_at,
-            end_at=end_at,
-            jitter=jitter,
-            misfire=misfire,
-            grace=grace,
-            catchup_limit=catchup_limit,
-            overlap=overlap,
-            paused=paused,
-            notify=notify,
-        )
-        if not isinstance(replace, bool):
-            raise InvalidArgument(f"replace must be True or False, got {replace!r}")
-        schedule_allowed(self._registry, schedule, self.max_params_bytes)
-        write = await self._store.add_schedule(schedule, self._clock.now_us(), replace=replace)
-        await self._woken(write)
-        return write.schedule.id
-
-    async def get_schedule(self, schedule_id: str) -> Schedule:
-        """One schedule as stored.
-
-        Raises ``NotFound`` if no schedule has this id.
-        """
-        self._check_open()
-        found = await self._store.get_schedule(check_schedule_id(schedule_id))
-        if found is None:
-            raise NotFound(f"no schedule with id {schedule_id!r}")
-        return found
-
-    async def list_schedules(
-        self, *, limit: int = 1000, after_id: str | None = None
-    ) -> builtins.list[Schedule]:
-        """Stored schedules in id order; page with ``after_id`` (the last id seen)."""
-        self._check_open()
-        check_limit(limit)
-        return await self._store.list_schedules(limit=limit, after_id=after_id)
-
-    async def pause_schedule(self, schedule_id: str) -> Schedule:
-        """Pause a schedule: no occurrence is written for it, and one that comes due while
-        it is paused is recorded MISSED. Pausing a paused schedule changes nothing.
-
-        Raises ``NotFound`` if no schedule has this id.
-        """
-        self._check_open()
-        sid = check_schedule_id(schedule_id)
-        found = await self._store.pause_schedule(sid, self._clock.now_us())
-        if found is None:
-            raise NotFound(f"no schedule with id {schedule_id!r}")
-        return found
-
-    async def resume_schedule(self, schedule_id: str) -> Schedule:
-        """Resume a paused schedule from now on: its next fire time after now is written
-        (times it was paused through are not caught up).
-
-        Raises ``NotFound`` if no schedule has this id.
-        """
-        self._check_open()
-        sid = check_schedule_id(schedule_id)
-        write = await self._store.resume_schedule(sid, self._clock.now_us())
-        if write is None:
-            raise NotFound(f"no schedule with id {schedule_id!r}")
-        await self._woken(write)
-        return write.schedule
-
-    async def run_schedule_now(self, schedule_id: str) -> int:
-        """Run a schedule's task with its params now, once, outside its fire times.
-
-        Stores a one-off PENDING instance due now and returns its id. The schedule's next
-        fire times and policies are unchanged; a paused schedule can be run this way too.
-
-        Raises:
-            NotFound: no schedule has this id.
-            UnknownTask: the schedule's task is not registered on this node.
-        """
-        schedule = await self.get_schedule(schedule_id)
-        self._registry.require(schedule.task)
-        now = self._clock.now_us()
-        iid = await _operations.run_now(self._store, schedule, now)
-        await self._node.stored_pending(now)
-        return iid
-
-    async def next_fire_times(self, schedule_id: str, n: int = 5) -> builtins.list[datetime]:
-        """The next ``n`` fire times of a schedule after now, as aware UTC datetimes.
-
-        Fewer when its trigger or ``end_at`` runs out (none once it ended). A paused
-        schedule's are those it would have if resumed now. Jitter is not included: an
-        occurrence is due at its fire time plus the schedule's jitter.
-
-        Raises:
-            NotFound: no schedule has this id.
-            InvalidArgument: ``n`` is not in 1..1000.
-        """
-        schedule = await self.get_schedule(schedule_id)
-        fires = _operations.next_fire_times(schedule, self._clock.now_us(), n)
-        return [from_us(f) for f in fires]
-
-    async def remove_schedule(self, schedule_id: str) -> None:
-        """Delete a schedule. Its pending occurrences end ABORTED; one that is running
-        finishes; nothing new is created.
-
-        Raises ``NotFound`` if no schedule has this id.
-        """
-        self._check_open()
-        sid = check_schedule_id(schedule_id)
-        if not await self._store.remove_schedule(sid, self._clock.now_us()):
-            raise NotFound(f"no schedule with id {schedule_id!r}")
-
-    async def _woken(self, write: ScheduleWrite | None) -> None:
-        if write is not None and write.next_run_us is not None:
-            await self._node.stored_pending(write.next_run_us)
+    # -- recurring schedules: add_schedule and the rest come from RecurringSchedules
+    #    (node/_schedule_methods.py; see docs/schedules.md)
 
     # -- operators: API tokens (see tickwork.stores.tokens) and nodes ---------------
 
