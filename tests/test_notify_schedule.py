@@ -164,3 +164,62 @@ def test_cron_add_stores_a_notify_and_ls_shows_it(tmp_path: Path) -> None:
     assert "http:// or https:// URL" in error_line(bad)
     lone = tw("cron", "add", "0 3 * * *", "--notify-overdue", "1h", "--", "true", db=db, code=2)
     assert "--notify-overdue needs --notify-url" in error_line(lone)
+
+
+def _new_store(kind: str, tmp_path: Path) -> Store:
+    if kind == "memory":
+        return tickwork.MemoryStore()
+    return SQLiteStore(tmp_path / "t.db")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_schedule_added_to_a_running_node_without_a_notifier_is_notified(
+    autojump_clock, nursery, tmp_path, kind
+):
+    # Regression: the notifier was started only when the node started with a task or a
+    # stored schedule that had a notify; one added later waited for the next start.
+    autojump_clock.autojump_threshold = 0.01  # the HTTP exchange and SQLite are real work
+    receiver = await start_receiver(nursery)
+    clock = VirtualClock()
+    store = _new_store(kind, tmp_path)
+    async with tickwork.open_scheduler(store, tasks=[Failing()], clock=clock) as s:
+        assert not s._node.hub.active  # nothing asks yet: no subscription
+        await s.add_schedule(
+            "failing", Cron("*/10 * * * *"), schedule_id="s", notify=Notify(url=receiver.url)
+        )
+        # the first occurrence is due within 10 minutes (steps of 5 s: each jump of the
+        # clock waits for 10 ms of real idleness)
+        await wait_until(lambda: receiver.bodies, timeout=1200, step=5)
+    bodies = receiver.bodies
+    assert {(b["schedule_id"], b["event"]) for b in bodies} == {("s", "failed")}
+    ids = [b["instance_id"] for b in bodies]
+    assert len(ids) == len(set(ids)), ids
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_replaced_schedule_notifies_with_its_new_setting_at_once(
+    autojump_clock, nursery, tmp_path, kind
+):
+    # Regression: the notifier kept a schedule's setting as read for 60 s, so the next
+    # occurrence of a schedule replaced on this node still went to the old receiver.
+    autojump_clock.autojump_threshold = 0.01
+    for_task = await start_receiver(nursery)
+    for_schedule = await start_receiver(nursery)
+    task = Failing()
+    task.notify = Notify(url=for_task.url, min_interval=timedelta(seconds=1))  # type: ignore[misc]
+    clock = VirtualClock()
+    every = Interval(timedelta(seconds=20))
+    store = _new_store(kind, tmp_path)
+    async with tickwork.open_scheduler(store, tasks=[task], clock=clock) as s:
+        await s.add_schedule("failing", every, schedule_id="s")
+        await wait_until(lambda: for_task.bodies, timeout=120, step=1)
+        told_task = len(for_task.bodies)
+        hook = Notify(url=for_schedule.url, min_interval=timedelta(seconds=1))
+        await s.add_schedule("failing", every, schedule_id="s", notify=hook, replace=True)
+        replaced_at = trio.current_time()
+        await wait_until(lambda: for_schedule.bodies, timeout=120, step=1)
+        # the next occurrence (due within 20 s) was told to the new receiver
+        assert trio.current_time() - replaced_at < 40
+    assert {(b["schedule_id"], b["event"]) for b in for_schedule.bodies} == {("s", "failed")}
+    # at most a notice of an occurrence that failed while the replace was being written
+    assert len(for_task.bodies) <= told_task + 1
