@@ -2,10 +2,12 @@
 when an instance of the task fails for good, is MISSED, or runs longer than expected.
 A schedule may have a ``notify`` of its own (``add_schedule(..., notify=Notify(...))``,
 stored with it), used for its occurrences instead of the task's; the notifier reads it
-from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds.
-A node runs the notifier when a task of it has a ``notify`` or a stored schedule had one
-when it started: a first schedule with ``notify`` added while a node without either runs
-is notified from that node's next start.
+from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds,
+except for a schedule stored, replaced or removed through the node, read again at its next
+event. A node runs the notifier when a task of it has a ``notify``, a stored schedule had
+one when it started, or a schedule with one is added through it (the notifier starts then);
+a first schedule with ``notify`` added by another process while a node without any runs is
+notified from that node's next start.
 
 The node's notifier is a small actor of its own, subscribed to the node's event stream
 (``scheduler.subscribe()``): it never blocks the Recorder or any other actor (a full

@@ -188,7 +188,11 @@ async def open_scheduler(
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
             dispatcher.lifespan() if dispatcher is not None else nullcontext(),
             run_node(
-                settings, resilient, registry, clock, build_runner(chain, dispatcher, node),
+                settings,
+                resilient,
+                registry,
+                clock,
+                build_runner(chain, dispatcher, node),
                 notices=notices,
             ) as scheduler,
             running_plugins(plugins, scheduler, clock),  # started last, stopped first
