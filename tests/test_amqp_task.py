@@ -50,6 +50,17 @@ def test_bad_params_are_refused(params, message):
         AmqpPublish.from_params(tickwork.pack(params))
 
 
+async def test_a_run_outside_the_lifespan_is_refused():
+    task = AmqpTask(URL)
+    message = "AmqpTask runs inside open_scheduler"
+    with pytest.raises(tickwork.TickworkError, match=message):
+        await task.run(tickwork.pack({"routing_key": "q"}))
+    async with task.lifespan():  # connects only for a run
+        pass
+    with pytest.raises(tickwork.TickworkError, match=message):
+        await task.run(tickwork.pack({"routing_key": "q"}))
+
+
 async def test_schedule_refuses_a_bad_queue_name():
     async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[AmqpTask()]) as scheduler:
         with pytest.raises(tickwork.InvalidArgument, match="'routing_key' must be"):

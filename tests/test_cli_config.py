@@ -14,12 +14,15 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+import trio
 from click.testing import CliRunner
 
 import tickwork.cli._run
@@ -159,6 +162,78 @@ def test_the_example_config_is_accepted(served: dict[str, Any]) -> None:
     assert served["retention"] == timedelta(days=30)
 
 
+def test_user_call_retry_reaches_serve(served: dict[str, Any], tmp_path: Path) -> None:
+    invoke(["run"])
+    assert served["user_call_retry"] == timedelta(0)  # the default: a user call fails at once
+    invoke(["run", "--user-call-retry", "10s"])
+    assert served["user_call_retry"] == timedelta(seconds=10)
+    invoke(["run", "--user-call-retry", "0"])
+    assert served["user_call_retry"] == timedelta(0)
+    config = write(tmp_path / "tickwork.toml", 'user-call-retry = "2.5s"\n')
+    invoke(["run", "--config", str(config)])
+    assert served["user_call_retry"] == timedelta(seconds=2.5)
+    invoke(["run", "--config", str(config)], env={"TICKWORK_USER_CALL_RETRY": "1m"})
+    assert served["user_call_retry"] == timedelta(minutes=1)
+
+
+def test_a_number_in_the_config_file_is_parsed_as_on_the_command_line(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """``shutdown-grace = 30`` is 30 seconds (the docs say a number in the file is
+    seconds): it once reached the node as the int 30, not converted at all."""
+    config = write(
+        tmp_path / "tickwork.toml",
+        "shutdown-grace = 30\nuser-call-retry = 2.5\nmax-params = 4096\n",
+    )
+    invoke(["run", "--config", str(config)])
+    assert served["shutdown_grace"] == timedelta(seconds=30)
+    assert served["user_call_retry"] == timedelta(seconds=2.5)
+    assert served["max_params_bytes"] == 4096
+
+
+def test_a_boolean_or_bad_number_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path / "tickwork.toml", "shutdown-grace = true\n")
+    line = run_refused(tmp_path, "--config", str(config))
+    assert "Invalid value for '--shutdown-grace': expected a duration, got true" in line, line
+    assert "key 'shutdown-grace'" in line, line
+    config = write(tmp_path / "tickwork.toml", "max-params = 1.5\n")
+    line = run_refused(tmp_path, "--config", str(config))
+    assert "invalid size '1.5'" in line, line
+
+
+async def test_serve_gives_user_call_retry_to_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_serve`` opens the node with the value: its settings hold it. The node is stopped
+    as ``tickwork run`` is, by a SIGTERM its signal receiver takes."""
+    real = tickwork.cli._run.open_scheduler
+    seen: list[float] = []
+
+    @asynccontextmanager
+    async def recording(store: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async with real(store, **kwargs) as scheduler:
+            seen.append(scheduler._node.settings.user_call_retry)
+            signal.raise_signal(signal.SIGTERM)
+            yield scheduler
+
+    monkeypatch.setattr(tickwork.cli._run, "open_scheduler", recording)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    with trio.fail_after(20):
+        code = await tickwork.cli._run._serve(
+            tmp_path / "t.db",
+            [],
+            window=timedelta(hours=1),
+            max_concurrency=10,
+            max_in_memory=10,
+            shutdown_grace=timedelta(0),
+            user_call_retry=timedelta(seconds=7),
+            node_id="retry",
+            http=None,
+        )
+    assert code == 0
+    assert seen == [7.0]
+
+
 def test_new_options_are_covered_without_more_code() -> None:
     @click.command(cls=ConfiguredCommand)
     @click.option("--http-token-file", default=None)
@@ -236,6 +311,15 @@ def test_refusals_name_where_the_value_came_from(tmp_path: Path) -> None:
     line = run_refused(tmp_path, env={"TICKWORK_CONFIG": str(tmp_path / "missing.toml")})
     assert "cannot read config file" in line
     assert "(from $TICKWORK_CONFIG): No such file or directory" in line
+
+
+def test_a_bad_user_call_retry_is_refused(tmp_path: Path) -> None:
+    line = run_refused(tmp_path, "--user-call-retry=-5")
+    assert "Invalid value for '--user-call-retry'" in line, line
+    assert "invalid duration '-5'" in line, line
+    line = run_refused(tmp_path, env={"TICKWORK_USER_CALL_RETRY": "soon"})
+    assert "Invalid value for '--user-call-retry': invalid duration 'soon'" in line, line
+    assert "(from $TICKWORK_USER_CALL_RETRY)" in line, line
 
 
 def test_a_node_starts_from_environment_and_file(tmp_path: Path) -> None:

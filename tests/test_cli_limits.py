@@ -69,6 +69,7 @@ CASES = [
     ("run-window", ["run", "--window", "999999999d"], "too long"),
     ("run-lease", ["run", "--lease", "999999999d"], "too long"),
     ("run-shutdown-grace", ["run", "--shutdown-grace", "999999999d"], "too long"),
+    ("run-user-call-retry", ["run", "--user-call-retry", "999999999d"], "too long"),
     ("run-retention", ["run", "--retention", "999999999d"], "too long"),
     ("run-claim-horizon", ["run", "--claim-horizon", "999999999d"], "too long"),
 ]

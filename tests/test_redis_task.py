@@ -71,6 +71,17 @@ def test_bad_params_are_refused(params, message):
         RedisSend.from_params(tickwork.pack(params))
 
 
+async def test_a_run_outside_the_lifespan_is_refused():
+    task = RedisTask(URL)
+    message = "RedisTask runs inside open_scheduler"
+    with pytest.raises(tickwork.TickworkError, match=message):
+        await task.run(tickwork.pack({"stream": "s"}))
+    async with task.lifespan():  # connects only for a run
+        pass
+    with pytest.raises(tickwork.TickworkError, match=message):
+        await task.run(tickwork.pack({"stream": "s"}))
+
+
 async def test_schedule_and_add_schedule_refuse_bad_params():
     async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[RedisTask()]) as scheduler:
         with pytest.raises(tickwork.InvalidArgument, match="'stream' must be"):

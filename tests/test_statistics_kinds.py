@@ -13,11 +13,10 @@ import trio
 import tickwork
 from tests.support.helpers import Recording, settle
 from tests.support.http_support import in_process
-from tickwork.node.statistics import Counters, SchedulerStatistics
 from tickwork.testing import VirtualClock
 
 
-def _counter_values(c: Counters) -> dict[str, float]:
+def _counter_values(c: tickwork.Counters) -> dict[str, float]:
     values = {k: v for k, v in attrs.asdict(c).items() if not isinstance(v, dict)}
     values.update({f"ended.{k}": v for k, v in c.ended.items()})
     return values
@@ -27,7 +26,7 @@ async def test_gauges_rise_and_fall_while_counters_only_grow(autojump_clock):
     clock = VirtualClock()
     task = Recording(clock)
     task.sleep = timedelta(seconds=10)
-    snapshots: list[SchedulerStatistics] = []
+    snapshots: list[tickwork.SchedulerStatistics] = []
     async with tickwork.open_scheduler(
         tickwork.MemoryStore(), tasks=[task], clock=clock, max_concurrency=5
     ) as sched:
@@ -52,6 +51,17 @@ async def test_gauges_rise_and_fall_while_counters_only_grow(autojump_clock):
     assert last.counters.ended == {"SUCCEEDED": 20, "FAILED": 0, "ABORTED": 0, "MISSED": 0}
     assert last.counters.requeued == last.counters.retried == 0
     assert last.gauges.uptime == last.uptime
+
+
+async def test_the_parts_of_statistics_are_the_public_gauges_and_counters(autojump_clock):
+    clock = VirtualClock()
+    async with tickwork.open_scheduler(tickwork.MemoryStore(), clock=clock) as sched:
+        stats = sched.statistics()
+    assert type(stats) is tickwork.SchedulerStatistics
+    assert type(stats.gauges) is tickwork.Gauges
+    assert type(stats.counters) is tickwork.Counters
+    for cls in (tickwork.Gauges, tickwork.Counters):
+        assert cls.__module__ == "tickwork.node.statistics"  # the one class, re-exported
 
 
 async def test_a_retry_is_counted_as_requeued_and_retried(autojump_clock):

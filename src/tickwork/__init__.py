@@ -43,6 +43,8 @@ from tickwork.model import pack as pack
 from tickwork.model import unpack as unpack
 from tickwork.node.scheduler import Scheduler as Scheduler
 from tickwork.node.scheduler import SchedulerStatistics as SchedulerStatistics
+from tickwork.node.statistics import Counters as Counters
+from tickwork.node.statistics import Gauges as Gauges
 from tickwork.node.wiring import open_scheduler as open_scheduler
 from tickwork.notify import Notify as Notify
 from tickwork.schedules.schedule import Schedule as Schedule
@@ -71,10 +73,12 @@ __all__ = [
     "BashTimeout",
     "CallNext",
     "Clock",
+    "Counters",
     "Cron",
     "Dispatcher",
     "DuplicateTask",
     "EventsLost",
+    "Gauges",
     "IllegalTransition",
     "Instance",
     "InstanceFilter",

@@ -35,6 +35,7 @@ import trio
 
 from tickwork.actors._outbox import Outbox
 from tickwork.actors._runs import DurableStarts, timeout_error, timeout_us_of
+from tickwork.actors._task_slots import TaskSlots
 from tickwork.actors.cluster_link import LeaseBook
 from tickwork.actors.messages import (
     Cancelled,
@@ -115,9 +116,8 @@ class Executor:
         # may have lapsed is given back instead of started (actors/cluster_link.py).
         self._leases = leases
         self._ready: deque[Instance] = deque()
-        # per task name: instances waiting for a per-task slot, and runs in progress
-        self._blocked: dict[str, deque[tuple[Instance, float]]] = {}
-        self._task_running: dict[str, int] = {}
+        # per-task concurrency: runs in progress, instances parked for a slot (_task_slots.py)
+        self._slots = TaskSlots()
         self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
         self._cancel_reason: dict[int, Kind] = {}
         self._spawn_pending = False
@@ -129,7 +129,6 @@ class Executor:
         self._started = 0
         self._last_lateness = 0
         self._mean_lateness = 0.0
-        self._slot_wait = 0.0
         self._debug = False
         # Schedule occurrences: still wanted when due, and the overlap policy (overlap.py).
         self._overlap = OverlapGuard(
@@ -143,13 +142,13 @@ class Executor:
         return ExecutorStatistics(
             running=len(self._running),
             ready=len(self._ready),
-            waiting_for_task_slot=sum(len(q) for q in self._blocked.values()),
+            waiting_for_task_slot=self._slots.waiting,
             workers=self._limiter.borrowed_tokens,
             max_concurrency=int(self._limiter.total_tokens),
             started=self._started,
             last_lateness_us=self._last_lateness,
             mean_lateness_us=self._mean_lateness,
-            slot_wait_us=int(self._slot_wait * 1e6),
+            slot_wait_us=int(self._slots.wait_total * 1e6),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -240,26 +239,17 @@ class Executor:
             self._emit(Outcome(inst, Kind.UNKNOWN_TASK))
             return
         limit = task.max_concurrent
-        if limit is not None:
-            running = self._task_running.get(task.name, 0)
-            if running >= limit:
-                # Park it without holding a worker: a noisy task cannot starve others.
-                self._blocked.setdefault(task.name, deque()).append((inst, ready_since))
-                return
-            self._task_running[task.name] = running + 1
+        if limit is not None and not self._slots.take(task.name, limit, inst, ready_since):
+            return  # parked without holding a worker: a noisy task cannot starve others
         try:
             if task.delivery == "at_most_once" and not await self._start_durably(inst):
                 return
             await self._execute(inst, task, scope)
         finally:
-            if limit is not None:
-                self._task_running[task.name] -= 1
-                blocked = self._blocked.get(task.name)
-                if blocked:
-                    waiting, since = blocked.popleft()
-                    self._slot_wait += trio.current_time() - since
-                    self._ready.appendleft(waiting)
-                    self._spawn()
+            waiting = self._slots.give_back(task.name) if limit is not None else None
+            if waiting is not None:
+                self._ready.appendleft(waiting)
+                self._spawn()
 
     async def _start_durably(self, inst: Instance) -> bool:
         """Make RUNNING durable right before an at-most-once run (``DurableStarts``).
@@ -351,12 +341,10 @@ class Executor:
                 del self._ready[i]
                 self._emit(Outcome(inst, kind))
                 return
-        for queue in self._blocked.values():
-            for i, (inst, _) in enumerate(queue):
-                if inst.id == instance_id:
-                    del queue[i]
-                    self._emit(Outcome(inst, kind))
-                    return
+        parked = self._slots.remove(instance_id)
+        if parked is not None:
+            self._emit(Outcome(parked, kind))
+            return
         waiting = self._overlap.remove(instance_id)
         if waiting is not None:  # a schedule occurrence waiting for the previous one
             self._emit(Outcome(waiting, kind))
@@ -390,11 +378,9 @@ class Executor:
             self._emit(Outcome(inst, Kind.INTERRUPTED))
         for inst in self._ready:
             self._emit(Outcome(inst, Kind.INTERRUPTED))
-        for queue in self._blocked.values():
-            for inst, _ in queue:
-                self._emit(Outcome(inst, Kind.INTERRUPTED))
+        for inst in self._slots.drain():
+            self._emit(Outcome(inst, Kind.INTERRUPTED))
         self._ready.clear()
-        self._blocked.clear()
         if self._limiter.borrowed_tokens:
             self._workers_done = trio.Event()
             with trio.move_on_after(self._grace):

@@ -263,8 +263,12 @@ class _ParserType(_ParamType):
         self._parser = parser
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, bool):  # TOML true/false: never a duration, size or id
+            self.fail(f"expected a {self.name}, got {str(value).lower()}", param, ctx)
+        if isinstance(value, int | float):
+            value = str(value)  # a number in the config file: seconds, bytes, an id
         if not isinstance(value, str):
-            return value  # already converted (a default)
+            return value  # already converted (a TOML table for JSON, a TOML datetime)
         try:
             return self._parser(value)
         except ValueError as exc:

@@ -70,6 +70,14 @@ log = logging.getLogger("tickwork.cli")
     help="On SIGTERM/SIGINT, how long running instances may take to finish.",
 )
 @click.option(
+    "--user-call-retry",
+    type=DURATION,
+    default="0s",
+    show_default=True,
+    help="How long a call of the API (schedule, get, abort...; the HTTP API's too) retries "
+    "a failing store before it fails with StoreUnavailable; 0: at once.",
+)
+@click.option(
     "--node-id", metavar="NAME", default=None, help="This node's name.  [default: host:pid:random]"
 )
 @click.option(
@@ -126,6 +134,7 @@ def run(
     max_concurrency: int,
     max_in_memory: int,
     shutdown_grace: timedelta,
+    user_call_retry: timedelta,
     node_id: str | None,
     lease: timedelta | None,
     claim_horizon: timedelta | None,
@@ -165,6 +174,7 @@ def run(
             max_concurrency=max_concurrency,
             max_in_memory=max_in_memory,
             shutdown_grace=shutdown_grace,
+            user_call_retry=user_call_retry,
             node_id=node_id,
             lease=lease,
             claim_horizon=claim_horizon,
@@ -276,6 +286,7 @@ async def _serve(
     max_concurrency: int,
     max_in_memory: int,
     shutdown_grace: timedelta,
+    user_call_retry: timedelta,
     node_id: str | None,
     lease: timedelta | None = None,
     claim_horizon: timedelta | None = None,
@@ -334,6 +345,7 @@ async def _serve(
                     max_concurrency=max_concurrency,
                     max_in_memory=max_in_memory,
                     shutdown_grace=shutdown_grace,
+                    user_call_retry=user_call_retry,
                     node_id=node_id,
                     lease=lease,
                     claim_horizon=claim_horizon,

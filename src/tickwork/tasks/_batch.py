@@ -5,17 +5,23 @@ request waiting (up to ``max_batch``) and sends them together (a Redis pipeline,
 of AMQP publishes confirmed together), so the round trip and the per-call overhead are
 paid per batch, not per run. A run that is cancelled after its request was taken may
 still be handed off: the hand-off is at least once, as the idempotency key expects.
+
+:class:`BatchedHandoff` is the part of a hand-off task (AmqpTask, RedisTask) that runs a
+Batcher for the task's lifespan and refuses a run outside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 import attrs
 import trio
 
-__all__ = ["Batcher"]
+from tickwork.errors import TickworkError
+
+__all__ = ["BatchedHandoff", "Batcher"]
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -70,3 +76,42 @@ class Batcher(Generic[Req, Res]):
                 else:
                     slot.result = answer
                 slot.done.set()
+
+
+class BatchedHandoff(Generic[Req, Res]):
+    """A hand-off task's Batcher, served for the task's lifespan.
+
+    Args:
+        task: the task's class name, for the error of a run outside the lifespan.
+        max_batch: the most requests sent in one batch.
+    """
+
+    def __init__(self, task: str, *, max_batch: int) -> None:
+        self._task = task
+        self._max_batch = max_batch
+        self._batcher: Batcher[Req, Res] | None = None
+
+    @asynccontextmanager
+    async def serving(self, send_batch: SendBatch[Req, Res]) -> AsyncIterator[None]:
+        """Send the runs' requests through ``send_batch`` until the block ends."""
+        async with trio.open_nursery() as nursery:
+            batcher: Batcher[Req, Res] = Batcher(send_batch, max_batch=self._max_batch)
+            await nursery.start(batcher.serve)
+            self._batcher = batcher
+            try:
+                yield
+            finally:
+                self._batcher = None
+                nursery.cancel_scope.cancel()
+
+    def running(self) -> Batcher[Req, Res]:
+        """The Batcher to submit to.
+
+        Raises:
+            TickworkError: the task's lifespan is not running.
+        """
+        if self._batcher is None:
+            raise TickworkError(
+                f"{self._task} runs inside open_scheduler (or `async with task.lifespan()`)"
+            )
+        return self._batcher

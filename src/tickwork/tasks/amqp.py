@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
+from tickwork.errors import InvalidArgument, TaskTimeout
 from tickwork.task import Task, current_instance
 from tickwork.tasks._amqp_confirms import ConfirmingPublisher, Outgoing
-from tickwork.tasks._batch import Batcher
+from tickwork.tasks._batch import BatchedHandoff
 from tickwork.tasks._handoff import (
     HandoffRetryable,
     check_name,
@@ -142,8 +142,8 @@ class AmqpTask(Task):
         max_batch: int = 256,
     ) -> None:
         self._url = url or (settings or HandoffSettings.from_env()).amqp_url
-        self._max_batch = max_batch
-        self._batcher: Batcher[Outgoing, dict[str, Any]] | None = None
+        self._handoff: BatchedHandoff[Outgoing, dict[str, Any]]
+        self._handoff = BatchedHandoff("AmqpTask", max_batch=max_batch)
 
     def validate_params(self, params: bytes) -> None:
         AmqpPublish.from_params(params)
@@ -159,27 +159,15 @@ class AmqpTask(Task):
             self._url, server_of(self._url), name=f"tickwork-amqp-{self.name}"
         )
         try:
-            async with trio.open_nursery() as nursery:
-                batcher: Batcher[Outgoing, dict[str, Any]] = Batcher(
-                    publisher.publish, max_batch=self._max_batch
-                )
-                await nursery.start(batcher.serve)
-                self._batcher = batcher
-                try:
-                    yield
-                finally:
-                    self._batcher = None
-                    nursery.cancel_scope.cancel()
+            async with self._handoff.serving(publisher.publish):
+                yield
         finally:
             with trio.CancelScope(shield=True):
                 await publisher.close()
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Publish and wait for the broker's confirm; see the module docstring."""
-        if self._batcher is None:
-            raise TickworkError(
-                "AmqpTask runs inside open_scheduler (or `async with task.lifespan()`)"
-            )
+        batcher = self._handoff.running()
         spec = AmqpPublish.from_params(params)
         message = Outgoing(
             spec.exchange,
@@ -189,4 +177,4 @@ class AmqpTask(Task):
             dict(spec.headers) or None,
             spec.content_type,
         )
-        return await self._batcher.submit(message)
+        return await batcher.submit(message)

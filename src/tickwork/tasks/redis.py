@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
+from tickwork.errors import InvalidArgument, TaskTimeout
 from tickwork.task import Task, current_instance
-from tickwork.tasks._batch import Batcher
+from tickwork.tasks._batch import BatchedHandoff
 from tickwork.tasks._handoff import (
     HandoffRejected,
     HandoffRetryable,
@@ -140,8 +140,8 @@ class RedisTask(Task):
         max_batch: int = 512,
     ) -> None:
         self._url = url or (settings or HandoffSettings.from_env()).redis_url
-        self._max_batch = max_batch
-        self._batcher: Batcher[_Request, dict[str, Any]] | None = None
+        self._handoff: BatchedHandoff[_Request, dict[str, Any]]
+        self._handoff = BatchedHandoff("RedisTask", max_batch=max_batch)
         self._conn: RespConnection | None = None
 
     def validate_params(self, params: bytes) -> None:
@@ -153,29 +153,20 @@ class RedisTask(Task):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
-        async with trio.open_nursery() as nursery:
-            batcher: Batcher[_Request, dict[str, Any]]
-            batcher = Batcher(self._send_batch, max_batch=self._max_batch)
-            await nursery.start(batcher.serve)
-            self._batcher = batcher
-            try:
+        try:
+            async with self._handoff.serving(self._send_batch):
                 yield
-            finally:
-                self._batcher = None
-                nursery.cancel_scope.cancel()
-                if self._conn is not None:
-                    await self._conn.aclose()  # cancel-safe: closes at once
-                    self._conn = None
+        finally:
+            if self._conn is not None:
+                await self._conn.aclose()  # cancel-safe: closes at once
+                self._conn = None
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Hand the run off; see the module docstring."""
-        if self._batcher is None:
-            raise TickworkError(
-                "RedisTask runs inside open_scheduler (or `async with task.lifespan()`)"
-            )
+        batcher = self._handoff.running()
         send = RedisSend.from_params(params)
         inst = current_instance()
-        return await self._batcher.submit(_Request(send, inst.id, inst.attempts + 1))
+        return await batcher.submit(_Request(send, inst.id, inst.attempts + 1))
 
     async def _send_batch(self, batch: list[_Request]) -> Sequence[dict[str, Any] | BaseException]:
         try:
