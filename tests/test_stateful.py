@@ -9,7 +9,6 @@ aborted has run and SUCCEEDED.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.node_machine import NodeMachine
@@ -32,16 +31,9 @@ SchedulerMachine.TestCase.settings = settings(
 test_scheduler_machine = SchedulerMachine.TestCase
 
 SchedulerMachineSQLite.TestCase.settings = settings(
-    max_examples=10,
+    max_examples=15,
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-# The same known defect as the SQLite crash machine's (tests/test_crash_machine.py): under
-# load, an instance is sometimes left RUNNING past its slack on SQLite (seen in one
-# whole-suite run of four, while another process loaded the machine). It runs in CI and
-# is reported, but does not fail the run until it is understood (stop 19's closing note).
-test_scheduler_machine_sqlite = pytest.mark.xfail(
-    reason="known flaky defect on SQLite: an instance left RUNNING past its slack (stop 19)",
-    strict=False,
-)(SchedulerMachineSQLite.TestCase)
+test_scheduler_machine_sqlite = SchedulerMachineSQLite.TestCase

@@ -113,6 +113,16 @@ class FaultyStore(StoreWrapper):
         self._crash_in = None
         self.heal()
 
+    async def peek(self, fn: Callable[[Store], Awaitable[T]]) -> T:
+        """Run ``fn(inner)`` past the fault gate (a test's own read, allowed even after a
+        crash), counted in :attr:`in_flight` like every call: a test driving time by hand
+        must not move the clock while its own read is on the store's thread."""
+        self.in_flight += 1
+        try:
+            return await fn(self.inner)
+        finally:
+            self.in_flight -= 1
+
     # -- the gate every call goes through -----------------------------------------------
 
     async def _call(self, method: str, fn: Callable[[], Awaitable[T]]) -> T:

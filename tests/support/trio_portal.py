@@ -78,15 +78,22 @@ class TrioPortal:
 
         return trio.from_thread.run(call_and_settle, trio_token=self.token)
 
-    def advance(self, seconds: float, *, step: float = 10.0) -> None:
-        """Move virtual time forward in steps, settling after each."""
+    def advance(self, seconds: float, *, resolution: float = 0.25) -> None:
+        """Move virtual time forward by ``seconds``, from one deadline to the next.
+
+        After each jump the world settles; the next jump goes to the earliest deadline
+        (a sleep ending, a timeout), as trio's autojump does, so every timer fires at its
+        own time, give or take ``resolution`` (short timers, such as a node's 20 ms note
+        delay, would otherwise cost a settle each). Fixed 10 s steps would not do: a 1 s
+        run held its worker until the next step, and a node that ran everything on time
+        looked late.
+        """
 
         async def go() -> None:
-            remaining = seconds
-            while remaining > 0:
-                jump = min(step, remaining)
-                self.clock.jump(jump)
-                remaining -= jump
+            end = self.clock.current_time() + seconds
+            while (remaining := end - self.clock.current_time()) > 0:
+                to_next = trio.lowlevel.current_statistics().seconds_to_next_deadline
+                self.clock.jump(min(remaining, max(to_next, resolution)))
                 await self._settle()
 
         trio.from_thread.run(go, trio_token=self.token)
