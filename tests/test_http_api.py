@@ -234,6 +234,77 @@ async def test_schedules(api, node):
                                                  "misfire": "sometimes"}), 422)  # fmt: skip
 
 
+async def test_a_schedules_notify_round_trips(api, node):
+    notify = {
+        "url": "https://hooks.example/T1",
+        "on": ["failed", "overdue"],
+        "overdue_after_seconds": 900,
+        "min_interval_seconds": 90,
+        "timeout_seconds": 3.5,
+    }
+    body = {"task": "quiet", "every_seconds": 60, "id": "watched", "notify": notify}
+    made = await api.post("/api/schedules", json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["notify"] == notify
+    assert (await api.get("/api/schedules/watched")).json()["notify"] == notify
+    [listed] = (await api.get("/api/schedules")).json()["items"]
+    assert listed["notify"] == notify
+    stored = await node.get_schedule("watched")
+    assert stored.notify == tickwork.Notify(
+        url="https://hooks.example/T1",
+        on=("failed", "overdue"),
+        overdue_after=timedelta(minutes=15),
+        min_interval=timedelta(seconds=90),
+        timeout=3.5,
+    )
+    # the document read back is a definition: sent again it changes nothing
+    again = await api.put("/api/schedules/watched", json=body | {"notify": made.json()["notify"]})
+    assert again.status_code == 200
+    # another notify is another definition (409 unless replaced), and defaults fill in
+    other = body | {"notify": {"url": "http://hooks.example/T2"}}
+    assert error(await api.post("/api/schedules", json=other), 409) == "conflict"
+    replaced = await api.put("/api/schedules/watched", json=other)
+    assert replaced.json()["notify"] == {
+        "url": "http://hooks.example/T2", "on": ["failed", "missed", "overdue"],
+        "overdue_after_seconds": None, "min_interval_seconds": 300.0, "timeout_seconds": 10.0,
+    }  # fmt: skip
+    dropped = await api.put("/api/schedules/watched", json=body | {"notify": None})
+    assert dropped.json()["notify"] is None
+    plain = await api.post("/api/schedules", json={"task": "quiet", "every_seconds": 5})
+    assert plain.json()["notify"] is None
+
+
+@pytest.mark.parametrize(
+    ("notify", "message"),
+    [
+        ({"url": "ftp://hooks.example/T"}, "notify: Notify url must be an http:// or https://"),
+        ({"url": "https://"}, "notify: Notify url must be an http:// or https:// URL"),
+        ({"url": 5}, "notify: url has the wrong type"),
+        ({}, "notify: url is required"),
+        ("https://hooks.example/T", "notify has the wrong type"),
+        ({"url": "https://h/", "to": "x"}, "notify: notify has unknown fields: to"),
+        ({"url": "https://h/", "on": ["failed", "late"]}, "notify: Notify on must be a non-empty"),
+        ({"url": "https://h/", "on": []}, "notify: Notify on must be a non-empty"),
+        ({"url": "https://h/", "on": "failed"}, "notify: on has the wrong type"),
+        ({"url": "https://h/", "overdue_after_seconds": 0}, "notify: overdue_after_seconds must"),
+        ({"url": "https://h/", "min_interval_seconds": -1}, "notify: min_interval_seconds must"),
+        ({"url": "https://h/", "timeout_seconds": 0}, "notify: timeout_seconds must be > 0"),
+        ({"url": "https://h/", "timeout_seconds": True}, "notify: timeout_seconds has the wrong"),
+        ({"url": "https://h/", "timeout_seconds": 1e-9}, "notify: timeout_seconds must be at"),
+        ({"url": "https://h/", "min_interval_seconds": 1e-9}, "notify: Notify min_interval must"),
+    ],
+)
+async def test_a_bad_notify_is_refused(api, node, notify, message):
+    body = {"task": "quiet", "every_seconds": 60, "id": "bad", "notify": notify}
+    for response in (
+        await api.post("/api/schedules", json=body),
+        await api.put("/api/schedules/bad", json=body),
+    ):
+        assert error(response, 422) == "invalid"
+        assert response.json()["error"]["message"].startswith(message), response.text
+    assert await node.list_schedules() == []
+
+
 async def test_stats_nodes_health(api, node):
     stats = (await api.get("/api/stats")).json()
     assert stats["node_id"] == node.node_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import tickwork
 from tests.support.cli import error_line
 from tests.support.cli import tw_cmd as tw
 from tests.support.helpers import wait_until
+from tests.support.http_support import in_process
 from tests.test_notify import Failing, start_receiver
 from tests.test_schedules_store import T0
 from tickwork import Notify
@@ -164,3 +166,94 @@ def test_cron_add_stores_a_notify_and_ls_shows_it(tmp_path: Path) -> None:
     assert "http:// or https:// URL" in error_line(bad)
     lone = tw("cron", "add", "0 3 * * *", "--notify-overdue", "1h", "--", "true", db=db, code=2)
     assert "--notify-overdue needs --notify-url" in error_line(lone)
+
+
+@pytest.fixture
+def new_store(kind: str, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Makes the (unopened) store of ``kind`` for ``open_scheduler``."""
+    if kind == "memory":
+        yield tickwork.MemoryStore
+    elif kind == "sqlite":
+        yield lambda: SQLiteStore(tmp_path / "t.db")
+    else:
+        from tests.support.pg_support import drop_schema, fresh_schema, require_pg
+        from tickwork.stores.postgres import PostgresStore
+
+        dsn = require_pg()
+        schema = fresh_schema()
+        yield lambda: PostgresStore(dsn, schema=schema)
+        drop_schema(dsn, schema)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+async def test_a_schedule_added_to_a_running_node_without_a_notifier_is_notified(
+    autojump_clock, nursery, new_store
+):
+    # Regression: the notifier was started only when the node started with a task or a
+    # stored schedule that had a notify; one added later waited for the next start.
+    autojump_clock.autojump_threshold = 0.01  # the HTTP exchange and SQLite are real work
+    receiver = await start_receiver(nursery)
+    clock = VirtualClock()
+    store = new_store()
+    async with tickwork.open_scheduler(store, tasks=[Failing()], clock=clock) as s:
+        assert not s._node.hub.active  # nothing asks yet: no subscription
+        await s.add_schedule(
+            "failing", Cron("*/10 * * * *"), schedule_id="s", notify=Notify(url=receiver.url)
+        )
+        # the first occurrence is due within 10 minutes (steps of 5 s: each jump of the
+        # clock waits for 10 ms of real idleness)
+        await wait_until(lambda: receiver.bodies, timeout=1200, step=5)
+    bodies = receiver.bodies
+    assert {(b["schedule_id"], b["event"]) for b in bodies} == {("s", "failed")}
+    ids = [b["instance_id"] for b in bodies]
+    assert len(ids) == len(set(ids)), ids
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+async def test_a_replaced_schedule_notifies_with_its_new_setting_at_once(
+    autojump_clock, nursery, new_store
+):
+    # Regression: the notifier kept a schedule's setting as read for 60 s, so the next
+    # occurrence of a schedule replaced on this node still went to the old receiver.
+    autojump_clock.autojump_threshold = 0.01
+    for_task = await start_receiver(nursery)
+    for_schedule = await start_receiver(nursery)
+    task = Failing()
+    task.notify = Notify(url=for_task.url, min_interval=timedelta(seconds=1))  # type: ignore[misc]
+    clock = VirtualClock()
+    every = Interval(timedelta(seconds=20))
+    store = new_store()
+    async with tickwork.open_scheduler(store, tasks=[task], clock=clock) as s:
+        await s.add_schedule("failing", every, schedule_id="s")
+        await wait_until(lambda: for_task.bodies, timeout=120, step=1)
+        told_task = len(for_task.bodies)
+        hook = Notify(url=for_schedule.url, min_interval=timedelta(seconds=1))
+        await s.add_schedule("failing", every, schedule_id="s", notify=hook, replace=True)
+        replaced_at = trio.current_time()
+        await wait_until(lambda: for_schedule.bodies, timeout=120, step=1)
+        # the next occurrence (due within 20 s) was told to the new receiver
+        assert trio.current_time() - replaced_at < 40
+    assert {(b["schedule_id"], b["event"]) for b in for_schedule.bodies} == {("s", "failed")}
+    # at most a notice of an occurrence that failed while the replace was being written
+    assert len(for_task.bodies) <= told_task + 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_schedule_put_through_the_http_api_is_notified_on_the_running_node(
+    autojump_clock, nursery, new_store
+):
+    autojump_clock.autojump_threshold = 0.01
+    receiver = await start_receiver(nursery)
+    clock = VirtualClock()
+    store = new_store()
+    async with (
+        tickwork.open_scheduler(store, tasks=[Failing()], clock=clock) as s,
+        in_process(s) as api,
+    ):
+        assert not s._node.hub.active
+        body = {"task": "failing", "every_seconds": 30, "notify": {"url": receiver.url}}
+        made = await api.put("/api/schedules/s", json=body)
+        assert made.status_code == 201, made.text
+        assert made.json()["notify"]["url"] == receiver.url
+        await wait_until(lambda: receiver.bodies, timeout=120, step=1)
+    assert {(b["schedule_id"], b["event"]) for b in receiver.bodies} == {("s", "failed")}

@@ -64,6 +64,8 @@ class Notifier:
         self.dropped = 0
         #: schedule id -> (its notify, trio time until which that is used)
         self._by_schedule: dict[str, tuple[Notify | None, float]] = {}
+        #: counts :meth:`forget` calls: a read that began before one is not kept
+        self._forgets = 0
 
     async def run(self, done: trio.Event) -> None:
         """Until the node's event stream ends, then until every queued notice is posted
@@ -94,6 +96,7 @@ class Notifier:
         now = trio.current_time()
         cached = self._by_schedule.get(sid)
         if cached is None or cached[1] <= now:
+            forgets = self._forgets
             try:
                 schedule = await self._store.get_schedule(sid)
             except TickworkError as exc:
@@ -102,8 +105,16 @@ class Notifier:
             own = None if schedule is None else schedule.notify
             if len(self._by_schedule) >= _REMEMBERED:
                 self._by_schedule.clear()
-            cached = self._by_schedule[sid] = (own, now + SCHEDULE_TTL)
+            cached = (own, now + SCHEDULE_TTL)
+            if forgets == self._forgets:  # else it may have been read before a change
+                self._by_schedule[sid] = cached
         return cached[0] or self._settings.get(ev.task)
+
+    def forget(self, schedule_id: str) -> None:
+        """Read the schedule's ``notify`` from the store at its next event (it was
+        stored, replaced or removed through this node)."""
+        self._forgets += 1
+        self._by_schedule.pop(schedule_id, None)
 
     def _see(self, ev: TransitionEvent, notify: Notify | None) -> None:
         if notify is None:

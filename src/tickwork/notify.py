@@ -2,10 +2,12 @@
 when an instance of the task fails for good, is MISSED, or runs longer than expected.
 A schedule may have a ``notify`` of its own (``add_schedule(..., notify=Notify(...))``,
 stored with it), used for its occurrences instead of the task's; the notifier reads it
-from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds.
-A node runs the notifier when a task of it has a ``notify`` or a stored schedule had one
-when it started: a first schedule with ``notify`` added while a node without either runs
-is notified from that node's next start.
+from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds,
+except for a schedule stored, replaced or removed through the node, read again at its next
+event. A node runs the notifier when a task of it has a ``notify``, a stored schedule had
+one when it started, or a schedule with one is added through it (the notifier starts then);
+a first schedule with ``notify`` added by another process while a node without any runs is
+notified from that node's next start.
 
 The node's notifier is a small actor of its own, subscribed to the node's event stream
 (``scheduler.subscribe()``): it never blocks the Recorder or any other actor (a full
@@ -35,7 +37,9 @@ from tickwork._time import td_us
 from tickwork.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from tickwork._notifier import Notifier
     from tickwork.node.scheduler import Scheduler
+    from tickwork.schedules.schedule import Schedule
     from tickwork.stores.base import Store
     from tickwork.task import Task
 
@@ -152,15 +156,38 @@ class NotifierHost:
         self.done.set()  # nothing to wait for until a notifier runs
         #: a stored schedule has a ``notify`` of its own (found when the node started)
         self.schedules = False
+        self._scheduler: Scheduler | None = None
+        self._notifier: Notifier | None = None
 
     def watch(self, scheduler: Scheduler) -> None:
-        """Start notifying about ``scheduler``'s events (nothing if no task asks)."""
-        if not self._settings and not self.schedules:
+        """Start notifying about ``scheduler``'s events (nothing if no task asks: then
+        the first schedule with a ``notify`` stored through it starts the notifier)."""
+        self._scheduler = scheduler
+        if self._settings or self.schedules:
+            self._start(scheduler)
+
+    def storing(self, schedule: Schedule) -> None:
+        """``schedule`` is about to be stored through the node: if it has a ``notify``
+        and no notifier runs, start one now, subscribed before its first occurrence can
+        run."""
+        if schedule.notify is None or self._notifier is not None:
             return
+        self.schedules = True
+        if self._scheduler is not None and not self._scheduler.closed:
+            self._start(self._scheduler)
+
+    def stored(self, schedule_id: str) -> None:
+        """The schedule was stored, replaced or removed through the node: the notifier
+        reads its ``notify`` again at its next event instead of using what it kept."""
+        if self._notifier is not None:
+            self._notifier.forget(schedule_id)
+
+    def _start(self, scheduler: Scheduler) -> None:
         from tickwork._notifier import Notifier  # noqa: PLC0415 - a cycle at import time
 
         # subscribed here, before the caller runs anything, so no event is missed
         notifier = Notifier(scheduler.subscribe(), self._settings, self._store)
+        self._notifier = notifier
         self.done = trio.Event()
         self._nursery.start_soon(notifier.run, self.done)
 

@@ -1,5 +1,5 @@
 """``/api/schedules``: create, replace, pause, resume, remove, run now, next fire times,
-recent runs; each schedule's rule in plain English."""
+recent runs; each schedule's rule in plain English; a schedule's own ``notify``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tickwork.http._api_instances import scheduler_of
 from tickwork.http._body import check_keys, field, json_body, parse_time, query_int
 from tickwork.http._errors import ApiError
 from tickwork.http._json import instance_doc, iso, schedule_doc
+from tickwork.notify import Notify
 from tickwork.schedules.schedule import check_schedule_id
 from tickwork.schedules.triggers import Cron, Interval
 
@@ -37,7 +38,12 @@ _FIELDS: Final = frozenset(
         "catchup_limit",
         "overlap",
         "paused",
+        "notify",
     }
+)
+#: ``tickwork.Notify``'s fields, its durations in seconds as everywhere in the API
+_NOTIFY_FIELDS: Final = frozenset(
+    {"url", "on", "overdue_after_seconds", "min_interval_seconds", "timeout_seconds"}
 )
 _MAX_SECONDS: Final = 100 * 365 * 86400.0
 
@@ -66,6 +72,38 @@ def _trigger(d: dict[str, Any]) -> Cron | Interval:
     return Cron(expr, zone)
 
 
+def _notify(d: dict[str, Any]) -> Notify | None:
+    """The body's ``notify`` object as a :class:`Notify` (422 naming the field otherwise)."""
+    doc = field(d, "notify", dict)
+    if doc is None:
+        return None
+    try:
+        return Notify(**_notify_args(check_keys(doc, _NOTIFY_FIELDS, "notify")))
+    except ApiError as exc:
+        raise ApiError(exc.status, f"notify: {exc.message}") from None
+    except InvalidArgument as exc:  # Notify's own checks (url, on, durations)
+        raise ApiError(422, f"notify: {exc}") from None
+
+
+def _notify_args(n: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {"url": field(n, "url", str, required=True)}
+    on = field(n, "on", list)
+    if on is not None:
+        args["on"] = on
+    args["overdue_after"] = _seconds(n, "overdue_after_seconds", positive=True)
+    interval = _seconds(n, "min_interval_seconds", positive=True)
+    if interval is not None:
+        args["min_interval"] = interval
+    timeout = _seconds(n, "timeout_seconds", positive=True)
+    if timeout is not None:
+        # Notify checks its durations, not its timeout (a float): refuse one that rounds to 0
+        if not timeout:
+            got = n["timeout_seconds"]
+            raise ApiError(422, f"timeout_seconds must be at least 1e-06, got {got}")
+        args["timeout"] = timeout.total_seconds()
+    return args
+
+
 def _definition(doc: object, schedule_id: str | None) -> dict[str, Any]:
     """``add_schedule``'s arguments from a body (422 naming the field otherwise)."""
     d = check_keys(doc, _FIELDS, "the body")
@@ -78,6 +116,7 @@ def _definition(doc: object, schedule_id: str | None) -> dict[str, Any]:
         "params": d["params"] if d.get("params") is not None else b"",
         "schedule_id": schedule_id or body_id,
         "paused": bool(field(d, "paused", bool)),
+        "notify": _notify(d),
     }
     for name in ("start_at", "end_at"):
         value = field(d, name, str)

@@ -17,6 +17,7 @@ import cronsim
 from tickwork._time import from_us
 from tickwork.events import TransitionEvent
 from tickwork.model import Attempt, Instance, unpack
+from tickwork.notify import Notify
 from tickwork.schedules.schedule import Schedule
 from tickwork.schedules.triggers import Cron
 from tickwork.stores.cluster import NodeInfo
@@ -28,6 +29,7 @@ __all__ = [
     "instance_doc",
     "iso",
     "node_doc",
+    "notify_doc",
     "schedule_doc",
 ]
 
@@ -152,6 +154,7 @@ def schedule_doc(s: Schedule) -> dict[str, Any]:
         "last_fire_at": iso(s.last_fire_us),
         "created_at": iso(s.created_us),
         "updated_at": iso(s.updated_us),
+        "notify": None if s.notify is None else notify_doc(s.notify),
     }
     if isinstance(trig, Cron):
         doc["cron"] = {"expr": trig.expr, "timezone": trig.timezone}
@@ -160,6 +163,19 @@ def schedule_doc(s: Schedule) -> dict[str, Any]:
         doc["cron"] = None
         doc["every_seconds"] = trig.every.total_seconds()
     return doc
+
+
+def notify_doc(n: Notify) -> dict[str, Any]:
+    """A schedule's ``notify`` as the API reads and writes it (durations in seconds)."""
+    return {
+        "url": n.url,
+        "on": list(n.on),
+        "overdue_after_seconds": None
+        if n.overdue_after is None
+        else n.overdue_after.total_seconds(),
+        "min_interval_seconds": n.min_interval.total_seconds(),
+        "timeout_seconds": n.timeout,
+    }
 
 
 def node_doc(n: NodeInfo) -> dict[str, Any]:

@@ -154,6 +154,7 @@ def component_schemas() -> dict[str, Any]:
             "last_fire_at": nullable(TIME),
             "created_at": TIME,
             "updated_at": TIME,
+            "notify": nullable(ref("Notify")),
         },
     }
     new_schedule = {
@@ -175,6 +176,51 @@ def component_schemas() -> dict[str, Any]:
             "catchup_limit": nullable({"type": "integer", "minimum": 1}),
             "overlap": nullable({"enum": ["allow", "skip", "queue", "cancel_previous"]}),
             "paused": nullable({"type": "boolean"}),
+            "notify": nullable(ref("NewNotify")),
+        },
+    }
+    events = ["failed", "missed", "overdue"]
+    seconds = {"type": "number", "exclusiveMinimum": 0, "maximum": 100 * 365 * 86400}
+    new_notify = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url"],
+        "description": (
+            "tickwork.Notify: post a notice to url when an occurrence fails for good, is "
+            "missed or runs overdue (instead of the task's notify)"
+        ),
+        "properties": {
+            "url": {"type": "string", "description": "an http:// or https:// URL"},
+            "on": nullable(
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"enum": events},
+                    "default": events,
+                }
+            ),
+            "overdue_after_seconds": nullable(
+                {**seconds, "description": "null: no overdue notice"}
+            ),
+            "min_interval_seconds": nullable({**seconds, "default": 300}),
+            "timeout_seconds": nullable({**seconds, "default": 10}),
+        },
+    }
+    notify = {
+        "type": "object",
+        "required": [
+            "url",
+            "on",
+            "overdue_after_seconds",
+            "min_interval_seconds",
+            "timeout_seconds",
+        ],
+        "properties": {
+            "url": {"type": "string"},
+            "on": {"type": "array", "items": {"enum": events}},
+            "overdue_after_seconds": nullable({"type": "number"}),
+            "min_interval_seconds": {"type": "number"},
+            "timeout_seconds": {"type": "number"},
         },
     }
     return {
@@ -237,6 +283,8 @@ def component_schemas() -> dict[str, Any]:
         },
         "Schedule": schedule,
         "NewSchedule": new_schedule,
+        "Notify": notify,
+        "NewNotify": new_notify,
         "Node": {
             "type": "object",
             "required": ["node_id", "alive"],

@@ -112,7 +112,12 @@ class RecurringSchedules:
         if not isinstance(replace, bool):
             raise InvalidArgument(f"replace must be True or False, got {replace!r}")
         schedule_allowed(self._registry, schedule, self.max_params_bytes)
+        notices = self._node.notices
+        if notices is not None:
+            notices.storing(schedule)  # the notifier runs before its first occurrence can
         write = await self._store.add_schedule(schedule, self._clock.now_us(), replace=replace)
+        if notices is not None:
+            notices.stored(write.schedule.id)  # its next occurrence uses the new setting
         await self._woken(write)
         return write.schedule.id
 
@@ -202,7 +207,10 @@ class RecurringSchedules:
         """
         self._check_open()
         sid = check_schedule_id(schedule_id)
-        if not await self._store.remove_schedule(sid, self._clock.now_us()):
+        removed = await self._store.remove_schedule(sid, self._clock.now_us())
+        if self._node.notices is not None:
+            self._node.notices.stored(sid)
+        if not removed:
             raise NotFound(f"no schedule with id {schedule_id!r}")
 
     async def _woken(self, write: ScheduleWrite | None) -> None:

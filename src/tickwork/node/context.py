@@ -9,7 +9,7 @@ actor) and reads their ``statistics()``.
 from __future__ import annotations
 
 from contextlib import suppress
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
@@ -22,6 +22,9 @@ from tickwork.node._actors import NodeActors
 from tickwork.node.resilience import ResilientStore
 from tickwork.node.settings import NodeSettings
 from tickwork.task import TaskRegistry
+
+if TYPE_CHECKING:
+    from tickwork.notify import NotifierHost
 
 __all__ = ["NodeContext"]
 
@@ -37,6 +40,8 @@ class NodeContext:
     #: where the API reports the transitions it makes (PENDING -> ABORTED)
     events: Transitions
     actors: NodeActors
+    #: the node's notifier (``tickwork.notify``): told of the schedules this node stores
+    notices: NotifierHost | None = None
     #: trio time at which the node started
     started_at: float = attrs.field(factory=trio.current_time)
 

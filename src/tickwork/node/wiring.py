@@ -38,7 +38,7 @@ from tickwork.node.context import NodeContext
 from tickwork.node.resilience import ResilientStore
 from tickwork.node.scheduler import Scheduler
 from tickwork.node.settings import MIN_POLL_INTERVAL, NodeSettings
-from tickwork.notify import notify_settings, open_notifier
+from tickwork.notify import NotifierHost, notify_settings, open_notifier
 from tickwork.stores.base import Store
 from tickwork.stores.cluster import NodeRegistry
 from tickwork.task import Task, TaskRegistry
@@ -188,7 +188,12 @@ async def open_scheduler(
             open_notifier(registry.values(), resilient) as notices,  # outlives the drain
             dispatcher.lifespan() if dispatcher is not None else nullcontext(),
             run_node(
-                settings, resilient, registry, clock, build_runner(chain, dispatcher, node)
+                settings,
+                resilient,
+                registry,
+                clock,
+                build_runner(chain, dispatcher, node),
+                notices=notices,
             ) as scheduler,
             running_plugins(plugins, scheduler, clock),  # started last, stopped first
         ):
@@ -232,6 +237,8 @@ async def run_node(
     registry: TaskRegistry,
     clock: Clock,
     runner: Runner | None = None,
+    *,
+    notices: NotifierHost | None = None,
 ) -> AsyncIterator[Scheduler]:
     """Run the actors of one node on an open store; yields the Scheduler over them.
 
@@ -250,7 +257,7 @@ async def run_node(
                 await nursery.start(actor.run)
             context = NodeContext(
                 settings=settings, store=store.user_calls, registry=registry, clock=clock,
-                hub=hub, events=events, actors=actors,
+                hub=hub, events=events, actors=actors, notices=notices,
             )  # fmt: skip
             scheduler = Scheduler(context)
             _log_started(settings)
