@@ -37,8 +37,10 @@ from tickwork.state import State
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from tickwork.actors.cluster_link import ClusterStatistics
     from tickwork.http._counts import CachedCounts
     from tickwork.node.scheduler import Scheduler
+    from tickwork.node.statistics import SchedulerStatistics
     from tickwork.schedules.schedule import Schedule
 
 __all__ = ["MAX_SCHEDULES", "EventCounters", "NodeCollector", "routes"]
@@ -177,121 +179,151 @@ class NodeCollector(Collector):
         self.counts: dict[State, int] | None = None
         self.schedules: list[Schedule] = []
 
-    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one family after another
-        s = self._scheduler
-        st = s.statistics()
-        now_us = int(s.now().timestamp() * 1_000_000)
-        if self.counts is not None:
-            g = GaugeMetricFamily(
-                "tickwork_instances", "Stored instances by state (counted every few seconds).",
-                labels=["state"],
-            )  # fmt: skip
-            for state in State:
-                g.add_metric([state.name.lower()], self.counts.get(state, 0))
-            yield g
-        runs = CounterMetricFamily(
-            "tickwork_runs", "Instances this node ended, by task and outcome.",
-            labels=["task", "outcome"],
-        )  # fmt: skip
-        for (task, outcome), n in sorted(self._events.outcomes.items()):
-            runs.add_metric([task, outcome], n)
-        yield runs
-        missed = CounterMetricFamily(
-            "tickwork_missed",
-            "Instances this node recorded MISSED, by task and reason (misfire, overlap, "
-            "paused, other).",
-            labels=["task", "reason"],
-        )
-        for (task, reason), n in sorted(self._events.missed.items()):
-            missed.add_metric([task, reason], n)
-        yield missed
-        dur = HistogramMetricFamily(
-            "tickwork_run_duration_seconds", "How long runs took, by task.", labels=["task"]
-        )
-        for task, h in sorted(self._events.durations.items()):
-            dur.add_metric([task], h.cumulative(), h.total)
-        yield dur
-        late = HistogramMetricFamily(
-            "tickwork_lateness_seconds", "How late runs started after they were due."
-        )
-        late.add_metric([], self._events.lateness.cumulative(), self._events.lateness.total)
-        yield late
-        yield GaugeMetricFamily(
-            "tickwork_held", "Instances held in memory.", value=st.gauges.in_memory
-        )
-        yield GaugeMetricFamily(
-            "tickwork_held_limit",
-            "The bound on instances held in memory.",
-            value=st.gauges.max_in_memory,
-        )
-        yield GaugeMetricFamily(
-            "tickwork_running", "Instances running now.", value=st.gauges.running
-        )
-        yield CounterMetricFamily(
-            "tickwork_claimed", "Instances this node claimed.", value=st.counters.claimed
-        )
-        yield CounterMetricFamily(
-            "tickwork_started", "Runs this node started.", value=st.counters.started
-        )
-        yield GaugeMetricFamily(
-            "tickwork_max_concurrency",
-            "Instances that may run at once.",
-            value=st.gauges.max_concurrency,
-        )
-        oldest = st.puller.next_pending_us
-        yield GaugeMetricFamily(
-            "tickwork_oldest_pending_age_seconds",
-            "How long the earliest-due PENDING instance has been due (0: none due yet).",
-            value=0.0 if oldest is None else max(0, now_us - oldest) / 1e6,
-        )
-        yield CounterMetricFamily(
-            "tickwork_events_lost", "Transition events the metrics missed (counts are low).",
-            value=self._events.lost,
-        )  # fmt: skip
-        calls = HistogramMetricFamily(
-            "tickwork_store_call_duration_seconds", "Store call latency, by operation.",
-            labels=["operation"],
-        )  # fmt: skip
-        for op, call in sorted(st.store_calls.items()):
-            buckets = _cumulative(LATENCY_BUCKETS, [*call.buckets, call.over])
-            calls.add_metric([op], buckets, call.total)
-        yield calls
-        yield CounterMetricFamily(
-            "tickwork_store_failures", "Store calls that failed and were retried.",
-            value=st.counters.store_failures,
-        )  # fmt: skip
-        last = GaugeMetricFamily(
-            "tickwork_schedule_last_run_timestamp_seconds",
-            "When an occurrence of the schedule last ended on this node.", labels=["schedule"],
-        )  # fmt: skip
-        for sid, at in sorted(self._events.last_run_us.items()):
-            last.add_metric([sid], at / 1e6)
-        yield last
-        nxt = GaugeMetricFamily(
-            "tickwork_schedule_next_fire_timestamp_seconds",
-            "The schedule's next fire time (paused and ended schedules have none).",
-            labels=["schedule"],
-        )  # fmt: skip
-        for sched in self.schedules:
-            if not sched.paused and not sched.ended and sched.last_fire_us is not None:
-                nxt.add_metric([sched.id], sched.last_fire_us / 1e6)
-        yield nxt
-        if st.cluster is not None:
-            c = st.cluster
-            yield CounterMetricFamily(
-                "tickwork_cluster_heartbeats", "Heartbeats this node sent.", value=c.heartbeats
-            )
-            yield CounterMetricFamily(
-                "tickwork_cluster_heartbeat_failures", "Heartbeats that failed.",
-                value=c.heartbeat_failures,
-            )  # fmt: skip
-            yield CounterMetricFamily(
-                "tickwork_cluster_lost_claims", "Claims this node gave up (lease lost).",
-                value=c.leases.lost,
-            )  # fmt: skip
-            yield GaugeMetricFamily(
-                "tickwork_cluster_nodes", "Live nodes at the last heartbeat.", value=c.nodes
-            )
+    def collect(self) -> Iterator[Metric]:
+        st = self._scheduler.statistics()
+        now_us = int(self._scheduler.now().timestamp() * 1_000_000)
+        events = self._events
+        yield from _stored(self.counts)
+        yield from _runs(events)
+        yield from _node(st, now_us, events.lost)
+        yield from _store_calls(st)
+        yield from _schedules(events.last_run_us, self.schedules)
+        yield from _cluster(st.cluster)
+
+
+# One generator per group of families, called in the order of the exposition.
+
+
+def _stored(counts: dict[State, int] | None) -> Iterator[Metric]:
+    """Stored instances per state (none until the counts were first read)."""
+    if counts is None:
+        return
+    g = GaugeMetricFamily(
+        "tickwork_instances", "Stored instances by state (counted every few seconds).",
+        labels=["state"],
+    )  # fmt: skip
+    for state in State:
+        g.add_metric([state.name.lower()], counts.get(state, 0))
+    yield g
+
+
+def _runs(events: EventCounters) -> Iterator[Metric]:
+    """What the transition events tell: outcomes, MISSED reasons, durations, lateness."""
+    runs = CounterMetricFamily(
+        "tickwork_runs", "Instances this node ended, by task and outcome.",
+        labels=["task", "outcome"],
+    )  # fmt: skip
+    for (task, outcome), n in sorted(events.outcomes.items()):
+        runs.add_metric([task, outcome], n)
+    yield runs
+    missed = CounterMetricFamily(
+        "tickwork_missed",
+        "Instances this node recorded MISSED, by task and reason (misfire, overlap, "
+        "paused, other).",
+        labels=["task", "reason"],
+    )
+    for (task, reason), n in sorted(events.missed.items()):
+        missed.add_metric([task, reason], n)
+    yield missed
+    dur = HistogramMetricFamily(
+        "tickwork_run_duration_seconds", "How long runs took, by task.", labels=["task"]
+    )
+    for task, h in sorted(events.durations.items()):
+        dur.add_metric([task], h.cumulative(), h.total)
+    yield dur
+    late = HistogramMetricFamily(
+        "tickwork_lateness_seconds", "How late runs started after they were due."
+    )
+    late.add_metric([], events.lateness.cumulative(), events.lateness.total)
+    yield late
+
+
+def _node(st: SchedulerStatistics, now_us: int, events_lost: int) -> Iterator[Metric]:
+    """The node's gauges and counters, from its statistics."""
+    yield GaugeMetricFamily("tickwork_held", "Instances held in memory.", value=st.gauges.in_memory)
+    yield GaugeMetricFamily(
+        "tickwork_held_limit",
+        "The bound on instances held in memory.",
+        value=st.gauges.max_in_memory,
+    )
+    yield GaugeMetricFamily("tickwork_running", "Instances running now.", value=st.gauges.running)
+    yield CounterMetricFamily(
+        "tickwork_claimed", "Instances this node claimed.", value=st.counters.claimed
+    )
+    yield CounterMetricFamily(
+        "tickwork_started", "Runs this node started.", value=st.counters.started
+    )
+    yield GaugeMetricFamily(
+        "tickwork_max_concurrency",
+        "Instances that may run at once.",
+        value=st.gauges.max_concurrency,
+    )
+    oldest = st.puller.next_pending_us
+    yield GaugeMetricFamily(
+        "tickwork_oldest_pending_age_seconds",
+        "How long the earliest-due PENDING instance has been due (0: none due yet).",
+        value=0.0 if oldest is None else max(0, now_us - oldest) / 1e6,
+    )
+    yield CounterMetricFamily(
+        "tickwork_events_lost", "Transition events the metrics missed (counts are low).",
+        value=events_lost,
+    )  # fmt: skip
+
+
+def _store_calls(st: SchedulerStatistics) -> Iterator[Metric]:
+    """Store call latency by operation, and the calls retried."""
+    calls = HistogramMetricFamily(
+        "tickwork_store_call_duration_seconds", "Store call latency, by operation.",
+        labels=["operation"],
+    )  # fmt: skip
+    for op, call in sorted(st.store_calls.items()):
+        buckets = _cumulative(LATENCY_BUCKETS, [*call.buckets, call.over])
+        calls.add_metric([op], buckets, call.total)
+    yield calls
+    yield CounterMetricFamily(
+        "tickwork_store_failures", "Store calls that failed and were retried.",
+        value=st.counters.store_failures,
+    )  # fmt: skip
+
+
+def _schedules(last_run_us: dict[str, int], schedules: list[Schedule]) -> Iterator[Metric]:
+    """Per schedule: when an occurrence last ended here, and its next fire time."""
+    last = GaugeMetricFamily(
+        "tickwork_schedule_last_run_timestamp_seconds",
+        "When an occurrence of the schedule last ended on this node.", labels=["schedule"],
+    )  # fmt: skip
+    for sid, at in sorted(last_run_us.items()):
+        last.add_metric([sid], at / 1e6)
+    yield last
+    nxt = GaugeMetricFamily(
+        "tickwork_schedule_next_fire_timestamp_seconds",
+        "The schedule's next fire time (paused and ended schedules have none).",
+        labels=["schedule"],
+    )  # fmt: skip
+    for sched in schedules:
+        if not sched.paused and not sched.ended and sched.last_fire_us is not None:
+            nxt.add_metric([sched.id], sched.last_fire_us / 1e6)
+    yield nxt
+
+
+def _cluster(c: ClusterStatistics | None) -> Iterator[Metric]:
+    """Heartbeats, lost claims and live nodes (only on a cluster store)."""
+    if c is None:
+        return
+    yield CounterMetricFamily(
+        "tickwork_cluster_heartbeats", "Heartbeats this node sent.", value=c.heartbeats
+    )
+    yield CounterMetricFamily(
+        "tickwork_cluster_heartbeat_failures", "Heartbeats that failed.",
+        value=c.heartbeat_failures,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "tickwork_cluster_lost_claims", "Claims this node gave up (lease lost).",
+        value=c.leases.lost,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "tickwork_cluster_nodes", "Live nodes at the last heartbeat.", value=c.nodes
+    )
 
 
 class _Refresh:

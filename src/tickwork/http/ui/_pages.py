@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -14,9 +14,11 @@ from tickwork.http.ui._view import csrf_token, templates, write_allowed
 from tickwork.state import State
 
 if TYPE_CHECKING:
+    from starlette.datastructures import QueryParams
     from starlette.requests import Request
 
     from tickwork.model import Instance
+    from tickwork.node.scheduler import Scheduler
 
 __all__ = ["dashboard", "instance", "instances", "nodes", "samples", "schedule", "schedules"]
 
@@ -24,6 +26,8 @@ PAGE = 50
 FAILED_READ = 100
 _TABS = {"history": False, "upcoming": True, "all": None}
 _FLASH_KEYS = ("done", "error")
+#: what a search names (see _look_up)
+_Found = Literal["instance", "missing", "schedule", "task"]
 
 
 def _now_us(request: Request) -> int:
@@ -87,37 +91,52 @@ def _int_param(request: Request, name: str) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-async def instances(request: Request) -> Response:  # noqa: C901 - one branch per filter
+def _tab(q: QueryParams) -> str:
+    """The tab asked for (``?upcoming=1``, an older link, is the upcoming one)."""
+    if q.get("upcoming") == "1":
+        return "upcoming"
+    tab = q.get("tab", "history")
+    return tab if tab in _TABS else "history"
+
+
+def _state(q: QueryParams) -> State | None:
+    name = q.get("state", "").upper()
+    return State[name] if name in State.__members__ else None
+
+
+async def _look_up(scheduler: Scheduler, search: str) -> tuple[_Found, str]:
+    """What the search box names, and the note that says so: ``"instance"`` (an id that
+    exists), ``"missing"`` (an id that does not), ``"schedule"`` (a schedule's id) or
+    ``"task"`` (anything else)."""
+    if search.isdigit():
+        try:
+            await scheduler.get(int(search))
+        except NotFound:
+            return "missing", f"no instance with id {search}"
+        return "instance", ""
+    try:
+        await scheduler.get_schedule(search)
+    except (NotFound, InvalidArgument):
+        return "task", f"showing task {search!r}"
+    return "schedule", f"showing schedule {search!r}"
+
+
+async def instances(request: Request) -> Response:
     scheduler = scheduler_of(request)
     q = request.query_params
-    tab = q.get("tab", "history")
-    if tab not in _TABS:
-        tab = "history"
-    if q.get("upcoming") == "1":
-        tab = "upcoming"
-    state: State | None = None
-    state_name = q.get("state", "").upper()
-    if state_name in State.__members__:
-        state = State[state_name]
+    tab = _tab(q)
+    state = _state(q)
     task = q.get("task", "").strip() or None
     schedule_id = q.get("schedule", "").strip() or None
     search = q.get("q", "").strip()
     note = None
     if search:
-        if search.isdigit():
-            try:
-                await scheduler.get(int(search))
-            except NotFound:
-                note = f"no instance with id {search}"
-            else:
-                return RedirectResponse(f"/instances/{int(search)}", status_code=303)
-        else:
-            try:
-                await scheduler.get_schedule(search)
-            except (NotFound, InvalidArgument):
-                task, note = search, f"showing task {search!r}"
-            else:
-                schedule_id, note = search, f"showing schedule {search!r}"
+        found, note = await _look_up(scheduler, search)
+        if found == "instance":
+            return RedirectResponse(f"/instances/{int(search)}", status_code=303)
+        # a name searched for replaces the filter of its kind
+        task = search if found == "task" else task
+        schedule_id = search if found == "schedule" else schedule_id
     before = _int_param(request, "before")
     try:
         page: list[Instance] = await scheduler.list(
