@@ -70,6 +70,9 @@ class _Tx:
                 continue
             s._last_id += 1
             iid = s._last_id
+            # Not MemoryStore.insert's row: an occurrence is found again by its fire time
+            # only and writes no dedup key, max_attempts or timeout (nor do SQLite's and
+            # PostgreSQL's occurrence INSERTs); it is tracked among its schedule's rows.
             s._put(
                 Instance(
                     id=iid,
