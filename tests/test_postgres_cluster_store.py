@@ -171,6 +171,18 @@ async def test_notices_say_what_changed(pg: tuple[str, str]) -> None:
         assert (await wait_changes(a)).lost
 
 
+async def test_a_node_hears_changes_made_right_after_it_opened(pg: tuple[str, str]) -> None:
+    """A node listens from ``open``, before its first look at the rows: a change committed
+    after that look is heard even if the node has not waited for changes yet (it listened
+    from its first wait, and a cluster node started while another node added a schedule
+    slept through the notice: tests/test_overlap_cluster.py's two_nodes tests, 1 run in 8)."""
+    now = now_us()
+    async with opened(pg, node_id="a") as a, opened(pg, node_id=None) as cli:
+        assert await a.next_pending_at() is None  # the node's first look: nothing yet
+        await cli.insert(rows(1, now + 5 * S), now)
+        assert await wait_changes(a) == Changes(pending_us=now + 5 * S)
+
+
 async def test_migrating_to_claims_keeps_the_leases_of_held_rows(
     pg: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

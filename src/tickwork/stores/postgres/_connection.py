@@ -7,8 +7,9 @@ The worker-thread side of a call is :mod:`tickwork.stores.postgres._thread`;
 Threads
     psycopg 3's synchronous API (its async API needs asyncio) on worker threads. A store
     has one connection for its node's calls, used by one call at a time (a
-    ``trio.CapacityLimiter(1)``), and, once :meth:`PostgresStore.change_token` is first
-    polled, a second connection that LISTENs for other connections' changes. A write call
+    ``trio.CapacityLimiter(1)``), and, for a node from its ``open`` (for a client once
+    :meth:`PostgresStore.change_token` is first polled), a second connection that LISTENs
+    for other connections' changes. A write call
     is one explicit transaction; a read is one autocommit statement.
 
 Cancellation
@@ -131,7 +132,8 @@ class PgConnection:
 
         ``insert``, ``release`` and ``request_abort`` notify inside their transaction, so the
         notification arrives when their rows are visible; this store's own are ignored.
-        The first poll starts listening. A lost listening connection bumps the counter (a
+        A node listens from ``open``; a client from its first poll. A lost listening
+        connection bumps the counter (a
         change may have been missed) and is reopened by a later poll. Cheap: a
         non-blocking read of the listening socket.
         """

@@ -170,6 +170,13 @@ class PostgresStore(PgScheduleMethods, PgConnection):
             await self._close_connections()
             raise
         self._open = True
+        if node_id is not None:
+            # A node listens from the moment it is open, before its first look at the
+            # rows: a change committed after that look is then always heard. (Listening
+            # from the first wait, a node started while another inserted slept through
+            # the notice, and ran nothing of it until some later change.)
+            async with self._listen_limiter:
+                await self._hear()
 
     async def aclose(self) -> None:
         """Mark the node stopped and close both connections. Idempotent, and it completes
