@@ -74,3 +74,6 @@ def test_run_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     assert "refusing to serve the HTTP API on 0.0.0.0 without a token" in error_line(out)
     assert "started" not in out.stderr  # refused before the node started
     tw(db, "run", "--http", "nonsense:port", code=2, cwd=tmp_path)
+    # a digit to str.isdigit() that int() refuses: a usage error, not a traceback
+    out = tw(db, "run", "--http", "127.0.0.1:\u00b2", code=2, cwd=tmp_path)
+    assert "is not HOST:PORT" in error_line(out)

@@ -107,6 +107,17 @@ def test_notices_are_parsed_and_merged() -> None:
     assert heard.take() == Changes(aborts=True, lost=True)  # a bare name: anything changed
 
 
+def test_a_due_time_that_is_not_an_integer_reads_as_due_now() -> None:
+    """Another client may NOTIFY anything on the channel: no such payload breaks the
+    listener (``²`` and ``--5`` passed the old check and then failed ``int()``)."""
+    for arg, due in (("-5", -5), ("\u00b2", 0), ("--5", 0), ("12x", 0), ("", 0)):
+        heard = Heard()
+        notice = _pg_cluster.parse("s1", _pg_cluster.payload("s1", _pg_cluster.PENDING_WORK, arg))
+        assert notice is not None
+        heard.note(notice, "me")
+        assert heard.take().pending_us == due, arg
+
+
 def test_a_single_node_keeps_its_window_and_a_long_lease() -> None:
     mode = node_mode(MemoryStore(), window_us=HOUR, lease=None, claim_horizon=None)
     assert (mode.cluster, mode.lease_us, mode.horizon_us) == (None, td_us(SINGLE_LEASE), HOUR)

@@ -170,6 +170,31 @@ async def test_a_body_over_the_limit_is_not_read_whole(node):
     assert asked < 20
 
 
+async def test_a_content_length_of_non_ascii_digits_is_refused(node):
+    """``²`` (latin-1 0xB2) is a digit to str.isdigit() but not to int(): a 400, not a 500."""
+    app = create_app(node)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"[]", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/instances", "raw_path": b"/api/instances",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8377),
+        "headers": [
+            (b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+            (b"content-length", b"\xb2"),
+        ],
+    }  # fmt: skip
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+
+
 async def test_not_found_and_bad_queries(api):
     assert error(await api.get("/api/instances/99"), 404) == "not_found"
     error(await api.get("/api/instances/abc"), 404)

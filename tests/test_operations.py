@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 import trio
 
@@ -234,3 +235,10 @@ async def test_a_store_without_list_filters_still_lists():
         iid = await node.schedule("quiet", at=FAR)
         assert [i.id for i in await node.list()] == [iid]
         assert [i.id for i in await node.list(state=State.PENDING)] == [iid]
+
+
+def test_retry_of_reads_only_ascii_digits() -> None:
+    """A user's own dedup key that starts like a retry's: never an error on read."""
+    base = tickwork.Instance(1, "t", 0, b"", State.PENDING, 0, None, None, None, None)
+    for key, expected in (("retry-of:12", 12), ("retry-of:\u00b2", None), ("retry-of:x", None)):
+        assert attrs.evolve(base, dedup_key=key).retry_of == expected, key

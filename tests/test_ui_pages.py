@@ -178,6 +178,9 @@ async def test_filters_search_and_pages(
     assert all(i not in ids for i in rows(by_schedule.text))
     junk = await client.get("/instances?state=bogus&before=x&tab=nope")
     assert junk.status_code == 200
+    # digits to str.isdigit() that int() refuses: a search or a page like any other
+    assert (await client.get("/instances?q=\u00b2")).status_code == 200
+    assert (await client.get("/instances?before=\u00b2")).status_code == 200
 
 
 async def test_abort_and_retry_buttons(

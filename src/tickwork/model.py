@@ -175,7 +175,7 @@ class Instance:
         if key is None or not key.startswith(RETRY_KEY):
             return None
         suffix = key[len(RETRY_KEY) :]
-        return int(suffix) if suffix.isdigit() else None
+        return int(suffix) if suffix.isascii() and suffix.isdigit() else None
 
     @property
     def run_now_of(self) -> str | None:

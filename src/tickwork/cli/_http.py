@@ -44,7 +44,7 @@ class HttpAddress(_ParamType):
         if not sep:
             host, port = "127.0.0.1", text
         host = host.strip("[]") or "127.0.0.1"
-        if not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             self.fail(f"{value!r} is not HOST:PORT (port 0..65535), PORT, or off", param, ctx)
         return host, int(port)
 

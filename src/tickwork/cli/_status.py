@@ -48,7 +48,7 @@ def _lock_holder(db: Path) -> dict[str, Any] | None:
         words = (Path(f"{db}.lock").read_text(errors="replace")).split()
     except OSError:
         return None
-    if not words or not words[0].isdigit():
+    if not words or not (words[0].isascii() and words[0].isdigit()):
         return None
     pid = int(words[0])
     try:

@@ -29,7 +29,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise ApiError(400, f"Content-Length is not a number: {declared!r}")
         if int(declared) > limit:
             raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}")

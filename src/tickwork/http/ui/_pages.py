@@ -88,7 +88,7 @@ async def samples(request: Request) -> Response:
 
 def _int_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name, "").strip()
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def _tab(q: QueryParams) -> str:
@@ -108,7 +108,7 @@ async def _look_up(scheduler: Scheduler, search: str) -> tuple[_Found, str]:
     """What the search box names, and the note that says so: ``"instance"`` (an id that
     exists), ``"missing"`` (an id that does not), ``"schedule"`` (a schedule's id) or
     ``"task"`` (anything else)."""
-    if search.isdigit():
+    if search.isascii() and search.isdigit():
         try:
             await scheduler.get(int(search))
         except NotFound:

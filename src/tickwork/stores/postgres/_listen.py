@@ -8,6 +8,7 @@ polling. What is heard collects in a :class:`Heard` until a caller takes it.
 
 from __future__ import annotations
 
+import re
 import select
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 #: Reads of the listening socket per drain: enough to empty it, bounded against a flood.
 _DRAIN_ROUNDS: Final = 64
+#: a notice's due time: an integer in ASCII digits (anything else reads as due now)
+_INTEGER: Final = re.compile(r"-?[0-9]+")
 
 
 @attrs.define
@@ -38,7 +41,7 @@ class Heard:
 
     def note(self, notice: _pg_cluster.Notice, node_id: str | None) -> None:
         if notice.kind == _pg_cluster.PENDING_WORK:
-            due = int(notice.arg) if notice.arg.lstrip("-").isdigit() else 0
+            due = int(notice.arg) if _INTEGER.fullmatch(notice.arg) else 0
             self.pending_us = due if self.pending_us is None else min(self.pending_us, due)
         elif notice.kind == _pg_cluster.ABORT:
             self.aborts = self.aborts or (node_id is not None and notice.arg == node_id)

@@ -249,7 +249,7 @@ def _read_version(conn: psycopg.Connection[Any], schema: str) -> int:
     row = conn.execute(
         render("SELECT value FROM {s}.tickwork_meta WHERE key = 'schema_version'", schema)
     ).fetchone()
-    if row is None or not str(row[0]).isdigit():
+    if row is None or not (str(row[0]).isascii() and str(row[0]).isdigit()):
         # A tickwork_meta that does not name a version was not written by tickwork.
         raise NotATickworkDatabase(
             f"schema {schema!r} has a tickwork_meta table without a schema_version"
