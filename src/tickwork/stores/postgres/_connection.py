@@ -9,8 +9,8 @@ Threads
     has one connection for its node's calls, used by one call at a time (a
     ``trio.CapacityLimiter(1)``), and, for a node from its ``open`` (for a client once
     :meth:`PostgresStore.change_token` is first polled), a second connection that LISTENs
-    for other connections' changes. A write call
-    is one explicit transaction; a read is one autocommit statement.
+    for other connections' changes. A write call is one explicit transaction; a read is
+    one autocommit statement.
 
 Cancellation
     A call whose trio task is cancelled asks the server to stop the running statement
@@ -133,9 +133,8 @@ class PgConnection:
         ``insert``, ``release`` and ``request_abort`` notify inside their transaction, so the
         notification arrives when their rows are visible; this store's own are ignored.
         A node listens from ``open``; a client from its first poll. A lost listening
-        connection bumps the counter (a
-        change may have been missed) and is reopened by a later poll. Cheap: a
-        non-blocking read of the listening socket.
+        connection bumps the counter (a change may have been missed) and is reopened by a
+        later poll. Cheap: a non-blocking read of the listening socket.
         """
         self._check_open()
         async with self._listen_limiter:
