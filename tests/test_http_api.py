@@ -144,6 +144,17 @@ async def test_body_refusals(api):
     )
 
 
+def post_scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    """The ASGI scope of a JSON POST to /api/instances, with ``headers`` added."""
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/instances", "raw_path": b"/api/instances",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8377),
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), *headers],
+    }  # fmt: skip
+
+
 async def test_a_body_over_the_limit_is_not_read_whole(node):
     """The ASGI app called directly: it stops asking for body chunks past the limit."""
     app = create_app(node, body_limit=10_000)
@@ -158,14 +169,7 @@ async def test_a_body_over_the_limit_is_not_read_whole(node):
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/api/instances", "raw_path": b"/api/instances",
-        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8377),
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-    }  # fmt: skip
-    await app(scope, receive, send)
+    await app(post_scope(), receive, send)
     assert sent[0]["status"] == 413
     assert asked < 20
 
@@ -181,17 +185,7 @@ async def test_a_content_length_of_non_ascii_digits_is_refused(node):
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/api/instances", "raw_path": b"/api/instances",
-        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8377),
-        "headers": [
-            (b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-            (b"content-length", b"\xb2"),
-        ],
-    }  # fmt: skip
-    await app(scope, receive, send)
+    await app(post_scope((b"content-length", b"\xb2")), receive, send)
     assert sent[0]["status"] == 400
 
 
