@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tickwork.events import EventHub, EventsLost, TransitionEvent
+from tickwork.events import EventHub, EventRun, EventsLost, TransitionEvent
 from tickwork.model import Instance
 from tickwork.state import State
 
@@ -105,3 +105,93 @@ async def test_a_reader_waiting_is_woken_by_a_single_move() -> None:
         await trio.testing.wait_all_tasks_blocked()
         hub.moved(inst(7), C, R, 11)
     assert got == [TransitionEvent(7, "t", C, R, 11, "n", 1007)]
+
+
+def flatten(runs: list[EventRun]) -> list[TransitionEvent]:
+    return [e for run in runs for e in run.events()]
+
+
+async def test_runs_hold_the_same_events_as_a_batch_and_share_their_move() -> None:
+    hub = EventHub("n")
+    batch, runs = hub.subscribe(100), hub.subscribe(100)
+    expected = publish_all(hub)
+    assert await batch.receive_batch() == expected
+    got = await runs.receive_runs()
+    assert isinstance(got, list)
+    assert flatten(got) == expected
+    # a run: one move on one node; a new run where the move changes (the recorded
+    # batch's MISSED after its SUCCEEDED, the made event, the single move after it)
+    assert [(r.from_state, r.to_state, r.node, len(r)) for r in got] == [
+        (P, C, "n", 2), (C, R, "n", 2), (R, S, "n", 1), (R, M, "n", 1),
+        (P, State.ABORTED, "other", 1), (C, R, "n", 1),
+    ]  # fmt: skip
+    for run in got:
+        events = run.events()
+        assert run.instance_ids() == [e.instance_id for e in events]
+        assert run.tasks() == [e.task for e in events]
+        assert run.times_us() == [e.at_us for e in events]
+        assert run.run_at_us() == [e.run_at_us for e in events]
+        assert run.schedule_ids() == [e.schedule_id for e in events]
+        assert run.errors() == [e.error for e in events]
+        assert all((e.from_state, e.to_state, e.node) == (run.from_state, run.to_state, run.node)
+                   for e in events)  # fmt: skip
+        # a shared time where the events were published with one (a batch, a made event)
+        if run.at_us is not None:
+            assert {e.at_us for e in events} == {run.at_us}
+    assert [r.at_us for r in got] == [10, None, 13, 13, 14, None]
+    assert "CLAIMED -> RUNNING" in repr(got[1])
+
+
+async def test_runs_keep_the_buffer_bound_partial_reads_and_the_end() -> None:
+    hub = EventHub("n")
+    sub = hub.subscribe(5)
+    expected = publish_all(hub)
+    assert await sub.receive_runs() == EventsLost(len(expected) - 5)
+    got: list[TransitionEvent] = []
+    while len(got) < 5:
+        runs = await sub.receive_runs(2)
+        assert isinstance(runs, list)
+        assert 1 <= sum(map(len, runs)) <= 2
+        got += flatten(runs)
+    assert got == expected[-5:]
+    hub.close()
+    with pytest.raises(trio.EndOfChannel):
+        await sub.receive_runs()
+    sub.close()
+    with pytest.raises(trio.ClosedResourceError):
+        await sub.receive_runs()
+
+
+async def test_a_recorded_batch_is_split_where_its_outcome_changes() -> None:
+    hub = EventHub("n")
+    sub = hub.subscribe(100)
+    batch = [inst(i) for i in range(6)]
+    tos = [S, S, F, F, S, M]
+    hub.recorded(batch, [R, R, R, C, C, C], tos, [None, None, "x", "y", None, "z"], 9)
+    runs = await sub.receive_runs()
+    assert isinstance(runs, list)
+    assert [(r.from_state, r.to_state, r.instance_ids()) for r in runs] == [
+        (R, S, [0, 1]), (R, F, [2]), (C, F, [3]), (C, S, [4]), (C, M, [5]),
+    ]  # fmt: skip
+    assert [r.errors() for r in runs] == [[None, None], ["x"], ["y"], [None], ["z"]]
+
+
+async def test_a_reader_waiting_for_runs_is_woken_and_closing_wakes_it() -> None:
+    hub = EventHub("n")
+    sub = hub.subscribe(10)
+    got: list[object] = []
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            got.append(await sub.receive_runs())
+            with pytest.raises(trio.ClosedResourceError):
+                await sub.receive_runs()
+
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        hub.moved(inst(7), C, R, 11)
+        await trio.testing.wait_all_tasks_blocked()
+        sub.close()
+    (runs,) = got
+    assert isinstance(runs, list)
+    assert flatten(runs) == [TransitionEvent(7, "t", C, R, 11, "n", 1007)]

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import tickwork
 from tests.support.http_support import Boom, Quiet, in_process, served
+from tickwork.events import EventHub, TransitionEvent
 from tickwork.http import serve
+from tickwork.model import Instance
+from tickwork.state import State
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 
 @pytest.fixture
@@ -160,19 +165,91 @@ def test_iso_times_are_utc():
     assert iso(datetime(2030, 1, 1, tzinfo=UTC)) == "2030-01-01T00:00:00Z"
 
 
-@pytest.mark.parametrize("at_us", [1_700_000_000_123_456, 1_700_000_000_000_000, 5])
-def test_an_event_is_framed_as_its_json_document(at_us):
+TASKS = ['odd "task"\n', "t", "100% ü", "t"]
+
+
+def frames_and_documents(publish: Callable[[EventHub], None]) -> tuple[list[str], list[Any]]:
+    """What the event stream writes for what ``publish`` publishes (split into frames),
+    and the JSON documents of the same events read one by one."""
     from tickwork.http._json import event_doc
     from tickwork.http._sse import _frames
-    from tickwork.state import State
 
-    event = tickwork.TransitionEvent(5, 'odd "task"\n', State.CLAIMED, State.RUNNING, at_us, "n:1")
-    other = tickwork.TransitionEvent(6, "t", State.RUNNING, State.FAILED, at_us + 1, "n:1")
-    framed = _frames([event, other]).decode()
-    assert framed.endswith("\n\n")
-    frames = framed[:-2].split("\n\n")
-    assert len(frames) == 2
-    for e, line in zip([event, other], frames, strict=True):
+    async def read() -> tuple[list[str], list[Any]]:
+        hub = EventHub("n:1")
+        runs_sub, events_sub = hub.subscribe(10_000), hub.subscribe(10_000)
+        publish(hub)
+        runs = await runs_sub.receive_runs()
+        events = await events_sub.receive_batch()
+        assert isinstance(runs, list)
+        assert isinstance(events, list)
+        framed = _frames(runs).decode()
+        assert framed.endswith("\n\n")
+        return framed[:-2].split("\n\n"), [event_doc(e) for e in events]
+
+    return trio.run(read)
+
+
+def check_frames(frames: list[str], docs: list[Any]) -> None:
+    assert len(frames) == len(docs)
+    for line, doc in zip(frames, docs, strict=True):
         assert line.startswith("data: ")
         assert "\n" not in line
-        assert json.loads(line[6:]) == event_doc(e)
+        assert json.loads(line[6:]) == doc
+
+
+@pytest.mark.parametrize(
+    "at_us", [1_700_000_000_123_456, 1_700_000_000_000_000, 1_700_000_000_999_998, 5]
+)
+def test_events_are_framed_as_their_json_documents(at_us):
+    """Every kind of run: a claim's batch of several tasks (one time), runs started one by
+    one within a second, across a second's edge and on the second, a recorded batch of
+    mixed outcomes, an event made by a publisher."""
+    insts = [Instance(i, task, at_us, b"", State.PENDING) for i, task in enumerate(TASKS)]
+    c, r = State.CLAIMED, State.RUNNING
+
+    def publish(hub: EventHub) -> None:
+        hub.moved_together(insts, State.PENDING, c, at_us)
+        for k, inst in enumerate(insts):  # each started 1 µs after the one before
+            hub.moved(inst, c, r, at_us + k)
+        for k, inst in enumerate(insts):  # each 0.4 s after the one before
+            hub.moved(inst, c, r, at_us + 400_000 * k)
+        hub.moved(insts[1], c, r, 2_000_000)  # on the second
+        outcomes = [State.SUCCEEDED, State.FAILED, State.SUCCEEDED, State.MISSED]
+        hub.recorded(insts, [r] * 4, outcomes, [None, "boom", None, "late"], at_us + 7)
+        hub.publish(TransitionEvent(9, "made", State.PENDING, State.ABORTED, at_us, "n:2"))
+
+    frames, docs = frames_and_documents(publish)
+    assert len(frames) == 4 + 4 + 4 + 1 + 4 + 1
+    check_frames(frames, docs)
+
+
+moves = st.lists(
+    st.tuples(
+        st.sampled_from(["batch", "single", "recorded"]),
+        st.lists(st.sampled_from(TASKS), min_size=1, max_size=5),
+        st.integers(0, 3_000_000_000_000_000),
+        st.lists(st.sampled_from(list(State)), min_size=5, max_size=5),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(moves)
+def test_any_publications_are_framed_as_their_json_documents(publications):
+    def publish(hub: EventHub) -> None:
+        n = 0
+        for kind, tasks, at_us, states in publications:
+            insts = [Instance(n + k, t, at_us, b"", State.PENDING) for k, t in enumerate(tasks)]
+            n += len(tasks)
+            if kind == "batch":
+                hub.moved_together(insts, states[0], states[1], at_us)
+            elif kind == "single":
+                for k, inst in enumerate(insts):
+                    hub.moved(inst, states[k], states[-k], at_us + k * 333_333)
+            else:
+                tos = states[: len(insts)]
+                hub.recorded(insts, [State.RUNNING] * len(insts), tos, [None] * len(insts), at_us)
+
+    check_frames(*frames_and_documents(publish))

@@ -11,14 +11,17 @@ chunk becomes events when a subscriber reads it, so the events live only as long
 the reader keeps them: a node streaming 30,000 transitions a second to a slow page
 buffers no per-event objects for Python's garbage collector to walk again and again. A
 subscriber reads one event at a time (:meth:`Subscription.receive`) or everything
-waiting at once (:meth:`Subscription.receive_batch`, what the HTTP event stream and
-metrics use).
+waiting at once (:meth:`Subscription.receive_batch`, what the metrics use), or everything
+waiting as runs of events that share their move (:meth:`Subscription.receive_runs`, what
+the HTTP event stream uses: a run's columns are read off the instances, no event object is
+built at all).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, NamedTuple, final
 
 import attrs
@@ -113,6 +116,131 @@ class _Chunk:
             )
         ]  # fmt: skip
 
+    def runs(self, start: int, stop: int) -> list[EventRun]:
+        """The events ``start`` to ``stop`` (excluded), as runs that share their move."""
+        if self.made is not None:
+            return _made_runs(self, self.made, start, stop)
+        n = stop - start
+        froms = self.froms[start:stop] if isinstance(self.froms, list) else [self.froms] * n
+        tos = self.tos[start:stop] if isinstance(self.tos, list) else [self.tos] * n
+        if froms.count(froms[0]) == n and tos.count(tos[0]) == n:  # one move (C loops)
+            return [self._run(start, stop, froms[0], tos[0])]
+        # mixed moves (a recorded batch with failures among the successes): split
+        runs: list[EventRun] = []
+        first = start
+        for k, f, t in zip(range(start, stop), froms, tos, strict=True):
+            if f is not froms[first - start] or t is not tos[first - start]:
+                runs.append(self._run(first, k, froms[first - start], tos[first - start]))
+                first = k
+        runs.append(self._run(first, stop, froms[first - start], tos[first - start]))
+        return runs
+
+    def _run(self, start: int, stop: int, from_state: State, to_state: State) -> EventRun:
+        at = self.ats if isinstance(self.ats, int) else None
+        return EventRun(self, start, stop, move=(from_state, to_state, self.node), at_us=at)
+
+
+def _made_runs(chunk: _Chunk, made: list[TransitionEvent], start: int, stop: int) -> list[EventRun]:
+    """Events a publisher built, as runs that share their move, node and time."""
+    runs: list[EventRun] = []
+    first = start
+    for k in range(start + 1, stop + 1):
+        a = made[first]
+        if k == stop or made[k][2:6] != a[2:6]:
+            move = (a.from_state, a.to_state, a.node)
+            runs.append(EventRun(chunk, first, k, move=move, at_us=a.at_us))
+            first = k
+    return runs
+
+
+_ID = attrgetter("id")
+_TASK = attrgetter("task")
+_RUN_AT = attrgetter("run_at_us")
+_SCHEDULE = attrgetter("schedule_id")
+
+
+@final
+class EventRun:
+    """Consecutive events of a subscription that share their move and node, read as
+    columns: event ``k`` of the run says that instance ``instance_ids()[k]`` (of task
+    ``tasks()[k]``) went from :attr:`from_state` to :attr:`to_state` on :attr:`node` at
+    ``times_us()[k]``; :meth:`events` gives the same as :class:`TransitionEvent` objects.
+
+    What :meth:`Subscription.receive_runs` returns, for a reader that handles events in
+    bulk (the HTTP event stream formats a run's frames together): a column is read off
+    the instances when asked for, and no event object is built unless :meth:`events` is
+    called. A run is a view of the node's chunk: read it before the next
+    ``receive_runs``, and do not keep it for long.
+    """
+
+    __slots__ = ("_chunk", "_start", "_stop", "at_us", "from_state", "node", "to_state")
+
+    def __init__(
+        self,
+        chunk: _Chunk,
+        start: int,
+        stop: int,
+        *,
+        move: tuple[State, State, str],
+        at_us: int | None,
+    ) -> None:
+        self._chunk, self._start, self._stop = chunk, start, stop
+        #: the move every event of the run made, and the node it was made on
+        self.from_state, self.to_state, self.node = move
+        #: the time of every event of the run when they share one (a claim's batch, a
+        #: recorded batch), else None (runs started one by one): see :meth:`times_us`
+        self.at_us = at_us
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventRun of {len(self)}: {self.from_state.name} -> {self.to_state.name} "
+            f"on {self.node!r}>"
+        )
+
+    def events(self) -> list[TransitionEvent]:
+        """The run's events, built."""
+        return self._chunk.events(self._start, self._stop)
+
+    def _column(self, get: attrgetter[object], field: int) -> list[object]:
+        chunk = self._chunk
+        if chunk.made is not None:
+            return list(map(itemgetter(field), chunk.made[self._start : self._stop]))
+        return list(map(get, chunk.instances[self._start : self._stop]))
+
+    def instance_ids(self) -> list[int]:
+        return self._column(_ID, 0)  # type: ignore[return-value]
+
+    def tasks(self) -> list[str]:
+        return self._column(_TASK, 1)  # type: ignore[return-value]
+
+    def run_at_us(self) -> list[int]:
+        """When each instance was due."""
+        return self._column(_RUN_AT, 6)  # type: ignore[return-value]
+
+    def schedule_ids(self) -> list[str | None]:
+        return self._column(_SCHEDULE, 7)  # type: ignore[return-value]
+
+    def times_us(self) -> list[int]:
+        """When each event happened (microseconds since the epoch, UTC)."""
+        chunk = self._chunk
+        if chunk.made is not None:
+            return list(map(itemgetter(4), chunk.made[self._start : self._stop]))
+        ats = chunk.ats
+        return [ats] * len(self) if isinstance(ats, int) else ats[self._start : self._stop]
+
+    def errors(self) -> list[str | None]:
+        """How each instance ended, for a run to FAILED, ABORTED or MISSED (as
+        :attr:`TransitionEvent.error`), else Nones."""
+        chunk = self._chunk
+        if chunk.made is not None:
+            return list(map(itemgetter(8), chunk.made[self._start : self._stop]))
+        if chunk.errors is None:
+            return [None] * len(self)
+        return chunk.errors[self._start : self._stop]
+
 
 @final
 class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
@@ -181,24 +309,40 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
         self._ended = True
         self._readers.unpark_all()
 
-    def _take(self, max_items: int) -> list[TransitionEvent]:
-        out: list[TransitionEvent] = []
+    def _slices(self, max_items: int) -> list[tuple[_Chunk, int, int]]:
+        """Take up to ``max_items`` waiting events, as (chunk, start, stop) slices."""
+        out: list[tuple[_Chunk, int, int]] = []
         chunks = self._chunks
-        while chunks and len(out) < max_items:
-            head = chunks[0]
-            room = max_items - len(out)
-            if len(head) - self._skip > room:
-                out += head.events(self._skip, self._skip + room)
+        taken = 0
+        while chunks and taken < max_items:
+            head, start = chunks[0], self._skip
+            room = max_items - taken
+            if len(head) - start > room:
+                out.append((head, start, start + room))
                 self._skip += room
+                taken += room
                 break
-            out += head.events(self._skip, len(head))
+            out.append((head, start, len(head)))
+            taken += len(head) - start
             chunks.popleft()
             self._skip = 0
-        self._waiting -= len(out)
+        self._waiting -= taken
         return out
 
-    def _next(self, max_items: int) -> list[TransitionEvent] | EventsLost:
-        """Up to ``max_items`` events waiting, or the count lost before them.
+    def _take(self, max_items: int) -> list[TransitionEvent]:
+        out: list[TransitionEvent] = []
+        for chunk, start, stop in self._slices(max_items):
+            out += chunk.events(start, stop)
+        return out
+
+    def _take_runs(self, max_items: int) -> list[EventRun]:
+        out: list[EventRun] = []
+        for chunk, start, stop in self._slices(max_items):
+            out += chunk.runs(start, stop)
+        return out
+
+    def _ready(self) -> EventsLost | None:
+        """The count lost, if events were lost since the last read.
 
         Raises:
             trio.WouldBlock: nothing is waiting. trio.EndOfChannel: the node stopped and
@@ -211,10 +355,16 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
             lost, self._lost = self._lost, 0
             return EventsLost(lost)
         if self._waiting:
-            return self._take(max_items)
+            return None
         if self._ended:
             raise trio.EndOfChannel
         raise trio.WouldBlock
+
+    def _next(self, max_items: int) -> list[TransitionEvent] | EventsLost:
+        """Up to ``max_items`` events waiting, or the count lost before them (raises as
+        :meth:`_ready`)."""
+        lost = self._ready()
+        return self._take(max_items) if lost is None else lost
 
     def receive_nowait(self) -> TransitionEvent | EventsLost:
         """The next item if one is waiting.
@@ -246,6 +396,20 @@ class Subscription(trio.abc.ReceiveChannel[TransitionEvent | EventsLost]):
                 return self._next(max(max_items, 1))
             except trio.WouldBlock:
                 await self._readers.park()
+
+    async def receive_runs(self, max_items: int = 10_000) -> list[EventRun] | EventsLost:
+        """Every event waiting, oldest first (at most ``max_items``), as runs of events
+        that share their move (:class:`EventRun`, read as columns: no event object is
+        built), waiting for one if need be; or an :class:`EventsLost` when events were
+        dropped before them. Raises as :meth:`receive`."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                lost = self._ready()
+            except trio.WouldBlock:
+                await self._readers.park()
+            else:
+                return self._take_runs(max(max_items, 1)) if lost is None else lost
 
     def close(self) -> None:
         """Unsubscribe (idempotent); tasks waiting in :meth:`receive` get

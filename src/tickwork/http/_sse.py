@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
+from itertools import chain, repeat
+from operator import add, floordiv, itemgetter, mod
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -18,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tickwork._time import from_us
-from tickwork.events import EventsLost, TransitionEvent
+from tickwork.events import EventsLost
 from tickwork.http._api_instances import scheduler_of
 from tickwork.http._errors import error_response
 from tickwork.state import State
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import Receive, Scope, Send
 
-    from tickwork.events import Subscription
+    from tickwork.events import EventRun, Subscription
     from tickwork.node.scheduler import Scheduler
 
 __all__ = ["routes"]
@@ -91,7 +93,7 @@ async def _pump(sub: Subscription, send: Send, keepalive: float) -> None:
     while True:
         with trio.move_on_after(keepalive) as idle:
             try:
-                batch = await sub.receive_batch(_BURST)
+                batch = await sub.receive_runs(_BURST)
             except trio.EndOfChannel:  # the scheduler stopped: end the response
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
@@ -104,28 +106,69 @@ async def _pump(sub: Subscription, send: Send, keepalive: float) -> None:
             await trio.sleep(GATHER)
 
 
-def _frames(batch: list[TransitionEvent]) -> bytes:
-    """A batch of events as SSE frames, encoded together: the same document as
-    event_doc() for each, formatted directly. What a batch's events share is formatted
-    once: the text around the id and time for each (task, from, to, node), and the time's
-    second."""
-    middles, middle = _MIDDLES, _middle
-    parts = []
-    last_second, second_text = -1, ""
-    # fields by position (a TransitionEvent is a named tuple): 0 id, 1 task, 2 from,
-    # 3 to, 4 at_us, 5 node
-    for e in batch:
-        around = middles.get((e[1], e[2], e[3], e[5]))
-        if around is None:
-            around = middle(e[1], e[2], e[3], e[5])
-        second, micro = divmod(e[4], 1_000_000)
-        if second != last_second:
-            last_second, second_text = second, _second(second)
-        if micro:
-            parts.append(f"{around[0]}{e[0]}{around[1]}{second_text}.{micro:06d}{around[2]}")
-        else:
-            parts.append(f"{around[0]}{e[0]}{around[1]}{second_text}{around[2]}")
+def _frames(runs: list[EventRun]) -> bytes:
+    """Runs of events as SSE frames, encoded together: the same document as event_doc()
+    for each, formatted directly.
+
+    A run's events share their move and node, so a frame differs from the one before only
+    in its id when they share their task and time too (a claim's batch, a recorded batch:
+    the frames are the ids joined by the text between them), and in its id and
+    microseconds when each has its own time (runs started one by one). Those columns are
+    formatted by C loops (``map``, ``str.join``), not a Python statement per event.
+    """
+    parts: list[str] = []
+    for run in runs:
+        ids = run.instance_ids()
+        tasks = run.tasks()
+        times = None if run.at_us is not None else run.times_us()
+        if tasks.count(tasks[0]) == len(tasks):
+            _group(parts, run, tasks[0], ids, times)
+            continue
+        first = 0  # several tasks: a group per task in a row
+        for k in range(1, len(tasks) + 1):
+            if k == len(tasks) or tasks[k] != tasks[first]:
+                some = None if times is None else times[first:k]
+                _group(parts, run, tasks[first], ids[first:k], some)
+                first = k
     return "".join(parts).encode()
+
+
+_MICRO: Final = 1_000_000
+_MICROS = repeat(_MICRO)  # endless: map() stops with the column beside it
+_AFTER_FIRST = itemgetter(slice(1, None))
+
+
+def _group(
+    parts: list[str], run: EventRun, task: str, ids: list[int], times: list[int] | None
+) -> None:
+    """Frames for events of one run and task: at ``run.at_us``, or each at ``times[k]``."""
+    around = _MIDDLES.get((task, run.from_state, run.to_state, run.node))
+    if around is None:
+        around = _middle(task, run.from_state, run.to_state, run.node)
+    head, middle, tail = around
+    if times is None:  # one time: the frames differ in their ids alone
+        after = f"{middle}{_time(run.at_us or 0)}{tail[1:]}"
+        parts += (head, (after + head).join(map(str, ids)), after)
+        return
+    seconds = list(map(floordiv, times, _MICROS))
+    if seconds.count(seconds[0]) != len(seconds):  # across a second's edge: split there
+        first = 0
+        for k in range(1, len(seconds) + 1):
+            if k == len(seconds) or seconds[k] != seconds[first]:
+                _group(parts, run, task, ids[first:k], times[first:k])
+                first = k
+        return
+    micros = list(map(mod, times, _MICROS))
+    if 0 in micros:  # a time on the second, written without a fraction: one by one
+        for i, t in zip(ids, times, strict=True):
+            parts.append(f"{head}{i}{middle}{_time(t)}{tail[1:]}")
+        return
+    # the microseconds as six digits: str(1_000_000 + micro) less its first digit
+    digits = map(_AFTER_FIRST, map(str, map(add, micros, _MICROS)))
+    parts += chain.from_iterable(
+        zip(repeat(head), map(str, ids), repeat(f"{middle}{_second(seconds[0])}."), digits,
+            repeat(tail))
+    )  # fmt: skip
 
 
 #: (task, from, to, node) -> the frame's text before the id, between the id and the time,
