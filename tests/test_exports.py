@@ -16,6 +16,7 @@ PUBLIC = {
     "Cron",
     "Dispatcher",
     "DuplicateTask",
+    "EventRun",
     "EventsLost",
     "Gauges",
     "IllegalTransition",

@@ -172,3 +172,36 @@ async def test_what_was_buffered_is_read_before_the_end(autojump_clock):
     sub.close()
     with pytest.raises(trio.ClosedResourceError):
         sub.receive_nowait()
+
+
+async def test_runs_read_a_nodes_transitions_and_end_with_it(autojump_clock):
+    """``receive_runs()`` on a real node: the same transitions as the events, as runs
+    that share their move; once the node stopped, what was left, then EndOfChannel."""
+    clock = VirtualClock()
+    moves: list[tuple[int, State, State]] = []
+    async with tickwork.open_scheduler(
+        tickwork.MemoryStore(), tasks=[Recording(clock)], clock=clock
+    ) as sched:
+        sub = sched.subscribe()
+        ids = await sched.schedule_many(
+            [tickwork.NewInstance("rec", clock.now() + timedelta(seconds=1)) for _ in range(3)]
+        )
+        while len(moves) < 9:
+            runs = await sub.receive_runs()
+            assert isinstance(runs, list)
+            for run in runs:
+                assert isinstance(run, tickwork.EventRun)
+                assert run.node == sched.node_id
+                assert [e.instance_id for e in run.events()] == run.instance_ids()
+                moves += [(i, run.from_state, run.to_state) for i in run.instance_ids()]
+    with pytest.raises(trio.EndOfChannel):
+        await sub.receive_runs()
+    assert sorted(moves) == sorted(
+        (i, a, b)
+        for i in ids
+        for a, b in [
+            (State.PENDING, State.CLAIMED),
+            (State.CLAIMED, State.RUNNING),
+            (State.RUNNING, State.SUCCEEDED),
+        ]
+    )

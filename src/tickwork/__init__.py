@@ -25,6 +25,7 @@ from tickwork.errors import StoreUnavailable as StoreUnavailable
 from tickwork.errors import TaskTimeout as TaskTimeout
 from tickwork.errors import TickworkError as TickworkError
 from tickwork.errors import UnknownTask as UnknownTask
+from tickwork.events import EventRun as EventRun
 from tickwork.events import EventsLost as EventsLost
 from tickwork.events import Subscription as Subscription
 from tickwork.events import TransitionEvent as TransitionEvent
@@ -77,6 +78,7 @@ __all__ = [
     "Cron",
     "Dispatcher",
     "DuplicateTask",
+    "EventRun",
     "EventsLost",
     "Gauges",
     "IllegalTransition",
