@@ -273,7 +273,11 @@ class HttpClient:
                 tls = await trio.open_ssl_over_tcp_stream(
                     host, port, ssl_context=self._ssl, https_compatible=True
                 )
-                await tls.do_handshake()
+                try:
+                    await tls.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(tls)
+                    raise
                 conn: _Conn = _TlsConn(tls)
             else:
                 stream = await trio.open_tcp_stream(host, port)  # TCP_NODELAY set
