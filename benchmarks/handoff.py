@@ -128,6 +128,10 @@ class Kind:
         self.target = f"bench-{uuid.uuid4().hex[:8]}"
         self.before = 0
 
+    @property
+    def uses_receiver(self) -> bool:
+        return self.receiver is not None and self.name.startswith("webhook")
+
     def task(self) -> tickwork.Task:
         if self.name == "noop":
             return noop_task()
@@ -189,17 +193,26 @@ async def hand_off_once(kind: Kind, n: int, db: Path) -> dict[str, float]:
     await kind.set_up()
     async with open_node(tickwork.SQLiteStore(db), tasks=tasks) as scheduler:
         news = [tickwork.NewInstance(task.name, datetime.now(UTC), kind.params()) for _ in range(n)]
+        # the receiver is another process: its CPU is not the node's, but it shares the
+        # machine's cores with the node
+        receiver_pid = kind.receiver.proc.pid if kind.uses_receiver else None
+        other0 = cpu_seconds(receiver_pid) if receiver_pid is not None else 0.0
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         await scheduler.schedule_many(news)
         await wait_for_outcomes(scheduler, n)
         t1, cpu1 = time.perf_counter(), cpu_seconds()
+        other1 = cpu_seconds(receiver_pid) if receiver_pid is not None else 0.0
         succeeded = await scheduler.count(state=tickwork.State.SUCCEEDED)
     if succeeded != n:
         raise RuntimeError(f"{kind.name}: {succeeded} of {n} SUCCEEDED")
     arrived = await kind.delivered()
     if kind.name != "noop" and arrived != n:
         raise RuntimeError(f"{kind.name}: {arrived} of {n} arrived at the other end")
-    return {"rate": n / (t1 - t0), "cpu": (cpu1 - cpu0) / (t1 - t0)}
+    return {
+        "rate": n / (t1 - t0),
+        "cpu": (cpu1 - cpu0) / (t1 - t0),
+        "receiver_us": (other1 - other0) / n * 1e6,
+    }
 
 
 async def wait_for_outcomes(scheduler: tickwork.Scheduler, n: int) -> None:
@@ -232,6 +245,7 @@ def main() -> None:
     results = trio.run(measure, kinds, n, args.repeat, args.tmpdir)
     noop = [r["rate"] for r in results["noop"]]
     rows, payload = [], {"n": n, "repeat": args.repeat, "kinds": {}}
+    notes: list[str] = []
     for name, runs in results.items():
         rate = Stat.of(r["rate"] for r in runs)
         cpu = Stat.of(r["cpu"] for r in runs)
@@ -249,6 +263,13 @@ def main() -> None:
             "ratio_to_noop": ratio.median, "node_cpu": cpu.median, "target": target,
             "node_cpu_us_per_handoff": per.median,
         }  # fmt: skip
+        if name.startswith("webhook"):
+            receiver_us = Stat.of(r["receiver_us"] for r in runs).median
+            payload["kinds"][name]["receiver_cpu_us_per_call"] = receiver_us
+            notes.append(
+                f"{name}: the receiver (benchmarks/_receiver.py, a process of its own) used "
+                f"{receiver_us:,.0f} µs of CPU per call (median)"
+            )
     print_table(
         f"Hand-off throughput: {n:,} instances due at once, SQLite store (median of {args.repeat})",
         [
@@ -270,6 +291,7 @@ def main() -> None:
                 "node CPU near 1.0 means the node's one thread is the limit; CPU µs each is "
                 "the node's CPU time per hand-off (its own work plus the client's)"
             ),
+            *notes,
         ],
     )
     write_result("handoff", payload, write=not (args.no_write or args.quick))

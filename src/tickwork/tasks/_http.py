@@ -100,7 +100,13 @@ class _Conn:
 
     async def send_all(self, data: bytes) -> None:
         sock = self.sock
-        view = memoryview(data)
+        try:
+            sent = sock.send(data)  # a request fits the socket's buffer: one call
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
         while view:
             try:
                 sent = sock.send(view)

@@ -59,6 +59,7 @@ DEFAULT_TIMEOUT = 10.0
 _TAIL = 4096
 
 
+@functools.cache
 def _client_module() -> Any:
     try:
         from tickwork.tasks import _http  # noqa: PLC0415 - needs h11 (the webhook extra)
