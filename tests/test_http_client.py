@@ -14,6 +14,7 @@ from typing import Any
 import h11
 import pytest
 import trio
+import trio.testing
 
 from tickwork.tasks import _http
 from tickwork.tasks._http import ConnectError, HttpClient, HttpError, TooManyRedirects
@@ -461,3 +462,66 @@ async def test_a_tls_connection_the_server_closed_is_replaced(nursery, tls_conte
         for _ in range(3):
             assert (await call(client, server.url())).status == 200
     assert len(server.heads) == 3
+
+
+# -- deadlines of exchanges on plain connections: one system task, not a scope per call
+
+
+def deadline_tasks() -> list[str]:
+    root = trio.lowlevel.current_root_task()
+    return [
+        t.name
+        for nursery in root.child_nurseries
+        for t in nursery.child_tasks
+        if t.name == "tickwork http deadlines"
+    ]
+
+
+async def test_a_shorter_deadline_is_kept_beside_a_longer_one(nursery, autojump_clock):
+    gate = Gate()
+    await nursery.start(gate.serve)
+    url = f"http://127.0.0.1:{gate.port}/"
+    async with HttpClient() as client:
+        ended: dict[str, float] = {}
+
+        async def one(n: str, timeout: float) -> None:
+            with pytest.raises(_http.TimeoutError):
+                await client.request("GET", url, headers={"x-n": n}, timeout=timeout)
+            ended[n] = trio.current_time()
+
+        start = trio.current_time()
+        async with trio.open_nursery() as calls:
+            calls.start_soon(one, "long", 100)
+            await trio.testing.wait_all_tasks_blocked()  # the task sleeps until 100 s
+            calls.start_soon(one, "short", 1)
+        assert ended["short"] - start == pytest.approx(1, abs=0.1)
+        assert ended["long"] - start == pytest.approx(100, abs=0.1)
+        assert deadline_tasks() == ["tickwork http deadlines"]
+    await trio.testing.wait_all_tasks_blocked()
+    assert deadline_tasks() == []  # aclose ended it
+
+
+async def test_the_deadline_covers_the_connect(monkeypatch, autojump_clock):
+    async def never(*_args: object, **_kwargs: object) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(trio, "open_tcp_stream", never)
+    with pytest.raises(_http.TimeoutError, match="within 3 s"):
+        async with HttpClient() as client:
+            await client.request("GET", "http://127.0.0.1:9/", headers={}, timeout=3)
+
+
+def test_a_client_keeps_deadlines_in_a_second_trio_run():
+    client = HttpClient()
+
+    async def timed_out() -> None:
+        async with trio.open_nursery() as nursery:
+            gate = Gate()
+            await nursery.start(gate.serve)
+            url = f"http://127.0.0.1:{gate.port}/"
+            with pytest.raises(_http.TimeoutError):
+                await client.request("GET", url, headers={"x-n": "1"}, timeout=2)
+            nursery.cancel_scope.cancel()
+
+    for _ in range(2):  # the first run's task ended with it: the second starts its own
+        trio.run(timed_out, clock=trio.testing.MockClock(autojump_threshold=0))

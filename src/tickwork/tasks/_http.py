@@ -29,13 +29,14 @@ call got no byte of an answer on it, the call is made once more on a new connect
 from __future__ import annotations
 
 import functools
+import math
 import re
 import select
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping
-from typing import Final, Self
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, NamedTuple, Self
 from urllib.parse import urljoin, urlsplit
 
 import attrs
@@ -86,17 +87,36 @@ class _StaleConnection(HttpError):
     """A reused connection failed before any byte of the answer: try a new one."""
 
 
+class _DeadlinePassed(Exception):
+    """The call's deadline passed (request turns it into TimeoutError)."""
+
+
 class _Conn:
     """One keep-alive connection over a plain TCP socket, driven directly (non-blocking,
     with trio's readiness waits). ``answered``: it has carried a complete answer (so a
     failure before the next answer's first byte may be the server's close of an idle
     connection)."""
 
-    __slots__ = ("answered", "sock")
+    __slots__ = ("answered", "deadline", "expired", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.answered = False
+        #: when the exchange in progress must end, and whether it passed (see _Deadlines)
+        self.deadline = math.inf
+        self.expired = False
+
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+        """``wait`` for the socket unless the exchange's deadline passed (then, or when it
+        passes during the wait, _DeadlinePassed)."""
+        if self.expired:
+            raise _DeadlinePassed
+        try:
+            await wait(self.sock)
+        except trio.ClosedResourceError:
+            if self.expired:
+                raise _DeadlinePassed from None
+            raise
 
     async def send_all(self, data: bytes) -> None:
         sock = self.sock
@@ -111,7 +131,7 @@ class _Conn:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
+                await self._wait(trio.lowlevel.wait_writable)
             else:
                 view = view[sent:]
 
@@ -121,7 +141,7 @@ class _Conn:
         while True:
             # wait first: right after a request the answer is not there yet, and a recv
             # that fails costs a system call and an exception
-            await trio.lowlevel.wait_readable(sock)
+            await self._wait(trio.lowlevel.wait_readable)
             try:
                 return sock.recv(_CHUNK)
             except BlockingIOError:
@@ -155,6 +175,8 @@ class _TlsConn(_Conn):
         # no plain socket to drive: every method that uses one is replaced
         self.stream = stream
         self.answered = False
+        self.deadline = math.inf  # its exchanges end by a trio.CancelScope instead
+        self.expired = False
 
     async def send_all(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -176,6 +198,56 @@ class _TlsConn(_Conn):
         await trio.aclose_forcefully(self.stream)
 
 
+class _Deadlines:
+    """The deadlines of the exchanges on plain connections, kept by one trio system task.
+
+    At an exchange's deadline the task marks its connection expired and wakes the socket
+    wait in progress (``trio.lowlevel.notify_closing``); the exchange then raises
+    _DeadlinePassed and closes the connection. A ``trio.CancelScope`` per call did the
+    same for about a fifth of the client's CPU per call (benchmarks/PROFILE_NOTES.md,
+    session 9); connects and TLS exchanges still use one. The task sleeps until the
+    soonest deadline in flight, so with calls that end in time it wakes about once per
+    timeout, and it ends with the client (or with the trio run).
+    """
+
+    def __init__(self) -> None:
+        self._flying: set[_Conn] = set()
+        self._sleep: trio.CancelScope | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def add(self, conn: _Conn, deadline: float) -> None:
+        conn.deadline = deadline
+        self._flying.add(conn)
+        token = trio.lowlevel.current_trio_token()
+        if self._token is not token:  # the first exchange (of this trio run)
+            self._token, self._sleep = token, None
+            trio.lowlevel.spawn_system_task(self._watch, token, name="tickwork http deadlines")
+        elif self._sleep is not None and deadline < self._sleep.deadline:
+            self._sleep.deadline = deadline
+
+    def discard(self, conn: _Conn) -> None:
+        self._flying.discard(conn)
+
+    def close(self) -> None:
+        """End the task (a later exchange starts another)."""
+        self._token = None
+        if self._sleep is not None:
+            self._sleep.cancel()
+
+    async def _watch(self, token: trio.lowlevel.TrioToken) -> None:
+        while self._token is token:
+            now, soonest = trio.current_time(), math.inf
+            for conn in self._flying:
+                if conn.deadline <= now:
+                    if not conn.expired:
+                        conn.expired = True
+                        trio.lowlevel.notify_closing(conn.sock)
+                elif conn.deadline < soonest:
+                    soonest = conn.deadline
+            with trio.CancelScope(deadline=soonest) as self._sleep:
+                await trio.sleep_forever()
+
+
 class HttpClient:
     """Calls over pooled keep-alive connections; :meth:`aclose` closes the idle ones.
 
@@ -193,6 +265,7 @@ class HttpClient:
         self._room = trio.lowlevel.ParkingLot()
         self._idle: dict[_Origin, deque[_Conn]] = {}
         self._ssl = ssl_context
+        self._deadlines = _Deadlines()
         self.connections_made = 0
 
     async def request(
@@ -220,20 +293,20 @@ class HttpClient:
         else:
             await self._room.park()  # woken by a call that hands its place over
         try:
-            with trio.CancelScope(deadline=trio.current_time() + timeout):
-                for _ in range(max_redirects + 1):
-                    response, location = await self._once(call, tail_bytes)
-                    if not (follow_redirects and location and response.status in _REDIRECTS):
-                        return response
-                    call = call.redirected(response.status, location)
-                raise TooManyRedirects(f"more than {max_redirects} redirects")
+            deadline = trio.current_time() + timeout
+            for _ in range(max_redirects + 1):
+                response, location = await self._once(call, tail_bytes, deadline)
+                if not (follow_redirects and location and response.status in _REDIRECTS):
+                    return response
+                call = call.redirected(response.status, location)
+            raise TooManyRedirects(f"more than {max_redirects} redirects")
+        except _DeadlinePassed:
+            raise TimeoutError(f"no complete answer within {timeout:g} s") from None
         finally:
             if self._room:
                 self._room.unpark()  # the first waiting call takes this one's place
             else:
                 self._busy -= 1
-        # the block returns or raises unless its deadline cancelled it
-        raise TimeoutError(f"no complete answer within {timeout:g} s")
 
     async def __aenter__(self) -> Self:
         return self
@@ -243,23 +316,30 @@ class HttpClient:
 
     async def aclose(self) -> None:
         """Close the idle connections (calls in flight close theirs when they end)."""
+        self._deadlines.close()
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
                 await conn.aclose()
 
-    async def _once(self, call: _Call, tail_bytes: int) -> tuple[Response, str | None]:
+    async def _once(
+        self, call: _Call, tail_bytes: int, deadline: float
+    ) -> tuple[Response, str | None]:
         origin, netloc, target = _where(call.url)
-        wire = _request_bytes(call, target, netloc)
+        wire = _Wire(call.method, _request_bytes(call, target, netloc), tail_bytes, deadline)
         conn = self._take_idle(origin)
         if conn is not None:
             try:
-                return await self._exchange(origin, conn, call.method, wire, tail_bytes)
+                return await self._exchange(origin, conn, wire)
             except _StaleConnection:
                 pass  # the server closed it before our call reached it: a new one
+        fresh = None
+        with trio.CancelScope(deadline=deadline):
+            fresh = await self._connect(origin)
+        if fresh is None:
+            raise _DeadlinePassed  # cancelled by its deadline while connecting
         # a new connection never raises _StaleConnection (it has had no answer yet)
-        conn = await self._connect(origin)
-        return await self._exchange(origin, conn, call.method, wire, tail_bytes)
+        return await self._exchange(origin, fresh, wire)
 
     def _take_idle(self, origin: _Origin) -> _Conn | None:
         conns = self._idle.get(origin)
@@ -296,21 +376,21 @@ class HttpClient:
         return conn
 
     async def _exchange(
-        self, origin: _Origin, conn: _Conn, method: str, wire: bytes, tail_bytes: int
+        self, origin: _Origin, conn: _Conn, wire: _Wire
     ) -> tuple[Response, str | None]:
         try:
-            response, location, reusable = await _send_and_receive(conn, method, wire, tail_bytes)
+            response, location, reusable = await self._within(conn, wire)
         except BaseException as exc:
             # cancelled or failed halfway: what is left on the connection is unknown
             await conn.aclose()
-            if isinstance(exc, _StaleConnection):
+            if isinstance(exc, (_StaleConnection, _DeadlinePassed)):
                 raise
             if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
                 raise HttpError(f"the connection failed: {exc!r}") from None
             if isinstance(exc, h11.ProtocolError):
                 raise HttpError(f"not an HTTP/1.1 answer: {exc}") from None
             raise
-        if reusable:
+        if reusable and not conn.expired:
             conns = self._idle.get(origin)
             if conns is None:
                 conns = self._idle[origin] = deque()
@@ -320,6 +400,27 @@ class HttpClient:
                 return response, location
         await conn.aclose()
         return response, location
+
+    async def _within(self, conn: _Conn, wire: _Wire) -> tuple[Response, str | None, bool]:
+        """The exchange, ended by _DeadlinePassed at ``wire.deadline``."""
+        if isinstance(conn, _TlsConn):
+            with trio.CancelScope(deadline=wire.deadline):
+                return await _send_and_receive(conn, wire.method, wire.data, wire.tail_bytes)
+            raise _DeadlinePassed  # the block returns or raises unless its deadline passed
+        self._deadlines.add(conn, wire.deadline)
+        try:
+            return await _send_and_receive(conn, wire.method, wire.data, wire.tail_bytes)
+        finally:
+            self._deadlines.discard(conn)
+
+
+class _Wire(NamedTuple):
+    """A request as sent, and what its exchange needs."""
+
+    method: str
+    data: bytes
+    tail_bytes: int
+    deadline: float
 
 
 @functools.lru_cache(maxsize=1024)
