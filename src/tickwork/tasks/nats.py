@@ -8,12 +8,15 @@ stream's duplicate window drops a run repeated after a crash. The server is the 
 
 The run succeeds when a stream stored the message (the result is ``{"stream", "seq",
 "duplicate"}``). No ack in time, a lost connection or a stream that is temporarily
-unavailable is :class:`HandoffRetryable`; no stream for the subject, or a stream that
-refused the message, is :class:`HandoffRejected`.
+unavailable is :class:`HandoffRetryable`; no stream for the subject, a stream that
+refused the message, or a message over the server's ``max_payload`` (the server would drop
+the connection, and every publish in flight with it) is :class:`HandoffRejected`.
 
 The client is a small trio client of the NATS protocol (:mod:`._nats_client`); why not
 nats-py through trio-asyncio is measured in ``benchmarks/nats_clients.py`` and said in
-``pyproject.toml``.
+``pyproject.toml``. Concurrent runs share one connection: their publishes are written
+together and their acks come back on one reply subscription, so a run costs its frame,
+one park and its ack, and the round trip is paid once per batch.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from tickwork.tasks._handoff import (
     handoff_id,
     params_map,
 )
-from tickwork.tasks._nats_client import NatsClosed, NatsConnection, connect
+from tickwork.tasks._nats_client import (
+    NatsClosed,
+    NatsConnection,
+    NatsTooLarge,
+    connect,
+    header_block,
+)
 from tickwork.tasks._settings import HandoffSettings
 from tickwork.tasks.redis import server_of
 
@@ -54,6 +63,13 @@ DEFAULT_TIMEOUT = 5.0
 MSG_ID = "Nats-Msg-Id"
 #: JetStream API error codes worth retrying (503: JetStream temporarily unavailable)
 _RETRYABLE_CODES = frozenset({503, 408})
+#: the header block of a publish without headers of its own, up to the Nats-Msg-Id value
+_HEAD = b"NATS/1.0\r\n%s: " % MSG_ID.encode()
+_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps(...) builds one per call
+#: a plain ack as nats-server writes it (anything else goes through json.loads)
+_ACK = re.compile(
+    rb'\{"stream":"([^"\\]*)",\s*(?:"domain":"[^"\\]*",\s*)?"seq":(\d+)(,\s*"duplicate":\s*true)?\}'
+)
 
 
 @attrs.frozen
@@ -80,7 +96,7 @@ class NatsPublish:
         payload = b""
         if "json" in raw:
             try:
-                payload = json.dumps(raw["json"], separators=(",", ":")).encode()
+                payload = _JSON.encode(raw["json"]).encode()
             except (TypeError, ValueError) as exc:
                 raise InvalidArgument(f"nats 'json' cannot be encoded as JSON ({exc})") from None
         elif "data" in raw:
@@ -120,6 +136,7 @@ class NatsTask(Task):
 
     def __init__(self, url: str | None = None, *, settings: HandoffSettings | None = None) -> None:
         self._url = url or (settings or HandoffSettings.from_env()).nats_url
+        self._where = server_of(self._url)
         self._nursery: trio.Nursery | None = None
         self._conn: NatsConnection | None = None
         self._connecting = trio.Lock()
@@ -160,27 +177,34 @@ class NatsTask(Task):
     async def run(self, params: bytes) -> dict[str, Any]:
         """Publish and wait for the ack; see the module docstring."""
         spec = NatsPublish.from_params(params)
-        msg_id = handoff_id(current_instance())
-        where = server_of(self._url)
+        head = header_block(spec.headers) + MSG_ID.encode() + b": " if spec.headers else _HEAD
+        head += handoff_id(current_instance()).encode() + b"\r\n\r\n"
         try:
-            conn = await self._connection()
-            reply = await conn.request(
-                spec.subject, spec.payload, {**spec.headers, MSG_ID: msg_id}, spec.timeout
-            )
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = await self._connection()
+            reply = await conn.publish(spec.subject.encode(), head, spec.payload, spec.timeout)
         except NatsClosed as exc:
-            raise HandoffRetryable(f"nats {where}: {exc}") from None
+            raise HandoffRetryable(f"nats {self._where}: {exc}") from None
+        except NatsTooLarge as exc:
+            raise HandoffRejected(f"nats {self._where}: {spec.subject!r}: {exc}") from None
         except trio.TooSlowError:
             raise HandoffRetryable(
-                f"nats {where}: no JetStream ack for {spec.subject!r} within {spec.timeout:g} s"
+                f"nats {self._where}: no JetStream ack for {spec.subject!r} "
+                f"within {spec.timeout:g} s"
             ) from None
         if reply.status == "503":
             raise HandoffRejected(
-                f"nats {where}: no stream stores subject {spec.subject!r} (no responders)"
+                f"nats {self._where}: no stream stores subject {spec.subject!r} (no responders)"
             )
         return _ack(spec.subject, reply.payload)
 
 
 def _ack(subject: str, payload: bytes) -> dict[str, Any]:
+    plain = _ACK.fullmatch(payload)
+    if plain is not None:
+        stream, seq, duplicate = plain.groups()
+        return {"stream": stream.decode(), "seq": int(seq), "duplicate": duplicate is not None}
     try:
         ack = json.loads(payload)
     except ValueError:
