@@ -25,12 +25,13 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
+from tickwork.model import unpack
 from tickwork.task import Task, current_instance
 from tickwork.tasks._handoff import (
     HandoffRejected,
@@ -54,6 +55,10 @@ from tickwork.tasks.redis import server_of
 __all__ = ["NatsPublish", "NatsTask"]
 
 _KEYS = ("subject", "data", "json", "headers", "timeout")
+_KEY_SET = frozenset(_KEYS)
+#: params kept checked (see NatsTask._frame): at most this many, each at most this large
+_CACHED = 256
+_CACHED_SIZE = 4096
 #: dot-separated tokens of printable ASCII, no wildcards (a publish names one subject)
 _WORD = r"[!-)+,\-/-=?-~]+"  # printable ASCII but . * >
 _SUBJECT = re.compile(rf"{_WORD}(\.{_WORD})*")
@@ -84,7 +89,12 @@ class NatsPublish:
     @classmethod
     def from_params(cls, params: bytes) -> NatsPublish:
         """Check the nats params. Raises InvalidArgument saying what is wrong."""
-        raw = params_map("nats", params, _KEYS)
+        try:
+            raw = unpack(params)
+        except Exception:  # noqa: BLE001 - msgpack raises several kinds; said below
+            raw = None
+        if type(raw) is not dict or not raw.keys() <= _KEY_SET:
+            raw = params_map("nats", params, _KEYS)  # raises, saying what is wrong
         if "subject" not in raw:
             raise InvalidArgument("nats params need 'subject', e.g. 'jobs.report'")
         subject = raw["subject"]
@@ -122,6 +132,22 @@ def _check_headers(value: object) -> dict[str, str]:
     return headers
 
 
+class _Frame(NamedTuple):
+    """What a publish of one params sends, but its Nats-Msg-Id value."""
+
+    subject: str
+    subject_bytes: bytes
+    head: bytes  # the header block up to the Nats-Msg-Id value
+    payload: bytes
+    timeout: float
+
+    @classmethod
+    def of(cls, params: bytes) -> _Frame:
+        spec = NatsPublish.from_params(params)
+        head = header_block(spec.headers) + MSG_ID.encode() + b": " if spec.headers else _HEAD
+        return cls(spec.subject, spec.subject.encode(), head, spec.payload, spec.timeout)
+
+
 class NatsTask(Task):
     """Publish to JetStream per run (see the module docstring).
 
@@ -140,9 +166,26 @@ class NatsTask(Task):
         self._nursery: trio.Nursery | None = None
         self._conn: NatsConnection | None = None
         self._connecting = trio.Lock()
+        self._frames: dict[bytes, _Frame] = {}
 
     def validate_params(self, params: bytes) -> None:
-        NatsPublish.from_params(params)
+        self._frame(params)
+
+    def _frame(self, params: bytes) -> _Frame:
+        """The checked frame of ``params``, from the cache when recently seen.
+
+        A node checks params when they are scheduled and again when they run, and a
+        schedule runs the same params each time: the last few small ones are kept
+        (params are bytes, so an entry cannot go stale).
+        """
+        frame = self._frames.get(params)
+        if frame is None:
+            frame = _Frame.of(params)
+            if len(params) <= _CACHED_SIZE:
+                if len(self._frames) >= _CACHED:
+                    del self._frames[next(iter(self._frames))]  # the oldest
+                self._frames[params] = frame
+        return frame
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """A nursery for the connection, made on first use and again after it is lost."""
@@ -176,28 +219,27 @@ class NatsTask(Task):
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Publish and wait for the ack; see the module docstring."""
-        spec = NatsPublish.from_params(params)
-        head = header_block(spec.headers) + MSG_ID.encode() + b": " if spec.headers else _HEAD
-        head += handoff_id(current_instance()).encode() + b"\r\n\r\n"
+        frame = self._frame(params)
+        head = frame.head + handoff_id(current_instance()).encode() + b"\r\n\r\n"
         try:
             conn = self._conn
             if conn is None or conn.closed:
                 conn = await self._connection()
-            reply = await conn.publish(spec.subject.encode(), head, spec.payload, spec.timeout)
+            reply = await conn.publish(frame.subject_bytes, head, frame.payload, frame.timeout)
         except NatsClosed as exc:
             raise HandoffRetryable(f"nats {self._where}: {exc}") from None
         except NatsTooLarge as exc:
-            raise HandoffRejected(f"nats {self._where}: {spec.subject!r}: {exc}") from None
+            raise HandoffRejected(f"nats {self._where}: {frame.subject!r}: {exc}") from None
         except trio.TooSlowError:
             raise HandoffRetryable(
-                f"nats {self._where}: no JetStream ack for {spec.subject!r} "
-                f"within {spec.timeout:g} s"
+                f"nats {self._where}: no JetStream ack for {frame.subject!r} "
+                f"within {frame.timeout:g} s"
             ) from None
         if reply.status == "503":
             raise HandoffRejected(
-                f"nats {self._where}: no stream stores subject {spec.subject!r} (no responders)"
+                f"nats {self._where}: no stream stores subject {frame.subject!r} (no responders)"
             )
-        return _ack(spec.subject, reply.payload)
+        return _ack(frame.subject, reply.payload)
 
 
 def _ack(subject: str, payload: bytes) -> dict[str, Any]:
