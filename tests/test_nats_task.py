@@ -28,7 +28,7 @@ from tickwork.state import State
 from tickwork.task import CURRENT_INSTANCE
 from tickwork.tasks import HandoffRejected, HandoffRetryable, NatsTask
 from tickwork.tasks._nats_client import NatsTooLarge, connect
-from tickwork.tasks.nats import NatsPublish
+from tickwork.tasks.nats import NatsPublish, _ack
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -400,3 +400,33 @@ async def test_the_server_closing_mid_batch_fails_what_had_no_ack_and_reconnects
     # every attempt was stored: the cut ones once per attempt (another Nats-Msg-Id)
     ids = {h["Nats-Msg-Id"] for _, h, _ in await stream_messages(name, 65)}
     assert ids == {f"{i.id}-1" for i in insts} | {f"{i.id}-2" for i in again}
+
+
+ACKS = [
+    (b'{"stream":"S", "seq":7}', {"stream": "S", "seq": 7, "duplicate": False}),
+    (b'{"stream":"S","seq":7,"duplicate": true}', {"stream": "S", "seq": 7, "duplicate": True}),
+    (b'{"stream":"S","domain":"hub","seq":7}', {"stream": "S", "seq": 7, "duplicate": False}),
+    # not the plain form: read by json.loads, with the same result
+    (b'{"seq":7,"stream":"S","duplicate":false}', {"stream": "S", "seq": 7, "duplicate": False}),
+    (b'{"stream":"S\\u00e9","seq":7}', {"stream": "S\u00e9", "seq": 7, "duplicate": False}),
+]
+
+
+@pytest.mark.parametrize(("payload", "result"), ACKS)
+def test_acks_are_read_in_every_form(payload, result):
+    assert _ack("a.b", payload) == result
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "message"),
+    [
+        (b'{"error":{"code":400,"description":"bad"},"stream":"S","seq":0}', HandoffRejected,
+         "JetStream refused 'a.b': bad"),
+        (b'{"error":{"code":503,"description":"busy"}}', HandoffRetryable, "busy"),
+        (b"not json", HandoffRejected, "not a JetStream ack"),
+        (b'{"stream":"S"}', HandoffRejected, "not a JetStream ack"),
+    ],
+)  # fmt: skip
+def test_an_error_ack_or_another_reply_is_mapped(payload, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        _ack("a.b", payload)
