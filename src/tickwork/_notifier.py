@@ -42,6 +42,10 @@ class _Message:
 
 @attrs.define
 class _Limit:
+    """One key's rate limit, under the setting it was counted for: a schedule replaced
+    with another ``notify`` (target or settings) starts a limit of its own."""
+
+    notify: Notify
     next_at: float = 0.0  # trio time before which this key posts nothing
     held: int = 0
 
@@ -116,6 +120,12 @@ class Notifier:
         self._forgets += 1
         self._by_schedule.pop(schedule_id, None)
 
+    def forget_all(self) -> None:
+        """Read every schedule's ``notify`` from the store again at its next event
+        (another process may have changed schedules)."""
+        self._forgets += 1
+        self._by_schedule.clear()
+
     def _see(self, ev: TransitionEvent, notify: Notify | None) -> None:
         if notify is None:
             return
@@ -154,7 +164,14 @@ class Notifier:
             self._notified.popitem(last=False)
         # per schedule; one-off instances share their task's limit
         key = f"schedule:{ev.schedule_id}" if ev.schedule_id else f"task:{ev.task}"
-        limit = self._limits.setdefault(key, _Limit())
+        limit = self._limits.get(key)
+        if limit is None or limit.notify != notify:
+            if limit is not None and limit.held:
+                log.info(
+                    "%s: its notify changed; %d notices held back under the previous one "
+                    "are not counted in the new one's", key, limit.held,
+                )  # fmt: skip
+            limit = self._limits[key] = _Limit(notify)
         now = trio.current_time()
         if now < limit.next_at:
             limit.held += 1
