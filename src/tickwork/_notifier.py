@@ -28,7 +28,9 @@ _TERMINAL: Final = frozenset({State.SUCCEEDED, State.FAILED, State.ABORTED, Stat
 _REMEMBERED: Final = 100_000
 #: messages waiting to be posted; more are dropped (and counted)
 _OUTBOX: Final = 100
-#: seconds a schedule's ``notify`` read from the store is used before it is read again
+#: seconds a schedule's ``notify`` read from the store is used at most before it is read
+#: again (a change made through the node or heard of from elsewhere forgets it sooner:
+#: this bounds what a store that tells of no change keeps stale)
 SCHEDULE_TTL: Final = 60.0
 
 
@@ -92,8 +94,8 @@ class Notifier:
             done.set()
 
     async def _setting(self, ev: TransitionEvent) -> Notify | None:
-        """The schedule's own ``notify`` (read from the store, kept for
-        :data:`SCHEDULE_TTL` seconds), else the task's."""
+        """The schedule's own ``notify`` (read from the store, kept until :meth:`forget`
+        or :meth:`forget_all`, for at most :data:`SCHEDULE_TTL` seconds), else the task's."""
         sid = ev.schedule_id
         if sid is None:
             return self._settings.get(ev.task)

@@ -2,23 +2,26 @@
 when an instance of the task fails for good, is MISSED, or runs longer than expected.
 A schedule may have a ``notify`` of its own (``add_schedule(..., notify=Notify(...))``,
 stored with it), used for its occurrences instead of the task's; the notifier reads it
-from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds,
-except for a schedule stored, replaced or removed through the node, read again at its next
-event. A node runs the notifier when a task of it has a ``notify``, a stored schedule had
-one when it started, or a schedule with one is added through it (the notifier starts then);
-a first schedule with ``notify`` added by another process while a node without any runs is
-notified from that node's next start.
+from the store and keeps what it read until schedules change (for at most
+:data:`~tickwork._notifier.SCHEDULE_TTL` seconds): one stored, replaced or removed through
+the node is read again at its next event, and every one once the node's Leases actor hears
+that another process changed schedules (``SchedulesChanged``: PostgreSQL's notice, or a
+change SQLite's poll saw). A node runs the notifier when a task of it has a ``notify``, a
+stored schedule had one when it started, a schedule with one is added through it (the
+notifier starts then), or it heard of a change elsewhere and finds a stored schedule with
+one.
 
 The node's notifier is a small actor of its own, subscribed to the node's event stream
 (``scheduler.subscribe()``): it never blocks the Recorder or any other actor (a full
 subscription buffer drops events, a full outbox drops messages, both counted and logged).
 It outlives the node's drain: the notices of what the node records while it stops are
 posted before the node's ``open_scheduler`` block ends (for at most :data:`DRAIN_LIMIT`).
-Each instance is notified at most once, and each task at most once per ``min_interval``
-(the messages it held back are counted in the next one). The message is Slack-compatible
-(``text``) and carries the generic fields beside it; it is posted with the webhook task's
-code (Standard Webhooks signature when ``TICKWORK_WEBHOOK_SECRET`` is set, ``webhook-id``
-= ``tickwork-notify-<instance id>``).
+Each instance is notified at most once, and each schedule (or task, for instances not
+from a schedule) at most once per ``min_interval`` (the messages it held back are counted
+in the next one; a schedule replaced with another ``notify`` starts afresh). The message
+is Slack-compatible (``text``) and carries the generic fields beside it; it is posted with
+the webhook task's code (Standard Webhooks signature when ``TICKWORK_WEBHOOK_SECRET`` is
+set, ``webhook-id`` = ``tickwork-notify-<instance id>``).
 """
 
 from __future__ import annotations
