@@ -240,3 +240,39 @@ async def test_a_bad_timeout_is_refused_before_anything_is_stored(store, bad):
             new_schedule("t", EVERY_20S, notify=Notify(url="http://x/", timeout=bad)), T0
         )
     assert await store.list_schedules() == []
+
+
+# -- what looking for a notify costs a node that runs no notifier ---------------------
+
+
+class _BusyFile(tickwork.MemoryStore):
+    """A store another process writes to all the time (its change token moves at every
+    poll), with schedules that take a second to list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = 0
+        self.listings = 0
+
+    async def change_token(self) -> int | None:
+        self.token += 1
+        return self.token
+
+    async def list_schedules(self, *, limit: int = 1000, after_id: str | None = None):  # type: ignore[no-untyped-def]
+        self.listings += 1
+        await trio.sleep(1)
+        return await super().list_schedules(limit=limit, after_id=after_id)
+
+
+async def test_a_node_without_a_notifier_looks_for_one_at_most_a_tenth_of_the_time(
+    autojump_clock,
+):
+    store = _BusyFile()
+    clock = VirtualClock()
+    async with tickwork.open_scheduler(store, tasks=[Failing()], clock=clock) as s:
+        started = store.listings  # the look when the node started
+        await trio.sleep(100)
+        assert not s._node.hub.active
+    looks = store.listings - started
+    # a poll every 500 ms sees a change each time: without a pause, ~100 looks of 1 s
+    assert 5 <= looks <= 11, looks
