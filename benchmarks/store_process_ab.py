@@ -32,32 +32,39 @@ import tickwork
 from _common import base_parser, emit_json, open_node, print_table, temp_dir, wait_recorded
 from _common import trio_noop_rate_async as noop_rate
 from _store_process import ProcessSQLiteStore
+from store_thread_ab import _timings, variant
 
 VARIANTS = ("thread", "process")
 
 
-async def fire(path: Path, variant: str, n: int) -> dict[str, float]:
+async def fire(path: Path, kind: str, n: int) -> dict[str, float]:
     store: tickwork.SQLiteStore
-    store = ProcessSQLiteStore(path) if variant == "process" else tickwork.SQLiteStore(path)
+    store = ProcessSQLiteStore(path) if kind == "process" else tickwork.SQLiteStore(path)
     out: dict[str, Any] = {}
     async with open_node(store, out) as scheduler:
         news = [tickwork.NewInstance("noop", datetime.now(UTC), b"") for _ in range(n)]
         gc.collect()
-        child0 = await store.child_cpu() if isinstance(store, ProcessSQLiteStore) else 0.0
+        child0 = await store.child_cpu() if isinstance(store, ProcessSQLiteStore) else (0, 0, 0)
         calls0 = store.rpc_calls if isinstance(store, ProcessSQLiteStore) else 0
+        timings = _timings[0]  # the store thread's calls (store_thread_ab's timer)
+        thread0 = (timings.run, timings.cpu, timings.calls)
         t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
         await scheduler.schedule_many(news)
         await wait_recorded(scheduler, n)
         wall = time.perf_counter() - t0
         cpu, main = time.process_time() - c0, time.thread_time() - m0
-        child = 0.0
+        child = busy = busy_cpu = 0.0
         calls = 0
         if isinstance(store, ProcessSQLiteStore):
             calls = store.rpc_calls - calls0
-            child = await store.child_cpu() - child0
+            child1 = await store.child_cpu()
+            child, busy, busy_cpu = (a - b for a, b in zip(child1, child0, strict=True))
+        else:
+            busy, busy_cpu = timings.run - thread0[0], timings.cpu - thread0[1]
+            calls = timings.calls - thread0[2]
         succeeded = await scheduler.count(state=tickwork.State.SUCCEEDED)
         if succeeded != n:
-            raise RuntimeError(f"{variant}: the store counts {succeeded} SUCCEEDED, not {n}")
+            raise RuntimeError(f"{kind}: the store counts {succeeded} SUCCEEDED, not {n}")
     us = 1e6 / n
     return {
         "rate": n / wall,
@@ -66,6 +73,10 @@ async def fire(path: Path, variant: str, n: int) -> dict[str, float]:
         "child_us": child * us,
         "cpu_us": (cpu + child) * us,
         "calls_per_k": calls / n * 1000,
+        # the store's side (its thread, or the child): share of the wall time inside a
+        # call, and the share of that time it was not on a CPU
+        "store_busy": busy / wall,
+        "store_off_cpu": (busy - busy_cpu) / busy if busy else 0.0,
         "shutdown_s": out.get("shutdown_s", float("nan")),
     }
 
@@ -76,7 +87,9 @@ async def measure(names: list[str], n: int, repeat: int, tmp: str | None) -> dic
         for rep in range(repeat):
             for v in names:
                 limit = await noop_rate(n, wave=None)
-                r = await fire(d / f"{v}-{rep}.db", v, n)
+                with variant("thread"):  # times the store thread's calls (unused: process)
+                    _timings[0] = type(_timings[0])()
+                    r = await fire(d / f"{v}-{rep}.db", v, n)
                 r["limit"] = limit
                 r["ratio"] = r["rate"] / limit
                 per[v].append(r)
@@ -94,7 +107,7 @@ def main() -> None:
     names = [v for v in args.variants.split(",") if v]
     per = trio.run(measure, names, args.n, args.repeat, args.tmpdir)
     keys = ["rate", "limit", "ratio", "main_us", "thread_us", "child_us", "cpu_us"]
-    keys += ["calls_per_k"]
+    keys += ["calls_per_k", "store_busy", "store_off_cpu"]
     med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in per.items()}
     rows = [[v, *(f"{med[v][k]:,.3g}" for k in keys)] for v in names]
     print_table(
@@ -111,13 +124,16 @@ def main() -> None:
                 "CPU µs per instance: main = the trio thread, thread = the rest of this "
                 "process (the store thread), child = the store process, cpu_us = all"
             ),
-            "calls_per_k: round trips to the store process per 1,000 instances",
+            "calls_per_k: store calls (hand-offs, or round trips) per 1,000 instances",
+            (
+                "store_busy: share of the wall time the store thread (thread) or the child "
+                "(process) spent inside store calls; store_off_cpu: share of that time it "
+                "was not on a CPU (the thread: the GIL or no free CPU; the child: no free "
+                "CPU, it has a GIL of its own)"
+            ),
         ],
     )
-    runs = {v: rs for v, rs in per.items()}
-    emit_json(
-        "store_process_ab", {"n": args.n, "repeat": args.repeat, "medians": med, "runs": runs}
-    )
+    emit_json("store_process_ab", {"n": args.n, "repeat": args.repeat, "medians": med, "runs": per})
 
 
 if __name__ == "__main__":
