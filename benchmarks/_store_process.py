@@ -10,8 +10,10 @@ the file with a running node; each call is one transaction either way).
 
 No GIL is shared between the trio thread and the SQL: the question this answers is
 whether the two sides then run in parallel enough to pay for the (de)serialisation and
-the socket round trips (``store_process_ab.py``). Not shipped: failure handling is only
-what the measurement needs (a dead child fails the calls with StoreUnavailable).
+the socket round trips (``store_process_ab.py``). They did not (issue 15, session 9 in
+``benchmarks/PROFILE_NOTES.md``): so it is not in ``src/``, and its failure handling is
+only what the measurement needs (a dead child fails the calls with StoreUnavailable; the
+child exits at EOF).
 
 Frames: 4-byte big-endian length, then msgpack ``[op, args]``; the reply ``[0, result]``
 or ``[1, transient, message]``. The child answers in order, one call at a time.

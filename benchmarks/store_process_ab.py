@@ -14,6 +14,12 @@ the trio thread's own (``main``), the rest of this process (``thread``: the stor
 the child's (``child``) and their sum; store round trips per 1,000 instances.
 
     python benchmarks/store_process_ab.py [-n 50000] [--repeat 3] [--variants thread,process]
+
+Instructions per instance, immune to load (``--trace-children=yes`` counts the child in a
+file of its own; per instance = the difference between N = 6,000 and N = 2,000 / 4,000):
+
+    valgrind --tool=callgrind --trace-children=yes python benchmarks/store_process_ab.py \
+        -n N --repeat 1 --variants V --poll 0.05 --no-write
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from store_thread_ab import _timings, variant
 VARIANTS = ("thread", "process")
 
 
-async def fire(path: Path, kind: str, n: int) -> dict[str, float]:
+async def fire(path: Path, kind: str, n: int, poll: float = 0.001) -> dict[str, float]:
     store: tickwork.SQLiteStore
     store = ProcessSQLiteStore(path) if kind == "process" else tickwork.SQLiteStore(path)
     out: dict[str, Any] = {}
@@ -50,7 +56,7 @@ async def fire(path: Path, kind: str, n: int) -> dict[str, float]:
         thread0 = (timings.run, timings.cpu, timings.calls)
         t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
         await scheduler.schedule_many(news)
-        await wait_recorded(scheduler, n)
+        await wait_recorded(scheduler, n, poll=poll)
         wall = time.perf_counter() - t0
         cpu, main = time.process_time() - c0, time.thread_time() - m0
         child = busy = busy_cpu = 0.0
@@ -81,7 +87,9 @@ async def fire(path: Path, kind: str, n: int) -> dict[str, float]:
     }
 
 
-async def measure(names: list[str], n: int, repeat: int, tmp: str | None) -> dict[str, Any]:
+async def measure(
+    names: list[str], n: int, repeat: int, tmp: str | None, poll: float
+) -> dict[str, Any]:
     per: dict[str, list[dict[str, float]]] = {v: [] for v in names}
     with temp_dir(tmp) as d:
         for rep in range(repeat):
@@ -89,7 +97,7 @@ async def measure(names: list[str], n: int, repeat: int, tmp: str | None) -> dic
                 limit = await noop_rate(n, wave=None)
                 with variant("thread"):  # times the store thread's calls (unused: process)
                     _timings[0] = type(_timings[0])()
-                    r = await fire(d / f"{v}-{rep}.db", v, n)
+                    r = await fire(d / f"{v}-{rep}.db", v, n, poll)
                 r["limit"] = limit
                 r["ratio"] = r["rate"] / limit
                 per[v].append(r)
@@ -102,10 +110,19 @@ def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=None, help="default 50,000; --quick 2,000")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=0.001,
+        help=(
+            "how often the end is polled, s; under valgrind use 0.05 or more: each poll "
+            "costs instructions, so a run that waits longer would count more"
+        ),
+    )
     args = parser.parse_args()
     args.n = args.n or (2_000 if args.quick else 50_000)
     names = [v for v in args.variants.split(",") if v]
-    per = trio.run(measure, names, args.n, args.repeat, args.tmpdir)
+    per = trio.run(measure, names, args.n, args.repeat, args.tmpdir, args.poll)
     keys = ["rate", "limit", "ratio", "main_us", "thread_us", "child_us", "cpu_us"]
     keys += ["calls_per_k", "store_busy", "store_off_cpu"]
     med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in per.items()}
