@@ -525,3 +525,21 @@ def test_a_client_keeps_deadlines_in_a_second_trio_run():
 
     for _ in range(2):  # the first run's task ended with it: the second starts its own
         trio.run(timed_out, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_client_used_after_aclose_has_one_deadline_task(nursery, autojump_clock):
+    gate = Gate()
+    await nursery.start(gate.serve)
+    url = f"http://127.0.0.1:{gate.port}/"
+    client = HttpClient()
+    for n in range(3):
+        with pytest.raises(_http.TimeoutError):
+            await client.request("GET", url, headers={"x-n": str(n)}, timeout=1)
+        await client.aclose()
+    with pytest.raises(_http.TimeoutError):
+        await client.request("GET", url, headers={"x-n": "last"}, timeout=1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert deadline_tasks() == ["tickwork http deadlines"]
+    await client.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert deadline_tasks() == []

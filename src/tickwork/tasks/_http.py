@@ -213,15 +213,16 @@ class _Deadlines:
     def __init__(self) -> None:
         self._flying: set[_Conn] = set()
         self._sleep: trio.CancelScope | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._token: trio.lowlevel.TrioToken | None = None  # the trio run of the task
+        self._task: object = None  # the task's own mark: an old one ends when it sees another
 
     def add(self, conn: _Conn, deadline: float) -> None:
         conn.deadline = deadline
         self._flying.add(conn)
         token = trio.lowlevel.current_trio_token()
-        if self._token is not token:  # the first exchange (of this trio run)
-            self._token, self._sleep = token, None
-            trio.lowlevel.spawn_system_task(self._watch, token, name="tickwork http deadlines")
+        if self._token is not token:  # the first exchange (of this trio run, or since close)
+            self._token, self._sleep, self._task = token, None, object()
+            trio.lowlevel.spawn_system_task(self._watch, self._task, name="tickwork http deadlines")
         elif self._sleep is not None and deadline < self._sleep.deadline:
             self._sleep.deadline = deadline
 
@@ -230,12 +231,12 @@ class _Deadlines:
 
     def close(self) -> None:
         """End the task (a later exchange starts another)."""
-        self._token = None
+        self._token = self._task = None
         if self._sleep is not None:
             self._sleep.cancel()
 
-    async def _watch(self, token: trio.lowlevel.TrioToken) -> None:
-        while self._token is token:
+    async def _watch(self, mark: object) -> None:
+        while self._task is mark:
             now, soonest = trio.current_time(), math.inf
             for conn in self._flying:
                 if conn.deadline <= now:
