@@ -20,7 +20,12 @@ stream's and the queue's message counts). Reported: hand-offs per second, median
 process used per second of the run (1.0 = one core busy: the node is the limit), and
 that CPU per hand-off (less sensitive to what else runs on the machine).
 
+Every instance has the same params unless ``--distinct`` (each one's payload carries its
+number: a task that keeps checked params, as the nats task does, checks each twice then,
+once when scheduled and once when run).
+
     python benchmarks/handoff.py [--quick] [--repeat 3] [-n 20000] [--only webhook,redis]
+        [--distinct]
 """
 
 from __future__ import annotations
@@ -122,11 +127,17 @@ def amqp_queue(name: str, *, delete: bool = False) -> int:
 class Kind:
     """One kind of hand-off: its task, its params, and the check at the other end."""
 
-    def __init__(self, name: str, receiver: Receiver | None) -> None:
+    def __init__(self, name: str, receiver: Receiver | None, *, distinct: bool = False) -> None:
         self.name = name
         self.receiver = receiver
+        self.distinct = distinct
+        self.made = 0
         self.target = f"bench-{uuid.uuid4().hex[:8]}"
         self.before = 0
+
+    @property
+    def uses_receiver(self) -> bool:
+        return self.receiver is not None and self.name.startswith("webhook")
 
     def task(self) -> tickwork.Task:
         if self.name == "noop":
@@ -137,7 +148,10 @@ class Kind:
                 "amqp": AmqpTask(AMQP_URL)}[self.name]  # fmt: skip
 
     def params(self) -> object:
-        payload = {"job": "report", "day": "2030-01-01"}
+        payload: dict[str, object] = {"job": "report", "day": "2030-01-01"}
+        if self.distinct:
+            self.made += 1
+            payload["n"] = self.made
         if self.name.startswith("webhook"):
             assert self.receiver is not None
             return {"url": self.receiver.url, "json": payload}
@@ -189,17 +203,26 @@ async def hand_off_once(kind: Kind, n: int, db: Path) -> dict[str, float]:
     await kind.set_up()
     async with open_node(tickwork.SQLiteStore(db), tasks=tasks) as scheduler:
         news = [tickwork.NewInstance(task.name, datetime.now(UTC), kind.params()) for _ in range(n)]
+        # the receiver is another process: its CPU is not the node's, but it shares the
+        # machine's cores with the node
+        receiver_pid = kind.receiver.proc.pid if kind.uses_receiver else None
+        other0 = cpu_seconds(receiver_pid) if receiver_pid is not None else 0.0
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         await scheduler.schedule_many(news)
         await wait_for_outcomes(scheduler, n)
         t1, cpu1 = time.perf_counter(), cpu_seconds()
+        other1 = cpu_seconds(receiver_pid) if receiver_pid is not None else 0.0
         succeeded = await scheduler.count(state=tickwork.State.SUCCEEDED)
     if succeeded != n:
         raise RuntimeError(f"{kind.name}: {succeeded} of {n} SUCCEEDED")
     arrived = await kind.delivered()
     if kind.name != "noop" and arrived != n:
         raise RuntimeError(f"{kind.name}: {arrived} of {n} arrived at the other end")
-    return {"rate": n / (t1 - t0), "cpu": (cpu1 - cpu0) / (t1 - t0)}
+    return {
+        "rate": n / (t1 - t0),
+        "cpu": (cpu1 - cpu0) / (t1 - t0),
+        "receiver_us": (other1 - other0) / n * 1e6,
+    }
 
 
 async def wait_for_outcomes(scheduler: tickwork.Scheduler, n: int) -> None:
@@ -210,12 +233,14 @@ async def wait_for_outcomes(scheduler: tickwork.Scheduler, n: int) -> None:
     await wait_recorded(scheduler, 0)
 
 
-async def measure(kinds: list[str], n: int, repeat: int, tmpdir: str | None) -> dict[str, Any]:
+async def measure(
+    kinds: list[str], n: int, repeat: int, tmpdir: str | None, distinct: bool = False
+) -> dict[str, Any]:
     results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with Receiver() as receiver, temp_dir(tmpdir) as d:
         for rep in range(repeat):
             for name in kinds:
-                kind = Kind(name, receiver)
+                kind = Kind(name, receiver, distinct=distinct)
                 results[name].append(await hand_off_once(kind, n, d / f"{name}-{rep}.db"))
     return results
 
@@ -224,14 +249,18 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20_000, help="instances per measurement")
     parser.add_argument("--only", default=",".join(KINDS), help="kinds, comma-separated")
+    parser.add_argument(
+        "--distinct", action="store_true", help="other params for each instance (see above)"
+    )
     args = parser.parse_args()
     n = 300 if args.quick else args.n
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
     if "noop" not in kinds:
         kinds.insert(0, "noop")
-    results = trio.run(measure, kinds, n, args.repeat, args.tmpdir)
+    results = trio.run(measure, kinds, n, args.repeat, args.tmpdir, args.distinct)
     noop = [r["rate"] for r in results["noop"]]
-    rows, payload = [], {"n": n, "repeat": args.repeat, "kinds": {}}
+    rows, payload = [], {"n": n, "repeat": args.repeat, "distinct": args.distinct, "kinds": {}}
+    notes: list[str] = []
     for name, runs in results.items():
         rate = Stat.of(r["rate"] for r in runs)
         cpu = Stat.of(r["cpu"] for r in runs)
@@ -249,8 +278,16 @@ def main() -> None:
             "ratio_to_noop": ratio.median, "node_cpu": cpu.median, "target": target,
             "node_cpu_us_per_handoff": per.median,
         }  # fmt: skip
+        if name.startswith("webhook"):
+            receiver_us = Stat.of(r["receiver_us"] for r in runs).median
+            payload["kinds"][name]["receiver_cpu_us_per_call"] = receiver_us
+            notes.append(
+                f"{name}: the receiver (benchmarks/_receiver.py, a process of its own) used "
+                f"{receiver_us:,.0f} µs of CPU per call (median)"
+            )
     print_table(
-        f"Hand-off throughput: {n:,} instances due at once, SQLite store (median of {args.repeat})",
+        f"Hand-off throughput: {n:,} instances due at once, SQLite store"
+        f"{', distinct params' if args.distinct else ''} (median of {args.repeat})",
         [
             "kind",
             "hand-offs/s (min-max)",
@@ -270,6 +307,7 @@ def main() -> None:
                 "node CPU near 1.0 means the node's one thread is the limit; CPU µs each is "
                 "the node's CPU time per hand-off (its own work plus the client's)"
             ),
+            *notes,
         ],
     )
     write_result("handoff", payload, write=not (args.no_write or args.quick))

@@ -9,6 +9,9 @@ says how that system is configured for throughput). The workloads:
    store says the last one is done (polled every 20 ms): jobs per second, with one worker
    process and with three. Commits per job: the database's ``xact_commit`` delta
    (``pg_stat_database``) over the workers' whole life, read once their sessions ended.
+   Cores busy: the whole machine's CPU time from T to the end (``/proc/stat``: server,
+   workers and this script together), in cores; when it nears the machine's core count,
+   more workers cannot go faster on this machine.
 2. **steady**: one worker; a producer process inserts R jobs a second, each due 1 s after
    its insert, for S seconds; lateness is measured in the worker, from the due time to the
    start of the job's function: p50 and p99.
@@ -194,6 +197,22 @@ def start_workers(bench: Bench, nodes: int) -> list[Worker]:
     return workers
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's (busy, total) CPU time so far, in clock ticks (``/proc/stat``)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - idle, total
+
+
+def cores_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total * (os.cpu_count() or 1) if total > 0 else float("nan")
+
+
 def wait_done(bench: Bench, start: float, cap: float) -> tuple[float, int]:
     """Poll until nothing is left (or ``cap`` seconds after ``start``): (when, how many
     were left then)."""
@@ -222,13 +241,16 @@ def burst(bench: Bench, n: int, nodes: int, cap: float) -> dict[str, Any]:
     else:
         raise RuntimeError(f"{bench.name}: could not insert {n} jobs ahead of their time")
     time.sleep(max(0.0, due - time.time()))
+    cpu0 = cpu_times()
     finished, left = wait_done(bench, due, cap)
+    busy = cores_busy(cpu0, cpu_times())
     for w in workers:
         w.stop()
     done = n - left
     return {
         "rate": done / (finished - due),
         "capped": left > 0,
+        "cores_busy": busy,
         "commits_per_job": (bench.commits() - before) / max(done, 1),
     }
 
@@ -302,21 +324,27 @@ def main() -> None:
     def rate_of(system: str, nodes: int) -> float:
         return Stat.of(v["rate"] for v in bursts[(system, nodes)]).median
 
+    def busy_of(system: str, nodes: int) -> float:
+        return Stat.of(v["cores_busy"] for v in bursts[(system, nodes)]).median
+
     rows = []
     for s in names:
         row = [s, fmt_rate(bursts[(s, 1)]), fmt_rate(bursts[(s, 3)])]
+        row.append(" / ".join(f"{busy_of(s, k):.2f}" for k in node_counts))
         row.append(f"{Stat.of(v['commits_per_job'] for v in bursts[(s, 1)]).median:.4f}")
         for rate in rates:
             st = steadies[(s, rate)]
             behind = f", {st['behind']:,} behind" if st["behind"] else ""
             row.append(f"{st['p50_ms']:,.1f} / {st['p99_ms']:,.1f} ms{behind}")
         rows.append(row)
-    headers = ["system", f"burst {n:,}, 1 worker", "3 workers", "commits/job"]
+    headers = ["system", f"burst {n:,}, 1 worker", "3 workers", "cores busy 1 / 3"]
+    headers += ["commits/job"]
     headers += [f"steady {r:,}/s p50 / p99" for r in rates]
     notes = [
         (
             f"trio no-op rate of this run: {noop:,.0f}/s; {args.repeat} repetition(s), "
-            f"interleaved; medians (min-max)"
+            f"interleaved; medians (min-max); cores busy: the whole machine's, of "
+            f"{os.cpu_count()}, during the burst"
         ),
     ]
     peers = [s for s in names if s != "tickwork"]
@@ -327,6 +355,8 @@ def main() -> None:
             "fastest_peer": fastest,
             "rate_ratio": rate_of("tickwork", 1) / rate_of(fastest, 1),
             "scale_3_over_1": rate_of("tickwork", 3) / rate_of("tickwork", 1),
+            "cores_busy_1": busy_of("tickwork", 1),
+            "cores_busy_3": busy_of("tickwork", 3),
             "p99_ratio_1000": steadies[("tickwork", rates[0])]["p99_ms"]
             / steadies[(fastest, rates[0])]["p99_ms"],
         }
@@ -334,7 +364,9 @@ def main() -> None:
             f"tickwork / {fastest} (the fastest peer) burst rate: "
             f"{summary['rate_ratio']:.2f}x (target >= 2x); p99 lateness at {rates[0]:,}/s: "
             f"{summary['p99_ratio_1000']:.3f}x (target <= 0.1x); tickwork 3 workers / 1: "
-            f"{summary['scale_3_over_1']:.2f}x (target >= 1.5x where the CPU allows)"
+            f"{summary['scale_3_over_1']:.2f}x (target >= 1.5x where the CPU allows; the "
+            f"machine's cores busy {summary['cores_busy_1']:.2f} with 1 worker, "
+            f"{summary['cores_busy_3']:.2f} with 3, of {os.cpu_count()})"
         )
     if skipped:
         notes.append(f"skipped (no interpreter given): {', '.join(skipped)}")

@@ -6,8 +6,12 @@ their ticks fall on exact multiples of the period.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
+import pytest
 import trio
 
+import tickwork
 from tests.support.actors import OWNER, SECOND, claimed, open_store, pending
 from tickwork.actors.aborts import Aborts
 from tickwork.actors.janitor import Janitor
@@ -19,10 +23,12 @@ from tickwork.actors.messages import (
     PendingAborted,
     PullerMsg,
     RecorderMsg,
+    SchedulesChanged,
     TimekeeperMsg,
 )
 from tickwork.model import NewRow
 from tickwork.state import State
+from tickwork.stores.cluster import Changes
 from tickwork.testing import VirtualClock
 
 
@@ -98,3 +104,96 @@ async def test_the_janitor_prunes_on_a_fixed_grid_however_long_a_pass_takes(
             assert stats.last_cutoff_us == start + k * SECOND - SECOND // 2
         assert janitor.statistics().pruned == 3
         janitor.stop()
+
+
+class _PolledStore(tickwork.MemoryStore):
+    """A MemoryStore whose ``change_token`` another process moves (as SQLite's does)."""
+
+    token = 0
+
+    async def change_token(self) -> int | None:
+        return self.token
+
+
+class _Notices:
+    """What the Leases actor needs of a ClusterLink: one beat, then the notices given."""
+
+    def __init__(self) -> None:
+        self.send, self._receive = trio.open_memory_channel[Changes](16)
+
+    async def beat(self) -> bool:
+        return False
+
+    async def heartbeats(self) -> AsyncGenerator[bool, None]:
+        await trio.sleep_forever()
+        yield False  # pragma: no cover - never reached
+
+    async def next_changes(self) -> Changes:
+        return await self._receive.receive()
+
+
+def _leases(
+    store: tickwork.Store, clock: VirtualClock, cluster: object = None
+) -> tuple[Leases, trio.MemoryReceiveChannel[SchedulesChanged]]:
+    to_puller, _puller_in = trio.open_memory_channel[PullerMsg](16)
+    to_aborts, _aborts_in = trio.open_memory_channel[AbortsMsg](16)
+    to_notices, notices_in = trio.open_memory_channel[SchedulesChanged](1)
+    leases = Leases(
+        store=store,
+        clock=clock,
+        owner=OWNER,
+        lease_us=30 * SECOND,
+        poll_interval_us=SECOND // 2,
+        to_puller=to_puller,
+        to_aborts=to_aborts,
+        cluster=cluster,  # type: ignore[arg-type]
+        to_notices=to_notices,
+    )
+    return leases, notices_in
+
+
+async def test_a_change_a_poll_sees_is_told_to_the_notifier(autojump_clock: object) -> None:
+    clock = VirtualClock()
+    store = _PolledStore()
+    await store.open(node_id=OWNER)
+    leases, notices_in = _leases(store, clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(leases.run)
+        await trio.sleep(2.25)  # polls at every 0.5 s; these checks fall between them
+        assert pending(notices_in) == []  # nothing changed elsewhere
+        store.token += 1
+        await trio.sleep(0.5)
+        assert pending(notices_in) == [SchedulesChanged()]
+        store.token += 1
+        await trio.sleep(0.5)
+        store.token += 1
+        await trio.sleep(0.5)
+        # one message waits at most: the notifier reads everything again anyway
+        assert pending(notices_in) == [SchedulesChanged()]
+        leases.stop()
+    with pytest.raises(trio.EndOfChannel):  # closed when the actor stopped
+        notices_in.receive_nowait()
+
+
+async def test_only_a_schedule_notice_or_a_lost_one_is_told_to_the_notifier(
+    autojump_clock: object,
+) -> None:
+    # New work from other nodes is announced all the time on PostgreSQL: it must not make
+    # the notifier read every schedule again.
+    clock = VirtualClock()
+    store = await open_store()
+    notices = _Notices()
+    leases, notices_in = _leases(store, clock, notices)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(leases.run)
+        await notices.send.send(Changes(pending_us=clock.now_us()))
+        await notices.send.send(Changes(aborts=True))
+        await trio.sleep(1)
+        assert pending(notices_in) == []
+        await notices.send.send(Changes(schedules=True, pending_us=clock.now_us()))
+        await trio.sleep(1)
+        assert pending(notices_in) == [SchedulesChanged()]
+        await notices.send.send(Changes(lost=True))
+        await trio.sleep(1)
+        assert pending(notices_in) == [SchedulesChanged()]
+        leases.stop()

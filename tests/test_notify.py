@@ -6,6 +6,7 @@ the virtual clock stays deterministic).
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -190,6 +191,35 @@ def test_bad_settings_are_refused() -> None:
         Notify(url="http://x/", overdue_after=timedelta(0))
     with pytest.raises(tickwork.InvalidArgument, match="min_interval must be"):
         Notify(url="http://x/", min_interval=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "why"),
+    [
+        (0, "a finite number of seconds > 0, got 0"),
+        (0.0, "a finite number of seconds > 0, got 0.0"),
+        (-1, "a finite number of seconds > 0, got -1"),
+        (float("nan"), "a finite number of seconds > 0, got nan"),
+        (float("inf"), "a finite number of seconds > 0, got inf"),
+        (float("-inf"), "a finite number of seconds > 0, got -inf"),
+        ("10", "a number of seconds, got '10'"),
+        (None, "a number of seconds, got None"),
+        (True, "a number of seconds, got True"),
+        (timedelta(seconds=5), "a number of seconds, got datetime.timedelta"),
+    ],
+)
+def test_a_bad_timeout_is_refused(timeout: object, why: str) -> None:
+    # Regression: Notify checked its url, events and durations but not its timeout.
+    with pytest.raises(
+        tickwork.InvalidArgument, match=rf"^Notify timeout must be {re.escape(why)}"
+    ):
+        Notify(url="http://x/", timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_a_good_timeout_is_kept() -> None:
+    assert Notify(url="http://x/").timeout == 10.0
+    assert Notify(url="http://x/", timeout=2).timeout == 2
+    assert Notify(url="http://x/", timeout=0.25).timeout == 0.25
 
 
 async def test_a_task_with_a_bad_notify_is_refused(autojump_clock):

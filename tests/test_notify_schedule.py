@@ -257,3 +257,68 @@ async def test_a_schedule_put_through_the_http_api_is_notified_on_the_running_no
         assert made.json()["notify"]["url"] == receiver.url
         await wait_until(lambda: receiver.bodies, timeout=120, step=1)
     assert {(b["schedule_id"], b["event"]) for b in receiver.bodies} == {("s", "failed")}
+
+
+async def _held_back_then_replaced(
+    s: tickwork.Scheduler, old: Notify, new: Notify, every: Interval
+) -> float:
+    """Store schedule ``s`` with ``old``, wait until its first notice went out and a
+    second failure was held back by the rate limit, then replace it with ``new`` (and
+    ``every``); returns when (trio time) it was replaced."""
+    await s.add_schedule("failing", EVERY_20S, schedule_id="s", notify=old)
+    await wait_until(lambda: s.statistics().recorder.recorded.get("FAILED", 0) >= 2, step=1)
+    await s.add_schedule("failing", every, schedule_id="s", notify=new, replace=True)
+    return trio.current_time()
+
+
+EVERY_20S = Interval(timedelta(seconds=20))
+
+
+async def test_a_replace_with_another_notify_starts_a_fresh_rate_limit(autojump_clock, nursery):
+    # Regression: the rate limit was kept per schedule id across a replace, so a schedule
+    # pointed at a new receiver (or given a shorter min_interval) stayed silent until the
+    # old setting's interval was over.
+    first = await start_receiver(nursery)
+    second = await start_receiver(nursery)
+    clock = VirtualClock()
+    hour = timedelta(hours=1)
+    async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[Failing()], clock=clock) as s:
+        replaced_at = await _held_back_then_replaced(
+            s, Notify(first.url, min_interval=hour), Notify(second.url, min_interval=hour),
+            EVERY_20S,
+        )  # fmt: skip
+        await wait_until(lambda: second.bodies, timeout=600, step=1)
+        assert trio.current_time() - replaced_at <= 21  # its next occurrence's failure
+    assert len(first.bodies) == 1
+    [body] = second.bodies
+    # what the old setting held back is not counted in the new receiver's first message
+    assert body["suppressed"] == 0
+
+
+async def test_a_replace_with_other_settings_for_the_same_url_starts_fresh_too(
+    autojump_clock, nursery
+):
+    receiver = await start_receiver(nursery)
+    clock = VirtualClock()
+    async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[Failing()], clock=clock) as s:
+        replaced_at = await _held_back_then_replaced(
+            s, Notify(receiver.url, min_interval=timedelta(hours=1)),
+            Notify(receiver.url, min_interval=timedelta(minutes=1)), EVERY_20S,
+        )  # fmt: skip
+        await wait_until(lambda: len(receiver.bodies) == 2, timeout=600, step=1)
+        assert trio.current_time() - replaced_at <= 21
+    assert receiver.bodies[1]["suppressed"] == 0
+
+
+async def test_a_replace_that_keeps_the_notify_keeps_the_rate_limit(autojump_clock, nursery):
+    receiver = await start_receiver(nursery)
+    clock = VirtualClock()
+    hook = Notify(receiver.url, min_interval=timedelta(hours=1))
+    async with tickwork.open_scheduler(tickwork.MemoryStore(), tasks=[Failing()], clock=clock) as s:
+        # another rule, the same notify: the limit goes on
+        await _held_back_then_replaced(s, hook, hook, Interval(timedelta(seconds=30)))
+        await trio.sleep(30 * 60)
+        assert len(receiver.bodies) == 1  # still within the hour: held back
+        await wait_until(lambda: len(receiver.bodies) == 2, timeout=3600, step=5)
+    # every failure of the hour was counted: those before the replace and after it
+    assert receiver.bodies[1]["suppressed"] >= 60

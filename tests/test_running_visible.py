@@ -139,6 +139,38 @@ async def test_runs_started_together_share_one_commit_and_quick_ones_write_none(
         assert await sched.count(state=State.SUCCEEDED) == 350
 
 
+async def test_runs_shorter_than_the_note_delay_write_no_running_while_others_flush(
+    trio_clock, store
+):
+    # 20 runs of 10 ms (a hand-off waiting for its ack) while quick runs due every
+    # millisecond flush outcomes around them: none of the 20 is ever noted; the 5 of
+    # 100 ms beside them are
+    clock = VirtualClock()
+    quick, brief, longer = (
+        Recording(clock, "quick"),
+        Recording(clock, "brief"),
+        Recording(clock, "longer"),
+    )
+    brief.sleep = timedelta(milliseconds=10)
+    longer.sleep = timedelta(milliseconds=100)
+    tasks = [quick, brief, longer]
+    async with tickwork.open_scheduler(store, tasks=tasks, clock=clock) as sched:
+        at = clock.now() + timedelta(seconds=1)
+        await sched.schedule_many(
+            [tickwork.NewInstance("brief", at, b"") for _ in range(20)]
+            + [tickwork.NewInstance("longer", at, b"") for _ in range(5)]
+            + [
+                tickwork.NewInstance("quick", at + timedelta(milliseconds=ms), b"")
+                for ms in range(1, 40)
+            ]
+        )
+        await trio.sleep(60)
+        await settle(sched)
+        assert await sched.count(state=State.SUCCEEDED) == 64
+        assert len(store.spy.finishes) > 2  # outcomes were flushed while the 20 ran
+        assert store.spy.running_written() == 5
+
+
 async def test_a_stop_sends_running_at_least_once_runs_back_to_pending(trio_clock, store):
     clock = VirtualClock()
     slow = Recording(clock, "slow")

@@ -28,7 +28,9 @@ _TERMINAL: Final = frozenset({State.SUCCEEDED, State.FAILED, State.ABORTED, Stat
 _REMEMBERED: Final = 100_000
 #: messages waiting to be posted; more are dropped (and counted)
 _OUTBOX: Final = 100
-#: seconds a schedule's ``notify`` read from the store is used before it is read again
+#: seconds a schedule's ``notify`` read from the store is used at most before it is read
+#: again (a change made through the node or heard of from elsewhere forgets it sooner:
+#: this bounds what a store that tells of no change keeps stale)
 SCHEDULE_TTL: Final = 60.0
 
 
@@ -42,6 +44,10 @@ class _Message:
 
 @attrs.define
 class _Limit:
+    """One key's rate limit, under the setting it was counted for: a schedule replaced
+    with another ``notify`` (target or settings) starts a limit of its own."""
+
+    notify: Notify
     next_at: float = 0.0  # trio time before which this key posts nothing
     held: int = 0
 
@@ -88,8 +94,8 @@ class Notifier:
             done.set()
 
     async def _setting(self, ev: TransitionEvent) -> Notify | None:
-        """The schedule's own ``notify`` (read from the store, kept for
-        :data:`SCHEDULE_TTL` seconds), else the task's."""
+        """The schedule's own ``notify`` (read from the store, kept until :meth:`forget`
+        or :meth:`forget_all`, for at most :data:`SCHEDULE_TTL` seconds), else the task's."""
         sid = ev.schedule_id
         if sid is None:
             return self._settings.get(ev.task)
@@ -115,6 +121,12 @@ class Notifier:
         stored, replaced or removed through this node)."""
         self._forgets += 1
         self._by_schedule.pop(schedule_id, None)
+
+    def forget_all(self) -> None:
+        """Read every schedule's ``notify`` from the store again at its next event
+        (another process may have changed schedules)."""
+        self._forgets += 1
+        self._by_schedule.clear()
 
     def _see(self, ev: TransitionEvent, notify: Notify | None) -> None:
         if notify is None:
@@ -154,7 +166,14 @@ class Notifier:
             self._notified.popitem(last=False)
         # per schedule; one-off instances share their task's limit
         key = f"schedule:{ev.schedule_id}" if ev.schedule_id else f"task:{ev.task}"
-        limit = self._limits.setdefault(key, _Limit())
+        limit = self._limits.get(key)
+        if limit is None or limit.notify != notify:
+            if limit is not None and limit.held:
+                log.info(
+                    "%s: its notify changed; %d notices held back under the previous one "
+                    "are not counted in the new one's", key, limit.held,
+                )  # fmt: skip
+            limit = self._limits[key] = _Limit(notify)
         now = trio.current_time()
         if now < limit.next_at:
             limit.held += 1

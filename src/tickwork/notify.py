@@ -2,28 +2,34 @@
 when an instance of the task fails for good, is MISSED, or runs longer than expected.
 A schedule may have a ``notify`` of its own (``add_schedule(..., notify=Notify(...))``,
 stored with it), used for its occurrences instead of the task's; the notifier reads it
-from the store and uses what it read for :data:`~tickwork._notifier.SCHEDULE_TTL` seconds,
-except for a schedule stored, replaced or removed through the node, read again at its next
-event. A node runs the notifier when a task of it has a ``notify``, a stored schedule had
-one when it started, or a schedule with one is added through it (the notifier starts then);
-a first schedule with ``notify`` added by another process while a node without any runs is
-notified from that node's next start.
+from the store and keeps what it read until schedules change (for at most
+:data:`~tickwork._notifier.SCHEDULE_TTL` seconds): one stored, replaced or removed through
+the node is read again at its next event, and every one once the node's Leases actor hears
+that another process changed schedules (``SchedulesChanged``: PostgreSQL's notice, or a
+change SQLite's poll saw). A node runs the notifier when a task of it has a ``notify``, a
+stored schedule had one when it started, a schedule with one is added through it (the
+notifier starts then), or it heard of a change elsewhere and finds a stored schedule with
+one.
 
 The node's notifier is a small actor of its own, subscribed to the node's event stream
 (``scheduler.subscribe()``): it never blocks the Recorder or any other actor (a full
 subscription buffer drops events, a full outbox drops messages, both counted and logged).
 It outlives the node's drain: the notices of what the node records while it stops are
 posted before the node's ``open_scheduler`` block ends (for at most :data:`DRAIN_LIMIT`).
-Each instance is notified at most once, and each task at most once per ``min_interval``
-(the messages it held back are counted in the next one). The message is Slack-compatible
-(``text``) and carries the generic fields beside it; it is posted with the webhook task's
-code (Standard Webhooks signature when ``TICKWORK_WEBHOOK_SECRET`` is set, ``webhook-id``
-= ``tickwork-notify-<instance id>``).
+Each instance is notified at most once, and each schedule (or task, for instances not
+from a schedule) at most once per ``min_interval`` (the messages it held back are counted
+in the next one; a schedule replaced with another ``notify`` starts afresh). The message
+is Slack-compatible (``text``) and carries the generic fields beside it; it is posted with
+the webhook task's code (Standard Webhooks signature when ``TICKWORK_WEBHOOK_SECRET`` is
+set, ``webhook-id`` = ``tickwork-notify-<instance id>``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -34,10 +40,11 @@ import attrs
 import trio
 
 from tickwork._time import td_us
-from tickwork.errors import InvalidArgument
+from tickwork.errors import InvalidArgument, TickworkError
 
 if TYPE_CHECKING:
     from tickwork._notifier import Notifier
+    from tickwork.actors.messages import SchedulesChanged
     from tickwork.node.scheduler import Scheduler
     from tickwork.schedules.schedule import Schedule
     from tickwork.stores.base import Store
@@ -45,10 +52,21 @@ if TYPE_CHECKING:
 
 __all__ = ["DRAIN_LIMIT", "Notify", "NotifyEvent", "open_notifier"]
 
+log = logging.getLogger("tickwork.notify")
+
 NotifyEvent = Literal["failed", "missed", "overdue"]
 _EVENTS: Final = ("failed", "missed", "overdue")
 #: seconds the notices still being posted may hold up the end of a node's stop
 DRAIN_LIMIT: Final = 10.0
+#: seconds a POST of a notice may take unless ``Notify(timeout=...)`` says otherwise
+DEFAULT_TIMEOUT: Final = 10.0
+#: after a look through the schedules for a ``notify`` that took t seconds, wait this many
+#: times t before the next (a node without a notifier spends at most a tenth of its time
+#: looking, however many schedules it has and however often other processes write)
+_LOOK_PAUSE: Final = 9.0
+#: the stored notify settings whose bad timeout was logged (each once), and their bound
+_warned: set[str] = set()
+_WARNED_LIMIT: Final = 1_000
 
 
 def _check_url(_self: object, _attr: object, url: Any) -> None:
@@ -72,6 +90,21 @@ def _check_positive(_self: object, attr: attrs.Attribute[Any], value: object) ->
         raise InvalidArgument(f"Notify {attr.name} must be a timedelta > 0, got {value!r}")
 
 
+def _timeout_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable POST timeout, or None when it is one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number of seconds, got {value!r}"
+    if not math.isfinite(value) or value <= 0:
+        return f"must be a finite number of seconds > 0, got {value!r}"
+    return None
+
+
+def _check_timeout(_self: object, _attr: object, value: object) -> None:
+    problem = _timeout_problem(value)
+    if problem is not None:
+        raise InvalidArgument(f"Notify timeout {problem}")
+
+
 @final
 @attrs.frozen
 class Notify:
@@ -85,7 +118,7 @@ class Notify:
         overdue_after: how long a run is expected to take at most; None: no overdue notice.
         min_interval: at most one message per task in this interval; the ones held back
             are counted in the next message (``suppressed``).
-        timeout: seconds the POST may take.
+        timeout: seconds the POST may take (a finite number > 0).
     """
 
     url: str = attrs.field(validator=_check_url)
@@ -94,7 +127,7 @@ class Notify:
     )
     overdue_after: timedelta | None = attrs.field(default=None, validator=_check_positive)
     min_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_check_positive)
-    timeout: float = 10.0
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_check_timeout)
 
 
 def notify_to_json(notify: Notify) -> str:
@@ -114,7 +147,13 @@ def notify_to_json(notify: Notify) -> str:
 
 
 def notify_from_json(text: str) -> Notify:
-    """The :class:`Notify` stored as ``text`` by :func:`notify_to_json`."""
+    """The :class:`Notify` stored as ``text`` by :func:`notify_to_json`.
+
+    A stored timeout that :class:`Notify` refuses (0, negative, NaN, infinite or not a
+    number: written before it was checked) reads as :data:`DEFAULT_TIMEOUT`, with a
+    warning: a stored schedule never keeps a node from starting nor a listing from being
+    read.
+    """
     d = json.loads(text)
     overdue = d.get("overdue_after_us")
     return Notify(
@@ -122,8 +161,26 @@ def notify_from_json(text: str) -> Notify:
         on=tuple(d["on"]),
         overdue_after=None if overdue is None else timedelta(microseconds=overdue),
         min_interval=timedelta(microseconds=d["min_interval_us"]),
-        timeout=float(d["timeout"]),
+        timeout=_stored_timeout(d.get("timeout"), d["url"]),
     )
+
+
+def _stored_timeout(raw: object, url: object) -> float:
+    """A stored notify's timeout, or :data:`DEFAULT_TIMEOUT` (logged) for one it refuses."""
+    value = raw
+    if isinstance(raw, str | int) and not isinstance(raw, bool):
+        with contextlib.suppress(ValueError):
+            value = float(raw)  # how the unchecked setting was read before
+    problem = _timeout_problem(value)
+    if isinstance(value, float) and problem is None:
+        return value
+    said = f"a stored notify (url {url!r}): its timeout {problem}"
+    if said not in _warned:  # once per process: such a row is read at every event
+        if len(_warned) >= _WARNED_LIMIT:
+            _warned.clear()
+        _warned.add(said)
+        log.warning("%s; using %g s", said, DEFAULT_TIMEOUT)
+    return DEFAULT_TIMEOUT
 
 
 def notify_settings(tasks: Iterable[Task]) -> dict[str, Notify]:
@@ -157,14 +214,49 @@ class NotifierHost:
         #: a stored schedule has a ``notify`` of its own (found when the node started)
         self.schedules = False
         self._scheduler: Scheduler | None = None
+        self._watching = trio.Event()
         self._notifier: Notifier | None = None
 
     def watch(self, scheduler: Scheduler) -> None:
         """Start notifying about ``scheduler``'s events (nothing if no task asks: then
-        the first schedule with a ``notify`` stored through it starts the notifier)."""
+        the first schedule with a ``notify`` stored through it, or heard of, starts the
+        notifier)."""
         self._scheduler = scheduler
+        self._watching.set()
         if self._settings or self.schedules:
             self._start(scheduler)
+
+    def hear_changes(self) -> trio.MemorySendChannel[SchedulesChanged]:
+        """The channel on which the node's Leases actor tells of schedules changed by
+        another process (``SchedulesChanged``; it closes it when it stops)."""
+        from tickwork.actors.messages import SchedulesChanged  # noqa: PLC0415 - a cycle
+
+        send, receive = trio.open_memory_channel[SchedulesChanged](1)
+        self._nursery.start_soon(self._hear, receive)
+        return send
+
+    async def _hear(self, receive: trio.MemoryReceiveChannel[SchedulesChanged]) -> None:
+        """Schedules changed elsewhere: a running notifier reads each schedule's
+        ``notify`` again at its next event; without one, look for a schedule that has a
+        ``notify`` now, and start the notifier if one does."""
+        async with receive:
+            async for _changed in receive:
+                await self._watching.wait()
+                if self._notifier is not None:
+                    self._notifier.forget_all()
+                    continue
+                began = trio.current_time()
+                try:
+                    found = await _any_schedule_notifies(self._store)
+                except TickworkError as exc:
+                    log.warning("could not look for schedules with a notify: %s", exc)
+                    found = False
+                scheduler = self._scheduler
+                if found and self._notifier is None and scheduler and not scheduler.closed:
+                    log.info("a schedule with a notify was stored elsewhere: notifying")
+                    self.schedules = True
+                    self._start(scheduler)
+                await trio.sleep(_LOOK_PAUSE * (trio.current_time() - began))
 
     def storing(self, schedule: Schedule) -> None:
         """``schedule`` is about to be stored through the node: if it has a ``notify``

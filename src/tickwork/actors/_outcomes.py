@@ -93,59 +93,78 @@ def _iso(at_us: int | None) -> str:
     return "?" if at_us is None else from_us(at_us).isoformat()
 
 
-def finish_of(  # noqa: PLR0911 - one return per outcome kind
+def finish_of(
     o: Outcome, task: Task | None, *, owner: str, clock: Clock, rng: random.Random
 ) -> Finish:
     """What the store is to write for ``o``: its terminal state, or PENDING again (a retry
     after a backoff, or a give-back of a run a stop interrupted)."""
     inst = o.instance
-    token = inst.claim_token or 0
     if o.kind is Kind.OK:  # the hot path
         return succeeded(o)
     ran = o.started_us is not None
-    attempts = inst.attempts + 1 if ran else inst.attempts
     common: dict[str, Any] = {
         "id": inst.id,
-        "claim_token": token,
-        "attempts": attempts,
+        "claim_token": inst.claim_token or 0,
+        "attempts": inst.attempts + 1 if ran else inst.attempts,
         "started_us": o.started_us,
         "finished_us": o.finished_us,
     }
+    if o.kind in {Kind.INTERRUPTED, Kind.LOST}:
+        return _given_back(o, task, common)
+    if o.kind is Kind.ERROR:
+        return _failed(o, task, common, clock, rng)
+    return Finish(**_ended(o, owner), **common)
+
+
+def _ended(o: Outcome, owner: str) -> dict[str, Any]:
+    """The end of an outcome that is no error and is not retried: its state and error."""
     kind = o.kind
     if kind is Kind.ABORTED:
         reason = o.result if isinstance(o.result, str) else "aborted"
-        return Finish(state=State.ABORTED, error=reason, **common)
+        return {"state": State.ABORTED, "error": reason}
     if kind is Kind.SKIPPED:  # a schedule occurrence: overlap policy or paused
-        return Finish(state=State.MISSED, error=str(o.result), **common)
+        return {"state": State.MISSED, "error": str(o.result)}
     if kind is Kind.SUPERSEDED:
-        return Finish(state=State.ABORTED, error=SUPERSEDED, **common)
+        return {"state": State.ABORTED, "error": SUPERSEDED}
     if kind is Kind.UNKNOWN_TASK:
-        return Finish(
-            state=State.FAILED,
-            error=f"unknown task {inst.task!r}: no task of that name is registered on node {owner}",
-            error_type="UnknownTask",
-            **common,
-        )
-    # LOST never started (its claim may have lapsed): given back like an instance
-    # a shutdown interrupted before it started; refused if taken over meanwhile.
-    if kind in {Kind.INTERRUPTED, Kind.LOST}:
-        if ran and task is not None and task.delivery == "at_most_once":
-            return Finish(state=State.FAILED, error=INTERRUPTED, error_type="Interrupted", **common)
-        # at-least-once (or never started): not an attempt; it runs again
-        common["attempts"] = inst.attempts
-        return Finish(
-            state=State.PENDING,
-            run_at_us=inst.run_at_us,
-            error="interrupted by shutdown" if ran else inst.error,
-            error_type="Interrupted",
-            **common,
-        )
+        return {
+            "state": State.FAILED,
+            "error": f"unknown task {o.instance.task!r}: no task of that name is registered "
+            f"on node {owner}",
+            "error_type": "UnknownTask",
+        }
+    raise AssertionError(f"an outcome of kind {kind} has no end to write")
+
+
+def _given_back(o: Outcome, task: Task | None, common: dict[str, Any]) -> Finish:
+    """INTERRUPTED or LOST. LOST never started (its claim may have lapsed): given back like
+    an instance a shutdown interrupted before it started; refused if taken over meanwhile."""
+    inst = o.instance
+    ran = o.started_us is not None
+    if ran and task is not None and task.delivery == "at_most_once":
+        return Finish(state=State.FAILED, error=INTERRUPTED, error_type="Interrupted", **common)
+    # at-least-once (or never started): not an attempt; it runs again
+    common["attempts"] = inst.attempts
+    return Finish(
+        state=State.PENDING,
+        run_at_us=inst.run_at_us,
+        error="interrupted by shutdown" if ran else inst.error,
+        error_type="Interrupted",
+        **common,
+    )
+
+
+def _failed(
+    o: Outcome, task: Task | None, common: dict[str, Any], clock: Clock, rng: random.Random
+) -> Finish:
+    """Kind.ERROR: FAILED, or PENDING again after a backoff if the task retries it."""
     assert o.error is not None  # noqa: S101 - Kind.ERROR always carries its error
     error = error_text(o.error)
     error_type = type(o.error).__name__
     common["output"] = _output_json(o.error)
     if task is not None:
-        max_attempts = inst.max_attempts or task.max_attempts or 1
+        attempts = common["attempts"]
+        max_attempts = o.instance.max_attempts or task.max_attempts or 1
         if attempts < max_attempts and isinstance(o.error, task.retry_on):
             run_at = (o.finished_us or clock.now_us()) + backoff_us(task, attempts, rng)
             return Finish(

@@ -12,12 +12,12 @@ Outcomes collect in an outbox that a flusher sends to the Recorder as one messag
 batch; the outbox is bounded, so a slow Recorder slows the workers (backpressure).
 
 The RUNNING of an at-most-once run is written before it starts (``Store.start``, see
-``_start_durably``). An at-least-once run's is reported instead: each flush adds a
-``Kind.STARTED`` note for every at-least-once run that started since the last flush and
-is still in progress, and the Recorder writes RUNNING for it in its next group commit.
-A run that ends before the next flush never costs a note: a burst of quick runs adds no
-work, and a slow run shows RUNNING within ``NOTE_DELAY`` (20 ms) and one Recorder batch
-(``_outbox.py``).
+``_start_durably``). An at-least-once run's is reported instead: once it has run
+``NOTE_DELAY`` (20 ms), the next flush adds a ``Kind.STARTED`` note for it, and the
+Recorder writes RUNNING for it in its next group commit. A run that ends sooner never
+costs a note: a burst of quick runs (or of hand-offs that wait a few milliseconds for an
+ack) adds no work, and a slow run shows RUNNING within about ``NOTE_DELAY`` and one
+Recorder batch (``_outbox.py``).
 Notes never wake the flusher at once: in a burst they travel with the outcomes, so the
 Recorder (and an ``abort()`` waiting for it) is not flooded with a flush per start.
 """

@@ -19,23 +19,33 @@ again, and their outcomes are recorded. It does three things:
 * **Remote aborts**: on a notice or a change, the abort requests made elsewhere for what
   the node holds are sent to the Aborts actor (``AbortRequested``), which carries them
   out.
+* **Schedules changed elsewhere** (a cluster notice of it, or any change a poll saw): the
+  notifier's host is told (``SchedulesChanged``), so a schedule's ``notify`` added or
+  replaced by another process applies at once.
 
-What it tells the Puller and the Aborts actor travels on channels
-(``messages.PullerMsg``, ``messages.AbortRequested``); once they have stopped
-(shutdown), there is nobody to tell and the messages are dropped.
+What it tells the Puller, the Aborts actor and the notifier travels on channels
+(``messages.PullerMsg``, ``messages.AbortRequested``, ``messages.SchedulesChanged``); once
+they have stopped (shutdown), there is nobody to tell and the messages are dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from typing import final
 
 import trio
 from trio_util import periodic
 
 from tickwork.actors.cluster_link import ClusterLink
-from tickwork.actors.messages import AbortRequested, PendingAt, PullerMsg, Rearm, Wake
+from tickwork.actors.messages import (
+    AbortRequested,
+    PendingAt,
+    PullerMsg,
+    Rearm,
+    SchedulesChanged,
+    Wake,
+)
 from tickwork.clock import Clock
 from tickwork.stores.base import Store
 
@@ -55,6 +65,7 @@ class Leases:
         to_puller: trio.MemorySendChannel[PullerMsg],
         to_aborts: trio.MemorySendChannel[AbortRequested],
         cluster: ClusterLink | None = None,
+        to_notices: trio.MemorySendChannel[SchedulesChanged] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -65,6 +76,8 @@ class Leases:
         self._aborts_end = to_aborts  # closed when the actor stops
         self._to_aborts: trio.MemorySendChannel[AbortRequested] | None = to_aborts
         self._cluster = cluster
+        self._notices_end = to_notices  # closed when the actor stops
+        self._to_notices = to_notices
         self._puller_gone = False
         self.cancel_scope = trio.CancelScope()
 
@@ -74,7 +87,12 @@ class Leases:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.cancel_scope:
-            async with self._send, self._aborts_end, trio.open_nursery() as nursery:
+            async with (
+                self._send,
+                self._aborts_end,
+                self._notices_end or nullcontext(),
+                trio.open_nursery() as nursery,
+            ):
                 if self._cluster is None:
                     token = await self._store.change_token()
                     nursery.start_soon(self._renew_forever)
@@ -102,12 +120,15 @@ class Leases:
             if current == token:
                 continue
             token = current if current is not None else token
+            self._schedules_changed()  # first: the notifier may start before a run
             await self._remote_aborts()
             await self._tell(Wake())
 
     async def _listen_forever(self, cluster: ClusterLink) -> None:
         while True:
             changes = await cluster.next_changes()
+            if changes.schedules or changes.lost:
+                self._schedules_changed()
             if changes.aborts or changes.lost:
                 await self._remote_aborts()
             if changes.lost:
@@ -122,6 +143,18 @@ class Leases:
                 await self._to_aborts.send(AbortRequested(tuple(aborts)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._to_aborts = None  # the pipeline stopped: what it held is given back
+
+    def _schedules_changed(self) -> None:
+        """Tell the notifier; dropped when a message already waits there (it reads every
+        schedule's ``notify`` again anyway) or when there is no notifier's host."""
+        if self._to_notices is None:
+            return
+        try:
+            self._to_notices.send_nowait(SchedulesChanged())
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._to_notices = None
 
     async def _tell(self, msg: PullerMsg) -> None:
         if self._puller_gone:

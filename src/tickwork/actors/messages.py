@@ -8,6 +8,7 @@ Who sends what (see ``docs/architecture.md``)::
     Puller --Claimed, Evict--> Timekeeper --Due, Cancelled, Abort--> Executor
     Executor --Outcomes--> Recorder --AbortRecorded--> the API's abort waiters
     API, Leases, Timekeeper, Recorder --Wake, PendingAt, Rearm, RoomFreed--> Puller
+    Leases --SchedulesChanged--> the notifier's host (tickwork.notify)
 
 An actor holds only the ends of the channels it was given; nothing is shared between
 two actors but these messages (and the store).
@@ -192,3 +193,14 @@ class AbortRecorded:
 
     instance_id: int
     state: State
+
+
+# -- from the Leases actor to the notifier --------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class SchedulesChanged:
+    """Another process may have added, replaced or removed schedules (a PostgreSQL
+    notice of it, or any change a single node's poll saw): the notifier reads their
+    ``notify`` again, and a node that runs none looks for one (Leases -> the notifier's
+    host, :mod:`tickwork.notify`)."""

@@ -33,6 +33,7 @@ from typing import final
 import attrs
 import trio
 
+from tickwork.actors._alarm import Alarm
 from tickwork.actors.capacity import Capacity, CapacityStatistics
 from tickwork.actors.cluster_link import ClusterLink
 from tickwork.actors.messages import (
@@ -98,7 +99,7 @@ class Puller:
         self._slot_us: int | None = None  # cluster mode: the slot the next pull is for
         self.cancel_scope = trio.CancelScope()
         self._woken = False
-        self._sleep_scope: trio.CancelScope | None = None
+        self._alarm = Alarm(clock)
         self._next_pending_us: int | None = None
         # earliest run_at scheduled inside the window since the last pull
         self._urgent_us: int | None = None
@@ -109,13 +110,11 @@ class Puller:
     def _wake(self) -> None:
         """Pull again as soon as possible (cheap; many wake-ups coalesce into one pull)."""
         self._woken = True
-        if self._sleep_scope is not None:
-            self._sleep_scope.cancel()
+        self._alarm.ring()
 
     def _rearm(self) -> None:
         """Work out again when to pull next (a takeover time changed), without pulling."""
-        if self._sleep_scope is not None:
-            self._sleep_scope.cancel()
+        self._alarm.ring()
 
     def _note_pending(self, run_at_us: int) -> None:
         """An instance due at ``run_at_us`` was stored; wake if it is inside the window."""
@@ -219,15 +218,8 @@ class Puller:
             if due is not None and due <= now:
                 self._slot_us = due if self._cluster is not None else None
                 return
-            until = due
-            self._next_pull_us = until
-            with trio.CancelScope() as scope:
-                self._sleep_scope = scope
-                if until is None:
-                    await trio.sleep_forever()
-                else:
-                    await self._clock.sleep_until_us(until)
-            self._sleep_scope = None
+            self._next_pull_us = due
+            await self._alarm.sleep_until_us(due)
             if self._was_woken():
                 return
             if due is not None and self._clock.now_us() >= due:

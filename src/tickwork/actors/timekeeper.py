@@ -17,6 +17,7 @@ import attrs
 import trio
 from sortedcontainers import SortedList
 
+from tickwork.actors._alarm import Alarm
 from tickwork.actors.messages import (
     Abort,
     Cancelled,
@@ -66,8 +67,7 @@ class Timekeeper:
         self._max_batch = max_batch
         self._deadlines: SortedList = SortedList()
         self._held: dict[int, Instance] = {}
-        self._sleep_scope: trio.CancelScope | None = None
-        self._sleeping_until: int | None = None
+        self._alarm = Alarm(clock)
         self._fired = 0
         self._evicted = 0
 
@@ -117,11 +117,7 @@ class Timekeeper:
             held[inst.id] = inst
         # one bulk insert: SortedList merges a sorted batch cheaply
         self._deadlines.update([(inst.run_at_us, inst.id) for inst in batch])
-        earliest = min(inst.run_at_us for inst in batch)
-        if self._sleep_scope is not None and (
-            self._sleeping_until is None or earliest < self._sleeping_until
-        ):
-            self._sleep_scope.cancel()
+        self._alarm.ring_before(min(inst.run_at_us for inst in batch))
         if again:
             await self._tell_puller(RoomFreed(again))
 
@@ -161,13 +157,4 @@ class Timekeeper:
                 self._fired += len(due)
                 await self._send.send(Due(due))
                 continue
-            until = self._deadlines[0][0] if self._deadlines else None
-            self._sleeping_until = until
-            with trio.CancelScope() as scope:
-                self._sleep_scope = scope
-                if until is None:
-                    await trio.sleep_forever()
-                else:
-                    await self._clock.sleep_until_us(until)
-            self._sleep_scope = None
-            self._sleeping_until = None
+            await self._alarm.sleep_until_us(self._deadlines[0][0] if self._deadlines else None)

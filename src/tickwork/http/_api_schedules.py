@@ -96,7 +96,7 @@ def _notify_args(n: dict[str, Any]) -> dict[str, Any]:
         args["min_interval"] = interval
     timeout = _seconds(n, "timeout_seconds", positive=True)
     if timeout is not None:
-        # Notify checks its durations, not its timeout (a float): refuse one that rounds to 0
+        # a positive timeout shorter than a microsecond reads as 0: refuse it by its name here
         if not timeout:
             got = n["timeout_seconds"]
             raise ApiError(422, f"timeout_seconds must be at least 1e-06, got {got}")

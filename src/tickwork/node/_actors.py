@@ -24,6 +24,7 @@ from tickwork.actors.messages import (
     ExecutorMsg,
     PullerMsg,
     RecorderMsg,
+    SchedulesChanged,
     TimekeeperMsg,
 )
 from tickwork.actors.puller import Puller
@@ -97,7 +98,10 @@ def build_actors(
     events: Transitions,
     *,
     runner: Runner | None = None,
+    to_notices: trio.MemorySendChannel[SchedulesChanged] | None = None,
 ) -> NodeActors:
+    """``to_notices``: where the Leases actor tells of schedules changed elsewhere (the
+    notifier's host, :mod:`tickwork.notify`), if anywhere."""
     s = settings
     node = s.node_id
     to_tk, tk_in = trio.open_memory_channel[TimekeeperMsg](_CHANNEL_BATCHES)
@@ -144,6 +148,7 @@ def build_actors(
             to_puller=to_puller.clone(),
             to_aborts=to_aborts.clone(),
             cluster=link,
+            to_notices=to_notices,
         ),
         aborts=Aborts(receive=aborts_in, to_recorder=to_rec_aborts, to_timekeeper=to_tk.clone()),
         puller=Puller(

@@ -248,7 +248,10 @@ async def run_node(
     """
     hub = EventHub(settings.node_id)
     events = Transitions(hub, settings.node_id)
-    actors = build_actors(settings, store, registry, clock, events, runner=runner)
+    to_notices = None if notices is None else notices.hear_changes()
+    actors = build_actors(
+        settings, store, registry, clock, events, runner=runner, to_notices=to_notices
+    )
     # ``async with hub``: the event stream ends however the node does (cancelled too).
     async with hub, trio.open_nursery() as lifespan:
         await lifespan.start(actors.leases.run)

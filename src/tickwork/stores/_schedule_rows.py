@@ -1,11 +1,12 @@
-"""The row form of a schedule, shared by the SQL stores."""
+"""The row forms of a schedule and of its slot, shared by the SQL stores."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tickwork.notify import notify_from_json, notify_to_json
+from tickwork.schedules.plan import Slot
 from tickwork.schedules.schedule import (
     Misfire,
     Overlap,
@@ -13,8 +14,9 @@ from tickwork.schedules.schedule import (
     trigger_fields,
     trigger_from_fields,
 )
+from tickwork.state import State
 
-__all__ = ["SCHEDULE_COLUMNS", "schedule_from_row", "schedule_row"]
+__all__ = ["SCHEDULE_COLUMNS", "schedule_from_row", "schedule_row", "slots_from_rows"]
 
 
 #: The columns of the schedules table, in the order of :func:`schedule_row`.
@@ -56,3 +58,21 @@ def schedule_from_row(r: Sequence[Any]) -> Schedule:
         updated_us=r[19],
         notify=None if r[20] is None else notify_from_json(r[20]),
     )
+
+
+def slots_from_rows(
+    found: Sequence[Sequence[Any]], holders: Callable[[list[int]], Iterable[Sequence[Any]]]
+) -> dict[str, Slot]:
+    """Each schedule's :class:`Slot` from its ``(schedule id, admitted instance id, token)``
+    rows; ``holders(ids)`` reads those instances' ``(id, state, owner, claim token, fire
+    time)`` rows (an instance whose row is gone gives a slot with no state)."""
+    held = [r[1] for r in found if r[1] is not None]
+    rows = {r[0]: r for r in holders(held)} if held else {}
+    out = {}
+    for sid, iid, token in found:
+        row = rows.get(iid)
+        if row is None:
+            out[sid] = Slot(iid, token)
+        else:
+            out[sid] = Slot(iid, token, State(row[1]), row[2], row[3], row[4])
+    return out

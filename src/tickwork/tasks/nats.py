@@ -8,12 +8,15 @@ stream's duplicate window drops a run repeated after a crash. The server is the 
 
 The run succeeds when a stream stored the message (the result is ``{"stream", "seq",
 "duplicate"}``). No ack in time, a lost connection or a stream that is temporarily
-unavailable is :class:`HandoffRetryable`; no stream for the subject, or a stream that
-refused the message, is :class:`HandoffRejected`.
+unavailable is :class:`HandoffRetryable`; no stream for the subject, a stream that
+refused the message, or a message over the server's ``max_payload`` (the server would drop
+the connection, and every publish in flight with it) is :class:`HandoffRejected`.
 
 The client is a small trio client of the NATS protocol (:mod:`._nats_client`); why not
 nats-py through trio-asyncio is measured in ``benchmarks/nats_clients.py`` and said in
-``pyproject.toml``.
+``pyproject.toml``. Concurrent runs share one connection: their publishes are written
+together and their acks come back on one reply subscription, so a run costs its frame,
+one park and its ack, and the round trip is paid once per batch.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 import trio
 
 from tickwork.errors import InvalidArgument, TaskTimeout, TickworkError
+from tickwork.model import unpack
 from tickwork.task import Task, current_instance
 from tickwork.tasks._handoff import (
     HandoffRejected,
@@ -38,13 +42,23 @@ from tickwork.tasks._handoff import (
     handoff_id,
     params_map,
 )
-from tickwork.tasks._nats_client import NatsClosed, NatsConnection, connect
+from tickwork.tasks._nats_client import (
+    NatsClosed,
+    NatsConnection,
+    NatsTooLarge,
+    connect,
+    header_block,
+)
 from tickwork.tasks._settings import HandoffSettings
 from tickwork.tasks.redis import server_of
 
 __all__ = ["NatsPublish", "NatsTask"]
 
 _KEYS = ("subject", "data", "json", "headers", "timeout")
+_KEY_SET = frozenset(_KEYS)
+#: params kept checked (see NatsTask._frame): at most this many, each at most this large
+_CACHED = 256
+_CACHED_SIZE = 4096
 #: dot-separated tokens of printable ASCII, no wildcards (a publish names one subject)
 _WORD = r"[!-)+,\-/-=?-~]+"  # printable ASCII but . * >
 _SUBJECT = re.compile(rf"{_WORD}(\.{_WORD})*")
@@ -54,6 +68,13 @@ DEFAULT_TIMEOUT = 5.0
 MSG_ID = "Nats-Msg-Id"
 #: JetStream API error codes worth retrying (503: JetStream temporarily unavailable)
 _RETRYABLE_CODES = frozenset({503, 408})
+#: the header block of a publish without headers of its own, up to the Nats-Msg-Id value
+_HEAD = b"NATS/1.0\r\n%s: " % MSG_ID.encode()
+_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps(...) builds one per call
+#: a plain ack as nats-server writes it (anything else goes through json.loads)
+_ACK = re.compile(
+    rb'\{"stream":"([^"\\]*)",\s*(?:"domain":"[^"\\]*",\s*)?"seq":(\d+)(,\s*"duplicate":\s*true)?\}'
+)
 
 
 @attrs.frozen
@@ -68,7 +89,12 @@ class NatsPublish:
     @classmethod
     def from_params(cls, params: bytes) -> NatsPublish:
         """Check the nats params. Raises InvalidArgument saying what is wrong."""
-        raw = params_map("nats", params, _KEYS)
+        try:
+            raw = unpack(params)
+        except Exception:  # noqa: BLE001 - msgpack raises several kinds; said below
+            raw = None
+        if type(raw) is not dict or not raw.keys() <= _KEY_SET:
+            raw = params_map("nats", params, _KEYS)  # raises, saying what is wrong
         if "subject" not in raw:
             raise InvalidArgument("nats params need 'subject', e.g. 'jobs.report'")
         subject = raw["subject"]
@@ -80,7 +106,7 @@ class NatsPublish:
         payload = b""
         if "json" in raw:
             try:
-                payload = json.dumps(raw["json"], separators=(",", ":")).encode()
+                payload = _JSON.encode(raw["json"]).encode()
             except (TypeError, ValueError) as exc:
                 raise InvalidArgument(f"nats 'json' cannot be encoded as JSON ({exc})") from None
         elif "data" in raw:
@@ -106,6 +132,22 @@ def _check_headers(value: object) -> dict[str, str]:
     return headers
 
 
+class _Frame(NamedTuple):
+    """What a publish of one params sends, but its Nats-Msg-Id value."""
+
+    subject: str
+    subject_bytes: bytes
+    head: bytes  # the header block up to the Nats-Msg-Id value
+    payload: bytes
+    timeout: float
+
+    @classmethod
+    def of(cls, params: bytes) -> _Frame:
+        spec = NatsPublish.from_params(params)
+        head = header_block(spec.headers) + MSG_ID.encode() + b": " if spec.headers else _HEAD
+        return cls(spec.subject, spec.subject.encode(), head, spec.payload, spec.timeout)
+
+
 class NatsTask(Task):
     """Publish to JetStream per run (see the module docstring).
 
@@ -120,12 +162,30 @@ class NatsTask(Task):
 
     def __init__(self, url: str | None = None, *, settings: HandoffSettings | None = None) -> None:
         self._url = url or (settings or HandoffSettings.from_env()).nats_url
+        self._where = server_of(self._url)
         self._nursery: trio.Nursery | None = None
         self._conn: NatsConnection | None = None
         self._connecting = trio.Lock()
+        self._frames: dict[bytes, _Frame] = {}
 
     def validate_params(self, params: bytes) -> None:
-        NatsPublish.from_params(params)
+        self._frame(params)
+
+    def _frame(self, params: bytes) -> _Frame:
+        """The checked frame of ``params``, from the cache when recently seen.
+
+        A node checks params when they are scheduled and again when they run, and a
+        schedule runs the same params each time: the last few small ones are kept
+        (params are bytes, so an entry cannot go stale).
+        """
+        frame = self._frames.get(params)
+        if frame is None:
+            frame = _Frame.of(params)
+            if len(params) <= _CACHED_SIZE:
+                if len(self._frames) >= _CACHED:
+                    del self._frames[next(iter(self._frames))]  # the oldest
+                self._frames[params] = frame
+        return frame
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """A nursery for the connection, made on first use and again after it is lost."""
@@ -159,28 +219,34 @@ class NatsTask(Task):
 
     async def run(self, params: bytes) -> dict[str, Any]:
         """Publish and wait for the ack; see the module docstring."""
-        spec = NatsPublish.from_params(params)
-        msg_id = handoff_id(current_instance())
-        where = server_of(self._url)
+        frame = self._frame(params)
+        head = frame.head + handoff_id(current_instance()).encode() + b"\r\n\r\n"
         try:
-            conn = await self._connection()
-            reply = await conn.request(
-                spec.subject, spec.payload, {**spec.headers, MSG_ID: msg_id}, spec.timeout
-            )
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = await self._connection()
+            reply = await conn.publish(frame.subject_bytes, head, frame.payload, frame.timeout)
         except NatsClosed as exc:
-            raise HandoffRetryable(f"nats {where}: {exc}") from None
+            raise HandoffRetryable(f"nats {self._where}: {exc}") from None
+        except NatsTooLarge as exc:
+            raise HandoffRejected(f"nats {self._where}: {frame.subject!r}: {exc}") from None
         except trio.TooSlowError:
             raise HandoffRetryable(
-                f"nats {where}: no JetStream ack for {spec.subject!r} within {spec.timeout:g} s"
+                f"nats {self._where}: no JetStream ack for {frame.subject!r} "
+                f"within {frame.timeout:g} s"
             ) from None
         if reply.status == "503":
             raise HandoffRejected(
-                f"nats {where}: no stream stores subject {spec.subject!r} (no responders)"
+                f"nats {self._where}: no stream stores subject {frame.subject!r} (no responders)"
             )
-        return _ack(spec.subject, reply.payload)
+        return _ack(frame.subject, reply.payload)
 
 
 def _ack(subject: str, payload: bytes) -> dict[str, Any]:
+    plain = _ACK.fullmatch(payload)
+    if plain is not None:
+        stream, seq, duplicate = plain.groups()
+        return {"stream": stream.decode(), "seq": int(seq), "duplicate": duplicate is not None}
     try:
         ack = json.loads(payload)
     except ValueError:

@@ -52,10 +52,14 @@ _RESERVED = frozenset(
      "transfer-encoding"}
 )  # fmt: skip
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: what HTTP/1.1 carries as it is: a URL's visible ASCII, a header value's (and tabs)
+_URL_CHARS = re.compile(r"[\x21-\x7e]+")
+_VALUE_CHARS = re.compile(r"[\x20-\x7e\t]*")
 DEFAULT_TIMEOUT = 10.0
 _TAIL = 4096
 
 
+@functools.cache
 def _client_module() -> Any:
     try:
         from tickwork.tasks import _http  # noqa: PLC0415 - needs h11 (the webhook extra)
@@ -129,6 +133,11 @@ def check_url(url: object) -> str:
     """An absolute http(s) URL with a host. Raises InvalidArgument otherwise."""
     if not isinstance(url, str) or not url or len(url) > 8192 or any(c.isspace() for c in url):
         raise InvalidArgument(f"webhook 'url' must be an http(s) URL without spaces, got {url!r}")
+    if not _URL_CHARS.fullmatch(url):
+        raise InvalidArgument(
+            f"webhook 'url' must be ASCII without control characters (percent-encode the "
+            f"others), got {url!r}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a port that is not a number in 0..65535
@@ -150,6 +159,10 @@ def _check_headers(value: object) -> dict[str, str]:
             raise InvalidArgument(f"webhook header {name!r} is set by tickwork; remove it")
         if any(c in text for c in "\r\n\0"):
             raise InvalidArgument(f"webhook header {name!r} holds a line break or NUL")
+        if not _VALUE_CHARS.fullmatch(text):
+            raise InvalidArgument(
+                f"webhook header {name!r} holds a character that is not printable ASCII"
+            )
     return headers
 
 
@@ -297,7 +310,7 @@ class WebhookTask(Task):
         return self._key is not None
 
     def validate_params(self, params: bytes) -> None:
-        WebhookCall.from_params(params)
+        _call_of(params)  # a burst of instances scheduled at once shares its params
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:

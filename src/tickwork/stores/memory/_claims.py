@@ -16,7 +16,7 @@ import trio
 from tickwork.model import AbortResult, Attempt, Finish, Instance
 from tickwork.state import HELD, Event, State, apply
 from tickwork.stores._rules import finish_event, finished_state, history_state
-from tickwork.stores.memory._rows import MemoryRows
+from tickwork.stores.memory._rows import MemoryRows, let_go
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -132,31 +132,11 @@ class MemoryClaims(MemoryRows):
                     self._repeatable.add(f.id)
                 out.append(True)
                 continue
-            if target is State.PENDING:
-                new = attrs.evolve(
-                    row,
-                    state=target,
-                    attempts=f.attempts,
-                    error=f.error,
-                    run_at_us=row.run_at_us if f.run_at_us is None else f.run_at_us,
-                    owner=None,
-                    claim_token=None,
-                    lease_until_us=None,
-                    updated_us=now_us,
-                    started_us=None,
-                )
-            else:
-                new = attrs.evolve(
-                    row,
-                    state=target,
-                    attempts=f.attempts,
-                    error=f.error,
-                    claim_token=None,
-                    lease_until_us=None,
-                    updated_us=now_us,
-                    started_us=None,
-                )
-            self._put(new)
+            moved = f.run_at_us if target is State.PENDING else None  # a retry's new time
+            run_at_us = row.run_at_us if moved is None else moved
+            self._put(
+                let_go(row, target, now_us, attempts=f.attempts, error=f.error, run_at_us=run_at_us)
+            )
             if f.started_us is not None:
                 self._history.setdefault(f.id, []).append(
                     Attempt(

@@ -8,7 +8,7 @@ give-back of one held row that release, recover and a lease takeover share.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sortedcontainers import SortedList
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from tickwork.schedules.schedule import Schedule
 
-__all__ = ["MemoryRows"]
+__all__ = ["MemoryRows", "let_go"]
 
 
 class MemoryRows:
@@ -93,28 +93,18 @@ class MemoryRows:
         repeatable = row.id in self._repeatable
         target = apply(row.state, release_event(kind, row.id in self._abort, repeatable))
         if target is State.PENDING:
-            new = attrs.evolve(
+            self._put(let_go(row, target, now_us))
+            return
+        ran = row.state is State.RUNNING and not repeatable
+        self._put(
+            let_go(
                 row,
-                state=target,
-                owner=None,
-                claim_token=None,
-                lease_until_us=None,
-                updated_us=now_us,
-                started_us=None,
-            )
-        else:
-            ran = row.state is State.RUNNING and not repeatable
-            new = attrs.evolve(
-                row,
-                state=target,
+                target,
+                now_us,
                 attempts=row.attempts + 1 if ran else row.attempts,
                 error=INTERRUPTED if target is State.FAILED else row.error,
-                claim_token=None,
-                lease_until_us=None,
-                updated_us=now_us,
-                started_us=None,
             )
-        self._put(new)
+        )
 
     def _holds(self, owner: str, iid: int, token: int) -> Instance | None:
         row = self._rows.get(iid)
@@ -129,3 +119,19 @@ class MemoryRows:
         for iid in targets:
             self._release_one(self._rows[iid], now_us, kind)
         return len(targets)
+
+
+def let_go(row: Instance, target: State, now_us: int, **changes: Any) -> Instance:
+    """``row`` moved to ``target`` and no longer held: its claim is cleared (and, back to
+    PENDING, its owner too), with ``changes`` to its other fields."""
+    if target is State.PENDING:
+        changes["owner"] = None
+    return attrs.evolve(
+        row,
+        state=target,
+        claim_token=None,
+        lease_until_us=None,
+        updated_us=now_us,
+        started_us=None,
+        **changes,
+    )

@@ -24,7 +24,12 @@ from tickwork.state import Event, State, sources, target
 from tickwork.stores import _schedule_ops as ops
 from tickwork.stores._schedule_methods import ScheduleMethods
 from tickwork.stores._schedule_ops import LiveRow, ScheduleTx
-from tickwork.stores._schedule_rows import SCHEDULE_COLUMNS, schedule_from_row, schedule_row
+from tickwork.stores._schedule_rows import (
+    SCHEDULE_COLUMNS,
+    schedule_from_row,
+    schedule_row,
+    slots_from_rows,
+)
 from tickwork.stores._sql import states
 from tickwork.stores.postgres import _cluster as _pg_cluster
 
@@ -269,18 +274,7 @@ class _Tx:
 
     def slots(self, schedule_ids: Sequence[str]) -> dict[str, Slot]:
         found = self._exec(self._st.slots_lock, {"ids": list(schedule_ids)}).fetchall()
-        held = [r[1] for r in found if r[1] is not None]
-        rows = {}
-        if held:
-            rows = {r[0]: r for r in self._exec(self._st.holders, {"ids": held}).fetchall()}
-        out = {}
-        for sid, iid, token in found:
-            row = rows.get(iid)
-            if row is None:
-                out[sid] = Slot(iid, token)
-            else:
-                out[sid] = Slot(iid, token, State(row[1]), row[2], row[3], row[4])
-        return out
+        return slots_from_rows(found, lambda ids: self._exec(self._st.holders, {"ids": ids}))
 
     def older(
         self, items: Sequence[tuple[str, int, str | None]], now_us: int
