@@ -1,6 +1,7 @@
-"""The webhook task's HTTP/1.1 client (tickwork.tasks._http) against a scripted server on
-loopback: keep-alive reuse, a keep-alive connection the server closed, chunked and
-close-delimited bodies, redirects, deadlines and refused connections."""
+"""The webhook task's HTTP/1.1 client (tickwork.tasks._http, with its _http_conn and
+_http_wire) against a scripted server on loopback: keep-alive reuse, a keep-alive
+connection the server closed, chunked and close-delimited bodies, redirects, deadlines
+and refused connections."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from tickwork.tasks import _http
+from tickwork.tasks import _http, _http_conn, _http_wire
 from tickwork.tasks._http import ConnectError, HttpClient, HttpError, TooManyRedirects
 
 Answer = Callable[[bytes], bytes | None]  # request head -> raw answer (None: close)
@@ -127,7 +128,7 @@ async def test_a_close_racing_the_next_request_is_retried_once_on_a_new_connecti
 ):
     # the check before reuse misses the close (it arrives just after): the request is
     # written to a closed connection, gets no answer, and goes out again on a new one
-    monkeypatch.setattr(_http._Conn, "still_open", lambda _self: True)
+    monkeypatch.setattr(_http_conn.Conn, "still_open", lambda _self: True)
     server = await start(nursery, ok(), close_after=1)
     async with HttpClient(max_connections=1) as client:
         assert (await call(client, server.url())).status == 200
@@ -291,7 +292,7 @@ async def test_head_answers_have_no_body_whatever_their_content_length(nursery):
     assert server.connections == 1
 
 
-class Chunks(_http._Conn):
+class Chunks(_http_conn.Conn):
     """A connection whose server writes ``chunks``, one per read, then ends its stream."""
 
     def __init__(self, chunks: list[bytes]) -> None:  # no socket
@@ -315,11 +316,11 @@ ANSWERS = [
 
 @pytest.mark.parametrize("raw", ANSWERS)
 async def test_an_answer_split_anywhere_reads_the_same(raw):
-    whole = await _http._send_and_receive(Chunks([raw]), "POST", b"", 4096)
+    whole = await _http_wire.send_and_receive(Chunks([raw]), "POST", b"", 4096)
     assert whole[0].tail == b"hello"
     assert whole[2] is True  # reusable
     for cut in range(1, len(raw)):
-        split = await _http._send_and_receive(Chunks([raw[:cut], raw[cut:]]), "POST", b"", 3)
+        split = await _http_wire.send_and_receive(Chunks([raw[:cut], raw[cut:]]), "POST", b"", 3)
         assert split == (_http.Response(whole[0].status, b"llo"), whole[1], True), cut
 
 
@@ -327,7 +328,7 @@ async def test_an_answer_cut_short_is_an_error():
     # (the client turns h11's ProtocolError into an HttpError, as for any broken answer)
     for raw in ANSWERS:
         with pytest.raises((HttpError, h11.ProtocolError), match=r"closed|incomplete"):
-            await _http._send_and_receive(Chunks([raw[:-2]]), "POST", b"", 4096)
+            await _http_wire.send_and_receive(Chunks([raw[:-2]]), "POST", b"", 4096)
 
 
 async def test_a_request_that_is_not_valid_http_is_refused_before_it_is_sent(nursery):
