@@ -13,17 +13,29 @@ schedule's runs, an older page), and the task filter both in the UI and the API:
 10,000 of the stored instances belong to the task ``rare``.
 
     python benchmarks/ui_pages.py [--quick] [--stored 10000000] [--repeats 30] [--db FILE]
+        [--store sqlite|postgres] [--dsn URI] [--schema NAME]
 
 ``--db FILE`` keeps the filled file there and reuses it when it exists (filling 10,000,000
 rows takes minutes).
+
+``--store postgres`` does the same on a ``PostgresStore`` (the DSN defaults to
+``$TICKWORK_PG_DSN`` or the local trust server of the tests): the rows go through the
+store's ``insert`` in batches of 100,000 (so its maintained counts stay right) into a
+schema of their own. ``--schema NAME`` keeps that schema and reuses it when it already
+holds the wanted count (else it is dropped and filled again); without it a fresh schema
+is filled and dropped at the end.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -36,6 +48,8 @@ from tickwork.model import NewRow
 from tickwork.state import State
 
 CHUNK = 100_000
+DEFAULT_DSN = os.environ.get("TICKWORK_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+UPCOMING = 1000
 TARGET_MS = 50.0
 S = 1_000_000
 
@@ -48,9 +62,31 @@ class Noop(tickwork.Task):
         return None
 
 
-async def _fill(db: str, n: int) -> None:
+def sql(dsn: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(query, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description is not None else []
+
+
+def pg_holds(dsn: str, schema: str, stored: int) -> bool:
+    """Whether ``schema`` already holds the rows of a fill of ``stored``."""
+    found = sql(dsn, "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'instances'",
+                schema)  # fmt: skip
+    if not found:
+        return False
+    [(n,)] = sql(dsn, f'SELECT count(*) FROM "{schema}".instances')
+    return bool(n == stored + UPCOMING)
+
+
+def pg_drop(dsn: str, schema: str) -> None:
+    sql(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def _fill(make_store: Callable[[], tickwork.Store], n: int) -> None:
     """N ended rows, oldest first, written by a client (no node yet)."""
-    store = tickwork.SQLiteStore(db)
+    store = make_store()
     await store.open()
     try:
         start = to_us(datetime.now(UTC) - timedelta(days=30))
@@ -76,14 +112,22 @@ class Rare(Noop):
 
 
 async def _measure(
-    db: str, stored: int, repeats: int, *, fill: bool = True, only: str | None = None
-) -> dict[str, dict[str, float]]:
+    make_store: Callable[[], tickwork.Store],
+    stored: int,
+    repeats: int,
+    *,
+    fill: bool = True,
+    only: str | None = None,
+) -> dict[str, Any]:
+    fill_s = None
     if fill:
-        await _fill(db, stored)
-    async with tickwork.open_scheduler(tickwork.SQLiteStore(db), tasks=[Noop(), Rare()]) as s:
+        t0 = time.perf_counter()
+        await _fill(make_store, stored)
+        fill_s = time.perf_counter() - t0
+    async with tickwork.open_scheduler(make_store(), tasks=[Noop(), Rare()]) as s:
         tomorrow = s.now() + timedelta(days=1)
         if fill:
-            await s.schedule_many([tickwork.NewInstance("noop", tomorrow)] * 1000)
+            await s.schedule_many([tickwork.NewInstance("noop", tomorrow)] * UPCOMING)
         await s.add_schedule("noop", tickwork.Cron("0 4 * * *"), schedule_id="daily")
         await s.add_schedule("noop", tickwork.Cron("*/5 * * * *"), schedule_id="tick")
         pages = {
@@ -129,24 +173,44 @@ async def _measure(
                         "p99_ms": 1000 * percentile(took, 0.99),
                     }
             nursery.cancel_scope.cancel()
-    return out
+    return {"pages": out, "fill_s": fill_s}
 
 
 def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--stored", type=int, default=None, help="instances stored")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--db", default=None, help="keep (and reuse) the filled file here")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--db", default=None, help="SQLite: keep (and reuse) the filled file here")
+    parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL: the server")
+    parser.add_argument(
+        "--schema", default=None, help="PostgreSQL: keep (and reuse) the filled schema here"
+    )
     parser.add_argument("--only", default=None, help="pages whose name contains one of these")
     args = parser.parse_args()
     stored = args.stored or (50_000 if args.quick else 10_000_000)
     repeats = 5 if args.quick else args.repeats
-    if args.db is not None:
+    if args.store == "postgres":
+        schema = args.schema or f"ui_bench_{uuid.uuid4().hex[:10]}"
+        fill = not (args.schema is not None and pg_holds(args.dsn, schema, stored))
+        if fill:
+            pg_drop(args.dsn, schema)
+        make_pg = partial(tickwork.PostgresStore, args.dsn, schema=schema)
+        try:
+            res = trio.run(partial(_measure, make_pg, stored, repeats, fill=fill, only=args.only))
+        finally:
+            if args.schema is None:
+                pg_drop(args.dsn, schema)
+    elif args.db is not None:
         fill = not Path(args.db).exists()
-        r = trio.run(partial(_measure, args.db, stored, repeats, fill=fill, only=args.only))
+        make_lite = partial(tickwork.SQLiteStore, args.db)
+        res = trio.run(partial(_measure, make_lite, stored, repeats, fill=fill, only=args.only))
     else:
         with temp_dir(args.tmpdir) as tmp:
-            r = trio.run(partial(_measure, str(tmp / "ui.db"), stored, repeats, only=args.only))
+            make_lite = partial(tickwork.SQLiteStore, str(tmp / "ui.db"))
+            res = trio.run(partial(_measure, make_lite, stored, repeats, only=args.only))
+    r: dict[str, dict[str, float]] = res["pages"]
+    fill_s: float | None = res["fill_s"]
     rows = [
         [
             name,
@@ -156,14 +220,28 @@ def main() -> None:
         ]
         for name, v in r.items()
     ]
+    notes = [
+        f"{repeats} requests per page in a row, over loopback, the client in the node's process"
+    ]
+    if fill_s is not None:
+        notes.append(f"filled {stored:,} rows in {fill_s:.1f} s ({stored / fill_s:,.0f} rows/s)")
+    store_name = "PostgreSQL" if args.store == "postgres" else "SQLite"
     print_table(
-        f"web UI pages with {stored:,} stored (SQLite)",
+        f"web UI pages with {stored:,} stored ({store_name})",
         ["page", "p50", "p99", f"p99 <= {TARGET_MS:.0f} ms"],
         rows,
-        [f"{repeats} requests per page in a row, over loopback, the client in the node's process"],
+        notes,
     )
-    payload = {"stored": stored, "repeats": repeats, "pages": r, "target_ms": TARGET_MS}
-    write_result("ui_pages", payload, write=not args.no_write)
+    payload = {
+        "store": args.store,
+        "stored": stored,
+        "repeats": repeats,
+        "pages": r,
+        "target_ms": TARGET_MS,
+        "fill_s": fill_s,
+    }
+    name = "ui_pages" if args.store == "sqlite" else "ui_pages_postgres"
+    write_result(name, payload, write=not args.no_write)
     emit_json("ui_pages", payload)
 
 

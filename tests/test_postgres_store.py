@@ -27,7 +27,7 @@ from tickwork.errors import (
     SchemaTooNew,
     StoreError,
 )
-from tickwork.model import Finish, Instance, NewRow
+from tickwork.model import Finish, Instance, InstanceFilter, NewRow
 from tickwork.state import State
 from tickwork.stores.postgres import PostgresStore
 from tickwork.stores.postgres import _claims as _pg_claims
@@ -632,3 +632,29 @@ async def test_a_batch_is_one_transaction_of_a_few_statements(pg: tuple[str, str
         # each: BEGIN + xid (one round trip), its statement, COMMIT; the insert adds a
         # NOTIFY, the claim two SET LOCALs (sent with its BEGIN)
         assert after.statements - before.statements <= 3 * 4 + 1 + 2
+
+
+async def test_a_schedule_with_few_rows_is_listed_through_its_index(pg: tuple[str, str]) -> None:
+    """A schedule's listing (the UI's schedules page asks one per schedule) reads the
+    (schedule_id, id) index, not every id from the newest down for a schedule with none."""
+    now = now_us()
+    async with opened(pg) as store:
+        await store.insert(rows(20_000, now - S), now)
+        busy = [
+            NewRow("t", now - S, b"", schedule_id="busy", fire_at_us=now - S + i) for i in range(50)
+        ]
+        await store.insert(busy, now)
+        with admin(pg) as conn:
+            conn.execute(f'ANALYZE "{pg[1]}".instances')
+            terms, values = InstanceFilter(schedule_id="idle", history_at_us=now).sql(
+                ("run_at_us", "updated_us"), "%(f{n})s"
+            )
+            query = store._q.list_sql + " WHERE " + " AND ".join(terms)
+            query += " ORDER BY id DESC LIMIT 11"
+            params = {f"f{n}": v for n, v in enumerate(values)}
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, params))  # type: ignore[arg-type]
+        assert "using instances_schedule on" in plan, plan
+        assert "instances_pkey" not in plan
+        listed = await store.list(where=InstanceFilter(schedule_id="busy"))
+        assert len(listed) == 50
+        assert await store.list(where=InstanceFilter(schedule_id="idle")) == []

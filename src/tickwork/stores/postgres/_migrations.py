@@ -141,6 +141,15 @@ _V10_RUNNING: Final[tuple[str, ...]] = (
         ADD COLUMN repeatable boolean NOT NULL DEFAULT false""",
 )
 
+# A schedule's instances, newest first (Store.list with a schedule_id: the web UI's
+# schedules page asks it of every schedule). Without it the planner walks the primary key
+# down and filters: at once for a busy schedule, but through every row for one with few or
+# none (280 ms at 1,000,000 stored). Partial: only occurrences carry a schedule_id.
+_V11_SCHEDULE_LIST: Final[tuple[str, ...]] = (
+    """CREATE INDEX instances_schedule ON {s}.instances (schedule_id, id)
+        WHERE schedule_id IS NOT NULL""",
+)
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, _V1),
     (2, _V2_RETENTION),
@@ -152,6 +161,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (8, _pg_cluster.V8_NODE_TASKS),
     (9, _pg_schedules.V9_SCHEDULE_NOTIFY),
     (10, _V10_RUNNING),
+    (11, _V11_SCHEDULE_LIST),
 )
 
 
