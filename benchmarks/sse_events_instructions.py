@@ -11,14 +11,19 @@ replay's own cost), ``publish`` (a subscriber that never reads: the hub's cost),
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python benchmarks/sse_events_instructions.py runs [N]
+
+Run as ``run_all.py`` does (``--quick --no-write``, no variant) it replays 5,000 with
+``runs`` and prints the wall time, which depends on the machine.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import trio
 
+from _common import emit_json
 from tickwork.events import EventHub, Subscription
 from tickwork.http._sse import _frames
 from tickwork.model import Instance
@@ -46,8 +51,11 @@ def _read_runs(sub: Subscription) -> None:
 
 
 def main() -> None:
-    variant = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    # run_all.py runs it with --quick --no-write and no variant: a smoke run of ``runs``
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    variant = args[0] if args else "runs"
+    n = int(args[1]) if len(args) > 1 else 5000 if "--quick" in sys.argv else 100_000
+    t0 = time.perf_counter()
     insts = [Instance(i, "noop", 1_764_000_000_000_000 + i, b"", P) for i in range(1, n + 1)]
     hub = EventHub("node-1")
     sub = hub.subscribe(10**8) if variant != "none" else None
@@ -64,6 +72,9 @@ def main() -> None:
             hub.recorded(part, [R] * len(part), [S] * len(part), [None] * len(part), at)
             if read is not None and sub is not None:
                 read(sub)
+    wall = time.perf_counter() - t0
+    print(f"{variant}: {n:,} instances replayed in {wall:.2f} s")
+    emit_json("sse_events_instructions", {"variant": variant, "n": n, "per_s": n / wall})
 
 
 if __name__ == "__main__":
