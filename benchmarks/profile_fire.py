@@ -154,7 +154,13 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=60)
+        _, err = self.proc.communicate(timeout=60)
+        if not self.out.exists():  # seen once in a smoke run: no samples, no file
+            raise ProfileMissing(f"py-spy wrote no profile: {err.decode().strip()[-500:]}")
+
+
+class ProfileMissing(Exception):
+    """py-spy ran but wrote no profile (e.g. no sample in a very short run)."""
 
 
 async def fire(store: tickwork.Store, n: int, sampler: Any) -> float:
@@ -199,7 +205,7 @@ def main() -> None:
         if tool == "py-spy":
             try:
                 rate = trio.run(fire, store, n, Sampler(collapsed, rate=args.rate, gil=args.gil))
-            except (FileNotFoundError, PermissionError) as exc:
+            except (FileNotFoundError, PermissionError, ProfileMissing) as exc:
                 print(f"py-spy not usable ({exc}); pyinstrument instead (trio thread only)")
                 tool = "pyinstrument"
         if tool == "pyinstrument":
