@@ -147,3 +147,37 @@ async def test_a_graceful_stop_waits_the_grace_then_interrupts(autojump_clock: o
         got = {o.instance.id: o.kind for o in await _outcomes(rec_in, 2)}
         assert trio.current_time() - t0 == 5  # the grace, exactly
     assert got == {quick.id: Kind.OK, slow.id: Kind.INTERRUPTED}
+
+
+async def test_outcomes_waiting_for_a_slow_recorder_at_shutdown_all_arrive(
+    autojump_clock: object,
+) -> None:
+    # The Recorder takes nothing while the runs end (an unbuffered channel nobody reads):
+    # the outbox's flusher holds their batch in a blocked send when intake ends. That
+    # batch must still reach the Recorder (it once was cancelled with the flusher: the
+    # runs ended, their outcomes were never written, the claims were given back).
+    clock = VirtualClock()
+    store = await open_store()
+    # runs of 10 ms: over before any note of a run in progress is due
+    due = [attrs.evolve(d, params=b"0.01") for d in await claimed(store, clock, 0, 0, 0)]
+    to_ex, ex_in = trio.open_memory_channel[ExecutorMsg](4)
+    to_rec, rec_in = trio.open_memory_channel[RecorderMsg](0)
+    ex = Executor(
+        clock=clock,
+        store=store,  # type: ignore[arg-type]
+        owner=OWNER,
+        tasks={"t": _Sleepy()},
+        receive=ex_in,
+        to_recorder=to_rec,
+        max_concurrency=10,
+        outbox_limit=100,
+        shutdown_grace=5.0,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ex.run)
+        await to_ex.send(Due(due))
+        await trio.sleep(2)  # the runs ended; their batch waits in the flusher's send
+        await to_ex.aclose()
+        await trio.sleep(1)  # a Recorder busy with an earlier write
+        got = [o async for msg in rec_in for o in msg.outcomes]  # type: ignore[union-attr]
+    assert sorted(o.instance.id for o in got if o.kind is Kind.OK) == sorted(d.id for d in due)

@@ -34,6 +34,7 @@ class Outbox:
         # id -> (instance, start on the node's clock, start in trio's time)
         self._unreported: dict[int, tuple[Instance, int, float]] = {}
         self._note_timer = False  # the note timer runs
+        self._closing = False  # see close()
         self._nonempty = trio.Event()
         self._room = trio.Event()
 
@@ -94,19 +95,32 @@ class Outbox:
                 self._room = trio.Event()
             await self._room.wait()
 
+    def close(self) -> None:
+        """No more outcomes will come (every worker is gone): the flusher sends what is
+        left, a batch it is sending included, and returns."""
+        self._closing = True
+        self._nonempty.set()
+
     async def flusher(self) -> None:
+        """Send the outbox to the Recorder until :meth:`close` and everything is sent.
+
+        Never cancel it to stop it: a batch it is sending (the Recorder busy) would be
+        lost, its runs over but never recorded."""
         while True:
             await self._nonempty.wait()
-            if not self._items and not self._notes_due():  # the runs ended unreported
+            if self._items or self._notes_due():
+                await self._flush()
+            elif self._closing:
+                return
+            else:  # the runs ended unreported
                 self._nonempty = trio.Event()
-                continue
-            await self.flush_all()
 
-    async def flush_all(self) -> None:
+    async def _flush(self) -> None:
         while self._items or self._notes_due():
             batch, self._items = self._items, []
             # runs in progress: after any outcome, never before theirs
             batch.extend(self._take_notes())
-            self._nonempty = trio.Event()
+            if not self._closing:
+                self._nonempty = trio.Event()
             self._room.set()
             await self._send.send(Outcomes(batch))

@@ -164,9 +164,8 @@ class Executor:
                         await self._handle(msg)
                 await self._drain(nursery)
             self._nursery = None
-            # every worker is gone: flush what they produced, then stop the flusher
-            await self._outbox.flush_all()
-            flusher_nursery.cancel_scope.cancel()
+            # every worker is gone: the flusher sends what they produced, then returns
+            self._outbox.close()
 
     async def _handle(self, msg: ExecutorMsg) -> None:
         if isinstance(msg, Due):
