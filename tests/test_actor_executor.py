@@ -33,10 +33,15 @@ class _Sleepy(tickwork.Task):
 
 
 def _executor(
-    clock: VirtualClock, store: object, *, concurrency: int = 10, grace: float = 5.0
+    clock: VirtualClock,
+    store: object,
+    *,
+    concurrency: int = 10,
+    grace: float = 5.0,
+    recorder_buffer: int = 4,
 ) -> tuple[Executor, trio.MemorySendChannel[ExecutorMsg], trio.MemoryReceiveChannel[RecorderMsg]]:
     to_ex, ex_in = trio.open_memory_channel[ExecutorMsg](4)
-    to_rec, rec_in = trio.open_memory_channel[RecorderMsg](4)
+    to_rec, rec_in = trio.open_memory_channel[RecorderMsg](recorder_buffer)
     executor = Executor(
         clock=clock,
         store=store,  # type: ignore[arg-type]
@@ -160,19 +165,7 @@ async def test_outcomes_waiting_for_a_slow_recorder_at_shutdown_all_arrive(
     store = await open_store()
     # runs of 10 ms: over before any note of a run in progress is due
     due = [attrs.evolve(d, params=b"0.01") for d in await claimed(store, clock, 0, 0, 0)]
-    to_ex, ex_in = trio.open_memory_channel[ExecutorMsg](4)
-    to_rec, rec_in = trio.open_memory_channel[RecorderMsg](0)
-    ex = Executor(
-        clock=clock,
-        store=store,  # type: ignore[arg-type]
-        owner=OWNER,
-        tasks={"t": _Sleepy()},
-        receive=ex_in,
-        to_recorder=to_rec,
-        max_concurrency=10,
-        outbox_limit=100,
-        shutdown_grace=5.0,
-    )
+    ex, to_ex, rec_in = _executor(clock, store, recorder_buffer=0)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         await to_ex.send(Due(due))
