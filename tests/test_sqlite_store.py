@@ -408,6 +408,101 @@ async def test_no_query_scans_instances_or_sorts_them(db: Path) -> None:
     assert all("ix_instances_pending (run_at<?)" in p for p in claims)
 
 
+#: The opcodes that end one pass of a loop over rows (a jump back to the loop's body).
+_LOOP_ENDS = frozenset({"Next", "Prev", "VNext", "SorterNext"})
+
+
+def _temp_tables_per_row(conn: sqlite3.Connection, sql: str) -> list[int]:
+    """The addresses of the temporary B-trees a statement builds anew for each row it
+    visits: an ``OpenEphemeral`` inside a loop's body that no ``Once`` guards."""
+    program = conn.execute("EXPLAIN " + sql).fetchall()
+    loops = [(r[2], r[0]) for r in program if r[1] in _LOOP_ENDS and r[2] < r[0]]
+    return [
+        r[0]
+        for r in program
+        if r[1] == "OpenEphemeral"
+        and program[r[0] - 1][1] != "Once"
+        and any(start <= r[0] <= end for start, end in loops)
+    ]
+
+
+async def test_no_write_builds_a_temporary_btree_for_each_row(db: Path) -> None:
+    """SQLite tests each partial index's condition on the old and the new row of every
+    write that changes the columns it names, and codes ``x IN (a, b, c)`` (three values
+    or more) as a temporary B-tree built at each test: a fifth of the store's work per
+    instance before schema version 12 (``ix_instances_schedule_live``)."""
+    store = await opened(db)
+    try:
+        conn = store._conn
+        assert conn is not None
+        hot: list[str] = []
+        await store._worker.call(lambda: conn.set_trace_callback(hot.append))  # type: ignore[union-attr]
+        ids = await store.insert(rows(40), NOW)  # the fire path: plain rows, claimed, ended
+        claimed = await store.claim("a", NOW + 40, 40, NOW, S)
+        assert sorted(i.id for i in claimed) == ids
+        done = [Finish(i.id, i.claim_token or 0, State.SUCCEEDED, 1, None, None, NOW, NOW)
+                for i in claimed]  # fmt: skip
+        assert await store.finish("a", done, NOW) == [True] * 40
+        statements = await _every_statement(store)
+    finally:
+        await store.aclose()
+    writes = [
+        sql
+        for sql in statements + hot
+        if sql.startswith(("INSERT INTO instances", "UPDATE instances", "DELETE FROM instances"))
+    ]
+    assert any("json_each" in sql for sql in hot if sql.startswith("UPDATE instances"))
+    with sqlite3.connect(db) as check:
+        found = {sql: _temp_tables_per_row(check, sql) for sql in writes}
+    assert len(found) > 10
+    assert {sql: at for sql, at in found.items() if at} == {}
+
+
+async def test_a_version_11_file_gets_the_schedule_index_of_version_12(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is rebuilt with its new condition, and what it finds is the same: a
+    schedule's unfinished occurrences (an ended one and a plain row are not in it)."""
+    from tests.test_schedules_store import T0, every
+    from tickwork.stores.sqlite import _schema as _sqlite_schema
+
+    full = _sqlite_schema.MIGRATIONS
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:11])
+    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", 11)
+    old = await opened(db)
+    try:
+        await old.add_schedule(every(10), T0)  # its first occurrence, PENDING
+        [first] = await old.claim("a", T0 + 3600 * S, 10, T0, S)
+        ended = Finish(first.id, first.claim_token or 0, State.SUCCEEDED, 1, started_us=T0)
+        assert await old.finish("a", [ended], T0) == [True]  # the next one is written
+        await old.insert(rows(3), T0)
+    finally:
+        await old.aclose()
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full)
+    monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", len(full))
+    new = await opened(db)
+    try:
+        with sqlite3.connect(db) as c:
+            [(version,)] = c.execute("PRAGMA user_version").fetchall()
+            [(definition,)] = c.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_instances_schedule_live'"
+            ).fetchall()
+        assert version == SCHEMA_VERSION >= 12
+        assert definition.endswith("WHERE schedule_id IS NOT NULL AND state < 3")
+        live = [i for i in await new.list(limit=100) if i.schedule_id == "s"]
+        assert [i.state for i in sorted(live, key=lambda i: i.id)] == [
+            State.SUCCEEDED,
+            State.PENDING,
+        ]
+        assert await new.remove_schedule("s", T0)  # reads the index (INDEXED BY)
+        after = {i.id: i.state for i in await new.list(limit=100)}
+        assert after[first.id] is State.SUCCEEDED
+        assert sorted(after.values()).count(State.ABORTED) == 1
+        assert sorted(after.values()).count(State.PENDING) == 3  # the plain rows
+    finally:
+        await new.aclose()
+
+
 async def test_many_pending_rows_are_listed_by_walking_ids(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,9 @@ import pytest
 
 from tickwork.errors import IllegalTransition
 from tickwork.state import (
+    HELD,
     TABLE,
+    TERMINAL,
     TRANSITIONS,
     Actor,
     Event,
@@ -119,6 +121,14 @@ def test_sql_placeholders_come_from_the_table():
         states("{START@PENDING}")
     with pytest.raises(ValueError, match="not one state"):
         states("{GIVE_BACK}")
+
+
+def test_the_states_below_succeeded_are_exactly_the_unfinished_ones():
+    """SQL names the unfinished states as ``state < {SUCCEEDED}`` and the ended ones as
+    ``state >= {SUCCEEDED}`` (partial indexes, whose conditions SQLite tests on every
+    write: a range costs less than an IN list); a new state must keep that order."""
+    assert {s for s in State if s < State.SUCCEEDED} == {State.PENDING, *HELD}
+    assert {s for s in State if s >= State.SUCCEEDED} == TERMINAL
 
 
 # -- the sources ------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ _INSERT: Final = (
 _WRITTEN: Final = "SELECT id FROM instances WHERE id IN (SELECT value FROM json_each(?))"
 _LIVE: Final = states(
     "SELECT id, state, fire_at, run_at FROM instances INDEXED BY ix_instances_schedule_live "
-    "WHERE schedule_id = ? AND state IN ({LIVE}) AND schedule_id IS NOT NULL "
+    "WHERE schedule_id = ? AND schedule_id IS NOT NULL AND state < {SUCCEEDED} "
     "AND fire_at IS NOT NULL"
 )
 #: The rows an end may touch (each then only if the table has its event from its state).
@@ -88,7 +88,7 @@ _HOLDERS: Final = (
 _TAKE: Final = "UPDATE schedules SET active_id = ?, active_token = ? WHERE id = ?"
 _OLDER: Final = states(
     "SELECT id, owner, fire_at FROM instances "
-    "WHERE schedule_id = ? AND state IN ({LIVE}) AND schedule_id IS NOT NULL "
+    "WHERE schedule_id = ? AND schedule_id IS NOT NULL AND state < {SUCCEEDED} "
     "AND state > {PENDING} "
     "AND fire_at < ? AND run_at <= ? AND owner IS NOT ? ORDER BY fire_at LIMIT 1"
 )

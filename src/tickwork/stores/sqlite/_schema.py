@@ -206,6 +206,23 @@ ALTER TABLE instances ADD COLUMN started_us INTEGER;
 ALTER TABLE instances ADD COLUMN repeatable INTEGER NOT NULL DEFAULT 0;
 """
 
+# A schedule's unfinished occurrences, with the index's condition written so SQLite pays
+# nothing for it on the hot path. Every write that changes a row's state tests a partial
+# index's condition on the old row and on the new one; ``state IN (0, 1, 2)`` (three values)
+# is coded as a temporary B-tree built for each test, five per instance in its life (an
+# insert, a claim, a finish): about 30,000 of the store's ~220,000 CPU instructions per
+# instance (benchmarks/PROFILE_NOTES.md, session 10). The live states are the ones below
+# SUCCEEDED (tickwork.state.TERMINAL starts there), and a plain row (no schedule) fails
+# the first term and skips the second. Readers name both terms as written here, so the
+# planner can prove the index applies (see _schedules._LIVE).
+_V12_SCHEDULE_OPEN: Final = states(
+    """
+DROP INDEX ix_instances_schedule_live;
+CREATE INDEX ix_instances_schedule_live ON instances (schedule_id, fire_at)
+    WHERE schedule_id IS NOT NULL AND state < {SUCCEEDED};
+"""
+)
+
 #: Migration i (0-based) takes schema version i to i + 1. Append, never edit.
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1,
@@ -219,6 +236,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     _V9_TASK,
     _V10_SCHEDULE_NOTIFY,
     _V11_RUNNING,
+    _V12_SCHEDULE_OPEN,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
