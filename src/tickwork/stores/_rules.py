@@ -24,6 +24,7 @@ from tickwork.errors import IllegalTransition
 from tickwork.state import HELD, TERMINAL, Event, State, lookup
 
 __all__ = [
+    "FINISHED",
     "HELD",
     "finish_event",
     "finish_fence",
@@ -70,6 +71,17 @@ def finished_state(current: State, target: State, abort_requested: bool) -> Stat
     """The state a fenced finish to ``target`` writes on a row now ``current``, or None
     when the table has no such move (the finish is refused)."""
     return lookup(current, finish_event(target, abort_requested))
+
+
+#: :func:`finished_state` for every held state, finish target and abort flag, keyed by
+#: their numbers: a store's finish loop looks up one per row (hashing an Event, whose hash
+#: is Python code, would cost more than the rest of the lookup).
+FINISHED: Final[dict[tuple[int, int, bool], State | None]] = {
+    (int(current), int(requested), abort): finished_state(current, requested, abort)
+    for current in HELD
+    for requested in _FINISH_EVENTS
+    for abort in (False, True)
+}
 
 
 def finish_fence() -> frozenset[tuple[State, State]]:

@@ -1,7 +1,7 @@
-"""The SQL of the claim life cycle (claim, start, finish, give back, renew, abort) and of
+"""The SQL of the claim life cycle (claim, start, give back, renew, abort) and of
 retention, run synchronously on the store's own thread. :class:`Ops` is every operation of
-the store: inserts are :mod:`._inserts`', reads :mod:`._reads`', the write transaction
-:mod:`._write`'.
+the store: inserts are :mod:`._inserts`', finishes :mod:`._finish`', reads
+:mod:`._reads`', the write transaction :mod:`._write`'.
 
 Each public method of :class:`Ops` is one transaction (``BEGIN IMMEDIATE`` for writes),
 so a batch costs one commit whatever its size. Per-row work goes through ``executemany``
@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
-from tickwork.model import AbortResult, Finish, Instance
+from tickwork.model import AbortResult, Instance
 from tickwork.state import HELD, Event, State, apply
-from tickwork.stores._rules import finish_event, finished_state, history_state, release_event
+from tickwork.stores._rules import release_event
 from tickwork.stores._sql import states
 from tickwork.stores.base import INTERRUPTED
 from tickwork.stores.sqlite import _schedules as _sqlite_schedules
+from tickwork.stores.sqlite._finish import FinishOps
 from tickwork.stores.sqlite._inserts import InsertOps
 from tickwork.stores.sqlite._reads import COLS, STATES, ClaimedRows, to_instance
 from tickwork.stores.sqlite._tokens import TokenOps
 from tickwork.stores.sqlite._write import Deltas, ids_json
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
 _CLAIM_PENDING: Final = states(
     "UPDATE instances SET state = {CLAIM}, owner = ?, claim_token = ?, lease_until = ?, "
@@ -72,16 +72,6 @@ _LAPSED: Final = states(
 _START: Final = states(
     "UPDATE instances SET state = {START}, started_us = ?, updated = ? WHERE id = ?"
 )
-#: The rows a finish ended or gave back that were RUNNING: their run is over (the hot path,
-#: a quick run's outcome, finds the row CLAIMED and pays nothing for this).
-_FINISH_NOT_RUNNING: Final = (
-    "UPDATE instances SET started_us = NULL, repeatable = 0 "
-    "WHERE id IN (SELECT value FROM json_each(?))"
-)
-#: An at-least-once run started (a finish to RUNNING): the claim is kept.
-_FINISH_RUNNING: Final = states(
-    "UPDATE instances SET state = {RUN}, started_us = ?, repeatable = 1, updated = ? WHERE id = ?"
-)
 _HELD_BY: Final = states(
     "SELECT id, state, abort_requested, task, repeatable FROM instances "
     "WHERE owner = ? AND state IN ({HELD})"
@@ -102,88 +92,15 @@ _PRUNABLE: Final = states(
     "INDEXED BY ix_instances_ended_at "
     "WHERE state >= {SUCCEEDED} AND updated < ? ORDER BY updated LIMIT ?"
 )
-#: The ended rows of a finish, ?2 a JSON array of [id, state, attempts, error, started,
-#: finished, error_type, result, output]: one statement, the last attempt kept in the row.
-_FINISH_ENDED: Final = (
-    "UPDATE instances SET state = j.state, attempts = j.attempts, error = j.error, "
-    "claim_token = NULL, lease_until = NULL, abort_requested = 0, updated = ?1, "
-    "last_started = j.started, "
-    "last_finished = j.finished, last_error_type = j.error_type, "
-    "last_result = j.result, last_output = j.output "
-    "FROM (SELECT json_extract(value, '$[0]') AS id, "
-    "json_extract(value, '$[1]') AS state, json_extract(value, '$[2]') AS attempts, "
-    "json_extract(value, '$[3]') AS error, json_extract(value, '$[4]') AS started, "
-    "json_extract(value, '$[5]') AS finished, json_extract(value, '$[6]') AS error_type, "
-    "json_extract(value, '$[7]') AS result, json_extract(value, '$[8]') AS output "
-    "FROM json_each(?2)) AS j "
-    "WHERE instances.id = j.id"
-)
-_FINISH_PENDING: Final = states(
-    "UPDATE instances SET state = {RETRY}, attempts = ?, error = ?, run_at = coalesce(?, run_at), "
-    "owner = NULL, claim_token = NULL, lease_until = NULL, updated = ? WHERE id = ?"
-)
 _RELEASE: Final = states(
     "UPDATE instances SET state = ?1, error = coalesce(?2, error), attempts = attempts + ?3, "
     "owner = CASE WHEN ?1 = {PENDING} THEN NULL ELSE owner END, claim_token = NULL, "
     "lease_until = NULL, abort_requested = 0, started_us = NULL, repeatable = 0, updated = ?4 "
     "WHERE id = ?5"
 )
-_HISTORY_MANY: Final = (
-    "INSERT INTO history (instance_id, attempt, node, started, finished, state, error_type, "
-    "error, result, output) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
-    "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
-    "json_extract(value, '$[8]'), json_extract(value, '$[9]') FROM json_each(?)"
-)
 
 
-def _place(
-    f: Finish,
-    target: State,
-    owner: str,
-    now: int,
-    into: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]],
-) -> None:
-    """Put one applied finish into the statements of ``finish``: ``(ended, retried,
-    history)``. An ended row keeps its last attempt in the row; a retry's attempt goes to
-    the history table, as does the failed attempt of a retry an abort turned ABORTED."""
-    ended, retried, history = into
-    ran = f.started_us is not None
-    finished = None
-    if ran:
-        finished = now if f.finished_us is None else f.finished_us
-    if f.state is not State.PENDING:
-        ended.append(
-            (f.id, int(target), f.attempts, f.error, f.started_us, finished,
-             f.error_type if ran else None, f.result if ran else None,
-             f.output if ran else None)
-        )  # fmt: skip
-        return
-    if target is State.PENDING:
-        retried.append((f.attempts, f.error, f.run_at_us, now, f.id))
-    else:
-        ended.append((f.id, int(target), f.attempts, f.error, None, None, None, None, None))
-    if ran:
-        history.append(
-            (f.id, f.attempts, owner, f.started_us, finished,
-             int(history_state(f.state)), f.error_type, f.error, f.result,
-             f.output)
-        )  # fmt: skip
-
-
-def _run(
-    v: list[Any], f: Finish, target: State, now: int, *, into: list[Any], deltas: Deltas
-) -> None:
-    """Place one applied RUN (a finish to RUNNING) of the row viewed as ``v``: a CLAIMED row
-    becomes RUNNING with its start time; a RUNNING one stays as it is."""
-    if v[2] != target:
-        into.append((f.started_us, now, f.id))
-        deltas[(v[3], v[2])] -= 1
-        deltas[(v[3], int(target))] += 1
-        v[2] = target
-
-
-class Ops(InsertOps, TokenOps):
+class Ops(InsertOps, FinishOps, TokenOps):
     """The store operations on one connection (autocommit mode, used from one thread)."""
 
     def claim(
@@ -255,19 +172,6 @@ class Ops(InsertOps, TokenOps):
             deltas[(task, int(target))] += 1
         self._c.executemany(_RELEASE, params)
 
-    def _view(self, ids: Iterable[int]) -> dict[int, list[Any]]:
-        """``id -> [owner, claim_token, state, task, abort_requested]`` for the rows that
-        exist."""
-        # One step for the whole batch (rows come back as one JSON document): every step
-        # of a statement re-takes the GIL, which the trio thread holds most of the time.
-        (doc,) = self._c.execute(
-            "SELECT json_group_array(json_array(id, owner, claim_token, state, task, "
-            "abort_requested)) "
-            "FROM instances WHERE id IN (SELECT value FROM json_each(?))",
-            (ids_json(ids),),
-        ).fetchone()
-        return {r[0]: r[1:] for r in json.loads(doc)}
-
     def start(self, owner: str, items: Sequence[tuple[int, int]], now: int) -> list[bool]:
         if not items:
             return []
@@ -286,53 +190,6 @@ class Ops(InsertOps, TokenOps):
                 out.append(ok)
             self._c.executemany(_START, started)
         return out
-
-    def finish(self, owner: str, finishes: Sequence[Finish], now: int) -> list[bool]:
-        for f in finishes:
-            finish_event(f.state, abort_requested=False)  # a target no finish may write
-        if not finishes:
-            return []
-        with self._write() as deltas:
-            view = self._view(f.id for f in finishes)
-            out = []
-            ended: list[tuple[Any, ...]] = []
-            retried: list[tuple[Any, ...]] = []
-            history: list[tuple[Any, ...]] = []
-            running: list[tuple[Any, ...]] = []
-            ran: list[int] = []  # rows RUNNING before their outcome: no start time left
-            for f in finishes:
-                v = view.get(f.id)
-                target = None
-                if v is not None and v[0] == owner and v[1] == f.claim_token and v[2] in HELD:
-                    target = finished_state(STATES[v[2]], f.state, bool(v[4]))
-                out.append(target is not None)
-                if target is None or v is None:
-                    continue
-                if f.state is State.RUNNING:  # RUN: an at-least-once run started
-                    _run(v, f, target, now, into=running, deltas=deltas)
-                    continue
-                if v[2] == State.RUNNING:
-                    ran.append(f.id)
-                deltas[(v[3], v[2])] -= 1
-                deltas[(v[3], int(target))] += 1
-                v[2] = target  # a second finish of this row in the batch is refused
-                _place(f, target, owner, now, (ended, retried, history))
-            if running:
-                self._c.executemany(_FINISH_RUNNING, running)
-            self._finished(now, ended, retried, history, ran)
-        return out
-
-    def _finished(
-        self, now: int, ended: list[Any], retried: list[Any], history: list[Any], ran: list[int]
-    ) -> None:
-        """The statements of a finish's outcomes (see ``_place``)."""
-        if ended:
-            self._c.execute(_FINISH_ENDED, (now, json.dumps(ended)))
-        self._c.executemany(_FINISH_PENDING, retried)
-        if history:
-            self._c.execute(_HISTORY_MANY, (json.dumps(history),))
-        if ran:
-            self._c.execute(_FINISH_NOT_RUNNING, (ids_json(ran),))
 
     def release(self, owner: str, now: int, ids: Sequence[int] | None) -> int:
         with self._write() as deltas:
