@@ -174,3 +174,43 @@ async def test_outcomes_waiting_for_a_slow_recorder_at_shutdown_all_arrive(
         await trio.sleep(1)  # a Recorder busy with an earlier write
         got = [o async for msg in rec_in for o in msg.outcomes]  # type: ignore[union-attr]
     assert sorted(o.instance.id for o in got if o.kind is Kind.OK) == sorted(d.id for d in due)
+
+
+async def test_one_worker_serves_instances_due_one_at_a_time(
+    autojump_clock: object, monkeypatch: object
+) -> None:
+    """At a steady rate instances come due one at a time: the worker that ran one waits
+    for the next instead of ending, so the Executor spawns one worker task for all of them
+    (a task spawn and a cancel scope per run was most of its cost at 10,000/s); a burst
+    still gets more workers, and a stop ends the waiting one at once (no grace spent)."""
+    clock = VirtualClock()
+    store = await open_store()
+    ex, to_ex, rec_in = _executor(clock, store, concurrency=10)
+    spawned = 0
+    worker = Executor._worker
+
+    async def counted(self: Executor, token: object) -> None:
+        nonlocal spawned
+        spawned += 1
+        await worker(self, token)
+
+    monkeypatch.setattr(Executor, "_worker", counted)  # type: ignore[attr-defined]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ex.run)
+        for _ in range(20):
+            [inst] = await claimed(store, clock, 0)
+            await to_ex.send(Due([attrs.evolve(inst, params=b"0.001")]))
+            [got] = await _outcomes(rec_in, 1)
+            assert got.kind is Kind.OK
+            await trio.sleep(1)
+        assert spawned == 1
+        assert ex.statistics().workers == 0  # waiting for work is not working
+        burst = await claimed(store, clock, 0, 0, 0)
+        await to_ex.send(Due(burst))  # three runs of 1 s: three workers, 1 s in all
+        t0 = trio.current_time()
+        assert {o.kind for o in await _outcomes(rec_in, 3)} == {Kind.OK}
+        assert trio.current_time() - t0 == 1
+        assert spawned == 3
+        t1 = trio.current_time()
+        await to_ex.aclose()  # the stop: the waiting worker ends, no grace is waited for
+    assert trio.current_time() == t1

@@ -5,8 +5,10 @@ Due batches go into a ready queue served by a pool of worker tasks, at most
 A worker runs instances one after another; a new worker is spawned only while the ready
 queue is not empty and no spawned worker is still waiting to start, so a burst of quick
 tasks costs a few spawns per batch instead of one per instance, and slow tasks still get
-one worker each up to the limit. Each run has its own ``CancelScope``: an abort or a
-timeout cancels exactly that run.
+one worker each up to the limit. A worker that empties the queue waits for the next
+instance instead of ending (one such worker at most), so a steady rate, where instances
+come due one or a few at a time, does not cost a task spawn per run either. Each run has
+its own ``CancelScope``: an abort or a timeout cancels exactly that run.
 
 Outcomes collect in an outbox that a flusher sends to the Recorder as one message per
 batch; the outbox is bounded, so a slow Recorder slows the workers (backpressure).
@@ -121,6 +123,8 @@ class Executor:
         self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
         self._cancel_reason: dict[int, Kind] = {}
         self._spawn_pending = False
+        # the worker waiting for the next ready instance, if any (_linger)
+        self._lingering: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
         self._workers_done = trio.Event()
         # at-most-once runs: RUNNING made durable right before each starts (_runs.py)
@@ -143,7 +147,7 @@ class Executor:
             running=len(self._running),
             ready=len(self._ready),
             waiting_for_task_slot=self._slots.waiting,
-            workers=self._limiter.borrowed_tokens,
+            workers=self._limiter.borrowed_tokens - (self._lingering is not None),
             max_concurrency=int(self._limiter.total_tokens),
             started=self._started,
             last_lateness_us=self._last_lateness,
@@ -196,6 +200,12 @@ class Executor:
 
     def _spawn(self) -> None:
         if self._ready and not self._spawn_pending and self._nursery is not None:
+            lingering = self._lingering
+            if lingering is not None:  # a worker waits for work: wake it, spawn none
+                self._lingering = None
+                self._spawn_pending = True
+                trio.lowlevel.reschedule(lingering)
+                return
             token = object()
             try:
                 self._limiter.acquire_on_behalf_of_nowait(token)
@@ -208,13 +218,17 @@ class Executor:
         self._spawn_pending = False
         try:
             count = 0
-            while self._ready:
+            while True:
                 # One cancel scope serves a run of instances (entering a scope costs
                 # more than a no-op task): only the instance in progress is inside it,
                 # so cancelling it (abort, timeout) hits exactly that run. After a cancel
                 # a fresh scope serves the next ones.
                 with trio.CancelScope() as scope:
-                    while self._ready and not scope.cancel_called:
+                    while not scope.cancel_called:
+                        if not self._ready:
+                            if not await self._linger():
+                                return
+                            continue
                         inst = self._ready.popleft()
                         self._spawn()
                         await self._run_one(inst, trio.current_time(), scope)
@@ -225,6 +239,25 @@ class Executor:
             self._limiter.release_on_behalf_of(token)
             if self._limiter.borrowed_tokens == 0:
                 self._workers_done.set()
+
+    async def _linger(self) -> bool:
+        """The ready queue is empty: wait for the next instance instead of ending, if no
+        other worker waits already (``_spawn`` wakes this one rather than spawning a
+        task). At a steady rate instances come due one or a few at a time, and a worker
+        that ended after each would cost a task spawn and a cancel scope per run. Returns
+        False when the worker is to end: another one waits, or the node is stopping."""
+        if self._lingering is not None or self._draining:
+            return False
+        self._lingering = me = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._lingering is me:
+                self._lingering = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        self._spawn_pending = False
+        return True
 
     async def _run_one(self, inst: Instance, ready_since: float, scope: trio.CancelScope) -> None:
         if self._aborted and inst.id in self._aborted:
@@ -380,6 +413,9 @@ class Executor:
         for inst in self._slots.drain():
             self._emit(Outcome(inst, Kind.INTERRUPTED))
         self._ready.clear()
+        lingering, self._lingering = self._lingering, None
+        if lingering is not None:  # it sees _draining and ends
+            trio.lowlevel.reschedule(lingering)
         if self._limiter.borrowed_tokens:
             self._workers_done = trio.Event()
             with trio.move_on_after(self._grace):
