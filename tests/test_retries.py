@@ -167,8 +167,10 @@ async def test_a_retry_beyond_the_window_leaves_memory_and_comes_back(autojump_c
         iid = await sched.schedule("flaky", at=clock.now())
         await wait_until(lambda: sched.statistics().recorder.retried == 1, step=0.001)
         retry = await sched.get(iid)
-        assert retry.state is State.PENDING
+        # full jitter may draw a time inside the 5-minute window (1 in 72): then the node
+        # claims it at once and holds it (CLAIMED), which this test does not look at
         if retry.run_at_us > clock.now_us() + 5 * 60 * S:
+            assert retry.state is State.PENDING
             await trio.sleep(1)
             assert sched.statistics().in_memory == 0  # held by the store, not the node
         await wait_until(lambda: len(task.runs) == 2)
