@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -127,7 +127,8 @@ async def test_a_node_whose_tasks_do_not_notify_runs_the_notifier_for_a_stored_s
     # the receiver and the SQLite thread's calls are real work the clock must wait for.
     autojump_clock.autojump_threshold = 0.01
     receiver = await start_receiver(nursery)
-    clock = VirtualClock()
+    # 30 s before an occurrence of */10: every virtual second waited costs real time here
+    clock = VirtualClock(start=datetime(2030, 1, 1, 0, 9, 30, tzinfo=UTC))
     db = tmp_path / "t.db"
     async with tickwork.open_scheduler(SQLiteStore(db), tasks=[Failing()], clock=clock) as s:
         assert not s._node.hub.active  # nothing asks yet: no subscription
@@ -194,16 +195,16 @@ async def test_a_schedule_added_to_a_running_node_without_a_notifier_is_notified
     # stored schedule that had a notify; one added later waited for the next start.
     autojump_clock.autojump_threshold = 0.01  # the HTTP exchange and SQLite are real work
     receiver = await start_receiver(nursery)
-    clock = VirtualClock()
+    # 30 s before an occurrence of */10: each jump of the clock waits for 10 ms of real
+    # idleness, so every virtual second waited costs real time
+    clock = VirtualClock(start=datetime(2030, 1, 1, 0, 9, 30, tzinfo=UTC))
     store = new_store()
     async with tickwork.open_scheduler(store, tasks=[Failing()], clock=clock) as s:
         assert not s._node.hub.active  # nothing asks yet: no subscription
         await s.add_schedule(
             "failing", Cron("*/10 * * * *"), schedule_id="s", notify=Notify(url=receiver.url)
         )
-        # the first occurrence is due within 10 minutes (steps of 5 s: each jump of the
-        # clock waits for 10 ms of real idleness)
-        await wait_until(lambda: receiver.bodies, timeout=1200, step=5)
+        await wait_until(lambda: receiver.bodies, timeout=1200, step=1)
     bodies = receiver.bodies
     assert {(b["schedule_id"], b["event"]) for b in bodies} == {("s", "failed")}
     ids = [b["instance_id"] for b in bodies]

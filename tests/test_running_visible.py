@@ -95,7 +95,7 @@ class _Once(Recording):
 async def test_a_slow_at_least_once_run_is_running_with_its_start_time(trio_clock, store):
     clock = VirtualClock()
     slow, once = Recording(clock, "slow"), _Once(clock, "once")
-    slow.sleep = once.sleep = timedelta(minutes=10)
+    slow.sleep = once.sleep = timedelta(minutes=2)  # past the checks at 60 s
     async with tickwork.open_scheduler(store, tasks=[slow, once], clock=clock) as sched:
         at = clock.now() + timedelta(seconds=1)
         iid = await sched.schedule("slow", at=at)
@@ -109,7 +109,7 @@ async def test_a_slow_at_least_once_run_is_running_with_its_start_time(trio_cloc
         assert inst.started_at is not None
         assert inst.started_at >= at
         assert await sched.count(state=State.RUNNING) == 2
-        await trio.sleep(10 * 60)
+        await trio.sleep(3 * 60)
         await settle(sched)
         done = await sched.get(iid)
         assert (done.state, done.started_us) == (State.SUCCEEDED, None)
@@ -121,7 +121,7 @@ async def test_a_slow_at_least_once_run_is_running_with_its_start_time(trio_cloc
 async def test_runs_started_together_share_one_commit_and_quick_ones_write_none(trio_clock, store):
     clock = VirtualClock()
     quick, slow = Recording(clock, "quick"), Recording(clock, "slow")
-    slow.sleep = timedelta(minutes=10)
+    slow.sleep = timedelta(minutes=2)  # past the checks at 60 and 120 s
     async with tickwork.open_scheduler(store, tasks=[quick, slow], clock=clock) as sched:
         at = clock.now() + timedelta(seconds=1)
         await sched.schedule_many([tickwork.NewInstance("quick", at, b"") for _ in range(300)])
@@ -134,7 +134,7 @@ async def test_runs_started_together_share_one_commit_and_quick_ones_write_none(
         assert await sched.count(state=State.RUNNING) == 50
         assert store.spy.running_written() == 50
         assert len(store.spy.finishes) - commits <= 2  # not one commit per run
-        await trio.sleep(10 * 60)
+        await trio.sleep(3 * 60)
         await settle(sched)
         assert await sched.count(state=State.SUCCEEDED) == 350
 
