@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["check_limit", "check_state", "instance_filter", "new_rows", "schedule_allowed"]
 
-#: schedule_many validates this many items between checkpoints (~2 ms on the reference machine)
-_VALIDATE_SLICE = 500
+#: schedule_many validates this many items between checkpoints (~0.5 ms on a slow machine:
+#: a due run waits at most that long behind it; 500 made p99 lateness at 2,000/s ~3 ms)
+_VALIDATE_SLICE = 100
 
 
 async def new_rows(

@@ -60,8 +60,9 @@ _log = logging.getLogger("tickwork.store")
 #: benchmarks/PROFILE_NOTES.md, session 7).
 INLINE_ROWS = 0
 
-#: Claimed rows made Instances per slice, between checkpoints (see ``claim``): ~2 ms.
-_ROWS_PER_SLICE: Final = 500
+#: Claimed rows made Instances per slice, between checkpoints (see ``claim``): ~0.3 ms on
+#: a slow machine, so a due run waits at most that long behind a big claim.
+_ROWS_PER_SLICE: Final = 100
 
 
 def _due_order(row: tuple[Any, ...]) -> tuple[int, int]:
