@@ -35,6 +35,7 @@ from typing import final
 import attrs
 import trio
 
+from tickwork.actors._idle import IdleWorker
 from tickwork.actors._outbox import Outbox
 from tickwork.actors._runs import DurableStarts, timeout_error, timeout_us_of
 from tickwork.actors._task_slots import TaskSlots
@@ -123,8 +124,8 @@ class Executor:
         self._running: dict[int, tuple[trio.CancelScope, Instance]] = {}
         self._cancel_reason: dict[int, Kind] = {}
         self._spawn_pending = False
-        # the worker waiting for the next ready instance, if any (_linger)
-        self._lingering: trio.lowlevel.Task | None = None
+        # the worker waiting for the next ready instance, if any (_idle.py)
+        self._idle = IdleWorker()
         self._nursery: trio.Nursery | None = None
         self._workers_done = trio.Event()
         # at-most-once runs: RUNNING made durable right before each starts (_runs.py)
@@ -147,7 +148,7 @@ class Executor:
             running=len(self._running),
             ready=len(self._ready),
             waiting_for_task_slot=self._slots.waiting,
-            workers=self._limiter.borrowed_tokens - (self._lingering is not None),
+            workers=self._limiter.borrowed_tokens - self._idle.waiting,
             max_concurrency=int(self._limiter.total_tokens),
             started=self._started,
             last_lateness_us=self._last_lateness,
@@ -200,11 +201,8 @@ class Executor:
 
     def _spawn(self) -> None:
         if self._ready and not self._spawn_pending and self._nursery is not None:
-            lingering = self._lingering
-            if lingering is not None:  # a worker waits for work: wake it, spawn none
-                self._lingering = None
+            if self._idle.wake():  # a worker waited for work: it takes this, no spawn
                 self._spawn_pending = True
-                trio.lowlevel.reschedule(lingering)
                 return
             token = object()
             try:
@@ -241,21 +239,11 @@ class Executor:
                 self._workers_done.set()
 
     async def _linger(self) -> bool:
-        """The ready queue is empty: wait for the next instance instead of ending, if no
-        other worker waits already (``_spawn`` wakes this one rather than spawning a
-        task). At a steady rate instances come due one or a few at a time, and a worker
-        that ended after each would cost a task spawn and a cancel scope per run. Returns
-        False when the worker is to end: another one waits, or the node is stopping."""
-        if self._lingering is not None or self._draining:
+        """The ready queue is empty: wait for the next instance instead of ending
+        (``_idle.py``). False when the worker is to end: another one waits, or the node
+        is stopping."""
+        if self._draining or not await self._idle.wait():
             return False
-        self._lingering = me = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            if self._lingering is me:
-                self._lingering = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
         self._spawn_pending = False
         return True
 
@@ -413,9 +401,7 @@ class Executor:
         for inst in self._slots.drain():
             self._emit(Outcome(inst, Kind.INTERRUPTED))
         self._ready.clear()
-        lingering, self._lingering = self._lingering, None
-        if lingering is not None:  # it sees _draining and ends
-            trio.lowlevel.reschedule(lingering)
+        self._idle.wake()  # the waiting worker sees _draining and ends
         if self._limiter.borrowed_tokens:
             self._workers_done = trio.Event()
             with trio.move_on_after(self._grace):
