@@ -1,8 +1,9 @@
 """kill -9 in the middle of a run: a new node on the same file finishes everything.
 
 Real processes and the real clock: this test is about a process dying. Default delivery
-is at-least-once, so the only instances that may run twice are those that were in flight
-(claimed into the killed node's executor) at the moment of the kill.
+is at-least-once, so the instances that run twice are exactly those that had started and
+whose outcome was not yet durable at the moment of the kill: in flight in the killed
+node's executor, or ended with their outcome waiting for its commit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import trio
 
 import tickwork
-from tests.support.node_process import CONCURRENCY, runs, start_node, states, wait
+from tests.support.node_process import ended_params, runs, start_node, states, wait
 
 TASKS = textwrap.dedent(
     """
@@ -62,6 +63,7 @@ def test_killed_node_leaves_nothing_behind(tmp_path: Path) -> None:
     assert sum(ran_before.values()) < N, "the node finished before the kill: nothing tested"
     held = states(db)[tickwork.State.CLAIMED.value]
     assert held > 0  # the killed node left claims behind
+    recorded = ended_params(db, tickwork.State.SUCCEEDED.value)
 
     node = start_node(db, tmp_path)
     try:
@@ -73,7 +75,10 @@ def test_killed_node_leaves_nothing_behind(tmp_path: Path) -> None:
     assert set(final) == set(range(N)), "every instance ran"
     twice = {i for i, n in final.items() if n > 1}
     assert all(final[i] == 2 for i in twice)
-    # only those in flight at the kill ran again: at most one executor's worth
-    assert len(twice) <= CONCURRENCY
-    assert twice <= set(ran_before)
+    # At least once: exactly the runs that had started but whose outcome was not yet
+    # durable at the kill ran again: those in flight (at most one executor's worth) and
+    # those that had ended while their outcome waited for its commit (a few on an idle
+    # machine; more when a busy one slows the commits). No recorded one ran again.
+    assert twice == set(ran_before) - recorded
+    assert twice, "nothing was in flight at the kill: nothing tested"
     assert states(db) == Counter({tickwork.State.SUCCEEDED.value: N})

@@ -53,6 +53,16 @@ def states(db: Path) -> Counter[int]:
         return Counter(dict(conn.execute("SELECT state, count(*) FROM instances GROUP BY state")))
 
 
+def ended_params(db: Path, state: int) -> set[int]:
+    """The params (as ints) of the instances in ``state``: which of the runs file's lines
+    the store has recorded."""
+    with sqlite3.connect(db) as conn:
+        return {
+            int(p)
+            for (p,) in conn.execute("SELECT params FROM instances WHERE state = ?", (state,))
+        }
+
+
 def wait(predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
