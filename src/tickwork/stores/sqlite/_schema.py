@@ -210,7 +210,7 @@ ALTER TABLE instances ADD COLUMN repeatable INTEGER NOT NULL DEFAULT 0;
 # nothing for it on the hot path. Every write that changes a row's state tests a partial
 # index's condition on the old row and on the new one; ``state IN (0, 1, 2)`` (three values)
 # is coded as a temporary B-tree built for each test, five per instance in its life (an
-# insert, a claim, a finish): about 30,000 of the store's ~220,000 CPU instructions per
+# insert, a claim, a finish): about 39,000 of the store's 217,000 CPU instructions per
 # instance (benchmarks/PROFILE_NOTES.md, session 10). The live states are the ones below
 # SUCCEEDED (tickwork.state.TERMINAL starts there), and a plain row (no schedule) fails
 # the first term and skips the second. Readers name both terms as written here, so the
