@@ -6,6 +6,7 @@ Like trio-util's ``tests/test_periodic.py``: exact virtual times, no node around
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from tests.support.actors import OWNER, SECOND, claimed, open_store, pending
 from tickwork.actors.messages import (
@@ -161,3 +162,25 @@ async def test_an_instance_claimed_again_is_held_once_and_its_place_freed(
         assert await puller_in.receive() == RoomFreed(1)
         assert tk.statistics().waiting == 1
         await to_tk.aclose()
+
+
+async def test_a_big_claimed_batch_is_taken_in_slices_so_a_due_one_fires_meanwhile(
+    autojump_clock: object,
+) -> None:
+    """One due instance at the head of a claimed batch of 1,000 leaves before the rest is
+    taken in: the Timekeeper yields between slices of 100 (a due run waits at most one
+    slice behind a big claim, not the whole batch)."""
+    clock = VirtualClock()
+    store = await open_store()
+    batch = await claimed(store, clock, 0, *[3600] * 999)
+    tk, to_tk, ex_in, _ = _timekeeper(clock, store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tk.run)
+        await to_tk.send(Claimed(batch))
+        msg = await ex_in.receive()
+        assert isinstance(msg, Due)
+        assert [i.id for i in msg.instances] == [batch[0].id]
+        assert tk.statistics().waiting < 999  # the rest is still being taken in
+        await trio.testing.wait_all_tasks_blocked()
+        assert tk.statistics().waiting == 999
+        nursery.cancel_scope.cancel()
